@@ -1,0 +1,356 @@
+"""IrisClient: submit jobs, follow their logs, wait for their outcome.
+
+    client = IrisClient.remote("http://controller:10000", workspace=Path("."))
+    job = client.submit(name="my-job", entrypoint=Entrypoint.from_callable(fn),
+                        resources=ResourceSpec(cpu=1, memory="2GB"))
+    job.wait()
+
+``IrisClient.local()`` runs a whole cluster (controller and workers) in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import grpc
+
+from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, create_bundle
+from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
+from iris.errors import IrisError, JobNotFound
+from iris.rpc import controller_pb2, controller_pb2_grpc
+from iris.rpc.convert import (
+    entrypoint_to_proto,
+    environment_to_proto,
+    job_state_from_proto,
+    resources_to_proto,
+    task_state_from_proto,
+)
+
+CONTROLLER_ENV = "IRIS_CONTROLLER_ADDRESS"
+_WAIT_SLICE = 10.0
+
+
+class ControllerUnavailable(IrisError):
+    pass
+
+
+def _call(method: Callable[..., Any], request: Any, address: str, timeout: float | None = 60.0) -> Any:
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.NOT_FOUND:
+            raise JobNotFound(details) from None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise ControllerUnavailable(f"cannot reach the controller at {address}: {details}") from None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise ControllerUnavailable(f"the controller at {address} did not answer in time") from None
+        raise IrisError(details or str(code)) from None
+
+
+@attrs.frozen
+class AttemptStatus:
+    attempt_id: int
+    worker_id: str
+    state: TaskState
+    exit_code: int
+    error: str
+    started_at: float
+    finished_at: float
+
+
+@attrs.frozen
+class TaskStatus:
+    index: int
+    state: TaskState
+    pending_reason: str
+    exit_code: int
+    error: str
+    attempts: tuple[AttemptStatus, ...]
+
+
+@attrs.frozen
+class JobStatus:
+    job_id: str
+    name: str
+    state: JobState
+    exit_code: int
+    error: str
+    submitted_at: float
+    finished_at: float
+    entrypoint: str
+    tasks: tuple[TaskStatus, ...]
+
+    @classmethod
+    def from_proto(cls, p: controller_pb2.JobInfo) -> JobStatus:
+        return cls(
+            job_id=p.job_id,
+            name=p.name,
+            state=job_state_from_proto(p.state),
+            exit_code=p.exit_code,
+            error=p.error,
+            submitted_at=p.submitted_at,
+            finished_at=p.finished_at,
+            entrypoint=p.entrypoint,
+            tasks=tuple(
+                TaskStatus(
+                    index=t.index,
+                    state=task_state_from_proto(t.state),
+                    pending_reason=t.pending_reason,
+                    exit_code=t.exit_code,
+                    error=t.error,
+                    attempts=tuple(
+                        AttemptStatus(
+                            a.attempt_id, a.worker_id, task_state_from_proto(a.state), a.exit_code, a.error, a.started_at, a.finished_at
+                        )
+                        for a in t.attempts
+                    ),
+                )
+                for t in p.tasks
+            ),
+        )
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is JobState.SUCCEEDED
+
+
+@attrs.frozen
+class LogLine:
+    job_id: str
+    task_index: int
+    attempt_id: int
+    timestamp: float
+    data: str
+
+
+class JobFailed(IrisError):
+    def __init__(self, status: JobStatus):
+        super().__init__(f"job {status.job_id} {status.state.value}: {status.error or 'no error recorded'}")
+        self.status = status
+
+
+class Job:
+    """A submitted job: wait for it, read its logs, kill it."""
+
+    def __init__(self, client: IrisClient, job_id: str):
+        self._client = client
+        self.job_id = job_id
+
+    def __repr__(self) -> str:
+        return f"Job({self.job_id!r})"
+
+    def status(self) -> JobStatus:
+        c = self._client
+        return JobStatus.from_proto(_call(c._stub.GetJob, controller_pb2.GetJobRequest(job_id=self.job_id), c.address))
+
+    def kill(self) -> JobStatus:
+        c = self._client
+        _call(c._stub.KillJob, controller_pb2.KillJobRequest(job_id=self.job_id), c.address)
+        return self.status()
+
+    def logs(self, *, follow: bool = False, cursor: str = "") -> Iterator[LogLine]:
+        """Every log line from ``cursor`` on; with ``follow``, until the job ends and all are read."""
+        c = self._client
+        while True:
+            response = _call(
+                c._stub.GetLogs,
+                controller_pb2.GetLogsRequest(job_id=self.job_id, cursor=cursor, wait_seconds=_WAIT_SLICE if follow else 0),
+                c.address,
+                timeout=_WAIT_SLICE + 30,
+            )
+            for ln in response.lines:
+                yield LogLine(ln.job_id, ln.task_index, ln.attempt_id, ln.timestamp, ln.data)
+            cursor = response.cursor
+            if response.finished or (not follow and not response.lines):
+                return
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        stream_logs: bool = False,
+        raise_on_failure: bool = False,
+        log_sink: Callable[[LogLine], None] | None = None,
+    ) -> JobStatus:
+        """Block until the job ends (or ``timeout`` elapses); optionally print its logs as they come."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if stream_logs:
+            sink = log_sink or _print_line
+            done = threading.Event()
+
+            def pump() -> None:
+                try:
+                    for line in self.logs(follow=True):
+                        sink(line)
+                finally:
+                    done.set()
+
+            if deadline is None:
+                pump()
+            else:
+                thread = threading.Thread(target=pump, daemon=True)
+                thread.start()
+                done.wait(max(0.0, deadline - time.monotonic()))
+        c = self._client
+        while True:
+            wait = _WAIT_SLICE if deadline is None else max(0.0, min(_WAIT_SLICE, deadline - time.monotonic()))
+            info = _call(
+                c._stub.WaitJob, controller_pb2.WaitJobRequest(job_id=self.job_id, timeout_seconds=wait), c.address, timeout=wait + 30
+            )
+            status = JobStatus.from_proto(info)
+            if status.state.is_terminal or (deadline is not None and time.monotonic() >= deadline):
+                break
+        if raise_on_failure and status.state.is_terminal and not status.succeeded:
+            raise JobFailed(status)
+        return status
+
+
+def _print_line(line: LogLine) -> None:
+    sys.stdout.write(line.data + "\n")
+    sys.stdout.flush()
+
+
+def default_job_name(entrypoint: Entrypoint) -> str:
+    if entrypoint.argv:
+        words = [Path(a).name for a in entrypoint.argv[:2] if not a.startswith("-")]
+        base = "-".join(words) or "job"
+    else:
+        base = "callable"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._")[:40] or "job"
+    return f"{base}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+class IrisClient:
+    """A connection to a controller; see the module docstring."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        workspace: Path | None = None,
+        bundle_blob: bytes | None = None,
+        max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+    ):
+        self.address = address if "://" in address else f"http://{address}"
+        self._channel = grpc.insecure_channel(
+            self.address.split("://", 1)[1],
+            options=[("grpc.max_send_message_length", 512 << 20), ("grpc.max_receive_message_length", 512 << 20)],
+        )
+        self._stub = controller_pb2_grpc.ControllerServiceStub(self._channel)
+        self._workspace = Path(workspace) if workspace is not None else None
+        self._bundle_blob = bundle_blob
+        self._max_bundle_bytes = max_bundle_bytes
+        self._bundle_id: str | None = None
+        self._bundle_lock = threading.Lock()
+        self._cluster: Any = None
+
+    # --- constructors -------------------------------------------------------------------
+
+    @classmethod
+    def remote(cls, controller_url: str, *, workspace: Path | None = None, bundle_blob: bytes | None = None) -> IrisClient:
+        """A client for the controller at ``controller_url``, bundling ``workspace`` on first submit."""
+        return cls(controller_url, workspace=workspace, bundle_blob=bundle_blob)
+
+    @classmethod
+    def from_env(cls, *, workspace: Path | None = None) -> IrisClient:
+        """Inside a task: a client for the controller that runs it (``IRIS_CONTROLLER_ADDRESS``)."""
+        address = os.environ.get(CONTROLLER_ENV)
+        if not address:
+            raise IrisError(f"{CONTROLLER_ENV} is not set: not running inside an Iris task")
+        return cls(address, workspace=workspace)
+
+    @classmethod
+    def local(cls, config: Any = None, *, workspace: Path | None = None) -> IrisClient:
+        """A client on a new in-process local cluster; use as ``with IrisClient.local() as client:``."""
+        from iris.cluster.manager import ClusterManager, make_local_config
+        from iris.config import ClusterConfig
+
+        manager = ClusterManager(make_local_config(config or ClusterConfig()))
+        address = manager.start()
+        client = cls(address, workspace=workspace)
+        client._cluster = manager
+        return client
+
+    def close(self) -> None:
+        self._channel.close()
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
+
+    def __enter__(self) -> IrisClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- bundles ------------------------------------------------------------------------
+
+    def _ensure_bundle(self) -> str:
+        with self._bundle_lock:
+            if self._bundle_id is not None:
+                return self._bundle_id
+            if self._bundle_blob is not None:
+                import hashlib
+
+                bundle_id, data = hashlib.sha256(self._bundle_blob).hexdigest(), self._bundle_blob
+            elif self._workspace is not None:
+                bundle = create_bundle(self._workspace, max_bytes=self._max_bundle_bytes)
+                bundle_id, data = bundle.bundle_id, bundle.data
+            else:
+                self._bundle_id = ""
+                return ""
+            exists = _call(self._stub.HasBundle, controller_pb2.HasBundleRequest(bundle_id=bundle_id), self.address).exists
+            if not exists:
+                _call(self._stub.UploadBundle, controller_pb2.UploadBundleRequest(bundle_id=bundle_id, data=data), self.address, timeout=600)
+            self._bundle_id = bundle_id
+            return bundle_id
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        entrypoint: Entrypoint,
+        name: str | None = None,
+        resources: ResourceSpec | None = None,
+        environment: EnvironmentSpec | None = None,
+        *,
+        replicas: int = 1,
+        max_retries: int = 0,
+        timeout: float = 0.0,
+    ) -> Job:
+        """Launch a job and return it at once; ``job.wait()`` follows it."""
+        resources = resources or ResourceSpec()
+        environment = environment or EnvironmentSpec()
+        spec = controller_pb2.JobSpec(
+            name=name or default_job_name(entrypoint),
+            entrypoint=entrypoint_to_proto(entrypoint),
+            resources=resources_to_proto(resources),
+            environment=environment_to_proto(environment),
+            bundle_id=self._ensure_bundle(),
+            replicas=replicas,
+            max_retries=max_retries,
+            timeout_seconds=timeout,
+        )
+        response = _call(self._stub.LaunchJob, controller_pb2.LaunchJobRequest(spec=spec), self.address)
+        return Job(self, response.job_id)
+
+    def job(self, job_id: str) -> Job:
+        job = Job(self, job_id)
+        return Job(self, job.status().job_id)
+
+    def list_jobs(self) -> list[JobStatus]:
+        response = _call(self._stub.ListJobs, controller_pb2.ListJobsRequest(), self.address)
+        return [JobStatus.from_proto(j) for j in response.jobs]
+
+    def list_workers(self) -> list[controller_pb2.WorkerSummary]:
+        return list(_call(self._stub.ListWorkers, controller_pb2.ListWorkersRequest(), self.address).workers)

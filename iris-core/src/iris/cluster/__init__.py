@@ -1,0 +1,1 @@
+"""Cluster orchestration: types, controller, worker and lifecycle."""

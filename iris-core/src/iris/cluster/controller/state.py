@@ -1,0 +1,103 @@
+"""The controller's records of jobs, tasks, attempts and workers (held in memory)."""
+
+from __future__ import annotations
+
+import attrs
+
+from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
+
+
+@attrs.define
+class JobSpec:
+    """A validated job request."""
+
+    name: str
+    entrypoint: Entrypoint
+    resources: ResourceSpec = attrs.field(factory=ResourceSpec)
+    environment: EnvironmentSpec = attrs.field(factory=EnvironmentSpec)
+    bundle_id: str = ""
+    replicas: int = 1
+    max_retries: int = 0
+    timeout_seconds: float = 0.0
+
+
+@attrs.define(eq=False)
+class Attempt:
+    attempt_id: int
+    worker_id: str
+    state: TaskState = TaskState.ASSIGNED
+    exit_code: int | None = None
+    error: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    observed: bool = False  # the worker has reported it at least once
+    stop_requested: bool = False
+    log_offset: int = 0  # bytes of log received
+    log_partial: bytes = b""  # an unfinished last line
+    done: bool = False  # final state and full log recorded
+
+
+@attrs.define(eq=False)
+class Task:
+    job_id: str
+    index: int
+    state: TaskState = TaskState.PENDING
+    attempts: list[Attempt] = attrs.field(factory=list)
+    failures: int = 0
+    preemptions: int = 0
+    pending_reason: str = "waiting to be scheduled"
+    exit_code: int | None = None
+    error: str = ""
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.job_id}/{self.index}"
+
+    @property
+    def current(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+@attrs.define
+class LogLine:
+    task_index: int
+    attempt_id: int
+    timestamp: float
+    data: str
+
+
+@attrs.define(eq=False)
+class Job:
+    job_id: str
+    spec: JobSpec
+    submitted_at: float
+    tasks: list[Task] = attrs.field(factory=list)
+    state: JobState = JobState.PENDING
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    error: str = ""
+    kill_requested: bool = False
+    logs: list[LogLine] = attrs.field(factory=list)
+
+
+@attrs.define(eq=False)
+class WorkerRecord:
+    worker_id: str
+    slice_id: str
+    cpu: float
+    memory_bytes: int
+    attributes: dict[str, str]
+    last_seen: float
+    used_cpu: float = 0.0
+    used_memory: int = 0
+    version: int = 1
+    lost: bool = False
+    # (task_id, attempt_id) -> (task, attempt) for every attempt placed here and not yet done
+    attempts: dict[tuple[str, int], tuple[Task, Attempt]] = attrs.field(factory=dict)
+
+    def fits(self, resources: ResourceSpec) -> bool:
+        return (
+            not self.lost
+            and self.cpu - self.used_cpu >= resources.cpu - 1e-9
+            and self.memory_bytes - self.used_memory >= resources.memory
+        )

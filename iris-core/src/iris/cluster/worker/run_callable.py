@@ -1,0 +1,29 @@
+"""Run a cloudpickled ``(fn, args, kwargs)`` inside a task: ``python -m iris.cluster.worker.run_callable FILE``.
+
+An exception prints its traceback to stderr and exits 1; ``sys.exit`` inside ``fn`` is honoured.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+
+def main(path: str) -> int:
+    import cloudpickle
+
+    with open(path, "rb") as f:
+        fn, args, kwargs = cloudpickle.load(f)
+    try:
+        fn(*args, **kwargs)
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,217 @@
+"""Cluster config: YAML structured into attrs classes by cattrs, validated in one place.
+
+Every error names the YAML path of the bad field, the value, and what is accepted::
+
+    cluster.yaml: scale_groups.tpu.min_slices: expected int, got 'two'
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+
+from iris.cluster.types import parse_memory
+from iris.errors import ConfigError, ResourceError
+
+
+@attrs.define
+class ProviderConfig:
+    """Which provider runs the machines (the ``iris.plugins`` entry-point name) and its settings."""
+
+    type: str = "local"
+    project_id: str = ""
+    region: str = ""
+    zone: str = ""
+    hosts: list[str] = attrs.field(factory=list)
+    ssh_user: str = ""
+    ssh_key: str = ""
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class DockerConfig:
+    image: str = ""
+    worker_port: int = 10001
+
+
+@attrs.define
+class ControllerVmConfig:
+    enabled: bool = False
+    image: str = ""
+    machine_type: str = ""
+    port: int = 10000
+
+
+@attrs.define
+class ControllerConfig:
+    """Where the controller listens and keeps its state.
+
+    ``port`` 0 picks a free port. ``state_dir`` defaults to ``~/.iris/<cluster name>``
+    (a temporary directory for the in-process local cluster). ``bundle_prefix`` defaults to
+    ``file://<state_dir>/bundles``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    state_dir: str = ""
+    bundle_prefix: str = ""
+    vm: ControllerVmConfig = attrs.field(factory=ControllerVmConfig)
+
+
+@attrs.define
+class WorkerConfig:
+    """How workers run tasks. ``runtime`` empty = the provider's default runtime."""
+
+    runtime: str = ""
+    reconcile_wait_seconds: float = 2.0
+
+
+@attrs.define
+class ScaleGroupConfig:
+    """A kind of slice the cluster can have. ``cpu``/``memory`` 0 = the machine's own size."""
+
+    accelerator_type: str = "cpu"
+    accelerator_variant: str = ""
+    runtime_version: str = ""
+    min_slices: int = 0
+    max_slices: int = 1
+    vms_per_slice: int = 1
+    cpu: float = 0.0
+    memory: int | str = 0
+    priority: int = 0
+    preemptible: bool = False
+    zones: list[str] = attrs.field(factory=list)
+    attributes: dict[str, str] = attrs.field(factory=dict)
+    template: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory)
+
+
+@attrs.define
+class ClusterConfig:
+    name: str = "iris"
+    label_prefix: str = "iris"
+    provider: ProviderConfig = attrs.field(factory=ProviderConfig)
+    docker: DockerConfig = attrs.field(factory=DockerConfig)
+    controller: ControllerConfig = attrs.field(factory=ControllerConfig)
+    worker: WorkerConfig = attrs.field(factory=WorkerConfig)
+    scale_groups: dict[str, ScaleGroupConfig] = attrs.field(factory=dict)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+
+    def strict(kind: type) -> Any:
+        def structure(value: Any, _: type) -> Any:
+            if isinstance(value, bool) and kind is not bool:
+                raise ValueError(f"expected {kind.__name__}, got {value!r}")
+            if kind is float and isinstance(value, int):
+                return float(value)
+            if not isinstance(value, kind):
+                raise ValueError(f"expected {kind.__name__}, got {value!r}")
+            return value
+
+        return structure
+
+    for kind in (str, int, float, bool):
+        converter.register_structure_hook(kind, strict(kind))
+
+    def memory(value: Any, _: type) -> int | str:
+        try:
+            parse_memory(value)
+        except ResourceError:
+            raise ValueError(f"expected a size such as 2GB or 512MiB, got {value!r}") from None
+        return value
+
+    converter.register_structure_hook(typing.Union[int, str], memory)
+    return converter
+
+
+_converter = _make_converter()
+
+
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, ForbiddenExtraKeysError):
+        accepted = ", ".join(a.name for a in attrs.fields(exc.cl))
+        return f"unknown field {', '.join(sorted(exc.extra_fields))}; accepted: {accepted}"
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ValueError) and str(exc).startswith("expected"):
+        return str(exc)
+    if isinstance(exc, (TypeError, ValueError, AttributeError)):
+        name = getattr(type_, "__name__", str(type_))
+        if isinstance(exc, AttributeError) or "mapping" in str(exc).lower() or "not iterable" in str(exc):
+            return f"expected {name if name != 'dict' else 'a mapping'}"
+        return f"invalid value for {name}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def parse_config(data: Any, source: str = "config") -> ClusterConfig:
+    """Structure a parsed YAML document into a ClusterConfig, or raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}")
+    try:
+        config = _converter.structure(data, ClusterConfig)
+    except Exception as exc:
+        messages = cattrs.transform_error(exc, path="$", format_exception=_format_exception)
+        first = messages[0] if messages else str(exc)
+        detail, _, path = first.rpartition(" @ ")
+        path = path.removeprefix("$").lstrip(".") or "(top level)"
+        path = path.replace("['", ".").replace("']", "")
+        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        raise ConfigError(f"{source}: {path}: {detail}{more}") from None
+    _validate(config, source)
+    return config
+
+
+def _validate(config: ClusterConfig, source: str) -> None:
+    if not config.provider.type:
+        raise ConfigError(f"{source}: provider.type: must name a provider, e.g. local, gcp or manual")
+    for name, group in config.scale_groups.items():
+        where = f"{source}: scale_groups.{name}"
+        if group.min_slices < 0:
+            raise ConfigError(f"{where}.min_slices: {group.min_slices} is negative; must be >= 0")
+        if group.max_slices < group.min_slices:
+            raise ConfigError(
+                f"{where}.max_slices: {group.max_slices} is below min_slices ({group.min_slices}); must be >= min_slices"
+            )
+        if group.vms_per_slice < 1:
+            raise ConfigError(f"{where}.vms_per_slice: {group.vms_per_slice}; must be >= 1")
+    if not 0 <= config.controller.port <= 65535:
+        raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    """Read and validate a cluster config YAML file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_config(data, source=str(path))
+
+
+def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
+    return _converter.unstructure(config)

@@ -1,0 +1,27 @@
+"""Errors that Iris reports to users as one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+
+class IrisError(Exception):
+    """Base for errors caused by user input or the environment, shown as one line."""
+
+
+class ConfigError(IrisError):
+    """A cluster config file is unreadable or invalid; the message names the field."""
+
+
+class ResourceError(IrisError, ValueError):
+    """A resource string (memory, cpu, device) is malformed."""
+
+
+class PluginError(IrisError):
+    """A plugin is missing, broken, or claims a name another plugin already claimed."""
+
+
+class BundleError(IrisError):
+    """The workspace cannot be bundled (too large, unreadable)."""
+
+
+class JobNotFound(IrisError):
+    """A job id that the controller does not know."""

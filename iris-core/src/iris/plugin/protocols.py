@@ -1,0 +1,190 @@
+"""What the objects built by plugin factories must do, one Protocol per seam.
+
+The value types passed across the seams (slices, container specs, statuses) are defined here
+too, so a plugin depends on nothing but this module and :mod:`iris.plugin.records`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+# --- VmManager ------------------------------------------------------------------------------
+
+
+class SliceState(enum.Enum):
+    REQUESTING = "REQUESTING"
+    BOOTING = "BOOTING"
+    INITIALIZING = "INITIALIZING"
+    READY = "READY"
+    FAILED = "FAILED"
+    PREEMPTED = "PREEMPTED"
+    DELETING = "DELETING"
+
+
+@attrs.frozen
+class SliceRequest:
+    """Ask for one slice of ``vm_count`` machines for a scale group.
+
+    ``slice_id`` is chosen by the caller, so a retried create is idempotent.
+    """
+
+    slice_id: str
+    scale_group: str
+    vm_count: int = 1
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    attributes: Mapping[str, str] = attrs.field(factory=dict)
+    template: Mapping[str, object] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class VmInfo:
+    vm_id: str
+    address: str = ""
+    state: SliceState = SliceState.BOOTING
+    attributes: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class SliceInfo:
+    slice_id: str
+    scale_group: str
+    state: SliceState
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    vms: Sequence[VmInfo] = ()
+    error: str = ""
+
+
+@runtime_checkable
+class VmManager(Protocol):
+    """Creates, lists (by labels), describes and deletes slices. Every call is idempotent."""
+
+    def create_slice(self, request: SliceRequest) -> SliceInfo:
+        """Create the slice, or return the existing one with that id."""
+
+    def list_slices(self, labels: Mapping[str, str]) -> list[SliceInfo]:
+        """Every slice carrying all of ``labels``, including ones this process did not create."""
+
+    def describe_slice(self, slice_id: str) -> SliceInfo | None:
+        """The slice, or None if it does not exist."""
+
+    def delete_slice(self, slice_id: str) -> None:
+        """Delete the slice and everything on it; deleting a missing slice is not an error."""
+
+    def close(self) -> None:
+        """Release client resources (not the slices)."""
+
+
+# --- ContainerRuntime -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class ContainerSpec:
+    """One task attempt to run.
+
+    ``argv`` runs with ``cwd`` as its working directory (the unpacked bundle) and exactly
+    ``env`` as its environment. ``memory_bytes`` = 0 means no limit.
+    """
+
+    container_id: str
+    argv: Sequence[str]
+    cwd: Path
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ContainerStatus:
+    """``running`` is True until the container ends; then ``exit_code`` is set.
+
+    ``oom`` is True when the runtime killed it for exceeding its memory limit.
+    """
+
+    running: bool
+    exit_code: int | None = None
+    oom: bool = False
+    error: str = ""
+
+
+@runtime_checkable
+class ContainerHandle(Protocol):
+    @property
+    def container_id(self) -> str: ...
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+    def status(self) -> ContainerStatus:
+        """Current status, without blocking."""
+
+    def wait(self, timeout: float | None = None) -> ContainerStatus:
+        """Block until the container ends or ``timeout`` elapses; return the status then."""
+
+    def kill(self, grace_seconds: float = 10.0) -> None:
+        """Ask the container to stop, then force it after ``grace_seconds``. Idempotent."""
+
+    def read_logs(self, offset: int, max_bytes: int) -> bytes:
+        """Combined stdout/stderr bytes from ``offset``, at most ``max_bytes``."""
+
+    def log_size(self) -> int:
+        """Bytes of log written so far."""
+
+    def remove(self) -> None:
+        """Delete what the runtime kept for this container (logs, status). Must be ended."""
+
+
+@runtime_checkable
+class ContainerRuntime(Protocol):
+    def start(self, spec: ContainerSpec) -> ContainerHandle:
+        """Start the container; return once it is started (not when it ends)."""
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerHandle]:
+        """Containers this runtime manages that carry all of ``labels``, running or ended,
+        including ones started by an earlier process (for adoption after a restart)."""
+
+    def close(self) -> None:
+        """Release runtime resources; running containers keep running."""
+
+
+# --- BundleStore ----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class BundleStore(Protocol):
+    """Content-addressed workspace bundles: the id is the sha256 hex digest of the bytes."""
+
+    def url_for(self, bundle_id: str) -> str:
+        """The URL a worker passes to ``get`` for this bundle."""
+
+    def exists(self, bundle_id: str) -> bool: ...
+
+    def put(self, bundle_id: str, data: bytes) -> str:
+        """Store the bytes (a no-op if the id exists); return the URL. Rejects a wrong id."""
+
+    def get(self, bundle_id: str, dest_dir: Path) -> Path:
+        """A local file holding the bundle (may be inside ``dest_dir``)."""
+
+
+# --- Tunnel ---------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Tunnel(Protocol):
+    def connect(self, address: str) -> AbstractContextManager[str]:
+        """A context manager yielding a URL for ``address`` reachable from this machine."""
+
+
+def iter_protocols() -> Iterator[tuple[str, type]]:
+    yield "vm_manager", VmManager
+    yield "container_runtime", ContainerRuntime
+    yield "bundle_store", BundleStore
+    yield "tunnel", Tunnel

@@ -1,0 +1,70 @@
+"""Named records that plugins register, one kind per seam."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class ProviderContext:
+    """What a VmManager factory gets from the host.
+
+    :ivar controller_address: URL workers use to reach the controller.
+    :ivar state_dir: a directory the provider may keep its files in.
+    :ivar label_prefix: prefix for labels on every resource the provider creates.
+    :ivar options: the provider section of the cluster config, as a plain dict.
+    :ivar registry: the plugin registry, to build runtimes and bundle stores by name.
+    """
+
+    controller_address: str
+    state_dir: Path
+    label_prefix: str = "iris"
+    options: dict[str, Any] = attrs.field(factory=dict)
+    registry: Any = None
+
+
+@attrs.frozen
+class VmManagerPlugin:
+    """A provider: ``factory(ProviderContext) -> VmManager``.
+
+    The ``default_*`` names say which runtime, bundle store scheme and tunnel the provider
+    uses unless the config picks others.
+    """
+
+    name: str
+    factory: Callable[[ProviderContext], Any]
+    default_runtime: str = "process"
+    default_bundle_scheme: str = "file"
+    default_tunnel: str = "direct"
+    description: str = ""
+
+
+@attrs.frozen
+class ContainerRuntimePlugin:
+    """``factory(root_dir: Path) -> ContainerRuntime``; root_dir holds the runtime's files."""
+
+    name: str
+    factory: Callable[[Path], Any]
+    description: str = ""
+
+
+@attrs.frozen
+class BundleStorePlugin:
+    """``factory(url_prefix: str) -> BundleStore``; ``name`` is the URL scheme it serves."""
+
+    name: str
+    factory: Callable[[str], Any]
+    description: str = ""
+
+
+@attrs.frozen
+class TunnelPlugin:
+    """``factory(options: dict) -> Tunnel``."""
+
+    name: str
+    factory: Callable[[dict[str, Any]], Any]
+    description: str = ""

@@ -1,0 +1,227 @@
+from iris.rpc import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobSpec(_message.Message):
+    __slots__ = ("name", "entrypoint", "resources", "environment", "bundle_id", "replicas", "max_retries", "timeout_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    entrypoint: _common_pb2.Entrypoint
+    resources: _common_pb2.ResourceSpec
+    environment: _common_pb2.EnvironmentSpec
+    bundle_id: str
+    replicas: int
+    max_retries: int
+    timeout_seconds: float
+    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., environment: _Optional[_Union[_common_pb2.EnvironmentSpec, _Mapping]] = ..., bundle_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class LaunchJobRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: JobSpec
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+
+class LaunchJobResponse(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class WaitJobRequest(_message.Message):
+    __slots__ = ("job_id", "timeout_seconds")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    timeout_seconds: float
+    def __init__(self, job_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class AttemptInfo(_message.Message):
+    __slots__ = ("attempt_id", "worker_id", "state", "exit_code", "error", "started_at", "finished_at")
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    attempt_id: int
+    worker_id: str
+    state: _common_pb2.TaskState
+    exit_code: int
+    error: str
+    started_at: float
+    finished_at: float
+    def __init__(self, attempt_id: _Optional[int] = ..., worker_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
+
+class TaskInfo(_message.Message):
+    __slots__ = ("index", "state", "pending_reason", "attempts", "exit_code", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    state: _common_pb2.TaskState
+    pending_reason: str
+    attempts: _containers.RepeatedCompositeFieldContainer[AttemptInfo]
+    exit_code: int
+    error: str
+    def __init__(self, index: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., pending_reason: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptInfo, _Mapping]]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "name", "state", "tasks", "submitted_at", "finished_at", "error", "exit_code", "entrypoint")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    state: _common_pb2.JobState
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskInfo]
+    submitted_at: float
+    finished_at: float
+    error: str
+    exit_code: int
+    entrypoint: str
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[str] = ..., exit_code: _Optional[int] = ..., entrypoint: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
+class KillJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class KillJobResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: _common_pb2.JobState
+    def __init__(self, state: _Optional[_Union[_common_pb2.JobState, str]] = ...) -> None: ...
+
+class HasBundleRequest(_message.Message):
+    __slots__ = ("bundle_id",)
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    bundle_id: str
+    def __init__(self, bundle_id: _Optional[str] = ...) -> None: ...
+
+class HasBundleResponse(_message.Message):
+    __slots__ = ("exists",)
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    exists: bool
+    def __init__(self, exists: _Optional[bool] = ...) -> None: ...
+
+class UploadBundleRequest(_message.Message):
+    __slots__ = ("bundle_id", "data")
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    bundle_id: str
+    data: bytes
+    def __init__(self, bundle_id: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadBundleResponse(_message.Message):
+    __slots__ = ("bundle_url",)
+    BUNDLE_URL_FIELD_NUMBER: _ClassVar[int]
+    bundle_url: str
+    def __init__(self, bundle_url: _Optional[str] = ...) -> None: ...
+
+class GetLogsRequest(_message.Message):
+    __slots__ = ("job_id", "cursor", "max_lines", "wait_seconds")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_LINES_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    cursor: str
+    max_lines: int
+    wait_seconds: float
+    def __init__(self, job_id: _Optional[str] = ..., cursor: _Optional[str] = ..., max_lines: _Optional[int] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("job_id", "task_index", "attempt_id", "timestamp", "data")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    task_index: int
+    attempt_id: int
+    timestamp: float
+    data: str
+    def __init__(self, job_id: _Optional[str] = ..., task_index: _Optional[int] = ..., attempt_id: _Optional[int] = ..., timestamp: _Optional[float] = ..., data: _Optional[str] = ...) -> None: ...
+
+class GetLogsResponse(_message.Message):
+    __slots__ = ("lines", "cursor", "finished")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    cursor: str
+    finished: bool
+    def __init__(self, lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., cursor: _Optional[str] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class WorkerSummary(_message.Message):
+    __slots__ = ("worker_id", "capacity", "used", "attributes", "last_seen", "running_attempts")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    capacity: _common_pb2.ResourceSpec
+    used: _common_pb2.ResourceSpec
+    attributes: _containers.ScalarMap[str, str]
+    last_seen: float
+    running_attempts: int
+    def __init__(self, worker_id: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., used: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., last_seen: _Optional[float] = ..., running_attempts: _Optional[int] = ...) -> None: ...
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListWorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerSummary]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerSummary, _Mapping]]] = ...) -> None: ...

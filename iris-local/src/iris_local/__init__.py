@@ -1,0 +1,1 @@
+"""Iris provider ``local``: everything on this machine."""

@@ -1,0 +1,249 @@
+"""ContainerRuntime ``process``: each attempt is a process group on this machine.
+
+Each container keeps its files under ``<root>/containers/<id>/``: ``meta.json`` (labels, pid),
+``output.log`` (stdout and stderr, interleaved as written) and ``exit_code`` (written by a tiny
+``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start).
+
+Memory is enforced by a monitor that sums the resident memory of the process group and kills
+the group (reported as OOM) when it exceeds the limit. CPU is a scheduling quantity only: the
+process runtime does not throttle it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from iris.plugin.protocols import ContainerSpec, ContainerStatus
+
+logger = logging.getLogger(__name__)
+
+# sh -c WRAPPER iris-task EXIT_FILE argv...: run argv, record its exit code atomically.
+WRAPPER = 'f=$1; shift; "$@"; rc=$?; echo $rc > "$f.tmp" && mv "$f.tmp" "$f"; exit $rc'
+MEMORY_POLL_SECONDS = 0.25
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _pid_start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def group_rss(pgids: set[int]) -> dict[int, int]:
+    """Resident bytes per process group, for the given groups (one scan of /proc)."""
+    totals = dict.fromkeys(pgids, 0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pgid = int(fields[2])
+        if pgid in totals:
+            totals[pgid] += int(fields[21]) * _PAGE_SIZE
+    return totals
+
+
+class ProcessHandle:
+    def __init__(self, directory: Path, meta: dict, popen: subprocess.Popen | None = None):
+        self._dir = directory
+        self._meta = meta
+        self._popen = popen
+        self._killed = False
+
+    @property
+    def container_id(self) -> str:
+        return self._meta["container_id"]
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self._meta["labels"]
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._meta.get("memory_bytes", 0)
+
+    @property
+    def pgid(self) -> int:
+        return self._meta["pid"]
+
+    def _exit_file_code(self) -> int | None:
+        try:
+            return int((self._dir / "exit_code").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _alive(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is None
+        return _pid_start_time(self._meta["pid"]) == self._meta.get("start_time")
+
+    def status(self) -> ContainerStatus:
+        oom = (self._dir / "oom").exists()
+        if self._alive():
+            return ContainerStatus(running=True, oom=oom)
+        code = self._exit_file_code()
+        if code is None and self._popen is not None:
+            code = self._popen.returncode
+            if code is not None and code < 0:
+                code = 128 - code  # killed by a signal: report like a shell does
+        if code is None:
+            return ContainerStatus(running=False, exit_code=-1, oom=oom, error="process ended without an exit status")
+        if oom:
+            return ContainerStatus(running=False, exit_code=code, oom=True, error="out of memory: killed for exceeding its memory limit")
+        return ContainerStatus(running=False, exit_code=code)
+
+    def wait(self, timeout: float | None = None) -> ContainerStatus:
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            return self.status()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._alive() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
+        return self.status()
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pgid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            logger.warning("no permission to signal process group %d", self.pgid)
+
+    def kill(self, grace_seconds: float = 10.0) -> None:
+        if not self._alive():
+            # the wrapper may be gone while children in its group live on
+            self._signal_group(signal.SIGKILL)
+            return
+        self._killed = True
+        self._signal_group(signal.SIGTERM)
+        if self.wait(grace_seconds).running:
+            self._signal_group(signal.SIGKILL)
+            self.wait(5.0)
+        self._signal_group(signal.SIGKILL)  # stragglers that ignored SIGTERM
+
+    def oom_kill(self) -> None:
+        (self._dir / "oom").touch()
+        self._signal_group(signal.SIGKILL)
+
+    def log_size(self) -> int:
+        try:
+            return (self._dir / "output.log").stat().st_size
+        except OSError:
+            return 0
+
+    def read_logs(self, offset: int, max_bytes: int) -> bytes:
+        try:
+            with open(self._dir / "output.log", "rb") as f:
+                f.seek(offset)
+                return f.read(max_bytes)
+        except OSError:
+            return b""
+
+    def remove(self) -> None:
+        if self._alive():
+            raise RuntimeError(f"container {self.container_id} is still running; kill it first")
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class ProcessRuntime:
+    """Runs attempts as local process groups; see the module docstring."""
+
+    def __init__(self, root_dir: Path):
+        self._root = Path(root_dir) / "containers"
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._limited: dict[str, ProcessHandle] = {}
+        self._monitor: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def start(self, spec: ContainerSpec) -> ProcessHandle:
+        directory = self._root / spec.container_id
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        with open(directory / "output.log", "wb") as log:
+            popen = subprocess.Popen(
+                ["/bin/sh", "-c", WRAPPER, "iris-task", str(directory / "exit_code"), *spec.argv],
+                cwd=spec.cwd,
+                env=dict(spec.env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        meta = {
+            "container_id": spec.container_id,
+            "labels": dict(spec.labels),
+            "pid": popen.pid,
+            "start_time": _pid_start_time(popen.pid),
+            "argv": list(spec.argv),
+            "memory_bytes": spec.memory_bytes,
+        }
+        tmp = directory / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, directory / "meta.json")
+        handle = ProcessHandle(directory, meta, popen)
+        if spec.memory_bytes:
+            self._watch(handle)
+        return handle
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ProcessHandle]:
+        handles = []
+        for meta_path in sorted(self._root.glob("*/meta.json")):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if all(meta["labels"].get(k) == v for k, v in labels.items()):
+                handle = ProcessHandle(meta_path.parent, meta)
+                if handle.memory_bytes and handle.status().running:
+                    self._watch(handle)
+                handles.append(handle)
+        return handles
+
+    def close(self) -> None:
+        self._closed.set()
+
+    # --- memory enforcement -------------------------------------------------------------
+
+    def _watch(self, handle: ProcessHandle) -> None:
+        with self._lock:
+            self._limited[handle.container_id] = handle
+            if self._monitor is None or not self._monitor.is_alive():
+                self._monitor = threading.Thread(target=self._monitor_loop, name="iris-memory-monitor", daemon=True)
+                self._monitor.start()
+
+    def _monitor_loop(self) -> None:
+        while not self._closed.wait(MEMORY_POLL_SECONDS):
+            with self._lock:
+                handles = list(self._limited.values())
+            running = [h for h in handles if h._alive()]
+            with self._lock:
+                for h in handles:
+                    if h not in running:
+                        self._limited.pop(h.container_id, None)
+                if not self._limited:
+                    self._monitor = None
+                    return
+            usage = group_rss({h.pgid for h in running})
+            for h in running:
+                if usage.get(h.pgid, 0) > h.memory_bytes:
+                    logger.warning("container %s exceeded its memory limit; killing it", h.container_id)
+                    h.oom_kill()
