@@ -1,0 +1,1 @@
+"""Iris provider ``gcp``: TPU slices on Google Cloud (not yet implemented in this release)."""

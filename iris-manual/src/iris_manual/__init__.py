@@ -1,0 +1,1 @@
+"""Iris provider ``manual``: a fixed list of hosts reached over SSH (not yet implemented)."""

@@ -100,6 +100,26 @@ class Controller:
         self._workers: dict[str, WorkerRecord] = {}
         self._pending: OrderedDict[str, Task] = OrderedDict()  # task_id -> task, FIFO
         self._address = ""
+        self._shutdown = False
+
+    def notify(self) -> None:
+        """Wake every long-poll so it re-checks whether its caller is still there."""
+        with self._lock:
+            self._changed.notify_all()
+
+    def shutdown(self) -> None:
+        """Release every long-poll at once (the server is stopping)."""
+        with self._lock:
+            self._shutdown = True
+            self._changed.notify_all()
+
+    def _wait_locked(self, deadline: float, active: Callable[[], bool]) -> bool:
+        """Wait for a change until ``deadline``; False once the wait should end."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or self._shutdown or not active():
+            return False
+        self._changed.wait(remaining)
+        return True
 
     @property
     def address(self) -> str:
@@ -156,15 +176,12 @@ class Controller:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.submitted_at)
 
-    def wait_job(self, job_id: str, timeout: float) -> Job:
+    def wait_job(self, job_id: str, timeout: float, active: Callable[[], bool] = lambda: True) -> Job:
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
             job = self.get_job(job_id)
-            while not job.state.is_terminal:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
+            while not job.state.is_terminal and self._wait_locked(deadline, active):
+                pass
             return job
 
     def kill_job(self, job_id: str) -> Job:
@@ -187,7 +204,7 @@ class Controller:
     # --- logs ---------------------------------------------------------------------------
 
     def get_logs(
-        self, job_id: str, cursor: str, max_lines: int = 0, wait: float = 0.0
+        self, job_id: str, cursor: str, max_lines: int = 0, wait: float = 0.0, active: Callable[[], bool] = lambda: True
     ) -> tuple[list[LogLine], str, bool]:
         """Lines after ``cursor``; the new cursor; whether the job is over and all lines read."""
         try:
@@ -198,11 +215,8 @@ class Controller:
         deadline = time.monotonic() + max(0.0, wait)
         with self._lock:
             job = self.get_job(job_id)
-            while len(job.logs) <= position and not job.state.is_terminal:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
+            while len(job.logs) <= position and not job.state.is_terminal and self._wait_locked(deadline, active):
+                pass
             lines = job.logs[position : position + limit]
             position += len(lines)
             finished = job.state.is_terminal and position >= len(job.logs)
@@ -220,6 +234,7 @@ class Controller:
         observed: Iterable[ObservedAttempt],
         known_version: int,
         wait: float = 0.0,
+        active: Callable[[], bool] = lambda: True,
     ) -> ReconcileResult:
         """One level-triggered exchange: record what the worker observes, answer what it should run.
 
@@ -250,11 +265,8 @@ class Controller:
                 self._changed.notify_all()
             if not news and known_version == worker.version and wait > 0:
                 deadline = time.monotonic() + wait
-                while worker.version == known_version and not worker.lost:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._changed.wait(remaining)
+                while worker.version == known_version and not worker.lost and self._wait_locked(deadline, active):
+                    pass
             observed_keys = {(o.task_id, o.attempt_id) for o in observed}
             desired = []
             for (task_id, attempt_id), (task, attempt) in worker.attempts.items():
@@ -451,6 +463,10 @@ class Controller:
 
     @staticmethod
     def _pending_reason(resources: ResourceSpec, workers: list[WorkerRecord]) -> str:
+        if not any(w.has_device(resources) for w in workers):
+            wanted = " ".join(filter(None, (resources.device.kind, resources.device.variant)))
+            return f"no worker has device {wanted}"
+        workers = [w for w in workers if w.has_device(resources)]
         most_cpu = max(w.cpu for w in workers)
         most_memory = max(w.memory_bytes for w in workers)
         if resources.memory > most_memory:

@@ -71,6 +71,12 @@ class _ErrorInterceptor(grpc.ServerInterceptor):
         )
 
 
+def _active(context: grpc.ServicerContext, controller: Controller) -> Any:
+    """A predicate for long-polls: False once the caller has gone; the callback wakes the wait."""
+    context.add_callback(controller.notify)
+    return context.is_active
+
+
 def job_to_proto(controller: Controller, job: Job) -> controller_pb2.JobInfo:
     info = controller_pb2.JobInfo(
         job_id=job.job_id,
@@ -128,7 +134,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         return job_to_proto(self._controller, self._controller.get_job(request.job_id))
 
     def WaitJob(self, request, context):  # noqa: N802
-        job = self._controller.wait_job(request.job_id, min(request.timeout_seconds, MAX_WAIT_SECONDS))
+        job = self._controller.wait_job(
+            request.job_id, min(request.timeout_seconds, MAX_WAIT_SECONDS), _active(context, self._controller)
+        )
         return job_to_proto(self._controller, job)
 
     def ListJobs(self, request, context):  # noqa: N802
@@ -149,7 +157,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
 
     def GetLogs(self, request, context):  # noqa: N802
         lines, cursor, finished = self._controller.get_logs(
-            request.job_id, request.cursor, request.max_lines, min(request.wait_seconds, MAX_WAIT_SECONDS)
+            request.job_id,
+            request.cursor,
+            request.max_lines,
+            min(request.wait_seconds, MAX_WAIT_SECONDS),
+            _active(context, self._controller),
         )
         job_id = self._controller.get_job(request.job_id).job_id
         return controller_pb2.GetLogsResponse(
@@ -205,7 +217,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             )
             for o in request.attempts
         ]
-        result = self._controller.reconcile(identity, observed, request.known_version, min(request.wait_seconds, MAX_WAIT_SECONDS))
+        result = self._controller.reconcile(
+            identity,
+            observed,
+            request.known_version,
+            min(request.wait_seconds, MAX_WAIT_SECONDS),
+            _active(context, self._controller),
+        )
         response = worker_pb2.ReconcileResponse(version=result.version)
         for d in result.desired:
             desired = response.attempts.add(task_id=d.task_id, attempt_id=d.attempt_id)
@@ -262,6 +280,7 @@ class ControllerServer:
 
     def stop(self, grace: float = 1.0) -> None:
         self._stop.set()
+        self.controller.shutdown()
         self._server.stop(grace).wait()
         if self._ticker.is_alive():
             self._ticker.join(timeout=2)

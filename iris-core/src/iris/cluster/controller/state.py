@@ -95,9 +95,18 @@ class WorkerRecord:
     # (task_id, attempt_id) -> (task, attempt) for every attempt placed here and not yet done
     attempts: dict[tuple[str, int], tuple[Task, Attempt]] = attrs.field(factory=dict)
 
+    def has_device(self, resources: ResourceSpec) -> bool:
+        device = resources.device
+        if device.kind in ("", "cpu"):
+            return True
+        return self.attributes.get("device") == device.kind and (
+            not device.variant or self.attributes.get("device-variant") == device.variant
+        )
+
     def fits(self, resources: ResourceSpec) -> bool:
         return (
             not self.lost
+            and self.has_device(resources)
             and self.cpu - self.used_cpu >= resources.cpu - 1e-9
             and self.memory_bytes - self.used_memory >= resources.memory
         )

@@ -1,0 +1,3 @@
+from iris_cli.main import main
+
+main()

@@ -1,0 +1,268 @@
+"""``iris run``: submit a command as a job, stream its logs, exit with its outcome."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from iris_cli.options import cluster_options, resolve
+
+_ENV_FLAGS = ("-e", "--env_vars", "--env-vars")
+_SEP = "\x00"
+
+
+def fold_env_args(args: list[str]) -> list[str]:
+    """Rewrite ``-e KEY [VALUE]`` (one or two words) into one click value ``KEY\\0VALUE``.
+
+    Words after ``-e`` up to the next option or ``--`` belong to it; more than two is an error.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            out.extend(args[i:])
+            break
+        if token in _ENV_FLAGS:
+            j = i + 1
+            values = []
+            while j < len(args) and args[j] != "--" and not (args[j].startswith("-") and len(args[j]) > 1):
+                values.append(args[j])
+                j += 1
+            if not values:
+                raise click.UsageError(f"{token} needs KEY [VALUE], e.g. -e WANDB_MODE offline")
+            if len(values) > 2:
+                raise click.UsageError(
+                    f"{token} takes KEY [VALUE], got {len(values)} values: {' '.join(values)} "
+                    "(put the command after --, e.g. iris run -e KEY VALUE -- python train.py)"
+                )
+            out.extend([token, _SEP.join(values) if len(values) == 2 else values[0] + _SEP])
+            i = j
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
+class RunCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fold_env_args(list(args)))
+
+
+def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from iris.cluster.types import parse_memory
+    from iris.errors import ResourceError
+
+    try:
+        return parse_memory(value, field="--memory")
+    except ResourceError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--memory: "), ctx=ctx, param=param) from None
+
+
+@click.command(
+    "run",
+    cls=RunCommand,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    short_help="Run a command as a job and stream its logs.",
+)
+@cluster_options
+@click.option(
+    "-e",
+    "--env_vars",
+    "--env-vars",
+    "env_vars",
+    multiple=True,
+    metavar="KEY [VALUE]",
+    help="Set an environment variable for the job (repeatable). KEY alone sets it empty.",
+)
+@click.option("--cpu", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs per task.")
+@click.option("--memory", default="2GB", show_default=True, callback=_memory, help="Memory per task, e.g. 2GB, 512MiB.")
+@click.option("--tpu", metavar="TYPE", default=None, help="TPU type per task, e.g. v5litepod-16.")
+@click.option("--job-name", metavar="NAME", default=None, help="Job name (default: from the command and the time).")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Number of tasks.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True, help="Retries per task after a failure.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True, help="Job run timeout in seconds (0 = none).")
+@click.option("--extra", "extras", multiple=True, metavar="EXTRA", help="Dependency extra for the task environment (repeatable).")
+@click.option("--no-wait", is_flag=True, help="Submit and exit without waiting (needs a cluster that outlives iris).")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory to bundle (default: the current one).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_command(ctx: click.Context, **opts: Any) -> None:
+    """Run COMMAND (after --) as an Iris job with this workspace; stream its output; exit with its code.
+
+    \b
+    Examples:
+      iris run --provider local -- python -c "print('hi')"
+      iris --config cluster.yaml run --tpu v5litepod-16 -e WANDB_MODE offline -- python train.py
+
+    Exit status: 0 on success, the failing task's exit code (or 1) on failure,
+    130 on Ctrl-C (which also kills the job).
+    """
+    command = list(opts["command"])
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command or not command[0]:
+        raise click.UsageError("no command given; put it after --, e.g. iris run -- python train.py")
+
+    from iris.cluster.types import DeviceSpec, Entrypoint, EnvironmentSpec, ResourceSpec, tpu_device
+    from iris_cli.env_vars import load_env_vars
+
+    env = load_env_vars([v.split(_SEP, 1) if v.split(_SEP, 1)[1] else [v.split(_SEP, 1)[0]] for v in opts["env_vars"]])
+    resources = ResourceSpec(cpu=opts["cpu"], memory=opts["memory"])
+    resources.device = tpu_device(opts["tpu"]) if opts["tpu"] else DeviceSpec()
+    spec = dict(
+        entrypoint=Entrypoint.from_command(command),
+        name=opts["job_name"],
+        resources=resources,
+        environment=EnvironmentSpec(env=env, extras=list(opts["extras"])),
+        replicas=opts["replicas"],
+        max_retries=opts["max_retries"],
+        timeout=opts["timeout"],
+    )
+    workspace = opts["workspace"] or Path.cwd()
+    config_path = resolve(ctx, "config", opts["config"])
+    provider = resolve(ctx, "provider", opts["provider"])
+    controller_url = resolve(ctx, "controller_url", opts["controller_url"])
+    verbose = (ctx.find_root().obj or {}).get("verbose", 0)
+    _configure_logging(verbose)
+
+    from iris.client import IrisClient
+
+    if controller_url:
+        client = IrisClient.remote(controller_url, workspace=workspace)
+        sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"]))
+
+    from iris.cluster.manager import ClusterManager
+    from iris.config import ClusterConfig, load_config
+    from iris.plugin.registry import get_registry
+
+    config = load_config(config_path) if config_path else ClusterConfig()
+    if provider:
+        config.provider.type = provider
+    get_registry().vm_manager(config.provider.type)  # an unknown provider fails here, listing the installed ones
+    if config.provider.type != "local":
+        raise click.UsageError(
+            f"provider {config.provider.type!r}: iris run needs a running controller for this provider; "
+            "pass --controller-url URL, or try the same config on this machine with --provider local"
+        )
+    if opts["no_wait"]:
+        raise click.UsageError(
+            "--no-wait needs a cluster that outlives this command; with --provider local the cluster stops when iris exits"
+        )
+    manager = ClusterManager(config)
+    started = time.monotonic()
+    address = manager.start()
+    try:
+        _status(f"local cluster up at {address} in {time.monotonic() - started:.2f}s")
+        client = IrisClient.remote(address, workspace=workspace)
+        code = _submit_and_follow(client, spec, no_wait=False)
+    finally:
+        manager.stop()
+    sys.exit(code)
+
+
+def _configure_logging(verbose: int) -> None:
+    import logging
+
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="iris: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _status(message: str) -> None:
+    click.echo(f"iris: {message}", err=True)
+
+
+def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool) -> int:
+    from iris.cluster.types import JobState
+
+    job = client.submit(**spec)
+    replicas = spec["replicas"]
+    _status(f"job {job.job_id} submitted ({replicas} task{'s' if replicas > 1 else ''})")
+    if no_wait:
+        click.echo(job.job_id)
+        return 0
+
+    interrupted = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    started = time.monotonic()
+    progress = _Progress(job)
+    try:
+        progress.start()
+        prefix = replicas > 1
+
+        def sink(line: Any) -> None:
+            progress.saw_output()
+            text = f"[{line.task_index}] {line.data}" if prefix else line.data
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+        status = job.wait(stream_logs=True, log_sink=sink)
+    except KeyboardInterrupt:
+        _status(f"interrupted: killing job {job.job_id}")
+        try:
+            job.kill()
+        except Exception as exc:  # the controller may already be gone
+            _status(f"could not kill {job.job_id}: {exc}")
+        return 130
+    finally:
+        progress.stop()
+        signal.signal(signal.SIGINT, previous)
+    elapsed = time.monotonic() - started
+    if status.state is JobState.SUCCEEDED:
+        _status(f"job {job.job_id} SUCCEEDED in {elapsed:.2f}s")
+    else:
+        _status(f"job {job.job_id} {status.state.value} after {elapsed:.2f}s: {status.error or 'no error recorded'}")
+    return status.exit_code if status.state is not JobState.SUCCEEDED else 0
+
+
+class _Progress:
+    """While a job shows no output, say every few seconds what it is waiting for."""
+
+    INTERVAL = 5.0
+
+    def __init__(self, job: Any):
+        self._job = job
+        self._stop = threading.Event()
+        self._last_output = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="iris-progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def saw_output(self) -> None:
+        self._last_output = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        last_said = ""
+        while not self._stop.wait(self.INTERVAL):
+            if time.monotonic() - self._last_output < self.INTERVAL:
+                continue
+            try:
+                status = self._job.status()
+            except Exception:
+                continue
+            if status.state.is_terminal:
+                return
+            reasons = sorted({t.pending_reason for t in status.tasks if t.pending_reason})
+            running = sum(1 for t in status.tasks if t.state.value == "RUNNING")
+            said = f"{status.state.value}: {running}/{len(status.tasks)} running" + (f"; pending: {'; '.join(reasons)}" if reasons else "")
+            if said != last_said or time.monotonic() - self._last_output > 30:
+                _status(said)
+                last_said = said

@@ -1,0 +1,59 @@
+"""Registers the ``gcp`` provider (entry point ``gcp``).
+
+This release registers the names so ``iris plugins`` and ``--provider gcp`` find the
+distribution, but creating TPU slices, the controller VM, the ``gs://`` bundle store and the
+SSH tunnel are not implemented yet: each factory raises an error saying so. The Google client
+libraries are imported only inside factories, never when the plugin loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from iris.errors import PluginError
+from iris.plugin import BundleStorePlugin, TunnelPlugin, VmManagerPlugin, hookimpl
+
+VERSION = "0.1.0"
+
+
+def _unsupported(what: str) -> NoReturn:
+    raise PluginError(
+        f"iris-gcp {VERSION} does not support {what} yet; run on this machine with --provider local, "
+        "or connect to a running controller with --controller-url"
+    )
+
+
+def _vm_manager(context: Any) -> Any:
+    _unsupported("creating TPU slices")
+
+
+def _gcs_store(url: str) -> Any:
+    _unsupported(f"the gs:// bundle store ({url})")
+
+
+def _ssh_tunnel(options: dict[str, Any]) -> Any:
+    _unsupported("the SSH tunnel to the controller VM")
+
+
+@hookimpl
+def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
+    register(
+        VmManagerPlugin(
+            name="gcp",
+            factory=_vm_manager,
+            default_runtime="docker",
+            default_bundle_scheme="gs",
+            default_tunnel="ssh",
+            description="TPU slices on Google Cloud (not yet implemented)",
+        )
+    )
+
+
+@hookimpl
+def iris_register_bundle_stores(register):  # type: ignore[no-untyped-def]
+    register(BundleStorePlugin(name="gs", factory=_gcs_store, description="Google Cloud Storage (not yet implemented)"))
+
+
+@hookimpl
+def iris_register_tunnels(register):  # type: ignore[no-untyped-def]
+    register(TunnelPlugin(name="ssh", factory=_ssh_tunnel, description="SSH port forward (not yet implemented)"))

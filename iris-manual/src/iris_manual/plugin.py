@@ -1,0 +1,36 @@
+"""Registers the ``manual`` provider (entry point ``manual``).
+
+This release registers the name so ``iris plugins`` and ``--provider manual`` find the
+distribution, but bootstrapping and probing hosts over SSH is not implemented yet: the factory
+raises an error saying so. libcloud/paramiko are imported only inside factories.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iris.errors import PluginError
+from iris.plugin import VmManagerPlugin, hookimpl
+
+VERSION = "0.1.0"
+
+
+def _vm_manager(context: Any) -> Any:
+    raise PluginError(
+        f"iris-manual {VERSION} does not support bootstrapping hosts over SSH yet; run on this machine "
+        "with --provider local, or connect to a running controller with --controller-url"
+    )
+
+
+@hookimpl
+def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
+    register(
+        VmManagerPlugin(
+            name="manual",
+            factory=_vm_manager,
+            default_runtime="docker",
+            default_bundle_scheme="file",
+            default_tunnel="direct",
+            description="a fixed list of hosts over SSH (not yet implemented)",
+        )
+    )
