@@ -12,8 +12,17 @@ import traceback
 def main(path: str) -> int:
     import cloudpickle
 
-    with open(path, "rb") as f:
-        fn, args, kwargs = cloudpickle.load(f)
+    try:
+        with open(path, "rb") as f:
+            fn, args, kwargs = cloudpickle.load(f)
+    except ModuleNotFoundError as exc:
+        print(
+            f"iris: cannot load the submitted callable: module {exc.name!r} is not importable in the task. "
+            "Functions are pickled by reference to their module; submit with a workspace that contains it "
+            "(IrisClient.remote(url, workspace=Path('.'))), or define the function in the script you run.",
+            file=sys.stderr,
+        )
+        return 1
     try:
         fn(*args, **kwargs)
     except SystemExit:

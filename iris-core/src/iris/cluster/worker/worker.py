@@ -31,7 +31,8 @@ from iris.rpc.convert import task_state_to_proto
 
 logger = logging.getLogger(__name__)
 
-MAX_LOG_CHUNK = 1 << 20
+MAX_LOG_CHUNK = 1 << 20  # per attempt per exchange
+MAX_REQUEST_LOG_BYTES = 8 << 20  # all attempts together per exchange
 LOG_POLL_SECONDS = 0.02
 KILL_GRACE_SECONDS = 5.0
 LABEL_WORKER = "iris.worker"
@@ -192,6 +193,7 @@ class Worker:
     def _build_request(self) -> tuple[worker_pb2.ReconcileRequest, bool]:
         request = worker_pb2.ReconcileRequest(worker=self._identity, known_version=self._known_version)
         has_news = False
+        budget = MAX_REQUEST_LOG_BYTES
         with self._lock:
             attempts = list(self._attempts.values())
         for a in attempts:
@@ -199,7 +201,8 @@ class Worker:
             data = b""
             complete = False
             if a.handle is not None:
-                data = a.handle.read_logs(a.acked_offset, MAX_LOG_CHUNK)
+                data = a.handle.read_logs(a.acked_offset, min(MAX_LOG_CHUNK, budget)) if budget > 0 else b""
+                budget -= len(data)
                 complete = state.is_terminal and a.acked_offset + len(data) >= a.handle.log_size()
             elif state.is_terminal:
                 complete = True

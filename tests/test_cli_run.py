@@ -1,0 +1,160 @@
+"""``iris run`` end to end: a real CLI process, an in-process local cluster, real task processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+IRIS = str(Path(sys.executable).parent / "iris")
+
+from iris.testing import wait_until
+
+
+def test_run_local_exit_code_and_output_reach_caller(iris, workspace: Path) -> None:
+    result = iris("run", "--provider", "local", "--", sys.executable, "-c", "import sys; print('hi'); sys.exit(3)", cwd=workspace)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "hi\n"
+    assert "FAILED" in result.stderr
+
+
+def test_run_local_success_exits_zero(iris, workspace: Path) -> None:
+    result = iris("run", "--provider", "local", "--", "echo", "hello", "world", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello world\n"
+
+
+def test_run_workspace_files_are_shipped_to_the_task(iris, workspace: Path) -> None:
+    (workspace / "data.txt").write_text("from the workspace\n")
+    (workspace / "pkg").mkdir()
+    (workspace / "pkg" / "mod.py").write_text("VALUE = 42\n")
+    result = iris(
+        "run", "--provider", "local", "--", sys.executable, "-c",
+        "import pkg.mod, pathlib; print(pathlib.Path('data.txt').read_text().strip(), pkg.mod.VALUE)",
+        cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "from the workspace 42\n"
+
+
+def test_run_env_vars_merge_project_file_shell_tokens_then_flags(iris, workspace: Path) -> None:
+    (workspace / ".iris.yaml").write_text("env:\n  FROM_FILE: file\n  OVERRIDE: file\n  HF_TOKEN: from-file\n")
+    script = "import os; print(*(f'{k}={os.environ.get(k)}' for k in ['FROM_FILE','OVERRIDE','HF_TOKEN','WANDB_API_KEY','EMPTY','IRIS_TASK_INDEX','IRIS_NUM_TASKS']))"
+    result = iris(
+        "run", "--provider", "local", "-e", "OVERRIDE", "flag", "-e", "EMPTY", "--", sys.executable, "-c", script,
+        cwd=workspace,
+        env={"HF_TOKEN": "from-shell", "WANDB_API_KEY": "wandb-shell"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "FROM_FILE=file", "OVERRIDE=flag", "HF_TOKEN=from-file", "WANDB_API_KEY=wandb-shell", "EMPTY=",
+        "IRIS_TASK_INDEX=0", "IRIS_NUM_TASKS=1",
+    ]
+
+
+def test_run_config_before_subcommand_is_honoured(iris, workspace: Path) -> None:
+    (workspace / "local.yaml").write_text("provider:\n  type: local\nscale_groups:\n  cpu:\n    min_slices: 1\n    cpu: 3\n")
+    result = iris("--config", "local.yaml", "run", "--cpu", "3", "--", "echo", "ok", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
+
+
+def test_run_replicas_prefix_each_line_with_task_index(iris, workspace: Path) -> None:
+    result = iris(
+        "run", "--provider", "local", "--replicas", "2", "--cpu", "0.5", "--", "sh", "-c", "echo task $IRIS_TASK_INDEX of $IRIS_NUM_TASKS",
+        cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == ["[0] task 0 of 2", "[1] task 1 of 2"]
+
+
+def test_run_max_retries_reruns_a_failing_task(iris, workspace: Path) -> None:
+    # fails on the first attempt, succeeds on the second
+    result = iris(
+        "run", "--provider", "local", "--max-retries", "1", "--", "sh", "-c",
+        'if [ "$IRIS_ATTEMPT_ID" = 0 ]; then echo first; exit 7; fi; echo second',
+        cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["first", "second"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--provider", "nope", "--", "true"], "unknown provider 'nope'; choose one of:"),
+        (["run", "--provider", "local", "--memory", "2XB", "--", "true"], "'2XB' is not a size"),
+        (["run", "--config", "missing.yaml", "--", "true"], "missing.yaml: config file not found"),
+        (["run", "--config", "bad.yaml", "--", "true"], "bad.yaml: scale_groups.tpu.min_slices: expected int, got 'two'"),
+        (["run", "--config", "broken.yaml", "--", "true"], "broken.yaml: not valid YAML at line"),
+        (["run", "--provider", "local", "-e", "A", "B", "C", "--", "true"], "-e takes KEY [VALUE], got 3 values: A B C"),
+        (["run", "--provider", "local", "--"], "no command given"),
+        (["run", "--provider", "local"], "no command given"),
+        (["run", "--provider", "local", "-e", "A=B", "--", "true"], "cannot be empty or contain '='"),
+    ],
+)
+def test_run_bad_input_gets_one_line_and_nonzero_exit(iris, workspace: Path, args: list[str], expected: str) -> None:
+    (workspace / "bad.yaml").write_text("scale_groups:\n  tpu:\n    min_slices: two\n")
+    (workspace / "broken.yaml").write_text("provider: [\n")
+    result = iris(*args, cwd=workspace)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_ctrl_c_kills_the_job_and_exits_130(iris, workspace: Path) -> None:
+    pid_file = workspace / "task.pid"
+    proc = subprocess.Popen(
+        [IRIS, "run", "--provider", "local", "--", "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"],
+        cwd=workspace,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=20)
+        task_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130, stderr
+        assert "killing job" in stderr
+
+        def gone() -> bool:
+            try:
+                os.kill(task_pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        assert wait_until(gone, timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_help_lists_run_and_plugins(iris, workspace: Path) -> None:
+    result = iris("--help", cwd=workspace)
+    assert result.returncode == 0
+    assert "run" in result.stdout and "plugins" in result.stdout
+
+
+def test_plugins_lists_first_party_distributions_with_versions(iris, workspace: Path) -> None:
+    result = iris("plugins", "--check", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name, dist in (("local", "iris-local"), ("gcp", "iris-gcp"), ("manual", "iris-manual")):
+        assert any(line.split()[:3] == [name, dist, "0.1.0"] for line in lines), result.stdout
+
+
+def test_help_does_not_import_grpc_or_google(iris, workspace: Path) -> None:
+    code = "import sys; from iris_cli.main import cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc','google','iris','cloudpickle')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

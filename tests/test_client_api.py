@@ -1,0 +1,137 @@
+"""The seed Python API on the local provider: IrisClient.local/remote, submit, wait, logs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from iris.client import IrisClient
+from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec
+from iris.errors import IrisError, JobNotFound
+
+
+def hello() -> None:
+    print("Hello from Iris!")
+
+
+def explode() -> None:
+    raise ValueError("boom from the task")
+
+
+@pytest.fixture(scope="module")
+def client():
+    # The workspace is the directory this module is importable from (pytest may name it
+    # tests.test_client_api), so the task can import it to unpickle the functions defined here.
+    root = Path(__file__).parents[__name__.count(".")]
+    with IrisClient.local(workspace=root) as c:
+        yield c
+
+
+def test_callable_output_reaches_the_callers_log_stream(client: IrisClient) -> None:
+    job = client.submit(name="seed-hello", entrypoint=Entrypoint.from_callable(hello), resources=ResourceSpec(cpu=1, memory="2GB"))
+    lines = []
+    status = job.wait(stream_logs=True, log_sink=lambda ln: lines.append(ln.data), timeout=60)
+    assert status.state is JobState.SUCCEEDED
+    assert lines == ["Hello from Iris!"]
+    assert job.job_id == "/seed-hello"
+
+
+def test_callable_exception_fails_job_with_traceback_in_logs(client: IrisClient) -> None:
+    job = client.submit(entrypoint=Entrypoint.from_callable(explode))
+    status = job.wait(timeout=60)
+    assert status.state is JobState.FAILED
+    assert status.exit_code == 1
+    text = "\n".join(line.data for line in job.logs())
+    assert "Traceback (most recent call last)" in text
+    assert "ValueError: boom from the task" in text
+
+
+def test_callable_from_module_missing_in_task_explains_workspace(client: IrisClient, tmp_path: Path) -> None:
+    import importlib.util
+
+    (tmp_path / "elsewhere_mod.py").write_text("def f():\n    print('unreachable')\n")
+    spec = importlib.util.spec_from_file_location("elsewhere_mod", tmp_path / "elsewhere_mod.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["elsewhere_mod"] = module
+    try:
+        spec.loader.exec_module(module)
+        job = client.submit(entrypoint=Entrypoint.from_callable(module.f))
+        assert job.wait(timeout=60).state is JobState.FAILED
+        text = "\n".join(line.data for line in job.logs())
+        assert "module 'elsewhere_mod' is not importable in the task" in text
+    finally:
+        del sys.modules["elsewhere_mod"]
+
+
+def test_callable_arguments_and_environment_are_passed(client: IrisClient) -> None:
+    def show(prefix: str, *, suffix: str) -> None:
+        import os
+
+        print(prefix, os.environ["GREETING"], suffix)
+
+    job = client.submit(
+        entrypoint=Entrypoint.from_callable(show, "<", suffix=">"),
+        environment=EnvironmentSpec(env={"GREETING": "hi"}),
+    )
+    assert job.wait(timeout=60).succeeded
+    assert [ln.data for ln in job.logs()] == ["< hi >"]
+
+
+def test_job_status_records_attempt_and_exit_code(client: IrisClient) -> None:
+    job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", "raise SystemExit(5)"))
+    status = job.wait(timeout=60)
+    assert status.state is JobState.FAILED
+    assert status.exit_code == 5
+    (task,) = status.tasks
+    assert [a.exit_code for a in task.attempts] == [5]
+    assert "exited with code 5" in status.error
+
+
+def test_duplicate_job_name_is_rejected_with_clear_error(client: IrisClient) -> None:
+    client.submit(name="twice", entrypoint=Entrypoint.from_command("true")).wait(timeout=60)
+    with pytest.raises(IrisError, match="job /twice already exists"):
+        client.submit(name="twice", entrypoint=Entrypoint.from_command("true"))
+
+
+def test_unknown_job_id_raises_job_not_found(client: IrisClient) -> None:
+    with pytest.raises(JobNotFound, match="no-such-job"):
+        client.job("/no-such-job")
+
+
+def test_memory_request_larger_than_any_worker_stays_pending_with_reason(client: IrisClient) -> None:
+    job = client.submit(entrypoint=Entrypoint.from_command("true"), resources=ResourceSpec(memory="100TB"))
+    status = job.wait(timeout=0.5)
+    assert status.state is JobState.PENDING
+    assert "no worker has enough memory" in status.tasks[0].pending_reason
+    assert job.kill().state is JobState.KILLED
+
+
+def test_remote_client_uploads_workspace_once_and_task_imports_from_it(client: IrisClient, tmp_path: Path) -> None:
+    (tmp_path / "helper_mod.py").write_text("def answer():\n    return 41 + 1\n")
+    remote = IrisClient.remote(client.address, workspace=tmp_path)
+    try:
+        job = remote.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", "import helper_mod; print(helper_mod.answer())"))
+        assert job.wait(timeout=60).succeeded
+        assert [ln.data for ln in job.logs()] == ["42"]
+        again = IrisClient.remote(client.address, workspace=tmp_path)
+        try:
+            from iris.bundle import create_bundle
+            from iris.rpc import controller_pb2
+
+            bundle_id = create_bundle(tmp_path).bundle_id
+            assert again._stub.HasBundle(controller_pb2.HasBundleRequest(bundle_id=bundle_id)).exists
+        finally:
+            again.close()
+    finally:
+        remote.close()
+
+
+def test_kill_running_job_marks_it_killed(client: IrisClient) -> None:
+    job = client.submit(entrypoint=Entrypoint.from_command("sleep", "60"))
+    from iris.testing import wait_until
+
+    assert wait_until(lambda: job.status().state is JobState.RUNNING, timeout=20)
+    assert job.kill().state is JobState.KILLED
+    assert job.wait(timeout=30).state is JobState.KILLED
