@@ -135,3 +135,17 @@ def test_kill_running_job_marks_it_killed(client: IrisClient) -> None:
     assert wait_until(lambda: job.status().state is JobState.RUNNING, timeout=20)
     assert job.kill().state is JobState.KILLED
     assert job.wait(timeout=30).state is JobState.KILLED
+
+
+def test_seed_bundle_creator_blob_is_used_by_remote_client(client: IrisClient, tmp_path: Path) -> None:
+    from iris.cluster.client import BundleCreator
+
+    (tmp_path / "note.txt").write_text("bundled by BundleCreator\n")
+    bundle = BundleCreator(tmp_path).create_bundle()
+    remote = IrisClient.remote(client.address, bundle_blob=bundle)
+    try:
+        job = remote.submit(entrypoint=Entrypoint.from_command("cat", "note.txt"))
+        assert job.wait(timeout=60).succeeded
+        assert [ln.data for ln in job.logs()] == ["bundled by BundleCreator"]
+    finally:
+        remote.close()

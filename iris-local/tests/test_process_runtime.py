@@ -1,0 +1,114 @@
+"""ProcessRuntime specifics beyond the ContainerRuntime contract: files, adoption, memory watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iris.plugin.protocols import ContainerSpec
+from iris.testing import wait_until
+from iris_local.process_runtime import ProcessHandle, ProcessRuntime
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[list[ProcessHandle]]:
+    """Handles to kill after the test."""
+    handles: list[ProcessHandle] = []
+    yield handles
+    for handle in handles:
+        handle.kill(grace_seconds=0)
+        handle.wait(timeout=10)
+
+
+def start(
+    runtime: ProcessRuntime, started: list, tmp_path: Path, container_id: str, argv: list[str], **kw: object
+) -> ProcessHandle:
+    handle = runtime.start(
+        ContainerSpec(container_id=container_id, argv=argv, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, **kw)
+    )  # type: ignore[arg-type]
+    started.append(handle)
+    return handle
+
+
+def test_process_runtime_keeps_meta_log_and_exit_code_files(tmp_path: Path, started: list) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    handle = start(runtime, started, tmp_path, "c1", ["sh", "-c", "echo out; exit 4"], labels={"k": "v"})
+    assert handle.wait(timeout=TIMEOUT).exit_code == 4
+    directory = tmp_path / "rt" / "containers" / "c1"
+    meta = json.loads((directory / "meta.json").read_text())
+    assert (meta["container_id"], meta["labels"], meta["argv"]) == ("c1", {"k": "v"}, ["sh", "-c", "echo out; exit 4"])
+    assert (directory / "exit_code").read_text().strip() == "4"
+    assert (directory / "output.log").read_bytes() == b"out\n"
+
+
+def test_process_runtime_start_reusing_an_id_replaces_the_old_files(tmp_path: Path, started: list) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    first = start(runtime, started, tmp_path, "same", ["sh", "-c", "echo first"])
+    first.wait(timeout=TIMEOUT)
+    second = start(runtime, started, tmp_path, "same", ["sh", "-c", "echo second"])
+    second.wait(timeout=TIMEOUT)
+    assert second.read_logs(0, 100) == b"second\n"
+    assert len(runtime.list_containers({})) == 1
+
+
+def test_process_runtime_remove_running_container_raises(tmp_path: Path, started: list) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    handle = start(runtime, started, tmp_path, "c1", ["sleep", "60"])
+    with pytest.raises(RuntimeError, match="c1 is still running; kill it first"):
+        handle.remove()
+    assert (tmp_path / "rt" / "containers" / "c1").is_dir()
+
+
+def test_process_runtime_container_killed_without_exit_file_reports_signal_code(tmp_path: Path, started: list) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    handle = start(runtime, started, tmp_path, "c1", ["sleep", "60"])
+    os.killpg(handle.pgid, signal.SIGKILL)
+    status = handle.wait(timeout=TIMEOUT)
+    assert (status.running, status.exit_code, status.oom) == (False, 137, False)
+
+
+def test_process_runtime_corrupt_meta_is_skipped_when_listing(tmp_path: Path, started: list) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    handle = start(runtime, started, tmp_path, "good", ["true"])
+    handle.wait(timeout=TIMEOUT)
+    broken = tmp_path / "rt" / "containers" / "broken"
+    broken.mkdir()
+    (broken / "meta.json").write_text("{not json")
+    assert [h.container_id for h in runtime.list_containers({})] == ["good"]
+
+
+def test_process_runtime_adopted_container_over_memory_limit_is_killed_as_oom(tmp_path: Path, started: list) -> None:
+    code = (
+        "import os, time\n"
+        "while not os.path.exists('go'): time.sleep(0.01)\n"
+        "blob = b'x' * (300 * 1024 * 1024)\n"
+        "time.sleep(60)\n"
+    )
+    first = ProcessRuntime(tmp_path / "rt")
+    original = start(first, started, tmp_path, "hog", [sys.executable, "-c", code], memory_bytes=100 * 1024 * 1024)
+    first.close()  # the worker "restarts": the old memory monitor stops
+    second = ProcessRuntime(tmp_path / "rt")
+    try:
+        (adopted,) = second.list_containers({})
+        (tmp_path / "go").touch()
+        assert wait_until(lambda: not original.status().running, TIMEOUT)  # the original handle reaps the process
+        status = adopted.status()
+        assert (status.running, status.oom) == (False, True)
+    finally:
+        second.close()
+
+
+def test_process_runtime_adopted_container_ending_unreaped_is_seen_as_ended(tmp_path: Path, started: list) -> None:
+    first = ProcessRuntime(tmp_path / "rt")
+    original = start(first, started, tmp_path, "c1", ["sleep", "60"])
+    (adopted,) = ProcessRuntime(tmp_path / "rt").list_containers({})
+    os.killpg(original.pgid, signal.SIGKILL)  # it dies; nobody has reaped it yet
+    assert wait_until(lambda: not adopted.status().running, 3.0)
