@@ -131,6 +131,24 @@ def _make_converter() -> cattrs.Converter:
         return value
 
     converter.register_structure_hook(typing.Union[int, str], memory)
+
+    def checked(kind: Any, expected: type, what: str) -> None:
+        base = converter.get_structure_hook(kind)
+
+        def structure(value: Any, type_: Any) -> Any:
+            if not isinstance(value, expected):
+                raise ValueError(f"expected {what}, got {value!r}")
+            return base(value, type_)
+
+        converter.register_structure_hook_func(lambda t: t == kind, structure)
+
+    # A string where a list belongs would otherwise be split into characters.
+    checked(list[str], list, "a list")
+    checked(dict[str, str], dict, "a mapping")
+    checked(dict[str, Any], dict, "a mapping")
+    for cls in (ProviderConfig, DockerConfig, ControllerVmConfig, ControllerConfig, WorkerConfig, ScaleGroupConfig):
+        checked(cls, dict, "a mapping of fields")
+    checked(dict[str, ScaleGroupConfig], dict, "a mapping of scale group names to settings")
     return converter
 
 

@@ -27,17 +27,37 @@ from iris.plugin.protocols import ContainerSpec, ContainerStatus
 logger = logging.getLogger(__name__)
 
 # sh -c WRAPPER iris-task EXIT_FILE argv...: run argv, record its exit code atomically.
-WRAPPER = 'f=$1; shift; "$@"; rc=$?; echo $rc > "$f.tmp" && mv "$f.tmp" "$f"; exit $rc'
+# The TERM trap keeps the wrapper alive while the task handles SIGTERM in its grace period
+# (a trap, unlike an ignored signal, is reset to the default in the exec'd task).
+WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f.tmp" && mv "$f.tmp" "$f"; exit $rc'
 MEMORY_POLL_SECONDS = 0.25
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _pid_start_time(pid: int) -> str | None:
+    """The process's start time (to tell it from a later process with the same pid); None if it
+    is gone or a zombie (ended but not reaped)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is in the process group."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def group_rss(pgids: set[int]) -> dict[int, int]:
@@ -100,10 +120,15 @@ class ProcessHandle:
             code = self._popen.returncode
             if code is not None and code < 0:
                 code = 128 - code  # killed by a signal: report like a shell does
-        if code is None:
-            return ContainerStatus(running=False, exit_code=-1, oom=oom, error="process ended without an exit status")
         if oom:
-            return ContainerStatus(running=False, exit_code=code, oom=True, error="out of memory: killed for exceeding its memory limit")
+            return ContainerStatus(
+                running=False,
+                exit_code=code if code is not None else 137,
+                oom=True,
+                error="out of memory: killed for exceeding its memory limit",
+            )
+        if code is None:
+            return ContainerStatus(running=False, exit_code=-1, error="process ended without an exit status")
         return ContainerStatus(running=False, exit_code=code)
 
     def wait(self, timeout: float | None = None) -> ContainerStatus:
@@ -127,16 +152,15 @@ class ProcessHandle:
             logger.warning("no permission to signal process group %d", self.pgid)
 
     def kill(self, grace_seconds: float = 10.0) -> None:
-        if not self._alive():
-            # the wrapper may be gone while children in its group live on
-            self._signal_group(signal.SIGKILL)
-            return
+        """SIGTERM the whole process group, give it ``grace_seconds`` to exit, then SIGKILL it."""
         self._killed = True
-        self._signal_group(signal.SIGTERM)
-        if self.wait(grace_seconds).running:
-            self._signal_group(signal.SIGKILL)
-            self.wait(5.0)
-        self._signal_group(signal.SIGKILL)  # stragglers that ignored SIGTERM
+        if group_alive(self.pgid):
+            self._signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + grace_seconds
+            while group_alive(self.pgid) and time.monotonic() < deadline:
+                self.wait(0.05)
+        self._signal_group(signal.SIGKILL)  # whatever ignored SIGTERM or outlived the grace
+        self.wait(5.0)
 
     def oom_kill(self) -> None:
         (self._dir / "oom").touch()

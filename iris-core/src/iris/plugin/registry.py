@@ -125,7 +125,15 @@ class PluginRegistry:
                     ) from exc
                 logger.warning("skipping plugin %r from %s: %s", name, ep.distribution, message)
                 return False
-            self._pm.register(module, name=name)
+            try:
+                self._pm.register(module, name=name)
+            except Exception as exc:  # e.g. a hookimpl with a wrong argument name
+                message = f"{type(exc).__name__}: {exc}"
+                self._broken[name] = message
+                if strict:
+                    raise PluginError(f"plugin {name!r} from {ep.distribution} {ep.version} is invalid: {message}") from exc
+                logger.warning("skipping plugin %r from %s: %s", name, ep.distribution, message)
+                return False
             self._loaded[name] = ep.distribution
             self._records = None
             return True
@@ -151,21 +159,26 @@ class PluginRegistry:
             records: dict[str, dict[str, tuple[Any, str]]] = {}
             for seam, hook_name in hookspecs.SEAMS.items():
                 by_name: dict[str, tuple[Any, str]] = {}
-                for plugin_name, plugin in self._pm.list_name_plugin():
+                for plugin_name, plugin in list(self._pm.list_name_plugin()):
                     impl = getattr(plugin, hook_name, None)
-                    if impl is None:
+                    if impl is None or plugin_name in self._broken:
                         continue
                     dist = self._loaded.get(plugin_name, plugin_name)
-
-                    def add(record: Any, _dist: str = dist, _seam: str = seam, _by: dict = by_name) -> None:
-                        if record.name in _by and _by[record.name][1] != _dist:
+                    registered: list[Any] = []
+                    try:
+                        impl(register=registered.append)
+                    except Exception as exc:  # one broken plugin must not break the others
+                        self._broken[plugin_name] = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                        logger.warning("skipping plugin %r from %s: %s", plugin_name, dist, self._broken[plugin_name])
+                        self._records = None
+                        return self._collect()
+                    for record in registered:
+                        if record.name in by_name and by_name[record.name][1] != dist:
                             raise PluginError(
-                                f"{_seam} {record.name!r} is registered by both {_by[record.name][1]} and {_dist}; "
+                                f"{seam} {record.name!r} is registered by both {by_name[record.name][1]} and {dist}; "
                                 "uninstall one of them"
                             )
-                        _by[record.name] = (record, _dist)
-
-                    impl(register=add)
+                        by_name[record.name] = (record, dist)
                 records[seam] = by_name
             self._records = records
             return records
@@ -178,6 +191,8 @@ class PluginRegistry:
             if found is None:
                 self.load_all()
                 found = self._collect()[seam].get(name)
+            if found is None and name in self._broken:
+                raise PluginError(f"plugin {name!r} is installed but broken: {self._broken[name]}")
             if found is None:
                 choices = sorted(self._collect()[seam])
                 hint = ""
