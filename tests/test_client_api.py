@@ -35,7 +35,9 @@ def test_callable_output_reaches_the_callers_log_stream(client: IrisClient) -> N
     status = job.wait(stream_logs=True, log_sink=lambda ln: lines.append(ln.data), timeout=60)
     assert status.state is JobState.SUCCEEDED
     assert lines == ["Hello from Iris!"]
-    assert job.job_id == "/seed-hello"
+    from iris.client.client import current_user
+
+    assert job.job_id == f"/{current_user()}/seed-hello"
 
 
 def test_callable_exception_fails_job_with_traceback_in_logs(client: IrisClient) -> None:
@@ -91,7 +93,7 @@ def test_job_status_records_attempt_and_exit_code(client: IrisClient) -> None:
 
 def test_duplicate_job_name_is_rejected_with_clear_error(client: IrisClient) -> None:
     client.submit(name="twice", entrypoint=Entrypoint.from_command("true")).wait(timeout=60)
-    with pytest.raises(IrisError, match="job /twice already exists"):
+    with pytest.raises(IrisError, match=r"job /\S+/twice already exists"):
         client.submit(name="twice", entrypoint=Entrypoint.from_command("true"))
 
 

@@ -9,6 +9,7 @@ the ones this manager holds.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,8 +58,11 @@ class LocalVmManager:
                     "slice": request.slice_id,
                     "scale-group": request.scale_group,
                     "vm-index": str(i),
+                    "hostname": socket.gethostname(),
                     **request.attributes,
                 }
+                if attributes.get("device") == "tpu":
+                    attributes.update({"tpu-name": request.slice_id, "tpu-worker-id": str(i)})
                 worker = Worker(
                     worker_id=vm_id,
                     controller_address=self._context.controller_address,

@@ -24,10 +24,15 @@ import attrs
 import grpc
 
 from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, create_bundle
+from iris.cluster.constraints import Constraint, parse_constraint
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
 from iris.errors import IrisError, JobNotFound
-from iris.rpc import controller_pb2, controller_pb2_grpc
+from iris.rpc import common_pb2, controller_pb2, controller_pb2_grpc
 from iris.rpc.convert import (
+    constraint_from_proto,
+    constraint_to_proto,
+    job_state_to_proto,
+    resources_from_proto,
     entrypoint_to_proto,
     environment_to_proto,
     job_state_from_proto,
@@ -36,6 +41,7 @@ from iris.rpc.convert import (
 )
 
 CONTROLLER_ENV = "IRIS_CONTROLLER_ADDRESS"
+JOB_ENV = "IRIS_JOB_ID"
 _WAIT_SLICE = 10.0
 
 
@@ -66,6 +72,8 @@ class AttemptStatus:
     error: str
     started_at: float
     finished_at: float
+    oom: bool = False
+    ports: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -89,6 +97,13 @@ class JobStatus:
     finished_at: float
     entrypoint: str
     tasks: tuple[TaskStatus, ...]
+    parent_job_id: str = ""
+    children: tuple[str, ...] = ()
+    user: str = ""
+    started_at: float = 0.0
+    resources: ResourceSpec | None = None
+    constraints: tuple[Constraint, ...] = ()
+    coschedule_by: str = ""
 
     @classmethod
     def from_proto(cls, p: controller_pb2.JobInfo) -> JobStatus:
@@ -110,13 +125,28 @@ class JobStatus:
                     error=t.error,
                     attempts=tuple(
                         AttemptStatus(
-                            a.attempt_id, a.worker_id, task_state_from_proto(a.state), a.exit_code, a.error, a.started_at, a.finished_at
+                            a.attempt_id,
+                            a.worker_id,
+                            task_state_from_proto(a.state),
+                            a.exit_code,
+                            a.error,
+                            a.started_at,
+                            a.finished_at,
+                            a.oom,
+                            dict(a.ports),
                         )
                         for a in t.attempts
                     ),
                 )
                 for t in p.tasks
             ),
+            parent_job_id=p.parent_job_id,
+            children=tuple(p.children),
+            user=p.user,
+            started_at=p.started_at,
+            resources=resources_from_proto(p.resources) if p.HasField("resources") else None,
+            constraints=tuple(constraint_from_proto(c) for c in p.constraints),
+            coschedule_by=p.coscheduling.group_by if p.coscheduling.enabled else "",
         )
 
     @property
@@ -153,18 +183,38 @@ class Job:
         c = self._client
         return JobStatus.from_proto(_call(c._stub.GetJob, controller_pb2.GetJobRequest(job_id=self.job_id), c.address))
 
-    def kill(self) -> JobStatus:
+    def kill(self, *, keep_children: bool = False) -> JobStatus:
+        """Kill the job and, unless ``keep_children``, its unfinished child jobs."""
         c = self._client
-        _call(c._stub.KillJob, controller_pb2.KillJobRequest(job_id=self.job_id), c.address)
+        _call(c._stub.KillJob, controller_pb2.KillJobRequest(job_id=self.job_id, keep_children=keep_children), c.address)
         return self.status()
 
-    def logs(self, *, follow: bool = False, cursor: str = "") -> Iterator[LogLine]:
-        """Every log line from ``cursor`` on; with ``follow``, until the job ends and all are read."""
+    def logs(
+        self,
+        *,
+        follow: bool = False,
+        cursor: str = "",
+        include_children: bool = False,
+        since: float = 0.0,
+        tail: int = 0,
+    ) -> Iterator[LogLine]:
+        """Log lines from ``cursor`` on (children's too if asked), in arrival order.
+
+        With ``follow``, keeps reading until every job read is over and all its lines returned.
+        ``since`` (unix time) skips older lines; ``tail`` starts with the last N lines.
+        """
         c = self._client
         while True:
             response = _call(
                 c._stub.GetLogs,
-                controller_pb2.GetLogsRequest(job_id=self.job_id, cursor=cursor, wait_seconds=_WAIT_SLICE if follow else 0),
+                controller_pb2.GetLogsRequest(
+                    job_id=self.job_id,
+                    cursor=cursor,
+                    wait_seconds=_WAIT_SLICE if follow else 0,
+                    include_children=include_children,
+                    since=since,
+                    tail=tail,
+                ),
                 c.address,
                 timeout=_WAIT_SLICE + 30,
             )
@@ -181,8 +231,10 @@ class Job:
         stream_logs: bool = False,
         raise_on_failure: bool = False,
         log_sink: Callable[[LogLine], None] | None = None,
+        include_children: bool = False,
     ) -> JobStatus:
-        """Block until the job ends (or ``timeout`` elapses); optionally print its logs as they come."""
+        """Block until the job ends (or ``timeout`` elapses); optionally print its logs (and its
+        child jobs' logs, with ``include_children``) as they come."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if stream_logs:
             sink = log_sink or _print_line
@@ -190,7 +242,7 @@ class Job:
 
             def pump() -> None:
                 try:
-                    for line in self.logs(follow=True):
+                    for line in self.logs(follow=True, include_children=include_children):
                         sink(line)
                 finally:
                     done.set()
@@ -218,6 +270,17 @@ class Job:
 def _print_line(line: LogLine) -> None:
     sys.stdout.write(line.data + "\n")
     sys.stdout.flush()
+
+
+def current_user() -> str:
+    """The submitting user, used as the first component of top-level job ids (``/user/name``)."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except Exception:
+        name = "user"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "user"
 
 
 def default_job_name(entrypoint: Entrypoint) -> str:
@@ -327,10 +390,29 @@ class IrisClient:
         replicas: int = 1,
         max_retries: int = 0,
         timeout: float = 0.0,
+        constraints: list[Constraint | str] | None = None,
+        coscheduling: str | bool = False,
+        ports: list[str] | None = None,
+        max_task_failures: int = 0,
+        max_preemptions: int = 0,
+        scheduling_timeout: float = 0.0,
+        parent_job_id: str | None = None,
+        user: str | None = None,
     ) -> Job:
-        """Launch a job and return it at once; ``job.wait()`` follows it."""
+        """Launch a job and return it at once; ``job.wait()`` follows it.
+
+        ``constraints`` are :class:`Constraint` objects or their text form (``"zone=us-a"``).
+        ``coscheduling`` True (or an attribute key) starts all tasks together on workers sharing
+        that attribute (default ``slice``). ``ports`` names ports each task gets as
+        ``IRIS_PORT_<NAME>``. Inside an Iris task the new job becomes a child of the task's job
+        (``IRIS_JOB_ID``) unless ``parent_job_id=""``.
+        """
         resources = resources or ResourceSpec()
         environment = environment or EnvironmentSpec()
+        if parent_job_id is None:
+            parent_job_id = os.environ.get(JOB_ENV, "")
+        parsed = [c if isinstance(c, Constraint) else parse_constraint(c) for c in constraints or ()]
+        group_by = coscheduling if isinstance(coscheduling, str) else ("slice" if coscheduling else "")
         spec = controller_pb2.JobSpec(
             name=name or default_job_name(entrypoint),
             entrypoint=entrypoint_to_proto(entrypoint),
@@ -340,6 +422,14 @@ class IrisClient:
             replicas=replicas,
             max_retries=max_retries,
             timeout_seconds=timeout,
+            constraints=[constraint_to_proto(c) for c in parsed],
+            coscheduling=common_pb2.Coscheduling(enabled=bool(group_by), group_by=group_by),
+            ports=list(ports or ()),
+            max_task_failures=max_task_failures,
+            max_preemptions=max_preemptions,
+            scheduling_timeout_seconds=scheduling_timeout,
+            parent_job_id=parent_job_id,
+            user=current_user() if user is None else user,
         )
         response = _call(self._stub.LaunchJob, controller_pb2.LaunchJobRequest(spec=spec), self.address)
         return Job(self, response.job_id)
@@ -348,9 +438,28 @@ class IrisClient:
         job = Job(self, job_id)
         return Job(self, job.status().job_id)
 
-    def list_jobs(self) -> list[JobStatus]:
-        response = _call(self._stub.ListJobs, controller_pb2.ListJobsRequest(), self.address)
+    def list_jobs(self, *, states: list[JobState] | None = None, prefix: str = "") -> list[JobStatus]:
+        request = controller_pb2.ListJobsRequest(states=[job_state_to_proto(s) for s in states or ()], prefix=prefix)
+        response = _call(self._stub.ListJobs, request, self.address)
         return [JobStatus.from_proto(j) for j in response.jobs]
+
+    # --- endpoints ----------------------------------------------------------------------
+
+    def register_endpoint(
+        self, name: str, address: str, *, job_id: str | None = None, task_index: int | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Publish ``address`` under ``name`` while the job runs (inside a task: the task's job)."""
+        job_id = job_id or os.environ.get(JOB_ENV, "")
+        if not job_id:
+            raise IrisError("register_endpoint: no job_id given and not running inside an Iris task")
+        index = int(os.environ.get("IRIS_TASK_INDEX", "0")) if task_index is None else task_index
+        endpoint = controller_pb2.Endpoint(name=name, address=address, job_id=job_id, task_index=index, metadata=metadata or {})
+        _call(self._stub.RegisterEndpoint, controller_pb2.RegisterEndpointRequest(endpoint=endpoint), self.address)
+
+    def lookup_endpoint(self, name: str) -> list[str]:
+        """Addresses registered under ``name`` by jobs still running (empty if none)."""
+        response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address)
+        return [e.address for e in response.endpoints]
 
     def list_workers(self) -> list[controller_pb2.WorkerSummary]:
         return list(_call(self._stub.ListWorkers, controller_pb2.ListWorkersRequest(), self.address).workers)

@@ -36,6 +36,43 @@ def make_local_config(config: ClusterConfig) -> ClusterConfig:
     return attrs.evolve(config, provider=provider, controller=controller)
 
 
+def group_attributes(config: ClusterConfig, name: str, group: ScaleGroupConfig) -> dict[str, str]:
+    """Well-known attributes every worker of the group carries (see iris.cluster.constraints)."""
+    attributes = {
+        "scale-group": name,
+        "preemptible": "true" if group.preemptible else "false",
+        "region": config.provider.region or ("local" if config.provider.type == "local" else ""),
+        "zone": (group.zones[0] if group.zones else config.provider.zone)
+        or ("local" if config.provider.type == "local" else ""),
+    }
+    attributes = {k: v for k, v in attributes.items() if v}
+    device = group.accelerator_type or "cpu"
+    variant = group.accelerator_variant
+    if device.startswith(("v4-", "v5", "v6e-")) and not variant:  # seed 001 writes the type here
+        device, variant = "tpu", device
+    if device != "cpu":
+        attributes["device"] = device
+        if variant:
+            attributes["device-variant"] = variant
+    if device == "tpu" and variant:
+        from iris.cluster.tpu import TPU_TOPOLOGIES
+
+        if variant in TPU_TOPOLOGIES:
+            attributes["topology"] = TPU_TOPOLOGIES[variant].topology
+    attributes.update(group.attributes)
+    return attributes
+
+
+def group_vm_count(group: ScaleGroupConfig) -> int:
+    """VMs per slice: the TPU type's host count unless the config says otherwise."""
+    from iris.cluster.tpu import TPU_TOPOLOGIES
+
+    variant = group.accelerator_variant or (group.accelerator_type if group.accelerator_type.startswith(("v4-", "v5", "v6e-")) else "")
+    if group.vms_per_slice == 1 and variant in TPU_TOPOLOGIES:
+        return TPU_TOPOLOGIES[variant].hosts
+    return group.vms_per_slice
+
+
 class ClusterManager:
     def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None):
         self._config = config
@@ -111,15 +148,11 @@ class ClusterManager:
         for name, group in groups.items():
             for i in range(group.min_slices):
                 slice_id = f"{self._config.label_prefix}-{name}-{i}".replace("_", "-")
-                attributes = dict(group.attributes)
-                if group.accelerator_variant or group.accelerator_type not in ("", "cpu"):
-                    attributes["device"] = group.accelerator_type
-                    if group.accelerator_variant:
-                        attributes["device-variant"] = group.accelerator_variant
+                attributes = group_attributes(self._config, name, group)
                 request = SliceRequest(
                     slice_id=slice_id,
                     scale_group=name,
-                    vm_count=group.vms_per_slice,
+                    vm_count=group_vm_count(group),
                     cpu=group.cpu,
                     memory_bytes=group.memory_bytes,
                     labels={f"{self._config.label_prefix}.cluster": self._config.name, f"{self._config.label_prefix}.scale-group": name},

@@ -3,7 +3,7 @@ from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -89,3 +89,43 @@ class EnvironmentSpec(_message.Message):
     env: _containers.ScalarMap[str, str]
     extras: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, env: _Optional[_Mapping[str, str]] = ..., extras: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Constraint(_message.Message):
+    __slots__ = ("key", "op", "values")
+    class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OP_UNSPECIFIED: _ClassVar[Constraint.Op]
+        EQ: _ClassVar[Constraint.Op]
+        NE: _ClassVar[Constraint.Op]
+        EXISTS: _ClassVar[Constraint.Op]
+        NOT_EXISTS: _ClassVar[Constraint.Op]
+        GT: _ClassVar[Constraint.Op]
+        GE: _ClassVar[Constraint.Op]
+        LT: _ClassVar[Constraint.Op]
+        LE: _ClassVar[Constraint.Op]
+        IN: _ClassVar[Constraint.Op]
+    OP_UNSPECIFIED: Constraint.Op
+    EQ: Constraint.Op
+    NE: Constraint.Op
+    EXISTS: Constraint.Op
+    NOT_EXISTS: Constraint.Op
+    GT: Constraint.Op
+    GE: Constraint.Op
+    LT: Constraint.Op
+    LE: Constraint.Op
+    IN: Constraint.Op
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    op: Constraint.Op
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., op: _Optional[_Union[Constraint.Op, str]] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Coscheduling(_message.Message):
+    __slots__ = ("enabled", "group_by")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    group_by: str
+    def __init__(self, enabled: _Optional[bool] = ..., group_by: _Optional[str] = ...) -> None: ...

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "entrypoint", "resources", "environment", "bundle_id", "replicas", "max_retries", "timeout_seconds")
+    __slots__ = ("name", "entrypoint", "resources", "environment", "bundle_id", "replicas", "max_retries", "timeout_seconds", "constraints", "coscheduling", "ports", "max_task_failures", "scheduling_timeout_seconds", "max_preemptions", "parent_job_id", "user")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,14 @@ class JobSpec(_message.Message):
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    COSCHEDULING_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASK_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULING_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     name: str
     entrypoint: _common_pb2.Entrypoint
     resources: _common_pb2.ResourceSpec
@@ -25,7 +33,15 @@ class JobSpec(_message.Message):
     replicas: int
     max_retries: int
     timeout_seconds: float
-    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., environment: _Optional[_Union[_common_pb2.EnvironmentSpec, _Mapping]] = ..., bundle_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    constraints: _containers.RepeatedCompositeFieldContainer[_common_pb2.Constraint]
+    coscheduling: _common_pb2.Coscheduling
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    max_task_failures: int
+    scheduling_timeout_seconds: float
+    max_preemptions: int
+    parent_job_id: str
+    user: str
+    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., environment: _Optional[_Union[_common_pb2.EnvironmentSpec, _Mapping]] = ..., bundle_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.Constraint, _Mapping]]] = ..., coscheduling: _Optional[_Union[_common_pb2.Coscheduling, _Mapping]] = ..., ports: _Optional[_Iterable[str]] = ..., max_task_failures: _Optional[int] = ..., scheduling_timeout_seconds: _Optional[float] = ..., max_preemptions: _Optional[int] = ..., parent_job_id: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class LaunchJobRequest(_message.Message):
     __slots__ = ("spec",)
@@ -54,7 +70,14 @@ class WaitJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class AttemptInfo(_message.Message):
-    __slots__ = ("attempt_id", "worker_id", "state", "exit_code", "error", "started_at", "finished_at")
+    __slots__ = ("attempt_id", "worker_id", "state", "exit_code", "error", "started_at", "finished_at", "oom", "ports")
+    class PortsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +85,8 @@ class AttemptInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    OOM_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     attempt_id: int
     worker_id: str
     state: _common_pb2.TaskState
@@ -69,7 +94,9 @@ class AttemptInfo(_message.Message):
     error: str
     started_at: float
     finished_at: float
-    def __init__(self, attempt_id: _Optional[int] = ..., worker_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
+    oom: bool
+    ports: _containers.ScalarMap[str, int]
+    def __init__(self, attempt_id: _Optional[int] = ..., worker_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., oom: _Optional[bool] = ..., ports: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class TaskInfo(_message.Message):
     __slots__ = ("index", "state", "pending_reason", "attempts", "exit_code", "error")
@@ -88,7 +115,7 @@ class TaskInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., pending_reason: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptInfo, _Mapping]]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "name", "state", "tasks", "submitted_at", "finished_at", "error", "exit_code", "entrypoint")
+    __slots__ = ("job_id", "name", "state", "tasks", "submitted_at", "finished_at", "error", "exit_code", "entrypoint", "parent_job_id", "children", "replicas", "resources", "user", "started_at", "constraints", "coscheduling")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +125,14 @@ class JobInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    COSCHEDULING_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     name: str
     state: _common_pb2.JobState
@@ -107,11 +142,23 @@ class JobInfo(_message.Message):
     error: str
     exit_code: int
     entrypoint: str
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[str] = ..., exit_code: _Optional[int] = ..., entrypoint: _Optional[str] = ...) -> None: ...
+    parent_job_id: str
+    children: _containers.RepeatedScalarFieldContainer[str]
+    replicas: int
+    resources: _common_pb2.ResourceSpec
+    user: str
+    started_at: float
+    constraints: _containers.RepeatedCompositeFieldContainer[_common_pb2.Constraint]
+    coscheduling: _common_pb2.Coscheduling
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[str] = ..., exit_code: _Optional[int] = ..., entrypoint: _Optional[str] = ..., parent_job_id: _Optional[str] = ..., children: _Optional[_Iterable[str]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., user: _Optional[str] = ..., started_at: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.Constraint, _Mapping]]] = ..., coscheduling: _Optional[_Union[_common_pb2.Coscheduling, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("states", "prefix")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[_common_pb2.JobState]
+    prefix: str
+    def __init__(self, states: _Optional[_Iterable[_Union[_common_pb2.JobState, str]]] = ..., prefix: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs",)
@@ -120,10 +167,12 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class KillJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "keep_children")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CHILDREN_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    keep_children: bool
+    def __init__(self, job_id: _Optional[str] = ..., keep_children: _Optional[bool] = ...) -> None: ...
 
 class KillJobResponse(_message.Message):
     __slots__ = ("state",)
@@ -158,16 +207,22 @@ class UploadBundleResponse(_message.Message):
     def __init__(self, bundle_url: _Optional[str] = ...) -> None: ...
 
 class GetLogsRequest(_message.Message):
-    __slots__ = ("job_id", "cursor", "max_lines", "wait_seconds")
+    __slots__ = ("job_id", "cursor", "max_lines", "wait_seconds", "include_children", "since", "tail")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     MAX_LINES_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     cursor: str
     max_lines: int
     wait_seconds: float
-    def __init__(self, job_id: _Optional[str] = ..., cursor: _Optional[str] = ..., max_lines: _Optional[int] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    include_children: bool
+    since: float
+    tail: int
+    def __init__(self, job_id: _Optional[str] = ..., cursor: _Optional[str] = ..., max_lines: _Optional[int] = ..., wait_seconds: _Optional[float] = ..., include_children: _Optional[bool] = ..., since: _Optional[float] = ..., tail: _Optional[int] = ...) -> None: ...
 
 class LogLine(_message.Message):
     __slots__ = ("job_id", "task_index", "attempt_id", "timestamp", "data")
@@ -225,3 +280,46 @@ class ListWorkersResponse(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerSummary]
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerSummary, _Mapping]]] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("name", "address", "job_id", "task_index", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    job_id: str
+    task_index: int
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., job_id: _Optional[str] = ..., task_index: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RegisterEndpointRequest(_message.Message):
+    __slots__ = ("endpoint",)
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: Endpoint
+    def __init__(self, endpoint: _Optional[_Union[Endpoint, _Mapping]] = ...) -> None: ...
+
+class RegisterEndpointResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LookupEndpointRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class LookupEndpointResponse(_message.Message):
+    __slots__ = ("endpoints",)
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...

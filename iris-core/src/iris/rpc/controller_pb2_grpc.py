@@ -80,6 +80,16 @@ class ControllerServiceStub:
                 request_serializer=iris_dot_rpc_dot_controller__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=iris_dot_rpc_dot_controller__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.RegisterEndpoint = channel.unary_unary(
+                '/iris.v1.ControllerService/RegisterEndpoint',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.RegisterEndpointRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.RegisterEndpointResponse.FromString,
+                _registered_method=True)
+        self.LookupEndpoint = channel.unary_unary(
+                '/iris.v1.ControllerService/LookupEndpoint',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.LookupEndpointRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.LookupEndpointResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -142,6 +152,19 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterEndpoint(self, request, context):
+        """Named endpoints a job publishes (e.g. a server's address) for others to find while it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupEndpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +212,16 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=iris_dot_rpc_dot_controller__pb2.ListWorkersRequest.FromString,
                     response_serializer=iris_dot_rpc_dot_controller__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'RegisterEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterEndpoint,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.RegisterEndpointRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.RegisterEndpointResponse.SerializeToString,
+            ),
+            'LookupEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupEndpoint,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.LookupEndpointRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.LookupEndpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -435,6 +468,60 @@ class ControllerService:
             '/iris.v1.ControllerService/ListWorkers',
             iris_dot_rpc_dot_controller__pb2.ListWorkersRequest.SerializeToString,
             iris_dot_rpc_dot_controller__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/RegisterEndpoint',
+            iris_dot_rpc_dot_controller__pb2.RegisterEndpointRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.RegisterEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/LookupEndpoint',
+            iris_dot_rpc_dot_controller__pb2.LookupEndpointRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.LookupEndpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

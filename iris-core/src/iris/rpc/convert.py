@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from iris.cluster.constraints import Constraint, ConstraintError, Op
 from iris.cluster.types import DeviceSpec, Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
 from iris.rpc import common_pb2
 
@@ -58,3 +59,14 @@ def job_state_to_proto(s: JobState) -> int:
 def job_state_from_proto(v: int) -> JobState:
     name = common_pb2.JobState.Name(v).removeprefix("JOB_STATE_")
     return JobState.PENDING if name == "UNSPECIFIED" else JobState(name)
+
+
+def constraint_to_proto(c: Constraint) -> common_pb2.Constraint:
+    return common_pb2.Constraint(key=c.key, op=common_pb2.Constraint.Op.Value(c.op.value), values=list(c.values))
+
+
+def constraint_from_proto(p: common_pb2.Constraint) -> Constraint:
+    name = common_pb2.Constraint.Op.Name(p.op)
+    if name == "OP_UNSPECIFIED":
+        raise ConstraintError(f"constraint on {p.key!r}: the operator is missing")
+    return Constraint(p.key, Op(name), tuple(p.values))

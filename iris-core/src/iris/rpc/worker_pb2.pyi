@@ -27,7 +27,14 @@ class WorkerIdentity(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., slice_id: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ObservedAttempt(_message.Message):
-    __slots__ = ("task_id", "attempt_id", "state", "exit_code", "error", "log_offset", "log_data", "log_complete", "oom")
+    __slots__ = ("task_id", "attempt_id", "state", "exit_code", "error", "log_offset", "log_data", "log_complete", "oom", "ports")
+    class PortsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +44,7 @@ class ObservedAttempt(_message.Message):
     LOG_DATA_FIELD_NUMBER: _ClassVar[int]
     LOG_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     OOM_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt_id: int
     state: _common_pb2.TaskState
@@ -46,7 +54,8 @@ class ObservedAttempt(_message.Message):
     log_data: bytes
     log_complete: bool
     oom: bool
-    def __init__(self, task_id: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., log_offset: _Optional[int] = ..., log_data: _Optional[bytes] = ..., log_complete: _Optional[bool] = ..., oom: _Optional[bool] = ...) -> None: ...
+    ports: _containers.ScalarMap[str, int]
+    def __init__(self, task_id: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., log_offset: _Optional[int] = ..., log_data: _Optional[bytes] = ..., log_complete: _Optional[bool] = ..., oom: _Optional[bool] = ..., ports: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ReconcileRequest(_message.Message):
     __slots__ = ("worker", "attempts", "known_version", "wait_seconds")
@@ -61,7 +70,7 @@ class ReconcileRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[ObservedAttempt, _Mapping]]] = ..., known_version: _Optional[int] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class AttemptSpec(_message.Message):
-    __slots__ = ("job_id", "task_index", "num_tasks", "entrypoint", "resources", "env", "bundle_url", "timeout_seconds")
+    __slots__ = ("job_id", "task_index", "num_tasks", "entrypoint", "resources", "env", "bundle_url", "timeout_seconds", "ports")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +86,7 @@ class AttemptSpec(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_URL_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     task_index: int
     num_tasks: int
@@ -85,7 +95,8 @@ class AttemptSpec(_message.Message):
     env: _containers.ScalarMap[str, str]
     bundle_url: str
     timeout_seconds: float
-    def __init__(self, job_id: _Optional[str] = ..., task_index: _Optional[int] = ..., num_tasks: _Optional[int] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., env: _Optional[_Mapping[str, str]] = ..., bundle_url: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., task_index: _Optional[int] = ..., num_tasks: _Optional[int] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., env: _Optional[_Mapping[str, str]] = ..., bundle_url: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., ports: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DesiredAttempt(_message.Message):
     __slots__ = ("task_id", "attempt_id", "spec")

@@ -7,7 +7,9 @@ long-polling calls (``wait_job``, ``get_logs``, ``reconcile``) wait on.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -17,14 +19,20 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from iris.cluster.controller.state import Attempt, Job, JobSpec, LogLine, Task, WorkerRecord
-from iris.cluster.controller.transitions import derive_job_state, job_exit_code, task_after_attempt
+from iris.cluster.controller.state import Attempt, Endpoint, Job, JobSpec, LogLine, Task, WorkerRecord
+from iris.cluster.controller.transitions import (
+    DEFAULT_MAX_PREEMPTIONS,
+    derive_job_state,
+    job_exit_code,
+    task_after_attempt,
+)
 from iris.cluster.types import JobState, ResourceSpec, TaskState, format_memory
 from iris.errors import IrisError, JobNotFound
 
 logger = logging.getLogger(__name__)
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 MAX_LOG_LINES_PER_READ = 10_000
 
 
@@ -47,6 +55,7 @@ class ObservedAttempt:
     log_data: bytes = b""
     log_complete: bool = False
     oom: bool = False
+    ports: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -81,6 +90,22 @@ class ReconcileResult:
     acks: list[AttemptAck]
 
 
+def encode_cursor(positions: dict[str, int]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(positions, separators=(",", ":")).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> dict[str, int]:
+    if not cursor:
+        return {}
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, int) for k, v in data.items()):
+            return data
+    except (ValueError, TypeError):
+        pass
+    raise InvalidRequest(f"log cursor {cursor!r} is invalid")
+
+
 class Controller:
     """Job, task and worker state plus the scheduling and reconcile logic (no sockets here)."""
 
@@ -99,6 +124,7 @@ class Controller:
         self._jobs: dict[str, Job] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._pending: OrderedDict[str, Task] = OrderedDict()  # task_id -> task, FIFO
+        self._endpoints: dict[str, list[Endpoint]] = {}
         self._address = ""
         self._shutdown = False
 
@@ -131,7 +157,7 @@ class Controller:
 
     # --- jobs ---------------------------------------------------------------------------
 
-    def launch_job(self, spec: JobSpec) -> str:
+    def _validate(self, spec: JobSpec) -> None:
         if not JOB_NAME_RE.match(spec.name or ""):
             raise InvalidRequest(
                 f"job name {spec.name!r} is invalid; use 1-128 letters, digits, '.', '_' or '-', "
@@ -141,23 +167,75 @@ class Controller:
             raise InvalidRequest("entrypoint: the command is empty")
         if spec.replicas < 1:
             raise InvalidRequest(f"replicas: {spec.replicas}; must be >= 1")
-        if spec.max_retries < 0:
-            raise InvalidRequest(f"max_retries: {spec.max_retries}; must be >= 0")
-        if spec.timeout_seconds < 0:
-            raise InvalidRequest(f"timeout: {spec.timeout_seconds}; must be >= 0 (0 = no timeout)")
+        for field, value in (
+            ("max_retries", spec.max_retries),
+            ("max_task_failures", spec.max_task_failures),
+            ("max_preemptions", spec.max_preemptions),
+            ("timeout", spec.timeout_seconds),
+            ("scheduling_timeout", spec.scheduling_timeout_seconds),
+        ):
+            if value < 0:
+                raise InvalidRequest(f"{field}: {value}; must be >= 0")
         for key in spec.environment.env:
             if not key or "=" in key:
                 raise InvalidRequest(f"environment variable name {key!r} is invalid; it must be non-empty without '='")
-        job_id = f"/{spec.name}"
+        for port in spec.ports:
+            if not PORT_NAME_RE.match(port):
+                raise InvalidRequest(f"port name {port!r} is invalid; use a letter then letters, digits or '_' (it becomes IRIS_PORT_{port.upper()})")
+        if len(set(spec.ports)) != len(spec.ports):
+            raise InvalidRequest(f"ports: {', '.join(spec.ports)} names a port twice")
+        if spec.user and not JOB_NAME_RE.match(spec.user):
+            raise InvalidRequest(f"user {spec.user!r} is invalid; use letters, digits, '.', '_' or '-'")
+
+    @staticmethod
+    def _expand_tpu(spec: JobSpec) -> JobSpec:
+        """A multi-host TPU type runs one task per host, together on one slice (``tpu-name``)."""
+        device = spec.resources.device
+        if device.kind != "tpu" or not device.variant:
+            return spec
+        from iris.cluster.tpu import tpu_topology
+
+        topology = tpu_topology(device.variant)
+        if topology.hosts == 1:
+            return spec
+        if spec.replicas not in (1, topology.hosts):
+            raise InvalidRequest(
+                f"replicas: {device.variant} has {topology.hosts} hosts and runs one task per host; "
+                f"use replicas {topology.hosts} (or leave it at 1), not {spec.replicas}"
+            )
+        return attrs.evolve(spec, replicas=topology.hosts, coschedule_by=spec.coschedule_by or "tpu-name")
+
+    def launch_job(self, spec: JobSpec) -> str:
+        self._validate(spec)
+        spec = self._expand_tpu(spec)
         with self._lock:
+            if spec.parent_job_id:
+                parent = self._jobs.get(spec.parent_job_id)
+                if parent is None:
+                    raise InvalidRequest(f"parent job {spec.parent_job_id!r} not found")
+                if parent.state.is_terminal:
+                    raise InvalidRequest(f"parent job {parent.job_id} is {parent.state.value}; it cannot start children")
+                job_id = f"{parent.job_id}/{spec.name}"
+                # children inherit the parent's bundle and environment (their own values win)
+                env = {**parent.spec.environment.env, **spec.environment.env}
+                spec = attrs.evolve(
+                    spec,
+                    bundle_id=spec.bundle_id or parent.spec.bundle_id,
+                    environment=attrs.evolve(spec.environment, env=env),
+                    user=spec.user or parent.spec.user,
+                )
+            else:
+                parent = None
+                job_id = f"/{spec.user}/{spec.name}" if spec.user else f"/{spec.name}"
             if job_id in self._jobs:
                 existing = self._jobs[job_id]
-                raise AlreadyExists(
-                    f"job {job_id} already exists (state {existing.state.value}); choose another job name"
-                )
-            job = Job(job_id=job_id, spec=spec, submitted_at=self._clock())
-            job.tasks = [Task(job_id=job_id, index=i) for i in range(spec.replicas)]
+                raise AlreadyExists(f"job {job_id} already exists (state {existing.state.value}); choose another job name")
+            now = self._clock()
+            job = Job(job_id=job_id, spec=spec, submitted_at=now)
+            job.tasks = [Task(job_id=job_id, index=i, pending_since=now) for i in range(spec.replicas)]
             self._jobs[job_id] = job
+            if parent is not None:
+                parent.children.append(job_id)
             for task in job.tasks:
                 self._pending[task.task_id] = task
             self._schedule_locked()
@@ -165,62 +243,156 @@ class Controller:
         logger.info("launched job %s with %d task(s)", job_id, spec.replicas)
         return job_id
 
+    def _resolve_locked(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id) or self._jobs.get(f"/{job_id}")
+        if job is not None:
+            return job
+        if job_id and not job_id.startswith("/"):
+            matches = [j for j in self._jobs.values() if j.job_id.endswith(f"/{job_id}")]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                names = ", ".join(sorted(j.job_id for j in matches)[:5])
+                raise InvalidRequest(f"job {job_id!r} is ambiguous: {names}; give the full id")
+        raise JobNotFound(f"job {job_id!r} not found")
+
     def get_job(self, job_id: str) -> Job:
         with self._lock:
-            job = self._jobs.get(job_id) or self._jobs.get(f"/{job_id}")
-            if job is None:
-                raise JobNotFound(f"job {job_id!r} not found")
-            return job
+            return self._resolve_locked(job_id)
 
-    def list_jobs(self) -> list[Job]:
+    def list_jobs(self, states: Iterable[JobState] = (), prefix: str = "") -> list[Job]:
+        wanted = set(states)
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.submitted_at)
+            jobs = [
+                j
+                for j in self._jobs.values()
+                if (not wanted or j.state in wanted) and j.job_id.startswith(prefix)
+            ]
+            return sorted(jobs, key=lambda j: j.submitted_at)
 
     def wait_job(self, job_id: str, timeout: float, active: Callable[[], bool] = lambda: True) -> Job:
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
-            job = self.get_job(job_id)
+            job = self._resolve_locked(job_id)
             while not job.state.is_terminal and self._wait_locked(deadline, active):
                 pass
             return job
 
-    def kill_job(self, job_id: str) -> Job:
+    def kill_job(self, job_id: str, *, keep_children: bool = False) -> Job:
         with self._lock:
-            job = self.get_job(job_id)
-            if job.state.is_terminal:
-                return job
-            job.kill_requested = True
-            for task in job.tasks:
-                if not task.state.is_terminal:
-                    self._stop_task_locked(task, TaskState.KILLED, "killed by user")
-            self._update_job_locked(job)
+            job = self._resolve_locked(job_id)
+            self._kill_locked(job, "killed by user", keep_children=keep_children)
             self._changed.notify_all()
             return job
+
+    def _kill_locked(self, job: Job, reason: str, *, keep_children: bool = False) -> None:
+        if not keep_children:
+            for child_id in job.children:
+                self._kill_locked(self._jobs[child_id], f"parent job {job.job_id} was killed")
+        if job.state.is_terminal:
+            return
+        job.kill_requested = True
+        job.error = job.error or reason
+        for task in job.tasks:
+            if not task.state.is_terminal:
+                self._stop_task_locked(task, TaskState.KILLED, reason)
+        self._update_job_locked(job)
 
     def job_exit_code(self, job: Job) -> int:
         with self._lock:
             return job_exit_code(job.state, (t.exit_code for t in job.tasks))
 
+    def descendants(self, job: Job) -> list[Job]:
+        with self._lock:
+            out: list[Job] = []
+            stack = list(reversed(job.children))
+            while stack:
+                child = self._jobs[stack.pop()]
+                out.append(child)
+                stack.extend(reversed(child.children))
+            return out
+
+    # --- endpoints ----------------------------------------------------------------------
+
+    def register_endpoint(self, endpoint: Endpoint) -> None:
+        if not endpoint.name or not endpoint.address:
+            raise InvalidRequest("endpoint: name and address are required")
+        with self._lock:
+            job = self._resolve_locked(endpoint.job_id)
+            if job.state.is_terminal:
+                raise InvalidRequest(f"job {job.job_id} is {job.state.value}; it cannot register endpoints")
+            endpoint = attrs.evolve(endpoint, job_id=job.job_id)
+            entries = [e for e in self._endpoints.get(endpoint.name, []) if (e.job_id, e.task_index) != (job.job_id, endpoint.task_index)]
+            entries.append(endpoint)
+            self._endpoints[endpoint.name] = entries
+
+    def lookup_endpoint(self, name: str) -> list[Endpoint]:
+        with self._lock:
+            return list(self._endpoints.get(name, []))
+
+    def _drop_endpoints_locked(self, job: Job) -> None:
+        for name in list(self._endpoints):
+            kept = [e for e in self._endpoints[name] if e.job_id != job.job_id]
+            if kept:
+                self._endpoints[name] = kept
+            else:
+                del self._endpoints[name]
+
     # --- logs ---------------------------------------------------------------------------
 
     def get_logs(
-        self, job_id: str, cursor: str, max_lines: int = 0, wait: float = 0.0, active: Callable[[], bool] = lambda: True
-    ) -> tuple[list[LogLine], str, bool]:
-        """Lines after ``cursor``; the new cursor; whether the job is over and all lines read."""
-        try:
-            position = int(cursor) if cursor else 0
-        except ValueError:
-            raise InvalidRequest(f"log cursor {cursor!r} is invalid") from None
+        self,
+        job_id: str,
+        cursor: str,
+        max_lines: int = 0,
+        wait: float = 0.0,
+        active: Callable[[], bool] = lambda: True,
+        *,
+        include_children: bool = False,
+        since: float = 0.0,
+        tail: int = 0,
+    ) -> tuple[list[tuple[str, LogLine]], str, bool]:
+        """Lines after ``cursor`` (of the job, and its descendants if asked), the new cursor, and
+        whether every job read is over and all its lines returned."""
+        positions = decode_cursor(cursor)
         limit = min(max_lines or MAX_LOG_LINES_PER_READ, MAX_LOG_LINES_PER_READ)
         deadline = time.monotonic() + max(0.0, wait)
         with self._lock:
-            job = self.get_job(job_id)
-            while len(job.logs) <= position and not job.state.is_terminal and self._wait_locked(deadline, active):
-                pass
-            lines = job.logs[position : position + limit]
-            position += len(lines)
-            finished = job.state.is_terminal and position >= len(job.logs)
-            return lines, str(position), finished
+            root = self._resolve_locked(job_id)
+            while True:
+                jobs = [root, *self.descendants(root)] if include_children else [root]
+                if not cursor and tail > 0:
+                    self._apply_tail(jobs, positions, tail)
+                    cursor = "tail-applied"
+                pending = [(j, positions.get(j.job_id, 0)) for j in jobs if positions.get(j.job_id, 0) < len(j.logs)]
+                if pending or all(j.state.is_terminal for j in jobs) or not self._wait_locked(deadline, active):
+                    break
+            merged: list[tuple[float, int, int, Job, LogLine]] = []
+            for order, (job, start) in enumerate(pending):
+                for index in range(start, min(len(job.logs), start + limit)):
+                    line = job.logs[index]
+                    merged.append((line.timestamp, order, index, job, line))
+            merged.sort(key=lambda m: (m[0], m[1], m[2]))
+            taken = merged[:limit]
+            out: list[tuple[str, LogLine]] = []
+            for _, _, index, job, line in taken:
+                positions[job.job_id] = index + 1
+                if line.timestamp >= since:
+                    out.append((job.job_id, line))
+            finished = all(j.state.is_terminal and positions.get(j.job_id, 0) >= len(j.logs) for j in jobs)
+            return out, encode_cursor(positions), finished
+
+    @staticmethod
+    def _apply_tail(jobs: list[Job], positions: dict[str, int], tail: int) -> None:
+        candidates = []
+        for job in jobs:
+            for index in range(max(0, len(job.logs) - tail), len(job.logs)):
+                candidates.append((job.logs[index].timestamp, job.job_id, index))
+        candidates.sort()
+        kept = candidates[-tail:]
+        for job in jobs:
+            indices = [i for _, jid, i in kept if jid == job.job_id]
+            positions[job.job_id] = min(indices) if indices else len(job.logs)
 
     # --- workers ------------------------------------------------------------------------
 
@@ -256,7 +428,9 @@ class Controller:
                     version=(worker.version + 1) if worker else 1,
                 )
                 self._workers[identity.worker_id] = worker
-                logger.info("worker %s registered (%s cpu, %s)", worker.worker_id, worker.cpu, format_memory(worker.memory_bytes))
+                logger.info(
+                    "worker %s registered (%s cpu, %s)", worker.worker_id, worker.cpu, format_memory(worker.memory_bytes)
+                )
                 self._schedule_locked()
             worker.last_seen = now
             acks, news = self._apply_observed_locked(worker, observed)
@@ -292,26 +466,31 @@ class Controller:
             if entry is None:
                 # Not ours (moved elsewhere, or finished and forgotten): the worker kills it since
                 # it is not desired, and may forget it once it has ended.
-                acks.append(AttemptAck(obs.task_id, obs.attempt_id, obs.log_offset + len(obs.log_data), obs.state.is_terminal))
+                acks.append(
+                    AttemptAck(obs.task_id, obs.attempt_id, obs.log_offset + len(obs.log_data), obs.state.is_terminal)
+                )
                 continue
             task, attempt = entry
             attempt.observed = True
+            if obs.ports and attempt.ports != obs.ports:
+                attempt.ports = dict(obs.ports)
             if obs.log_data and self._append_log_locked(task, attempt, obs):
                 news = True
+            log_received = attempt.log_offset >= obs.log_offset + len(obs.log_data)
             if not attempt.state.is_terminal:
                 if obs.state in (TaskState.BUILDING, TaskState.RUNNING) and attempt.state != obs.state:
                     attempt.state = obs.state
                     if obs.state is TaskState.RUNNING and not attempt.started_at:
                         attempt.started_at = now
-                    if not task.state.is_terminal:
+                    if not task.state.is_terminal and task.current is attempt and not attempt.stop_requested:
                         task.state = obs.state
                         task.pending_reason = ""
                     self._update_job_locked(self._jobs[task.job_id])
                     news = True
-                elif obs.state.is_terminal and obs.log_complete and attempt.log_offset >= obs.log_offset + len(obs.log_data):
+                elif obs.state.is_terminal and obs.log_complete and log_received:
                     self._finish_attempt_locked(worker, task, attempt, obs, now)
                     news = True
-            if attempt.state.is_terminal and obs.log_complete and attempt.log_offset >= obs.log_offset + len(obs.log_data):
+            if attempt.state.is_terminal and obs.log_complete and log_received:
                 if not attempt.done:
                     self._flush_partial_locked(task, attempt)
                     attempt.done = True
@@ -325,10 +504,8 @@ class Controller:
             worker.attempts.pop(key)
             if not attempt.state.is_terminal:
                 lost = ObservedAttempt(key[0], key[1], TaskState.WORKER_FAILED, error="the worker lost this attempt")
-                self._finish_attempt_locked(worker, task, attempt, lost, now, release=True)
+                self._finish_attempt_locked(worker, task, attempt, lost, now)
                 news = True
-            else:
-                self._release_locked(worker, task)
         return acks, news
 
     def _append_log_locked(self, task: Task, attempt: Attempt, obs: ObservedAttempt) -> bool:
@@ -346,16 +523,17 @@ class Controller:
         if complete:
             job = self._jobs[task.job_id]
             now = self._clock()
-            job.logs.extend(
-                LogLine(task.index, attempt.attempt_id, now, line.decode("utf-8", "replace")) for line in complete
-            )
+            index, attempt_id = task.index, attempt.attempt_id
+            job.logs.extend(LogLine(index, attempt_id, now, line.decode("utf-8", "replace")) for line in complete)
             return True
         return False
 
     def _flush_partial_locked(self, task: Task, attempt: Attempt) -> None:
         if attempt.log_partial:
             job = self._jobs[task.job_id]
-            job.logs.append(LogLine(task.index, attempt.attempt_id, self._clock(), attempt.log_partial.decode("utf-8", "replace")))
+            job.logs.append(
+                LogLine(task.index, attempt.attempt_id, self._clock(), attempt.log_partial.decode("utf-8", "replace"))
+            )
             attempt.log_partial = b""
 
     def _release_locked(self, worker: WorkerRecord, task: Task) -> None:
@@ -364,38 +542,49 @@ class Controller:
         worker.used_memory = max(0, worker.used_memory - resources.memory)
 
     def _finish_attempt_locked(
-        self, worker: WorkerRecord, task: Task, attempt: Attempt, obs: ObservedAttempt, now: float, release: bool = True
+        self, worker: WorkerRecord, task: Task, attempt: Attempt, obs: ObservedAttempt, now: float
     ) -> None:
         attempt.state = obs.state
         attempt.exit_code = obs.exit_code
+        attempt.oom = obs.oom
         attempt.error = obs.error or ("out of memory: killed for exceeding its memory limit" if obs.oom else "")
         attempt.finished_at = now
-        if release:
+        if not worker.lost:
             self._release_locked(worker, task)
         job = self._jobs[task.job_id]
-        if task.state.is_terminal:  # already decided (killed, or a sibling failed the job)
+        if attempt.stop_requested or task.state.is_terminal or task.current is not attempt:
+            # the controller already decided this task's fate (killed, timed out, gang restart)
             self._update_job_locked(job)
             return
         outcome = task_after_attempt(
-            obs.state, failures=task.failures, preemptions=task.preemptions, max_retries=job.spec.max_retries
+            obs.state,
+            failures=task.failures,
+            preemptions=task.preemptions,
+            max_retries=job.spec.max_retries,
+            max_preemptions=job.spec.max_preemptions or DEFAULT_MAX_PREEMPTIONS,
         )
         task.failures, task.preemptions = outcome.failures, outcome.preemptions
         task.exit_code = obs.exit_code
         task.error = attempt.error
         if outcome.retry and not job.kill_requested:
-            task.state = TaskState.PENDING
-            task.pending_reason = f"retrying after attempt {attempt.attempt_id} ended {obs.state.value}"
-            self._pending[task.task_id] = task
+            self._requeue_locked(task, f"retrying after attempt {attempt.attempt_id} ended {obs.state.value}")
+            if job.is_gang:
+                # a gang runs together: restart every sibling with it (their budgets untouched)
+                for sibling in job.tasks:
+                    if sibling is not task and not sibling.state.is_terminal:
+                        self._stop_current_attempt_locked(sibling)
+                        self._requeue_locked(sibling, f"restarting with gang peer task {task.index}")
         else:
             task.state = outcome.state
         self._update_job_locked(job)
 
-    def _stop_task_locked(self, task: Task, state: TaskState, reason: str) -> None:
-        """Mark a task terminal now and ask its worker to stop the running attempt."""
-        task.state = state
-        task.error = task.error or reason
-        task.pending_reason = ""
-        self._pending.pop(task.task_id, None)
+    def _requeue_locked(self, task: Task, reason: str) -> None:
+        task.state = TaskState.PENDING
+        task.pending_reason = reason
+        task.pending_since = self._clock()
+        self._pending[task.task_id] = task
+
+    def _stop_current_attempt_locked(self, task: Task) -> None:
         attempt = task.current
         if attempt is not None and not attempt.state.is_terminal and not attempt.stop_requested:
             attempt.stop_requested = True
@@ -403,10 +592,19 @@ class Controller:
             if worker is not None:
                 worker.version += 1
 
+    def _stop_task_locked(self, task: Task, state: TaskState, reason: str) -> None:
+        """Mark a task terminal now and ask its worker to stop the running attempt."""
+        task.state = state
+        task.error = task.error or reason
+        task.pending_reason = ""
+        self._pending.pop(task.task_id, None)
+        self._stop_current_attempt_locked(task)
+
     def _update_job_locked(self, job: Job) -> None:
         if job.state.is_terminal:
             return
-        state = derive_job_state((t.state for t in job.tasks), killed=job.kill_requested)
+        max_failures = 0 if job.is_gang else job.spec.max_task_failures
+        state = derive_job_state((t.state for t in job.tasks), killed=job.kill_requested, max_task_failures=max_failures)
         if state is JobState.RUNNING and not job.started_at:
             job.started_at = self._clock()
         if state.is_terminal:
@@ -414,40 +612,95 @@ class Controller:
             failed = next((t for t in job.tasks if t.state.is_terminal and t.state is not TaskState.SUCCEEDED), None)
             if failed is not None and not job.error:
                 job.error = f"task {failed.index}: {failed.error or failed.state.value}"
-            for task in job.tasks:  # one task failing ends its siblings
+            job.state = state
+            for task in job.tasks:  # the job is over: stop what still runs
                 if not task.state.is_terminal:
                     self._stop_task_locked(task, TaskState.KILLED, f"job {state.value}")
+            for child_id in job.children:
+                self._kill_locked(self._jobs[child_id], f"parent job {job.job_id} ended {state.value}")
+            self._drop_endpoints_locked(job)
             logger.info("job %s %s", job.job_id, state.value)
         job.state = state
 
     # --- scheduling ---------------------------------------------------------------------
 
+    def _candidates(self, job: Job, workers: list[WorkerRecord]) -> list[WorkerRecord]:
+        spec = job.spec
+        return [
+            w
+            for w in workers
+            if w.has_device(spec.resources) and all(c.matches(w.attributes) for c in spec.constraints)
+        ]
+
     def _schedule_locked(self) -> None:
-        """First-fit placement of pending tasks, in submission order."""
+        """Place pending tasks in submission order: first fit, or a whole gang at once."""
         if not self._pending:
             return
         workers = [w for w in self._workers.values() if not w.lost]
-        if not workers:
-            for task in self._pending.values():
-                task.pending_reason = "no workers registered yet"
-            return
-        placed = []
+        placed: list[str] = []
+        gangs_seen: set[str] = set()
         for task_id, task in self._pending.items():
             job = self._jobs[task.job_id]
-            if job.kill_requested:
+            if job.kill_requested or job.state.is_terminal:
                 placed.append(task_id)
                 continue
-            resources = job.spec.resources
-            worker = next((w for w in workers if w.fits(resources)), None)
+            if not workers:
+                task.pending_reason = "no workers registered yet (waiting for workers to join)"
+                continue
+            if job.is_gang:
+                if job.job_id in gangs_seen:
+                    continue
+                gangs_seen.add(job.job_id)
+                members = [t for t in job.tasks if t.task_id in self._pending]
+                if len(members) + sum(1 for t in job.tasks if t.state.is_terminal) < len(job.tasks):
+                    for t in members:
+                        t.pending_reason = "waiting for gang peers to stop before restarting together"
+                    continue
+                if self._place_gang_locked(job, members, workers):
+                    placed.extend(t.task_id for t in members)
+                continue
+            candidates = self._candidates(job, workers)
+            worker = next((w for w in candidates if w.fits(job.spec.resources)), None)
             if worker is None:
-                task.pending_reason = self._pending_reason(resources, workers)
-                if not any(w.cpu - w.used_cpu > 0 and w.memory_bytes - w.used_memory > 0 for w in workers):
-                    break  # the cluster is full: nothing later can fit either
+                task.pending_reason = self._pending_reason(job, workers, candidates)
                 continue
             self._assign_locked(task, worker)
             placed.append(task_id)
         for task_id in placed:
             self._pending.pop(task_id, None)
+
+    def _place_gang_locked(self, job: Job, members: list[Task], workers: list[WorkerRecord]) -> bool:
+        """Place every member on distinct workers sharing the ``coschedule_by`` attribute, or none."""
+        key = job.spec.coschedule_by
+        candidates = [w for w in self._candidates(job, workers) if key in w.attributes]
+        groups: dict[str, list[WorkerRecord]] = {}
+        for w in candidates:
+            groups.setdefault(w.attributes[key], []).append(w)
+        best = 0
+        for value in sorted(groups):
+            free = [w for w in groups[value] if w.fits(job.spec.resources)]
+            best = max(best, len(free))
+            if len(free) >= len(members):
+                for task, worker in zip(members, sorted(free, key=lambda w: w.worker_id)):
+                    self._assign_locked(task, worker)
+                return True
+        if not candidates:
+            reason = self._pending_reason(job, workers, candidates, gang_key=key)
+        else:
+            largest = max(len(g) for g in groups.values())
+            if largest < len(members):
+                reason = (
+                    f"waiting for gang peers: needs {len(members)} workers sharing {key}, "
+                    f"the largest such group has {largest}"
+                )
+            else:
+                reason = (
+                    f"waiting for gang peers: needs {len(members)} workers sharing {key} with room, "
+                    f"at most {best} free together"
+                )
+        for task in members:
+            task.pending_reason = reason
+        return False
 
     def _assign_locked(self, task: Task, worker: WorkerRecord) -> None:
         job = self._jobs[task.job_id]
@@ -461,14 +714,22 @@ class Controller:
         worker.version += 1
         self._update_job_locked(job)
 
-    @staticmethod
-    def _pending_reason(resources: ResourceSpec, workers: list[WorkerRecord]) -> str:
+    def _pending_reason(
+        self, job: Job, workers: list[WorkerRecord], candidates: list[WorkerRecord], gang_key: str = ""
+    ) -> str:
+        resources = job.spec.resources
         if not any(w.has_device(resources) for w in workers):
             wanted = " ".join(filter(None, (resources.device.kind, resources.device.variant)))
             return f"no worker has device {wanted}"
-        workers = [w for w in workers if w.has_device(resources)]
-        most_cpu = max(w.cpu for w in workers)
-        most_memory = max(w.memory_bytes for w in workers)
+        for constraint in job.spec.constraints:
+            if not any(constraint.matches(w.attributes) for w in workers):
+                return f"constraint {constraint.describe()} matches no worker"
+        if not candidates:
+            return "no worker satisfies all constraints together: " + ", ".join(c.describe() for c in job.spec.constraints)
+        if gang_key:
+            return f"no worker matching the request has the attribute {gang_key} to schedule the gang by"
+        most_cpu = max(w.cpu for w in candidates)
+        most_memory = max(w.memory_bytes for w in candidates)
         if resources.memory > most_memory:
             return (
                 f"no worker has enough memory: needs {format_memory(resources.memory)}, "
@@ -481,21 +742,36 @@ class Controller:
     # --- periodic -----------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Enforce job timeouts and mark silent workers lost. Called about every half second."""
+        """Enforce run and scheduling timeouts, mark silent workers lost. Called about every half second."""
         with self._lock:
             now = self._clock()
             changed = False
-            for job in self._jobs.values():
-                if job.state.is_terminal or not job.spec.timeout_seconds or not job.started_at:
+            for job in list(self._jobs.values()):
+                if job.state.is_terminal:
                     continue
-                if now - job.started_at > job.spec.timeout_seconds:
-                    reason = f"timed out after {job.spec.timeout_seconds:g}s"
+                spec = job.spec
+                if spec.timeout_seconds and job.started_at and now - job.started_at > spec.timeout_seconds:
+                    reason = f"timed out after {spec.timeout_seconds:g}s"
+                    job.error = reason
                     for task in job.tasks:
                         if not task.state.is_terminal:
                             self._stop_task_locked(task, TaskState.FAILED, reason)
-                    job.error = reason
                     self._update_job_locked(job)
                     changed = True
+                    continue
+                if spec.scheduling_timeout_seconds:
+                    for task in job.tasks:
+                        if (
+                            task.state is TaskState.PENDING
+                            and task.task_id in self._pending
+                            and now - task.pending_since > spec.scheduling_timeout_seconds
+                        ):
+                            reason = f"not scheduled within {spec.scheduling_timeout_seconds:g}s: {task.pending_reason}"
+                            self._stop_task_locked(task, TaskState.UNSCHEDULABLE, reason)
+                            job.error = job.error or f"task {task.index}: {reason}"
+                            changed = True
+                    if changed:
+                        self._update_job_locked(job)
             for worker in self._workers.values():
                 if not worker.lost and now - worker.last_seen > self._worker_timeout:
                     self._lose_worker_locked(worker, now)
@@ -514,6 +790,15 @@ class Controller:
                 lost = ObservedAttempt(key[0], key[1], TaskState.WORKER_FAILED, error=f"worker {worker.worker_id} lost")
                 self._finish_attempt_locked(worker, task, attempt, lost, now)
         worker.used_cpu = worker.used_memory = 0
+
+    def mark_worker_lost(self, worker_id: str) -> None:
+        """Treat a worker as gone now (its VM was deleted); its attempts are retried elsewhere."""
+        with self._lock:
+            worker = self._workers.get(worker_id)
+            if worker is not None and not worker.lost:
+                self._lose_worker_locked(worker, self._clock())
+                self._schedule_locked()
+                self._changed.notify_all()
 
 
 def bundle_id_for(data: bytes) -> str:

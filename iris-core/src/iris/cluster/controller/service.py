@@ -21,10 +21,13 @@ from iris.cluster.controller.controller import (
     ObservedAttempt,
     WorkerIdentity,
 )
-from iris.cluster.controller.state import Job, JobSpec
+from iris.cluster.controller.state import Endpoint, Job, JobSpec
 from iris.errors import IrisError, JobNotFound
 from iris.rpc import common_pb2, controller_pb2, controller_pb2_grpc, worker_pb2, worker_pb2_grpc
 from iris.rpc.convert import (
+    constraint_from_proto,
+    constraint_to_proto,
+    job_state_from_proto,
     entrypoint_from_proto,
     entrypoint_to_proto,
     environment_from_proto,
@@ -45,7 +48,12 @@ GRPC_OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 
-_STATUS = {JobNotFound: grpc.StatusCode.NOT_FOUND, InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT, AlreadyExists: grpc.StatusCode.ALREADY_EXISTS}
+_STATUS = {
+    JobNotFound: grpc.StatusCode.NOT_FOUND,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    ValueError: grpc.StatusCode.INVALID_ARGUMENT,  # ConstraintError, ResourceError
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+}
 
 
 class _ErrorInterceptor(grpc.ServerInterceptor):
@@ -87,6 +95,14 @@ def job_to_proto(controller: Controller, job: Job) -> controller_pb2.JobInfo:
         error=job.error,
         exit_code=controller.job_exit_code(job) if job.state.is_terminal else 0,
         entrypoint=job.spec.entrypoint.describe(),
+        parent_job_id=job.spec.parent_job_id,
+        children=job.children,
+        replicas=job.spec.replicas,
+        resources=resources_to_proto(job.spec.resources),
+        user=job.spec.user,
+        started_at=job.started_at,
+        constraints=[constraint_to_proto(c) for c in job.spec.constraints],
+        coscheduling=common_pb2.Coscheduling(enabled=bool(job.spec.coschedule_by), group_by=job.spec.coschedule_by),
     )
     for task in job.tasks:
         t = info.tasks.add(
@@ -105,6 +121,8 @@ def job_to_proto(controller: Controller, job: Job) -> controller_pb2.JobInfo:
                 error=a.error,
                 started_at=a.started_at,
                 finished_at=a.finished_at,
+                oom=a.oom,
+                ports=a.ports,
             )
     return info
 
@@ -125,6 +143,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
             replicas=p.replicas or 1,
             max_retries=p.max_retries,
             timeout_seconds=p.timeout_seconds,
+            constraints=tuple(constraint_from_proto(c) for c in p.constraints),
+            coschedule_by=(p.coscheduling.group_by or "slice") if p.coscheduling.enabled else "",
+            ports=tuple(p.ports),
+            max_task_failures=p.max_task_failures,
+            scheduling_timeout_seconds=p.scheduling_timeout_seconds,
+            max_preemptions=p.max_preemptions,
+            parent_job_id=p.parent_job_id,
+            user=p.user,
         )
         if spec.bundle_id and not self._bundles.exists(spec.bundle_id):
             raise InvalidRequest(f"bundle {spec.bundle_id} is not uploaded; upload it before launching the job")
@@ -140,10 +166,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         return job_to_proto(self._controller, job)
 
     def ListJobs(self, request, context):  # noqa: N802
-        return controller_pb2.ListJobsResponse(jobs=[job_to_proto(self._controller, j) for j in self._controller.list_jobs()])
+        jobs = self._controller.list_jobs(states=[job_state_from_proto(s) for s in request.states], prefix=request.prefix)
+        return controller_pb2.ListJobsResponse(jobs=[job_to_proto(self._controller, j) for j in jobs])
 
     def KillJob(self, request, context):  # noqa: N802
-        job = self._controller.kill_job(request.job_id)
+        job = self._controller.kill_job(request.job_id, keep_children=request.keep_children)
         return controller_pb2.KillJobResponse(state=job_state_to_proto(job.state))
 
     def HasBundle(self, request, context):  # noqa: N802
@@ -162,17 +189,34 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
             request.max_lines,
             min(request.wait_seconds, MAX_WAIT_SECONDS),
             _active(context, self._controller),
+            include_children=request.include_children,
+            since=request.since,
+            tail=request.tail,
         )
-        job_id = self._controller.get_job(request.job_id).job_id
         return controller_pb2.GetLogsResponse(
             lines=[
                 controller_pb2.LogLine(
                     job_id=job_id, task_index=ln.task_index, attempt_id=ln.attempt_id, timestamp=ln.timestamp, data=ln.data
                 )
-                for ln in lines
+                for job_id, ln in lines
             ],
             cursor=cursor,
             finished=finished,
+        )
+
+    def RegisterEndpoint(self, request, context):  # noqa: N802
+        e = request.endpoint
+        self._controller.register_endpoint(
+            Endpoint(name=e.name, address=e.address, job_id=e.job_id, task_index=e.task_index, metadata=dict(e.metadata))
+        )
+        return controller_pb2.RegisterEndpointResponse()
+
+    def LookupEndpoint(self, request, context):  # noqa: N802
+        return controller_pb2.LookupEndpointResponse(
+            endpoints=[
+                controller_pb2.Endpoint(name=e.name, address=e.address, job_id=e.job_id, task_index=e.task_index, metadata=e.metadata)
+                for e in self._controller.lookup_endpoint(request.name)
+            ]
         )
 
     def ListWorkers(self, request, context):  # noqa: N802
@@ -214,6 +258,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 log_data=o.log_data,
                 log_complete=o.log_complete,
                 oom=o.oom,
+                ports=dict(o.ports),
             )
             for o in request.attempts
         ]
@@ -239,6 +284,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                         env=spec.environment.env,
                         bundle_url=self._bundles.url_for(spec.bundle_id) if spec.bundle_id else "",
                         timeout_seconds=spec.timeout_seconds,
+                        ports=list(spec.ports),
                     )
                 )
         for a in result.acks:

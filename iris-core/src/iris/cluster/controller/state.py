@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from iris.cluster.constraints import Constraint
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
 
 
@@ -19,6 +20,14 @@ class JobSpec:
     replicas: int = 1
     max_retries: int = 0
     timeout_seconds: float = 0.0
+    constraints: tuple[Constraint, ...] = ()
+    coschedule_by: str = ""  # attribute key: all tasks start together on workers sharing its value
+    ports: tuple[str, ...] = ()
+    max_task_failures: int = 0
+    scheduling_timeout_seconds: float = 0.0
+    max_preemptions: int = 0  # 0 = the default budget
+    parent_job_id: str = ""
+    user: str = ""
 
 
 @attrs.define(eq=False)
@@ -35,6 +44,8 @@ class Attempt:
     log_offset: int = 0  # bytes of log received
     log_partial: bytes = b""  # an unfinished last line
     done: bool = False  # final state and full log recorded
+    oom: bool = False
+    ports: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)
@@ -46,6 +57,7 @@ class Task:
     failures: int = 0
     preemptions: int = 0
     pending_reason: str = "waiting to be scheduled"
+    pending_since: float = 0.0
     exit_code: int | None = None
     error: str = ""
 
@@ -78,6 +90,20 @@ class Job:
     error: str = ""
     kill_requested: bool = False
     logs: list[LogLine] = attrs.field(factory=list)
+    children: list[str] = attrs.field(factory=list)
+
+    @property
+    def is_gang(self) -> bool:
+        return bool(self.spec.coschedule_by) and len(self.tasks) > 1
+
+
+@attrs.frozen
+class Endpoint:
+    name: str
+    address: str
+    job_id: str
+    task_index: int = 0
+    metadata: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)

@@ -57,29 +57,33 @@ def task_after_attempt(
     return TaskOutcome(attempt_state, failures, preemptions, retry=False)
 
 
-def derive_job_state(task_states: Iterable[TaskState], *, killed: bool = False) -> JobState:
+_TERMINAL_FAILURES = (TaskState.FAILED, TaskState.WORKER_FAILED, TaskState.PREEMPTED, TaskState.UNSCHEDULABLE)
+
+
+def derive_job_state(task_states: Iterable[TaskState], *, killed: bool = False, max_task_failures: int = 0) -> JobState:
     """A job's state from its tasks' states.
 
-    Killed wins; then any terminal failure of a task fails the job; all succeeded is success;
-    any task started means running; otherwise pending.
+    Killed wins; more than ``max_task_failures`` tasks ending in failure ends the job as FAILED
+    (a task's own failure), else WORKER_FAILED (lost workers), else UNSCHEDULABLE; a task stopped by the job (KILLED) means the job was killed; all
+    tasks ended otherwise is success; any task started means running; otherwise pending.
     """
     states = list(task_states)
     if killed:
         return JobState.KILLED
     if not states:
         return JobState.PENDING
-    for failed, job_state in (
-        (TaskState.FAILED, JobState.FAILED),
-        (TaskState.WORKER_FAILED, JobState.WORKER_FAILED),
-        (TaskState.PREEMPTED, JobState.WORKER_FAILED),
-        (TaskState.UNSCHEDULABLE, JobState.UNSCHEDULABLE),
-        (TaskState.KILLED, JobState.KILLED),
-    ):
-        if failed in states:
-            return job_state
-    if all(s is TaskState.SUCCEEDED for s in states):
+    failures = [s for s in states if s in _TERMINAL_FAILURES]
+    if len(failures) > max_task_failures:
+        if TaskState.FAILED in failures:
+            return JobState.FAILED
+        if TaskState.WORKER_FAILED in failures or TaskState.PREEMPTED in failures:
+            return JobState.WORKER_FAILED
+        return JobState.UNSCHEDULABLE
+    if TaskState.KILLED in states:
+        return JobState.KILLED
+    if all(s.is_terminal for s in states):
         return JobState.SUCCEEDED
-    if any(s.is_active or s is TaskState.SUCCEEDED for s in states):
+    if any(s.is_active or s.is_terminal for s in states):
         return JobState.RUNNING
     return JobState.PENDING
 

@@ -24,6 +24,7 @@ import attrs
 import grpc
 
 from iris.bundle import extract_bundle, split_bundle_url
+from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec
 from iris.rpc import common_pb2, worker_pb2, worker_pb2_grpc
@@ -53,6 +54,7 @@ class LocalAttempt:
     handle: ContainerHandle | None = None
     acked_offset: int = 0
     kill_requested: bool = False
+    ports: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -78,6 +80,7 @@ class Worker:
         slice_id: str = "",
         wait_seconds: float = 2.0,
         python: str = sys.executable,
+        ports: PortAllocator | None = None,
     ):
         """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix."""
         self.worker_id = worker_id
@@ -93,6 +96,7 @@ class Worker:
         )
         self._wait_seconds = wait_seconds
         self._python = python
+        self._ports = ports or shared_allocator()
         self._attempts: dict[tuple[str, int], LocalAttempt] = {}
         self._lock = threading.Lock()
         self._cv = threading.Condition()
@@ -220,6 +224,7 @@ class Worker:
                 log_data=data,
                 log_complete=complete,
                 oom=a.oom,
+                ports=a.ports,
             )
         return request, has_news
 
@@ -313,8 +318,11 @@ class Worker:
             argv = [self._python, "-m", "iris.cluster.worker.run_callable", str(payload)]
         else:
             argv = list(spec.entrypoint.argv)
+        if spec.ports and not attempt.ports:
+            attempt.ports = self._ports.allocate(list(spec.ports))
         env = dict(os.environ)
         env.update(spec.env)
+        env.update({f"IRIS_PORT_{name.upper()}": str(port) for name, port in attempt.ports.items()})
         env.update(
             {
                 "IRIS_JOB_ID": spec.job_id,
@@ -356,6 +364,7 @@ class Worker:
             handle.kill(KILL_GRACE_SECONDS)
 
     def _cleanup_attempt(self, attempt: LocalAttempt) -> None:
+        self._ports.release(attempt.ports)
         if attempt.handle is not None:
             try:
                 attempt.handle.remove()
