@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from iris_cli.job import job_group
 from iris_cli.options import cluster_options
 from iris_cli.run import run_command
 
@@ -31,6 +32,7 @@ def cli(ctx: click.Context, config: str | None, provider: str | None, controller
 
 
 cli.add_command(run_command)
+cli.add_command(job_group)
 
 
 @cli.command("plugins")

@@ -88,6 +88,19 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Number of tasks.")
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True, help="Retries per task after a failure.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=0, show_default=True, help="Job run timeout in seconds (0 = none).")
+@click.option("--max-task-failures", type=click.IntRange(min=0), default=0, show_default=True, help="Tasks that may fail for good before the job fails.")
+@click.option("--scheduling-timeout", type=click.FloatRange(min=0), default=0, show_default=True, help="Seconds a task may wait for a place before the job is UNSCHEDULABLE (0 = wait forever).")
+@click.option("--constraint", "constraints", multiple=True, metavar="EXPR", help="Worker attribute constraint: KEY=V, KEY!=V, KEY>=N, KEY, !KEY, 'KEY in A,B' (repeatable).")
+@click.option("--region", default=None, help="Only run on workers in this region.")
+@click.option("--zone", default=None, help="Only run on workers in this zone.")
+@click.option("--port", "ports", multiple=True, metavar="NAME", help="Allocate a named port per task, passed as IRIS_PORT_<NAME> (repeatable).")
+@click.option("--coschedule", metavar="KEY", default=None, help="Start all tasks together on workers sharing attribute KEY (e.g. slice).")
+@click.option(
+    "--include-children-logs/--no-include-children-logs",
+    default=True,
+    show_default=True,
+    help="Also stream the logs of jobs this job starts.",
+)
 @click.option("--extra", "extras", multiple=True, metavar="EXTRA", help="Dependency extra for the task environment (repeatable).")
 @click.option("--no-wait", is_flag=True, help="Submit and exit without waiting (needs a cluster that outlives iris).")
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory to bundle (default: the current one).")
@@ -110,8 +123,18 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
     if not command or not command[0]:
         raise click.UsageError("no command given; put it after --, e.g. iris run -- python train.py")
 
+    from iris.cluster.constraints import Constraint, parse_constraint
     from iris.cluster.types import DeviceSpec, Entrypoint, EnvironmentSpec, ResourceSpec, tpu_device
     from iris_cli.env_vars import load_env_vars
+
+    constraints = [parse_constraint(text) for text in opts["constraints"]]
+    for key in ("region", "zone"):
+        if opts[key]:
+            constraints.append(Constraint(key, values=(opts[key],)))
+    if opts["tpu"]:
+        from iris.cluster.tpu import tpu_topology
+
+        tpu_topology(opts["tpu"])  # an unknown TPU type fails here, listing the known ones
 
     env = load_env_vars([v.split(_SEP, 1) if v.split(_SEP, 1)[1] else [v.split(_SEP, 1)[0]] for v in opts["env_vars"]])
     resources = ResourceSpec(cpu=opts["cpu"], memory=opts["memory"])
@@ -124,7 +147,13 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
         replicas=opts["replicas"],
         max_retries=opts["max_retries"],
         timeout=opts["timeout"],
+        constraints=constraints,
+        coscheduling=opts["coschedule"] or False,
+        ports=list(opts["ports"]),
+        max_task_failures=opts["max_task_failures"],
+        scheduling_timeout=opts["scheduling_timeout"],
     )
+    follow_children = opts["include_children_logs"]
     workspace = opts["workspace"] or Path.cwd()
     config_path = resolve(ctx, "config", opts["config"])
     provider = resolve(ctx, "provider", opts["provider"])
@@ -136,7 +165,7 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
 
     if controller_url:
         client = IrisClient.remote(controller_url, workspace=workspace)
-        sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"]))
+        sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children))
 
     from iris.cluster.manager import ClusterManager
     from iris.config import ClusterConfig, load_config
@@ -161,7 +190,7 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
     try:
         _status(f"local cluster up at {address} in {time.monotonic() - started:.2f}s")
         client = IrisClient.remote(address, workspace=workspace)
-        code = _submit_and_follow(client, spec, no_wait=False)
+        code = _submit_and_follow(client, spec, no_wait=False, include_children=follow_children)
     finally:
         manager.stop()
     sys.exit(code)
@@ -178,11 +207,11 @@ def _status(message: str) -> None:
     click.echo(f"iris: {message}", err=True)
 
 
-def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool) -> int:
+def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool, include_children: bool) -> int:
     from iris.cluster.types import JobState
 
     job = client.submit(**spec)
-    replicas = spec["replicas"]
+    replicas = len(job.status().tasks)
     _status(f"job {job.job_id} submitted ({replicas} task{'s' if replicas > 1 else ''})")
     if no_wait:
         click.echo(job.job_id)
@@ -206,11 +235,16 @@ def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool) -> i
 
         def sink(line: Any) -> None:
             progress.saw_output()
-            text = f"[{line.task_index}] {line.data}" if prefix else line.data
+            if line.job_id != job.job_id:  # a child job's line: name the child and its task
+                text = f"[{line.job_id.removeprefix(job.job_id + '/')}/{line.task_index}] {line.data}"
+            elif prefix:
+                text = f"[{line.task_index}] {line.data}"
+            else:
+                text = line.data
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
 
-        status = job.wait(stream_logs=True, log_sink=sink)
+        status = job.wait(stream_logs=True, log_sink=sink, include_children=include_children)
     except KeyboardInterrupt:
         _status(f"interrupted: killing job {job.job_id}")
         try:

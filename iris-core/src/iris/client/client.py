@@ -220,8 +220,9 @@ class Job:
             )
             for ln in response.lines:
                 yield LogLine(ln.job_id, ln.task_index, ln.attempt_id, ln.timestamp, ln.data)
+            advanced = response.cursor != cursor
             cursor = response.cursor
-            if response.finished or (not follow and not response.lines):
+            if response.finished or (not follow and not advanced):
                 return
 
     def wait(
@@ -429,7 +430,8 @@ class IrisClient:
             max_preemptions=max_preemptions,
             scheduling_timeout_seconds=scheduling_timeout,
             parent_job_id=parent_job_id,
-            user=current_user() if user is None else user,
+            # a child job belongs to its parent's user unless told otherwise
+            user=(current_user() if not parent_job_id else "") if user is None else user,
         )
         response = _call(self._stub.LaunchJob, controller_pb2.LaunchJobRequest(spec=spec), self.address)
         return Job(self, response.job_id)

@@ -292,6 +292,7 @@ class Controller:
         if job.state.is_terminal:
             return
         job.kill_requested = True
+        job.keep_children = keep_children
         job.error = job.error or reason
         for task in job.tasks:
             if not task.state.is_terminal:
@@ -616,8 +617,9 @@ class Controller:
             for task in job.tasks:  # the job is over: stop what still runs
                 if not task.state.is_terminal:
                     self._stop_task_locked(task, TaskState.KILLED, f"job {state.value}")
-            for child_id in job.children:
-                self._kill_locked(self._jobs[child_id], f"parent job {job.job_id} ended {state.value}")
+            if not job.keep_children:
+                for child_id in job.children:
+                    self._kill_locked(self._jobs[child_id], f"parent job {job.job_id} ended {state.value}")
             self._drop_endpoints_locked(job)
             logger.info("job %s %s", job.job_id, state.value)
         job.state = state

@@ -89,6 +89,7 @@ class Job:
     finished_at: float = 0.0
     error: str = ""
     kill_requested: bool = False
+    keep_children: bool = False  # killed with keep_children: its children outlive it
     logs: list[LogLine] = attrs.field(factory=list)
     children: list[str] = attrs.field(factory=list)
 

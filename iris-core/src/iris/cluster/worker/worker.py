@@ -321,6 +321,10 @@ class Worker:
         if spec.ports and not attempt.ports:
             attempt.ports = self._ports.allocate(list(spec.ports))
         env = dict(os.environ)
+        # `python` in a task is the interpreter running this worker, so tasks can import iris
+        python_dir = os.path.dirname(self._python)
+        if env.get("PATH", "").split(os.pathsep)[0] != python_dir:
+            env["PATH"] = os.pathsep.join(filter(None, (python_dir, env.get("PATH", ""))))
         env.update(spec.env)
         env.update({f"IRIS_PORT_{name.upper()}": str(port) for name, port in attempt.ports.items()})
         env.update(
