@@ -60,6 +60,7 @@ class ControllerConfig:
     port: int = 0
     state_dir: str = ""
     bundle_prefix: str = ""
+    worker_timeout_seconds: float = 60.0
     vm: ControllerVmConfig = attrs.field(factory=ControllerVmConfig)
 
 

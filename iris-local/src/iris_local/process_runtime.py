@@ -45,8 +45,9 @@ def _pid_start_time(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is in the process group."""
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes in the process group."""
+    members = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -56,8 +57,13 @@ def group_alive(pgid: int) -> bool:
         except OSError:
             continue
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+            members.append(int(entry.name))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is in the process group."""
+    return bool(group_members(pgid))
 
 
 def group_rss(pgids: set[int]) -> dict[int, int]:
@@ -152,13 +158,27 @@ class ProcessHandle:
             logger.warning("no permission to signal process group %d", self.pgid)
 
     def kill(self, grace_seconds: float = 10.0) -> None:
-        """SIGTERM the whole process group, give it ``grace_seconds`` to exit, then SIGKILL it."""
+        """SIGTERM every process of the container, give them ``grace_seconds`` to exit, then SIGKILL.
+
+        The wrapper itself is spared (it records the task's exit code), and a process that
+        appears during the grace period (the wrapper had not forked the task yet) gets its
+        SIGTERM too, once.
+        """
         self._killed = True
-        if group_alive(self.pgid):
-            self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + grace_seconds
-            while group_alive(self.pgid) and time.monotonic() < deadline:
-                self.wait(0.05)
+        signalled: set[int] = set()
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            members = group_members(self.pgid)
+            if not members:
+                break
+            for pid in members:
+                if pid != self.pgid and pid not in signalled:
+                    signalled.add(pid)
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            self.wait(0.05)
         self._signal_group(signal.SIGKILL)  # whatever ignored SIGTERM or outlived the grace
         self.wait(5.0)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,8 +75,11 @@ def group_vm_count(group: ScaleGroupConfig) -> int:
 
 
 class ClusterManager:
-    def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None):
+    def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None, *, fresh: bool = False):
+        """``fresh`` starts with empty controller state, moving any saved state aside."""
         self._config = config
+        self._fresh = fresh
+        self._store: Any = None
         self._registry = registry or get_registry()
         self._server: Any = None
         self._vm_manager: Any = None
@@ -104,13 +108,25 @@ class ClusterManager:
         """Start the controller and the initial slices; return the controller URL."""
         from iris.cluster.controller.controller import Controller
         from iris.cluster.controller.service import ControllerServer
+        from iris.cluster.controller.store import Store
 
         config = self._config
         provider = self._registry.vm_manager(config.provider.type)  # fails early on an unknown provider
         state_dir = self._state_dir()
+        db_path = state_dir / "controller.db"
+        if self._fresh and db_path.exists():
+            aside = db_path.with_name(f"controller.db.{int(time.time())}.old")
+            for suffix in ("", "-wal", "-shm"):
+                old = db_path.with_name(db_path.name + suffix)
+                if old.exists():
+                    old.rename(aside.with_name(aside.name + suffix))
+            logger.warning("--fresh: moved the saved state aside to %s", aside)
+        self._store = Store(db_path)
         bundle_prefix = config.controller.bundle_prefix or f"file://{state_dir / 'bundles'}"
         bundles = self._registry.open_bundle_store(bundle_prefix)
-        controller = Controller(bundle_url=bundles.url_for)
+        controller = Controller(
+            bundle_url=bundles.url_for, store=self._store, worker_timeout=config.controller.worker_timeout_seconds
+        )
         self._server = ControllerServer(controller, bundles, host=config.controller.host, port=config.controller.port)
         address = self._server.start()
         try:
@@ -162,6 +178,14 @@ class ClusterManager:
                 self._vm_manager.create_slice(request)
                 self._slices.append(slice_id)
 
+    def shutdown(self) -> None:
+        """Stop the controller but leave the slices running, for a restart to adopt them."""
+        if self._vm_manager is not None:
+            self._vm_manager.close_keep_slices() if hasattr(self._vm_manager, "close_keep_slices") else None
+            self._vm_manager = None
+        self._slices.clear()
+        self.stop()
+
     def stop(self) -> None:
         """Delete the slices this manager created, stop the controller, remove temp state."""
         if self._vm_manager is not None:
@@ -176,6 +200,9 @@ class ClusterManager:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from iris.cluster.controller.state import Attempt, Endpoint, Job, JobSpec, LogLine, Task, WorkerRecord
+from iris.cluster.controller.store import Store
 from iris.cluster.controller.transitions import (
     DEFAULT_MAX_PREEMPTIONS,
     derive_job_state,
@@ -115,7 +116,10 @@ class Controller:
         bundle_url: Callable[[str], str] = lambda bundle_id: "",
         clock: Callable[[], float] = time.time,
         worker_timeout: float = 60.0,
+        store: Store | None = None,
     ):
+        """With a ``store``, the controller starts from the state saved there and writes every
+        change through to it before acknowledging it."""
         self._bundle_url = bundle_url
         self._clock = clock
         self._worker_timeout = worker_timeout
@@ -127,6 +131,13 @@ class Controller:
         self._endpoints: dict[str, list[Endpoint]] = {}
         self._address = ""
         self._shutdown = False
+        self._store = store
+        self._touched_jobs: set[str] = set()
+        self._touched_workers: set[str] = set()
+        self._endpoints_dirty = False
+        self._logs_saved: dict[str, int] = {}
+        if store is not None:
+            self._load(store)
 
     def notify(self) -> None:
         """Wake every long-poll so it re-checks whether its caller is still there."""
@@ -154,6 +165,74 @@ class Controller:
     @address.setter
     def address(self, value: str) -> None:
         self._address = value
+
+    # --- persistence --------------------------------------------------------------------
+
+    def _load(self, store: Store) -> None:
+        """Rebuild the working set from the store; workers get a fresh timeout to reconnect."""
+        now = self._clock()
+        for doc in store.load_workers():
+            self._workers[doc["worker_id"]] = WorkerRecord(
+                worker_id=doc["worker_id"],
+                slice_id=doc["slice_id"],
+                cpu=doc["cpu"],
+                memory_bytes=doc["memory_bytes"],
+                attributes=doc["attributes"],
+                last_seen=now,
+                version=doc["version"] + 1,
+                lost=doc["lost"],
+            )
+        pending: list[Task] = []
+        for job in store.load_jobs():
+            self._jobs[job.job_id] = job
+            self._logs_saved[job.job_id] = len(job.logs)
+            for task in job.tasks:
+                if task.state is TaskState.PENDING and not job.state.is_terminal:
+                    pending.append(task)
+                for attempt in task.attempts:
+                    worker = self._workers.get(attempt.worker_id)
+                    if attempt.done or worker is None or worker.lost:
+                        continue
+                    worker.attempts[(task.task_id, attempt.attempt_id)] = (task, attempt)
+                    if not attempt.state.is_terminal:
+                        worker.used_cpu += job.spec.resources.cpu
+                        worker.used_memory += job.spec.resources.memory
+        for task in pending:
+            task.pending_since = now
+            self._pending[task.task_id] = task
+        for endpoint in store.load_endpoints():
+            self._endpoints.setdefault(endpoint.name, []).append(endpoint)
+        logger.info("loaded %d jobs and %d workers from %s", len(self._jobs), len(self._workers), store.path)
+
+    def _touch(self, job: Job) -> None:
+        self._touched_jobs.add(job.job_id)
+
+    def _commit_locked(self) -> None:
+        """Write every change since the last commit in one transaction (before acknowledging)."""
+        if self._store is None:
+            self._touched_jobs.clear()
+            self._touched_workers.clear()
+            self._endpoints_dirty = False
+            return
+        if not (self._touched_jobs or self._touched_workers or self._endpoints_dirty):
+            return
+        jobs = [self._jobs[j] for j in self._touched_jobs]
+        logs: list[tuple[str, int, LogLine]] = []
+        for job in jobs:
+            start = self._logs_saved.get(job.job_id, 0)
+            logs.extend((job.job_id, i, job.logs[i]) for i in range(start, len(job.logs)))
+            self._logs_saved[job.job_id] = len(job.logs)
+        workers = [self._workers[w] for w in self._touched_workers]
+        endpoints = [e for entries in self._endpoints.values() for e in entries] if self._endpoints_dirty else None
+        self._store.write(jobs, logs, workers, endpoints)
+        self._touched_jobs.clear()
+        self._touched_workers.clear()
+        self._endpoints_dirty = False
+
+    def record_bundle(self, bundle_id: str, size: int) -> None:
+        if self._store is not None:
+            with self._lock:
+                self._store.add_bundle(bundle_id, size, self._clock())
 
     # --- jobs ---------------------------------------------------------------------------
 
@@ -238,7 +317,11 @@ class Controller:
                 parent.children.append(job_id)
             for task in job.tasks:
                 self._pending[task.task_id] = task
+            self._touch(job)
+            if parent is not None:
+                self._touch(parent)
             self._schedule_locked()
+            self._commit_locked()
             self._changed.notify_all()
         logger.info("launched job %s with %d task(s)", job_id, spec.replicas)
         return job_id
@@ -282,6 +365,7 @@ class Controller:
         with self._lock:
             job = self._resolve_locked(job_id)
             self._kill_locked(job, "killed by user", keep_children=keep_children)
+            self._commit_locked()
             self._changed.notify_all()
             return job
 
@@ -326,12 +410,15 @@ class Controller:
             entries = [e for e in self._endpoints.get(endpoint.name, []) if (e.job_id, e.task_index) != (job.job_id, endpoint.task_index)]
             entries.append(endpoint)
             self._endpoints[endpoint.name] = entries
+            self._endpoints_dirty = True
+            self._commit_locked()
 
     def lookup_endpoint(self, name: str) -> list[Endpoint]:
         with self._lock:
             return list(self._endpoints.get(name, []))
 
     def _drop_endpoints_locked(self, job: Job) -> None:
+        self._endpoints_dirty = True
         for name in list(self._endpoints):
             kept = [e for e in self._endpoints[name] if e.job_id != job.job_id]
             if kept:
@@ -429,6 +516,7 @@ class Controller:
                     version=(worker.version + 1) if worker else 1,
                 )
                 self._workers[identity.worker_id] = worker
+                self._touched_workers.add(worker.worker_id)
                 logger.info(
                     "worker %s registered (%s cpu, %s)", worker.worker_id, worker.cpu, format_memory(worker.memory_bytes)
                 )
@@ -437,6 +525,8 @@ class Controller:
             acks, news = self._apply_observed_locked(worker, observed)
             if news:
                 self._schedule_locked()
+            self._commit_locked()  # what the acks below promise is on disk
+            if news:
                 self._changed.notify_all()
             if not news and known_version == worker.version and wait > 0:
                 deadline = time.monotonic() + wait
@@ -472,6 +562,7 @@ class Controller:
                 )
                 continue
             task, attempt = entry
+            self._touch(self._jobs[task.job_id])
             attempt.observed = True
             if obs.ports and attempt.ports != obs.ports:
                 attempt.ports = dict(obs.ports)
@@ -503,6 +594,7 @@ class Controller:
             if key in reported or not attempt.observed:
                 continue
             worker.attempts.pop(key)
+            self._touch(self._jobs[task.job_id])
             if not attempt.state.is_terminal:
                 lost = ObservedAttempt(key[0], key[1], TaskState.WORKER_FAILED, error="the worker lost this attempt")
                 self._finish_attempt_locked(worker, task, attempt, lost, now)
@@ -545,6 +637,7 @@ class Controller:
     def _finish_attempt_locked(
         self, worker: WorkerRecord, task: Task, attempt: Attempt, obs: ObservedAttempt, now: float
     ) -> None:
+        self._touch(self._jobs[task.job_id])
         attempt.state = obs.state
         attempt.exit_code = obs.exit_code
         attempt.oom = obs.oom
@@ -580,6 +673,7 @@ class Controller:
         self._update_job_locked(job)
 
     def _requeue_locked(self, task: Task, reason: str) -> None:
+        self._touch(self._jobs[task.job_id])
         task.state = TaskState.PENDING
         task.pending_reason = reason
         task.pending_since = self._clock()
@@ -595,6 +689,7 @@ class Controller:
 
     def _stop_task_locked(self, task: Task, state: TaskState, reason: str) -> None:
         """Mark a task terminal now and ask its worker to stop the running attempt."""
+        self._touch(self._jobs[task.job_id])
         task.state = state
         task.error = task.error or reason
         task.pending_reason = ""
@@ -602,6 +697,7 @@ class Controller:
         self._stop_current_attempt_locked(task)
 
     def _update_job_locked(self, job: Job) -> None:
+        self._touch(job)
         if job.state.is_terminal:
             return
         max_failures = 0 if job.is_gang else job.spec.max_task_failures
@@ -706,6 +802,7 @@ class Controller:
 
     def _assign_locked(self, task: Task, worker: WorkerRecord) -> None:
         job = self._jobs[task.job_id]
+        self._touch(job)
         attempt = Attempt(attempt_id=len(task.attempts), worker_id=worker.worker_id)
         task.attempts.append(attempt)
         task.state = TaskState.ASSIGNED
@@ -780,11 +877,14 @@ class Controller:
                     changed = True
             if changed:
                 self._schedule_locked()
+            self._commit_locked()
+            if changed:
                 self._changed.notify_all()
 
     def _lose_worker_locked(self, worker: WorkerRecord, now: float) -> None:
         logger.warning("worker %s lost: no reconcile for %.0fs", worker.worker_id, now - worker.last_seen)
         worker.lost = True
+        self._touched_workers.add(worker.worker_id)
         worker.version += 1
         for key, (task, attempt) in list(worker.attempts.items()):
             worker.attempts.pop(key)
@@ -800,6 +900,7 @@ class Controller:
             if worker is not None and not worker.lost:
                 self._lose_worker_locked(worker, self._clock())
                 self._schedule_locked()
+                self._commit_locked()
                 self._changed.notify_all()
 
 

@@ -180,7 +180,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         actual = hashlib.sha256(request.data).hexdigest()
         if actual != request.bundle_id:
             raise InvalidRequest(f"bundle id {request.bundle_id} does not match its content (sha256 {actual})")
-        return controller_pb2.UploadBundleResponse(bundle_url=self._bundles.put(request.bundle_id, request.data))
+        url = self._bundles.put(request.bundle_id, request.data)
+        self._controller.record_bundle(request.bundle_id, len(request.data))
+        return controller_pb2.UploadBundleResponse(bundle_url=url)
 
     def GetLogs(self, request, context):  # noqa: N802
         lines, cursor, finished = self._controller.get_logs(
