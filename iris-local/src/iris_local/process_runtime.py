@@ -48,16 +48,16 @@ def _pid_start_time(pid: int) -> str | None:
 def group_members(pgid: int) -> list[int]:
     """Pids of the live (non-zombie) processes in the process group."""
     members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    with os.scandir("/proc") as entries:
+        pids = [e.name for e in entries if e.name.isdigit()]
+    for name in pids:
         try:
-            with open(f"/proc/{entry.name}/stat") as f:
+            with open(f"/proc/{name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
+            members.append(int(name))
     return members
 
 
@@ -69,11 +69,11 @@ def group_alive(pgid: int) -> bool:
 def group_rss(pgids: set[int]) -> dict[int, int]:
     """Resident bytes per process group, for the given groups (one scan of /proc)."""
     totals = dict.fromkeys(pgids, 0)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    with os.scandir("/proc") as entries:
+        pids = [e.name for e in entries if e.name.isdigit()]
+    for name in pids:
         try:
-            with open(f"/proc/{entry.name}/stat") as f:
+            with open(f"/proc/{name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue

@@ -130,6 +130,8 @@ class Worker:
             self._thread.join(timeout=10)
         if kill_attempts:
             with self._lock:
+                for attempt in self._attempts.values():
+                    attempt.kill_requested = True  # one still starting kills itself once started
                 handles = [a.handle for a in self._attempts.values() if a.handle is not None]
             for handle in handles:
                 try:

@@ -1,0 +1,187 @@
+"""Run one worker as its own process: ``python -m iris.cluster.worker.main --controller URL ...``.
+
+The process builds a :class:`~iris.cluster.worker.worker.Worker` over the named ContainerRuntime
+plugin, starts it, writes ``<work-dir>/worker.ready`` (JSON with its pid) and prints one line,
+then runs until SIGTERM or SIGINT.
+
+Stopping gracefully (SIGTERM, SIGINT) stops the worker and kills its attempts: a worker that is
+shut down takes its tasks with it. SIGKILL runs nothing, so the attempts' process groups (each
+in its own session) keep running as orphans, as tasks outlive a machine's agent when it crashes;
+whoever manages the worker finds them by the ``iris.worker=<worker id>`` label on the same
+runtime root and kills them (the local provider does so when it deletes the slice).
+
+Bad arguments, including an unknown runtime, print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from iris.errors import PluginError
+
+logger = logging.getLogger("iris.cluster.worker.main")  # __name__ is "__main__" under -m
+
+PROG = "iris.cluster.worker.main"
+READY_FILE = "worker.ready"
+STOP_TIMEOUT_SECONDS = 10.0
+KILL_GRACE_SECONDS = 1.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def machine_cpus() -> int:
+    """CPUs this process may use: a worker's default capacity."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine_memory_bytes() -> int:
+    """This machine's physical memory: a worker's default capacity."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _attributes(text: str) -> dict[str, str]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a JSON object of strings, got {text!r}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of strings, got {text!r}")
+    return value
+
+
+def _worker_id(text: str) -> str:
+    if not text or "/" in text or "\0" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid id; it must be non-empty without '/'")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Run one Iris worker until SIGTERM or SIGINT.")
+    parser.add_argument("--controller", required=True, help="controller URL, e.g. http://127.0.0.1:10000")
+    parser.add_argument("--worker-id", required=True, type=_worker_id)
+    parser.add_argument("--slice-id", default="")
+    parser.add_argument("--work-dir", required=True, type=Path, help="attempts, bundles and the ready marker")
+    parser.add_argument("--cpu", type=_positive(float), default=None, help="capacity; default: this machine's CPUs")
+    parser.add_argument(
+        "--memory-bytes", type=_positive(int), default=None, help="capacity; default: this machine's memory"
+    )
+    parser.add_argument("--attributes", type=_attributes, default={}, help="worker attributes as a JSON object")
+    parser.add_argument("--runtime", default="process", help="ContainerRuntime plugin name (default: process)")
+    parser.add_argument("--runtime-root", type=Path, default=None, help="the runtime's files; default: WORK_DIR/runtime")
+    parser.add_argument("--wait-seconds", type=_non_negative_float, default=2.0, help="reconcile long-poll seconds")
+    return parser
+
+
+def _write_ready(path: Path, worker_id: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "worker_id": worker_id}))
+    os.replace(tmp, path)
+
+
+def _kill_containers(runtime: Any, worker_id: str) -> None:
+    """Kill every still-running container of this worker (an attempt that started while the
+    worker was stopping escapes ``Worker.stop``)."""
+    from iris.cluster.worker.worker import LABEL_WORKER
+
+    for handle in runtime.list_containers({LABEL_WORKER: worker_id}):
+        try:
+            if handle.status().running:
+                handle.kill(grace_seconds=KILL_GRACE_SECONDS)
+        except Exception:
+            logger.exception("failed to kill container %s", handle.container_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    # The C-level handler writes each signal to the pipe, so a signal that arrives before the
+    # main thread blocks on it is not lost; the Python handlers only keep the process alive.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+
+    from iris.cluster.worker.worker import Worker
+    from iris.plugin.registry import get_registry
+
+    registry = get_registry()
+    try:
+        runtime_plugin = registry.container_runtime(args.runtime)
+    except PluginError as exc:
+        parser.error(f"--runtime: {exc}")
+    work_dir: Path = args.work_dir
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ready = work_dir / READY_FILE
+    ready.unlink(missing_ok=True)
+    runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
+    worker = Worker(
+        worker_id=args.worker_id,
+        controller_address=args.controller,
+        runtime=runtime,
+        bundle_store_for=registry.open_bundle_store,
+        work_dir=work_dir,
+        cpu=args.cpu if args.cpu is not None else float(machine_cpus()),
+        memory_bytes=args.memory_bytes if args.memory_bytes is not None else machine_memory_bytes(),
+        attributes=args.attributes,
+        slice_id=args.slice_id,
+        wait_seconds=args.wait_seconds,
+    )
+    worker.start()
+    _write_ready(ready, args.worker_id)
+    print(f"iris worker {args.worker_id} running (pid {os.getpid()}), controller {args.controller}", flush=True)
+
+    signum = os.read(wake_r, 1)[0]
+    logger.info("worker %s: received %s; stopping and killing its attempts", args.worker_id, signal.Signals(signum).name)
+    ready.unlink(missing_ok=True)
+    stopper = threading.Thread(target=worker.stop, kwargs={"kill_attempts": True}, name="iris-worker-stop", daemon=True)
+    stopper.start()
+    stopper.join(STOP_TIMEOUT_SECONDS)
+    _kill_containers(runtime, args.worker_id)
+    stopper.join(STOP_TIMEOUT_SECONDS)
+    runtime.close()
+    logger.info("worker %s stopped", args.worker_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
