@@ -116,6 +116,7 @@ class Worker:
     def start(self) -> None:
         (self._work_dir / "attempts").mkdir(parents=True, exist_ok=True)
         (self._work_dir / "bundles").mkdir(parents=True, exist_ok=True)
+        self._adopt()
         self._channel = grpc.insecure_channel(
             self._address,
             options=[("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20)],
@@ -285,6 +286,35 @@ class Worker:
             attempt.handle = handle
             attempt.state = TaskState.RUNNING
         self._wake()
+        self._monitor(attempt, handle)
+
+    def _adopt(self) -> None:
+        """Take back the containers an earlier process of this worker left (found by label).
+
+        Running ones are watched as if this process had started them; ended ones are reported
+        with their real exit status. The first reconcile tells the controller about all of them;
+        any it no longer wants there are killed and forgotten like any other unwanted attempt.
+        """
+        for handle in self._runtime.list_containers({LABEL_WORKER: self.worker_id}):
+            labels = handle.labels
+            try:
+                key = (labels[LABEL_TASK], int(labels[LABEL_ATTEMPT]))
+            except (KeyError, ValueError):
+                continue
+            attempt = LocalAttempt(
+                task_id=key[0],
+                attempt_id=key[1],
+                spec=worker_pb2.AttemptSpec(),
+                directory=self._work_dir / "attempts" / _safe_name(*key),
+                state=TaskState.RUNNING,
+                handle=handle,
+            )
+            self._attempts[key] = attempt
+            logger.info("worker %s adopted attempt %s/%d", self.worker_id, *key)
+            self._pool.submit(self._monitor, attempt, handle)
+
+    def _monitor(self, attempt: LocalAttempt, handle: ContainerHandle) -> None:
+        """Wait for a started container to end and record how it ended."""
         if attempt.kill_requested:
             handle.kill(KILL_GRACE_SECONDS)
         status = handle.wait()

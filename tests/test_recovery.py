@@ -1,0 +1,230 @@
+"""What survives what: a controller SIGKILLed mid-run, a worker SIGKILLed mid-run, a worker
+restarted in place. Real processes throughout: the controller (python -m
+iris.cluster.controller.main), process-mode workers, task processes, gRPC on loopback, SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iris.client import IrisClient
+from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState
+from iris.plugin.records import ProviderContext
+from iris.plugin.registry import PluginRegistry
+from iris.testing import wait_until
+
+JOBS = 200
+SMALL = ResourceSpec(cpu=0.1, memory="16MB")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ControllerProcess:
+    """``python -m iris.cluster.controller.main serve`` on a fixed port and state directory."""
+
+    def __init__(self, root: Path, *, workers: int = 2, worker_timeout: float = 5.0):
+        self.root = root
+        self.state_dir = root / "state"
+        self.port = free_port()
+        self.config = root / "cluster.yaml"
+        self.config.write_text(
+            "provider:\n  type: local\n  options: {worker_mode: process}\n"
+            f"controller:\n  port: {self.port}\n  state_dir: {self.state_dir}\n  worker_timeout_seconds: {worker_timeout}\n"
+            f"scale_groups:\n  pool: {{min_slices: 1, max_slices: 1, vms_per_slice: {workers}, cpu: 4, memory: 4GB}}\n"
+        )
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        url_file = self.state_dir / "controller.url"
+        url_file.unlink(missing_ok=True)
+        log = open(self.root / "controller.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert wait_until(lambda: url_file.exists() or self.proc.poll() is not None, timeout=60), self.log()
+        assert self.proc.poll() is None, self.log()
+        return self.url
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        path = self.root / "controller.log"
+        return path.read_text() if path.exists() else ""
+
+    def worker_pids(self) -> dict[str, int]:
+        pids = {}
+        for record in (self.state_dir / "slices").glob("*.json"):
+            for worker in json.loads(record.read_text())["workers"]:
+                pids[worker["vm_id"]] = worker["pid"]
+        return pids
+
+    def delete_slices(self) -> None:
+        """Tear down what the controller left running (its slices), as `iris cluster stop` would."""
+        from iris_local.vm_manager import LocalVmManager
+
+        manager = LocalVmManager(
+            ProviderContext(
+                controller_address=self.url,
+                state_dir=self.state_dir,
+                options={"worker_mode": "process"},
+                registry=PluginRegistry(),
+            )
+        )
+        for info in manager.list_slices({}):
+            manager.delete_slice(info.slice_id)
+
+
+def kill_strays(marker: str) -> None:
+    """Kill any process whose command line mentions this test's directory (orphaned tasks)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def controller(tmp_path: Path):
+    process = ControllerProcess(tmp_path)
+    try:
+        yield process
+    finally:
+        process.stop()
+        process.delete_slices()
+        kill_strays(str(tmp_path))
+
+
+def job_command(markers: Path, name: str, seconds: float) -> list[str]:
+    return ["sh", "-c", f"echo ran >> {markers}/{name}; sleep {seconds}"]
+
+
+def submit_batch(client: IrisClient, markers: Path, names: list[str], seconds: float) -> list[str]:
+    return [
+        client.submit(name=name, entrypoint=Entrypoint.from_command(job_command(markers, name, seconds)), resources=SMALL).job_id
+        for name in names
+    ]
+
+
+def wait_all(client: IrisClient, job_ids: list[str], timeout: float = 120) -> dict[str, object]:
+    return {job_id: client.job(job_id).wait(timeout=timeout) for job_id in job_ids}
+
+
+def test_controller_sigkilled_mid_run_restarts_with_every_job(controller: ControllerProcess, tmp_path: Path, iris) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    url = controller.start()
+    first = IrisClient.remote(url)
+    names = [f"job{i:03d}" for i in range(JOBS)]
+    ids = submit_batch(first, markers, names[: JOBS // 2], 0.3)
+    assert wait_until(lambda: len(list(markers.iterdir())) >= 20, timeout=60)  # some ran, many are running or pending
+    controller.kill()
+    first.close()
+
+    controller.start()
+    client = IrisClient.remote(url)
+    try:
+        ids += submit_batch(client, markers, names[JOBS // 2 :], 0.05)
+        statuses = wait_all(client, ids)
+        assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+        for name in names:  # every task ran exactly once: none that had finished ran again
+            assert (markers / name).read_text() == "ran\n", name
+        assert all(len(s.tasks[0].attempts) == 1 for s in statuses.values())
+        listed = iris("job", "list", "--controller-url", url, "--json", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(j["job_id"] for j in json.loads(listed.stdout)) == sorted(ids)
+    finally:
+        client.close()
+
+
+def test_worker_sigkilled_mid_run_reruns_only_unfinished_tasks(controller: ControllerProcess, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    url = controller.start()
+    client = IrisClient.remote(url)
+    try:
+        names = [f"job{i:03d}" for i in range(JOBS)]
+        ids = submit_batch(client, markers, names, 0.5)
+        assert wait_until(lambda: len(list(markers.iterdir())) >= 40, timeout=60)
+        victim, pid = sorted(controller.worker_pids().items())[0]
+        os.kill(pid, signal.SIGKILL)
+        statuses = wait_all(client, ids)
+        assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+        moved = 0
+        for name, job_id in zip(names, ids):
+            attempts = statuses[job_id].tasks[0].attempts
+            # each attempt ran at most once (one assigned to the dying worker may never have
+            # started); only the last succeeded; the earlier ones died with the worker
+            assert 1 <= (markers / name).read_text().count("ran") <= len(attempts), name
+            assert attempts[-1].state is TaskState.SUCCEEDED
+            assert all(a.state is TaskState.WORKER_FAILED and a.worker_id == victim for a in attempts[:-1])
+            moved += len(attempts) > 1
+            task = statuses[job_id].tasks[0]
+            assert task.state is TaskState.SUCCEEDED
+        assert moved > 0
+    finally:
+        client.close()
+
+
+def test_worker_restarted_in_place_adopts_its_running_task(controller: ControllerProcess, tmp_path: Path) -> None:
+    url = controller.start()
+    client = IrisClient.remote(url)
+    gate = tmp_path / "gate"
+    try:
+        cmd = ["sh", "-c", f"echo started; while [ ! -e {gate} ]; do sleep 0.05; done; echo finished"]
+        job = client.submit(name="adopted", entrypoint=Entrypoint.from_command(cmd), resources=SMALL)
+        assert wait_until(lambda: [ln.data for ln in job.logs()] == ["started"], timeout=60)
+        worker_id = job.status().tasks[0].attempts[0].worker_id
+        pid = controller.worker_pids()[worker_id]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        os.kill(pid, signal.SIGKILL)
+        restarted = subprocess.Popen(
+            [arg.decode() for arg in cmdline],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            gate.touch()
+            status = job.wait(timeout=60)
+            assert status.state is JobState.SUCCEEDED
+            assert [(a.worker_id, a.state) for a in status.tasks[0].attempts] == [(worker_id, TaskState.SUCCEEDED)]
+            assert [ln.data for ln in job.logs()] == ["started", "finished"]
+        finally:
+            restarted.send_signal(signal.SIGTERM)
+            restarted.wait(timeout=30)
+    finally:
+        client.close()
