@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
 
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState

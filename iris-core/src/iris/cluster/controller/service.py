@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from iris import faults
 from iris.cluster.controller.controller import (
     AlreadyExists,
     Controller,
@@ -291,6 +292,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 )
         for a in result.acks:
             response.acks.add(task_id=a.task_id, attempt_id=a.attempt_id, log_offset=a.log_offset, done=a.done)
+        faults.inject("controller.dispatch")  # the exchange is recorded; the answer may be lost
         return response
 
 

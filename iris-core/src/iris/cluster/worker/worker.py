@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,15 +24,18 @@ from typing import Any
 import attrs
 import grpc
 
+from iris import faults
 from iris.bundle import extract_bundle, split_bundle_url
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
+from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec
 from iris.rpc import common_pb2, worker_pb2, worker_pb2_grpc
 from iris.rpc.convert import task_state_to_proto
 
 logger = logging.getLogger(__name__)
 
+BUNDLE_TRIES = 4
 MAX_LOG_CHUNK = 1 << 20  # per attempt per exchange
 MAX_REQUEST_LOG_BYTES = 8 << 20  # all attempts together per exchange
 LOG_POLL_SECONDS = 0.02
@@ -154,6 +158,11 @@ class Worker:
                 self._local_news = False
             request, has_news = self._build_request()
             request.wait_seconds = 0.0 if has_news else self._wait_seconds
+            try:
+                faults.inject("worker.reconcile_send")
+            except faults.FaultInjected:
+                self._stop.wait(backoff)
+                continue
             future = stub.Reconcile.future(request, timeout=self._wait_seconds + 10)
             future.add_done_callback(self._notify)
             with self._cv:
@@ -177,6 +186,10 @@ class Worker:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
+            try:
+                faults.inject("worker.reconcile_receive")
+            except faults.FaultInjected:
+                continue  # as if the answer was lost: the next exchange carries the same facts
             self._apply_response(response)
 
     def _notify(self, _: object = None) -> None:
@@ -277,10 +290,15 @@ class Worker:
             if attempt.kill_requested:
                 self._finish(attempt, TaskState.KILLED, None, "killed before it started")
                 return
+            faults.inject("worker.container_start")
             handle = self._runtime.start(container)
-        except Exception as exc:
+        except BundleError as exc:  # the bundle itself is unusable: the job's fault
             logger.info("attempt %s/%d failed to start: %s", attempt.task_id, attempt.attempt_id, exc)
             self._finish(attempt, TaskState.FAILED, None, f"failed to start: {exc}")
+            return
+        except Exception as exc:  # this machine's fault: retried elsewhere on the preemption budget
+            logger.warning("attempt %s/%d could not be started here: %s", attempt.task_id, attempt.attempt_id, exc)
+            self._finish(attempt, TaskState.WORKER_FAILED, None, f"worker {self.worker_id} could not start it: {exc}")
             return
         with self._lock:
             attempt.handle = handle
@@ -317,7 +335,14 @@ class Worker:
         """Wait for a started container to end and record how it ended."""
         if attempt.kill_requested:
             handle.kill(KILL_GRACE_SECONDS)
-        status = handle.wait()
+        while True:
+            try:
+                faults.inject("worker.task_monitor")
+                status = handle.wait()
+                break
+            except Exception as exc:  # the container is still there: look again
+                logger.warning("watching %s failed: %s; retrying", handle.container_id, exc)
+                time.sleep(0.1)
         if attempt.kill_requested:
             self._finish(attempt, TaskState.KILLED, status.exit_code, "killed")
         elif status.exit_code == 0 and not status.oom:
@@ -387,12 +412,29 @@ class Worker:
         cached = cache_dir / f"{bundle_id}.zip"
         with self._bundle_lock:
             if not cached.exists():
-                path = self._bundle_store_for(prefix).get(bundle_id, cache_dir)
+                path = self._download_bundle(prefix, bundle_id, cache_dir)
                 if Path(path) != cached:
                     tmp = cached.with_suffix(".tmp")
                     shutil.copyfile(path, tmp)
                     os.replace(tmp, cached)
         return cached
+
+    def _download_bundle(self, prefix: str, bundle_id: str, cache_dir: Path) -> Path:
+        """Fetch a bundle, retrying a few times with backoff before giving up on this machine."""
+        delay = 0.05
+        for attempt in range(BUNDLE_TRIES):
+            try:
+                faults.inject("worker.bundle_download")
+                return Path(self._bundle_store_for(prefix).get(bundle_id, cache_dir))
+            except BundleError:
+                raise
+            except Exception as exc:
+                if attempt == BUNDLE_TRIES - 1:
+                    raise OSError(f"could not fetch bundle {bundle_id} after {BUNDLE_TRIES} tries: {exc}") from exc
+                logger.warning("fetching bundle %s failed (%s); retrying", bundle_id, exc)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def _kill_attempt(self, attempt: LocalAttempt) -> None:
         handle = attempt.handle
