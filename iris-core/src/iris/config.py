@@ -73,6 +73,20 @@ class WorkerConfig:
 
 
 @attrs.define
+class AutoscalerConfig:
+    """How the autoscaler decides (see docs/autoscaler.md). Times are in seconds."""
+
+    evaluation_interval_seconds: float = 2.0
+    idle_threshold_seconds: float = 300.0
+    scale_up_cooldown_seconds: float = 0.0
+    scale_down_cooldown_seconds: float = 60.0
+    backoff_initial_seconds: float = 5.0
+    backoff_max_seconds: float = 300.0
+    quota_hold_seconds: float = 600.0
+    boot_timeout_seconds: float = 900.0
+
+
+@attrs.define
 class ScaleGroupConfig:
     """A kind of slice the cluster can have. ``cpu``/``memory`` 0 = the machine's own size."""
 
@@ -103,6 +117,7 @@ class ClusterConfig:
     docker: DockerConfig = attrs.field(factory=DockerConfig)
     controller: ControllerConfig = attrs.field(factory=ControllerConfig)
     worker: WorkerConfig = attrs.field(factory=WorkerConfig)
+    autoscaler: AutoscalerConfig = attrs.field(factory=AutoscalerConfig)
     scale_groups: dict[str, ScaleGroupConfig] = attrs.field(factory=dict)
 
 
@@ -147,7 +162,7 @@ def _make_converter() -> cattrs.Converter:
     checked(list[str], list, "a list")
     checked(dict[str, str], dict, "a mapping")
     checked(dict[str, Any], dict, "a mapping")
-    for cls in (ProviderConfig, DockerConfig, ControllerVmConfig, ControllerConfig, WorkerConfig, ScaleGroupConfig):
+    for cls in (ProviderConfig, DockerConfig, ControllerVmConfig, ControllerConfig, WorkerConfig, AutoscalerConfig, ScaleGroupConfig):
         checked(cls, dict, "a mapping of fields")
     checked(dict[str, ScaleGroupConfig], dict, "a mapping of scale group names to settings")
     return converter
@@ -172,12 +187,76 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_SEED_TOP_LEVEL = ("project_id", "region", "zone")
+
+
+def normalize_seed_shape(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Accept the shape of the original Iris configs (seeds 000/002) as well as this one's:
+    top-level ``project_id``/``region``/``zone`` (they move under ``provider``),
+    ``controller_vm: {gcp|manual|local: {...}, image, bundle_prefix}`` (under ``controller``),
+    and a scale group's ``provider: {tpu|manual|local: {...}}`` (its slice ``template``)."""
+    data = dict(data)
+    provider = dict(data.get("provider") or {}) if isinstance(data.get("provider"), dict) or data.get("provider") is None else data["provider"]
+    moved = {k: data.pop(k) for k in _SEED_TOP_LEVEL if k in data}
+    if moved and isinstance(provider, dict):
+        for key, value in moved.items():
+            if provider.get(key) not in (None, "", value):
+                raise ConfigError(f"{source}: {key}: given both at the top level ({value!r}) and under provider ({provider[key]!r})")
+            provider[key] = value
+        provider.setdefault("type", "gcp")
+        data["provider"] = provider
+    if "controller_vm" in data:
+        vm = data.pop("controller_vm")
+        if not isinstance(vm, dict):
+            raise ConfigError(f"{source}: controller_vm: expected a mapping, got {vm!r}")
+        controller = dict(data.get("controller") or {})
+        vm = dict(vm)
+        if "bundle_prefix" in vm:
+            controller["bundle_prefix"] = vm.pop("bundle_prefix")
+        section = dict(controller.get("vm") or {})
+        for kind in ("gcp", "manual", "local"):
+            if kind in vm:
+                settings = vm.pop(kind) or {}
+                if not isinstance(settings, dict):
+                    raise ConfigError(f"{source}: controller_vm.{kind}: expected a mapping, got {settings!r}")
+                if kind == "local":
+                    if "port" in settings:
+                        controller["port"] = settings["port"]
+                    continue
+                section["enabled"] = True
+                for key in ("image", "machine_type", "port"):
+                    if key in settings:
+                        section[key] = settings[key]
+                if isinstance(data.get("provider"), dict):
+                    data["provider"].setdefault("type", kind)
+        if "image" in vm:
+            section["image"] = vm.pop("image")
+        if vm:
+            raise ConfigError(f"{source}: controller_vm: unknown field {', '.join(sorted(vm))}; accepted: gcp, manual, local, image, bundle_prefix")
+        if section:
+            controller["vm"] = section
+        data["controller"] = controller
+    groups = data.get("scale_groups")
+    if isinstance(groups, dict):
+        fixed = {}
+        for name, group in groups.items():
+            if isinstance(group, dict) and isinstance(group.get("provider"), dict):
+                group = dict(group)
+                template = dict(group.get("template") or {})
+                template.update(group.pop("provider"))
+                group["template"] = template
+            fixed[name] = group
+        data["scale_groups"] = fixed
+    return data
+
+
 def parse_config(data: Any, source: str = "config") -> ClusterConfig:
     """Structure a parsed YAML document into a ClusterConfig, or raise ConfigError."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}")
+    data = normalize_seed_shape(data, source)
     try:
         config = _converter.structure(data, ClusterConfig)
     except Exception as exc:

@@ -62,6 +62,13 @@ class SliceInfo:
     error: str = ""
 
 
+class QuotaExceeded(Exception):
+    """Raised by ``VmManager.create_slice`` when the provider refuses for lack of quota.
+
+    The autoscaler holds the scale group for a while instead of retrying at once.
+    """
+
+
 @runtime_checkable
 class VmManager(Protocol):
     """Creates, lists (by labels), describes and deletes slices. Every call is idempotent."""
