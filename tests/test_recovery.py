@@ -103,7 +103,18 @@ def test_worker_sigkilled_mid_run_reruns_only_unfinished_tasks(controller: Contr
         client.close()
 
 
-def test_worker_restarted_in_place_adopts_its_running_task(controller: ControllerProcess, tmp_path: Path) -> None:
+def test_worker_restarted_in_place_adopts_its_running_task(tmp_path: Path) -> None:
+    # a slow autoscaler, so it does not replace the slice whose worker process we restart by hand
+    controller = ControllerProcess(tmp_path, autoscaler_interval=600)
+    try:
+        _adopt_scenario(controller, tmp_path)
+    finally:
+        controller.stop()
+        controller.delete_slices()
+        kill_strays(str(tmp_path))
+
+
+def _adopt_scenario(controller: ControllerProcess, tmp_path: Path) -> None:
     url = controller.start()
     client = IrisClient.remote(url)
     gate = tmp_path / "gate"

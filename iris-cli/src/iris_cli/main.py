@@ -12,6 +12,7 @@ import click
 
 from iris_cli.job import job_group
 from iris_cli.options import cluster_options
+from iris_cli.cluster import cluster_group
 from iris_cli.run import run_command
 
 
@@ -32,6 +33,7 @@ def cli(ctx: click.Context, config: str | None, provider: str | None, controller
 
 
 cli.add_command(run_command)
+cli.add_command(cluster_group)
 cli.add_command(job_group)
 
 

@@ -175,10 +175,21 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
     if provider:
         config.provider.type = provider
     get_registry().vm_manager(config.provider.type)  # an unknown provider fails here, listing the installed ones
+    if config_path:
+        from iris.cluster.lifecycle import running_controller
+        from iris.cluster.manager import make_local_config
+
+        # a cluster started with `iris cluster --config C start [--local]` is used if it runs
+        for candidate in (config, make_local_config(config, process_workers=True)):
+            info = running_controller(candidate)
+            if info is not None:
+                _status(f"using the running cluster at {info.url}")
+                client = IrisClient.remote(info.url, workspace=workspace)
+                sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children))
     if config.provider.type != "local":
         raise click.UsageError(
-            f"provider {config.provider.type!r}: iris run needs a running controller for this provider; "
-            "pass --controller-url URL, or try the same config on this machine with --provider local"
+            f"provider {config.provider.type!r}: no controller of this cluster is running; start one with "
+            "iris cluster --config C start (or --local to try it on this machine), or pass --controller-url URL"
         )
     if opts["no_wait"]:
         raise click.UsageError(

@@ -291,7 +291,7 @@ def default_job_name(entrypoint: Entrypoint) -> str:
     else:
         base = "callable"
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._")[:40] or "job"
-    return f"{base}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return f"{base}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:12]}"
 
 
 class IrisClient:
@@ -339,7 +339,11 @@ class IrisClient:
         from iris.cluster.manager import ClusterManager, make_local_config
         from iris.config import ClusterConfig
 
-        manager = ClusterManager(make_local_config(config or ClusterConfig()))
+        config = config or ClusterConfig()
+        local = make_local_config(config)
+        # an in-process cluster keeps its state in a temporary directory unless told otherwise
+        local = attrs.evolve(local, controller=attrs.evolve(local.controller, state_dir=config.controller.state_dir, port=0))
+        manager = ClusterManager(local)
         address = manager.start()
         client = cls(address, workspace=workspace)
         client._cluster = manager
@@ -444,6 +448,34 @@ class IrisClient:
         request = controller_pb2.ListJobsRequest(states=[job_state_to_proto(s) for s in states or ()], prefix=prefix)
         response = _call(self._stub.ListJobs, request, self.address)
         return [JobStatus.from_proto(j) for j in response.jobs]
+
+    # --- cluster ------------------------------------------------------------------------
+
+    def autoscaler_status(self) -> list[dict[str, Any]]:
+        """The scale groups and their slices, as plain dicts (see ``iris cluster status``)."""
+        response = _call(self._stub.GetAutoscalerStatus, controller_pb2.GetAutoscalerStatusRequest(), self.address)
+        return [
+            {
+                "name": g.name,
+                "state": g.state,
+                "detail": g.detail,
+                "min_slices": g.min_slices,
+                "max_slices": g.max_slices,
+                "slices": [
+                    {"slice_id": s.slice_id, "state": s.state, "created_at": s.created_at, "idle_since": s.idle_since, "error": s.error, "vms": s.vms}
+                    for s in g.slices
+                ],
+            }
+            for g in response.groups
+        ]
+
+    def create_slice(self, scale_group: str) -> str:
+        response = _call(self._stub.CreateSlice, controller_pb2.CreateSliceRequest(scale_group=scale_group), self.address)
+        return response.slice_id
+
+    def terminate_slices(self, slice_ids: list[str], *, all_slices: bool = False) -> list[str]:
+        request = controller_pb2.TerminateSlicesRequest(slice_ids=slice_ids, all=all_slices)
+        return list(_call(self._stub.TerminateSlices, request, self.address, timeout=600).slice_ids)
 
     # --- endpoints ----------------------------------------------------------------------
 

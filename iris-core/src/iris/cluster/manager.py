@@ -3,9 +3,10 @@
 ``start()`` returns the controller URL, ``stop()`` cleans up, ``connect()`` yields a URL this
 machine can reach (through the provider's Tunnel) and stops on exit.
 
-The controller runs in this process. Until the autoscaler exists, ``start()`` brings up each
-scale group's ``min_slices`` through the provider's VmManager, and for the local provider at
-least one slice, so a job always has somewhere to run.
+The controller runs in this process, with the autoscaler driving the provider's VmManager:
+it adopts the slices the provider already reports under this cluster's label, keeps each scale
+group's ``min_slices`` up, and answers unmet demand. With no scale groups, the local provider
+gets one group of one slice the size of this machine.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,10 +32,20 @@ from iris.plugin.registry import PluginRegistry, get_registry
 logger = logging.getLogger(__name__)
 
 
-def make_local_config(config: ClusterConfig) -> ClusterConfig:
-    """The same cluster on this machine: provider ``local``, every scale group's shape kept."""
-    provider = attrs.evolve(config.provider, type="local")
-    controller = attrs.evolve(config.controller, host="127.0.0.1", port=0, bundle_prefix="")
+def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -> ClusterConfig:
+    """The same cluster on this machine: provider ``local``, every scale group's shape kept.
+
+    With ``process_workers`` each worker is its own process, so slices outlive the controller
+    (as a long-lived cluster needs). The state directory defaults to ``~/.iris/<name>-local``.
+    """
+    if config.provider.type == "local" and not process_workers:
+        return config
+    options = dict(config.provider.options)
+    if process_workers:
+        options["worker_mode"] = "process"
+    provider = attrs.evolve(config.provider, type="local", options=options)
+    state_dir = config.controller.state_dir or str(Path.home() / ".iris" / f"{config.name}-local")
+    controller = attrs.evolve(config.controller, host="127.0.0.1", bundle_prefix="", state_dir=state_dir, vm=attrs.evolve(config.controller.vm, enabled=False))
     return attrs.evolve(config, provider=provider, controller=controller)
 
 
@@ -74,16 +86,34 @@ def group_vm_count(group: ScaleGroupConfig) -> int:
     return group.vms_per_slice
 
 
+class _NotifyingVmManager:
+    """The provider's VmManager, telling the controller when a slice goes so its workers'
+    tasks are retried at once rather than after the worker timeout."""
+
+    def __init__(self, inner: Any, controller: Any):
+        self._inner = inner
+        self._controller = controller
+
+    def delete_slice(self, slice_id: str) -> None:
+        self._controller.lose_slice(slice_id)
+        self._inner.delete_slice(slice_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class ClusterManager:
     def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None, *, fresh: bool = False):
         """``fresh`` starts with empty controller state, moving any saved state aside."""
         self._config = config
         self._fresh = fresh
         self._store: Any = None
+        self._autoscaler: Any = None
+        self._autoscale_thread: threading.Thread | None = None
+        self._autoscale_stop = threading.Event()
         self._registry = registry or get_registry()
         self._server: Any = None
         self._vm_manager: Any = None
-        self._slices: list[str] = []
         self._temp_dir: str | None = None
 
     @property
@@ -139,7 +169,7 @@ class ClusterManager:
                 registry=self._registry,
             )
             self._vm_manager = provider.factory(context)
-            self._bring_up_slices()
+            self._start_autoscaler()
         except BaseException:
             self.stop()
             raise
@@ -156,47 +186,121 @@ class ClusterManager:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _bring_up_slices(self) -> None:
+    def _groups(self) -> dict[str, ScaleGroupConfig]:
         groups = dict(self._config.scale_groups)
-        if self.is_local and sum(g.min_slices for g in groups.values()) == 0:
-            name, group = next(iter(groups.items()), ("local", ScaleGroupConfig()))
-            groups = {name: attrs.evolve(group, min_slices=1)}
-        for name, group in groups.items():
-            for i in range(group.min_slices):
-                slice_id = f"{self._config.label_prefix}-{name}-{i}".replace("_", "-")
-                attributes = group_attributes(self._config, name, group)
-                request = SliceRequest(
-                    slice_id=slice_id,
-                    scale_group=name,
-                    vm_count=group_vm_count(group),
-                    cpu=group.cpu,
-                    memory_bytes=group.memory_bytes,
-                    labels={f"{self._config.label_prefix}.cluster": self._config.name, f"{self._config.label_prefix}.scale-group": name},
-                    attributes=attributes,
-                    template=group.template,
-                )
-                self._vm_manager.create_slice(request)
-                self._slices.append(slice_id)
+        if not groups and self.is_local:  # no config: one slice the size of this machine
+            groups = {"local": ScaleGroupConfig(min_slices=1, max_slices=1)}
+        return groups
+
+    def _start_autoscaler(self) -> None:
+        from iris.cluster.autoscaler import Autoscaler, slice_request_for
+
+        self._autoscaler = Autoscaler(
+            self._groups(),
+            _NotifyingVmManager(self._vm_manager, self.controller),
+            cluster_name=self._config.name,
+            label_prefix=self._config.label_prefix,
+            config=self._config.autoscaler,
+            request_for=slice_request_for(self._config),
+        )
+        adopted = self._autoscaler.adopt()
+        if adopted:
+            logger.info("adopted %d slice(s) the provider reports for cluster %s", len(adopted), self._config.name)
+        self._autoscale_once()  # min_slices and queued demand are requested now, not a cycle later
+        self._autoscaler.settle(timeout=self._config.autoscaler.boot_timeout_seconds)
+        self._autoscale_stop.clear()
+        self._autoscale_thread = threading.Thread(target=self._autoscale_loop, name="iris-autoscaler", daemon=True)
+        self._autoscale_thread.start()
+        self._server.servicer.cluster = self
+
+    def _autoscale_once(self) -> None:
+        controller = self.controller
+        demand = controller.unmet_demand()
+        self._autoscaler.run_once(demand, controller.busy_slices())
+        if demand:
+            controller.annotate_pending({d.key: self._autoscaler.route(d)[1] for d in demand})
+
+    def _autoscale_loop(self) -> None:
+        interval = self._config.autoscaler.evaluation_interval_seconds
+        while not self._autoscale_stop.wait(interval):
+            try:
+                self._autoscale_once()
+            except Exception:
+                logger.exception("autoscaler cycle failed")
+
+    # --- the autoscaler RPCs (iris cluster status / slice create / slice terminate) ----------
+
+    def autoscaler_status(self) -> list[dict[str, Any]]:
+        groups = self._groups()
+        out = []
+        for g in self._autoscaler.status():
+            config = groups.get(g.name)
+
+            def wall(t: float | None, at: float = g.at) -> float:  # the autoscaler's clock -> unix time
+                return time.time() - (at - t) if t else 0.0
+
+            out.append(
+                {
+                    "name": g.name,
+                    "state": getattr(g.state, "value", str(g.state)),
+                    "detail": getattr(g, "detail", ""),
+                    "min_slices": config.min_slices if config else 0,
+                    "max_slices": config.max_slices if config else 0,
+                    "slices": [
+                        {
+                            "slice_id": sl.slice_id,
+                            "state": getattr(sl.state, "value", str(sl.state)),
+                            "created_at": wall(sl.created_at),
+                            "idle_since": wall(sl.idle_since),
+                            "error": sl.error or "",
+                            "vms": getattr(sl, "vms", 0),
+                        }
+                        for sl in g.slices
+                    ],
+                }
+            )
+        return out
+
+    def create_slice(self, scale_group: str) -> str:
+        if scale_group not in self._groups():
+            raise IrisError(f"unknown scale group {scale_group!r}; choose one of: {', '.join(sorted(self._groups()))}")
+        return self._autoscaler.request_slice(scale_group)
+
+    def terminate_slices(self, slice_ids: list[str], *, all_slices: bool = False) -> list[str]:
+        return self._autoscaler.terminate(None if all_slices else slice_ids)
+
+    # --- stopping -----------------------------------------------------------------------
+
+    def _stop_autoscaler(self) -> None:
+        self._autoscale_stop.set()
+        if self._autoscale_thread is not None:
+            self._autoscale_thread.join(timeout=10)
+            self._autoscale_thread = None
+        if self._autoscaler is not None:
+            self._autoscaler.shutdown()
 
     def shutdown(self) -> None:
         """Stop the controller but leave the slices running, for a restart to adopt them."""
+        self._stop_autoscaler()
+        self._autoscaler = None
         if self._vm_manager is not None:
-            self._vm_manager.close_keep_slices() if hasattr(self._vm_manager, "close_keep_slices") else None
+            self._vm_manager.close()  # a provider whose slices outlive this process keeps them
             self._vm_manager = None
-        self._slices.clear()
         self.stop()
 
     def stop(self) -> None:
-        """Delete the slices this manager created, stop the controller, remove temp state."""
+        """Delete every slice of this cluster, stop the controller, remove temp state."""
+        self._stop_autoscaler()
         if self._vm_manager is not None:
-            for slice_id in reversed(self._slices):
+            labels = {f"{self._config.label_prefix}.cluster": self._config.name}
+            for info in self._vm_manager.list_slices(labels):
                 try:
-                    self._vm_manager.delete_slice(slice_id)
+                    self._vm_manager.delete_slice(info.slice_id)
                 except Exception:
-                    logger.exception("failed to delete slice %s", slice_id)
-            self._slices.clear()
+                    logger.exception("failed to delete slice %s", info.slice_id)
             self._vm_manager.close()
             self._vm_manager = None
+        self._autoscaler = None
         if self._server is not None:
             self._server.stop()
             self._server = None

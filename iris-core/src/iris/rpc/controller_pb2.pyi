@@ -323,3 +323,71 @@ class LookupEndpointResponse(_message.Message):
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
+
+class SliceStatus(_message.Message):
+    __slots__ = ("slice_id", "state", "created_at", "idle_since", "error", "vms")
+    SLICE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    slice_id: str
+    state: str
+    created_at: float
+    idle_since: float
+    error: str
+    vms: int
+    def __init__(self, slice_id: _Optional[str] = ..., state: _Optional[str] = ..., created_at: _Optional[float] = ..., idle_since: _Optional[float] = ..., error: _Optional[str] = ..., vms: _Optional[int] = ...) -> None: ...
+
+class ScaleGroupStatus(_message.Message):
+    __slots__ = ("name", "state", "detail", "slices", "min_slices", "max_slices")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SLICES_FIELD_NUMBER: _ClassVar[int]
+    MIN_SLICES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SLICES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    detail: str
+    slices: _containers.RepeatedCompositeFieldContainer[SliceStatus]
+    min_slices: int
+    max_slices: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., slices: _Optional[_Iterable[_Union[SliceStatus, _Mapping]]] = ..., min_slices: _Optional[int] = ..., max_slices: _Optional[int] = ...) -> None: ...
+
+class GetAutoscalerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetAutoscalerStatusResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[ScaleGroupStatus]
+    def __init__(self, groups: _Optional[_Iterable[_Union[ScaleGroupStatus, _Mapping]]] = ...) -> None: ...
+
+class CreateSliceRequest(_message.Message):
+    __slots__ = ("scale_group",)
+    SCALE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    scale_group: str
+    def __init__(self, scale_group: _Optional[str] = ...) -> None: ...
+
+class CreateSliceResponse(_message.Message):
+    __slots__ = ("slice_id",)
+    SLICE_ID_FIELD_NUMBER: _ClassVar[int]
+    slice_id: str
+    def __init__(self, slice_id: _Optional[str] = ...) -> None: ...
+
+class TerminateSlicesRequest(_message.Message):
+    __slots__ = ("slice_ids", "all")
+    SLICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    slice_ids: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, slice_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class TerminateSlicesResponse(_message.Message):
+    __slots__ = ("slice_ids",)
+    SLICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    slice_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, slice_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -90,6 +90,21 @@ class ControllerServiceStub:
                 request_serializer=iris_dot_rpc_dot_controller__pb2.LookupEndpointRequest.SerializeToString,
                 response_deserializer=iris_dot_rpc_dot_controller__pb2.LookupEndpointResponse.FromString,
                 _registered_method=True)
+        self.GetAutoscalerStatus = channel.unary_unary(
+                '/iris.v1.ControllerService/GetAutoscalerStatus',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.GetAutoscalerStatusRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.GetAutoscalerStatusResponse.FromString,
+                _registered_method=True)
+        self.CreateSlice = channel.unary_unary(
+                '/iris.v1.ControllerService/CreateSlice',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.CreateSliceRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.CreateSliceResponse.FromString,
+                _registered_method=True)
+        self.TerminateSlices = channel.unary_unary(
+                '/iris.v1.ControllerService/TerminateSlices',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -165,6 +180,25 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAutoscalerStatus(self, request, context):
+        """The autoscaler's scale groups and slices.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSlice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TerminateSlices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -222,6 +256,21 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.LookupEndpoint,
                     request_deserializer=iris_dot_rpc_dot_controller__pb2.LookupEndpointRequest.FromString,
                     response_serializer=iris_dot_rpc_dot_controller__pb2.LookupEndpointResponse.SerializeToString,
+            ),
+            'GetAutoscalerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAutoscalerStatus,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.GetAutoscalerStatusRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.GetAutoscalerStatusResponse.SerializeToString,
+            ),
+            'CreateSlice': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSlice,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.CreateSliceRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.CreateSliceResponse.SerializeToString,
+            ),
+            'TerminateSlices': grpc.unary_unary_rpc_method_handler(
+                    servicer.TerminateSlices,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -522,6 +571,87 @@ class ControllerService:
             '/iris.v1.ControllerService/LookupEndpoint',
             iris_dot_rpc_dot_controller__pb2.LookupEndpointRequest.SerializeToString,
             iris_dot_rpc_dot_controller__pb2.LookupEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAutoscalerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/GetAutoscalerStatus',
+            iris_dot_rpc_dot_controller__pb2.GetAutoscalerStatusRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.GetAutoscalerStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSlice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/CreateSlice',
+            iris_dot_rpc_dot_controller__pb2.CreateSliceRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.CreateSliceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TerminateSlices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/TerminateSlices',
+            iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

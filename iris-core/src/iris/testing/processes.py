@@ -25,7 +25,16 @@ def free_port() -> int:
 class ControllerProcess:
     """``python -m iris.cluster.controller.main serve`` on a fixed port and state directory."""
 
-    def __init__(self, root: Path, *, workers: int = 2, worker_timeout: float = 5.0, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        workers: int = 2,
+        worker_timeout: float = 5.0,
+        env: dict[str, str] | None = None,
+        autoscaler_interval: float = 2.0,
+    ):
+        """``workers`` slices of one worker each (a slice whose worker dies is replaced whole)."""
         self.root = root
         self.env = {**os.environ, **(env or {})}
         self.state_dir = root / "state"
@@ -34,7 +43,8 @@ class ControllerProcess:
         self.config.write_text(
             "provider:\n  type: local\n  options: {worker_mode: process}\n"
             f"controller:\n  port: {self.port}\n  state_dir: {self.state_dir}\n  worker_timeout_seconds: {worker_timeout}\n"
-            f"scale_groups:\n  pool: {{min_slices: 1, max_slices: 1, vms_per_slice: {workers}, cpu: 4, memory: 4GB}}\n"
+            f"autoscaler:\n  evaluation_interval_seconds: {autoscaler_interval}\n"
+            f"scale_groups:\n  pool: {{min_slices: {workers}, max_slices: {workers}, vms_per_slice: 1, cpu: 4, memory: 4GB}}\n"
         )
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"

@@ -16,9 +16,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 
+from iris.cluster.controller.placement import ALL_BUSY, NO_WORKERS, Gang, PlacementIndex, Shape
 from iris.cluster.controller.state import Attempt, Endpoint, Job, JobSpec, LogLine, Task, WorkerRecord
 from iris.cluster.controller.store import Store
 from iris.cluster.controller.transitions import (
@@ -562,12 +564,18 @@ class Controller:
                 )
                 continue
             task, attempt = entry
-            self._touch(self._jobs[task.job_id])
-            attempt.observed = True
-            if obs.ports and attempt.ports != obs.ports:
-                attempt.ports = dict(obs.ports)
-            if obs.log_data and self._append_log_locked(task, attempt, obs):
-                news = True
+            job = self._jobs[task.job_id]
+            if not attempt.observed or (obs.ports and attempt.ports != obs.ports):
+                attempt.observed = True
+                attempt.ports = dict(obs.ports) if obs.ports else attempt.ports
+                self._touch(job)
+            if obs.log_data:
+                self._touch(job)
+                if self._append_log_locked(task, attempt, obs):
+                    news = True
+            if obs.state is not attempt.state and not attempt.started_at and obs.state is not TaskState.BUILDING:
+                attempt.started_at = now  # first seen running (or already ended: a short task)
+                job.started_at = job.started_at or now
             log_received = attempt.log_offset >= obs.log_offset + len(obs.log_data)
             if not attempt.state.is_terminal:
                 if obs.state in (TaskState.BUILDING, TaskState.RUNNING) and attempt.state != obs.state:
@@ -586,6 +594,7 @@ class Controller:
                 if not attempt.done:
                     self._flush_partial_locked(task, attempt)
                     attempt.done = True
+                    self._touch(job)
                     news = True
                 worker.attempts.pop(key, None)
             acks.append(AttemptAck(obs.task_id, obs.attempt_id, attempt.log_offset, attempt.done))
@@ -722,70 +731,96 @@ class Controller:
 
     # --- scheduling ---------------------------------------------------------------------
 
-    def _candidates(self, job: Job, workers: list[WorkerRecord]) -> list[WorkerRecord]:
-        spec = job.spec
-        return [
-            w
-            for w in workers
-            if w.has_device(spec.resources) and all(c.matches(w.attributes) for c in spec.constraints)
-        ]
+    _placement: PlacementIndex | None = None  # made by the first pass, kept between passes
 
     def _schedule_locked(self) -> None:
-        """Place pending tasks in submission order: first fit, or a whole gang at once."""
+        """Place pending tasks in submission order: first fit, or a whole gang at once.
+
+        A task that cannot be placed does not hold back later ones. The placement index
+        (placement.py) remembers between passes which tasks wait and why, so a pass looks only
+        at the tasks and gangs whose chances changed; the outcome is that of trying them all.
+        """
         if not self._pending:
             return
-        workers = [w for w in self._workers.values() if not w.lost]
-        placed: list[str] = []
-        gangs_seen: set[str] = set()
-        for task_id, task in self._pending.items():
+        index = self._placement
+        if index is None:
+            index = self._placement = PlacementIndex(self._pending_reason)
+        index.sync(list(self._workers.values()), len(self._pending))
+        new: list[tuple[Task, Shape | None]] = []  # (task, its shape; None in a gang)
+        for task in index.discover(self._pending):
             job = self._jobs[task.job_id]
             if job.kill_requested or job.state.is_terminal:
-                placed.append(task_id)
+                self._pending.pop(task.task_id, None)
+                index.forget(task.task_id)
                 continue
-            if not workers:
-                task.pending_reason = "no workers registered yet (waiting for workers to join)"
-                continue
-            if job.is_gang:
-                if job.job_id in gangs_seen:
-                    continue
-                gangs_seen.add(job.job_id)
-                members = [t for t in job.tasks if t.task_id in self._pending]
-                if len(members) + sum(1 for t in job.tasks if t.state.is_terminal) < len(job.tasks):
-                    for t in members:
-                        t.pending_reason = "waiting for gang peers to stop before restarting together"
-                    continue
-                if self._place_gang_locked(job, members, workers):
-                    placed.extend(t.task_id for t in members)
-                continue
-            candidates = self._candidates(job, workers)
-            worker = next((w for w in candidates if w.fits(job.spec.resources)), None)
-            if worker is None:
-                task.pending_reason = self._pending_reason(job, workers, candidates)
-                continue
-            self._assign_locked(task, worker)
-            placed.append(task_id)
-        for task_id in placed:
-            self._pending.pop(task_id, None)
+            new.append((task, index.enqueue(task, job)))
+        if not index.workers:
+            for task, shape in new:
+                task.pending_reason = NO_WORKERS if shape is None else index.reason(shape)
+            index.settle()
+            return
+        for item in index.in_order():
+            if isinstance(item, Gang):
+                self._schedule_gang_locked(item, index)
+            else:
+                self._schedule_shape_locked(item, index)
+        for task, shape in new:  # new tasks behind one that found no room wait for the same reason
+            if shape is not None and task.task_id in self._pending:
+                task.pending_reason = index.reason(shape)
+        index.settle()
 
-    def _place_gang_locked(self, job: Job, members: list[Task], workers: list[WorkerRecord]) -> bool:
+    def _schedule_shape_locked(self, shape: Shape, index: PlacementIndex) -> None:
+        """Try the first waiting task of ``shape``; it leaves the queue if placed (or gone)."""
+        _, task = shape.waiting[0]
+        job = self._jobs[task.job_id]
+        if task.task_id in self._pending and not (job.kill_requested or job.state.is_terminal):
+            worker = index.first_fit(shape)
+            if worker is None:
+                task.pending_reason = index.reason(shape)
+                return
+            self._assign_locked(task, worker)
+            index.placed_on(worker)
+        shape.waiting.popleft()
+        self._pending.pop(task.task_id, None)
+        index.forget(task.task_id)
+
+    def _schedule_gang_locked(self, gang: Gang, index: PlacementIndex) -> None:
+        job = gang.job
+        members = [t for t in job.tasks if t.task_id in self._pending]
+        if job.kill_requested or job.state.is_terminal or not members:
+            placed = True
+        else:
+            gang.stamp, gang.dirty = gang.cls.stamp, False
+            if len(members) + sum(1 for t in job.tasks if t.state.is_terminal) < len(job.tasks):
+                for t in members:
+                    t.pending_reason = "waiting for gang peers to stop before restarting together"
+                gang.dirty = True  # peers stopping frees nothing this index would notice
+                return
+            placed = self._place_gang_locked(job, members, index)
+        if placed:
+            for t in members:
+                self._pending.pop(t.task_id, None)
+                index.forget(t.task_id)
+            index.drop_gang(gang)
+
+    def _place_gang_locked(self, job: Job, members: list[Task], index: PlacementIndex) -> bool:
         """Place every member on distinct workers sharing the ``coschedule_by`` attribute, or none."""
         key = job.spec.coschedule_by
-        candidates = [w for w in self._candidates(job, workers) if key in w.attributes]
-        groups: dict[str, list[WorkerRecord]] = {}
-        for w in candidates:
-            groups.setdefault(w.attributes[key], []).append(w)
+        resources = job.spec.resources
+        groups = index.gang_groups(index.worker_class(job.spec), key)
         best = 0
-        for value in sorted(groups):
-            free = [w for w in groups[value] if w.fits(job.spec.resources)]
+        for _, group in groups:
+            free = [w for w in group if w.fits(resources)]
             best = max(best, len(free))
             if len(free) >= len(members):
                 for task, worker in zip(members, sorted(free, key=lambda w: w.worker_id)):
                     self._assign_locked(task, worker)
+                    index.placed_on(worker)
                 return True
-        if not candidates:
-            reason = self._pending_reason(job, workers, candidates, gang_key=key)
+        if not groups:
+            reason = self._pending_reason(job.spec, index.workers, [], gang_key=key)
         else:
-            largest = max(len(g) for g in groups.values())
+            largest = max(len(g) for _, g in groups)
             if largest < len(members):
                 reason = (
                     f"waiting for gang peers: needs {len(members)} workers sharing {key}, "
@@ -811,20 +846,21 @@ class Controller:
         worker.used_memory += job.spec.resources.memory
         worker.attempts[(task.task_id, attempt.attempt_id)] = (task, attempt)
         worker.version += 1
-        self._update_job_locked(job)
+        if not (job.state is JobState.RUNNING and job.started_at):  # else it stays RUNNING: skip O(tasks)
+            self._update_job_locked(job)
 
     def _pending_reason(
-        self, job: Job, workers: list[WorkerRecord], candidates: list[WorkerRecord], gang_key: str = ""
+        self, spec: JobSpec, workers: list[WorkerRecord], candidates: list[WorkerRecord], gang_key: str = ""
     ) -> str:
-        resources = job.spec.resources
+        resources = spec.resources
         if not any(w.has_device(resources) for w in workers):
             wanted = " ".join(filter(None, (resources.device.kind, resources.device.variant)))
             return f"no worker has device {wanted}"
-        for constraint in job.spec.constraints:
+        for constraint in spec.constraints:
             if not any(constraint.matches(w.attributes) for w in workers):
                 return f"constraint {constraint.describe()} matches no worker"
         if not candidates:
-            return "no worker satisfies all constraints together: " + ", ".join(c.describe() for c in job.spec.constraints)
+            return "no worker satisfies all constraints together: " + ", ".join(c.describe() for c in spec.constraints)
         if gang_key:
             return f"no worker matching the request has the attribute {gang_key} to schedule the gang by"
         most_cpu = max(w.cpu for w in candidates)
@@ -836,7 +872,89 @@ class Controller:
             )
         if resources.cpu > most_cpu:
             return f"no worker has enough cpu: needs {resources.cpu:g}, largest worker has {most_cpu:g}"
-        return "waiting for a worker with free capacity (all busy)"
+        return ALL_BUSY
+
+    # --- autoscaler inputs ----------------------------------------------------------------
+
+    _CAPACITY_REASONS = (
+        "no workers registered yet",
+        "no worker has device",
+        "no worker has enough",
+        "waiting for a worker with free capacity",
+        "waiting for gang peers",
+        "waiting for the autoscaler",
+    )
+
+    def unmet_demand(self) -> list[Any]:
+        """One Demand per job with tasks waiting for capacity (for the autoscaler)."""
+        from iris.cluster.autoscaler import Demand
+        from iris.cluster.constraints import Op
+
+        with self._lock:
+            pending_by_job: dict[str, int] = {}
+            for task in self._pending.values():
+                if task.pending_reason.startswith(self._CAPACITY_REASONS):
+                    pending_by_job[task.job_id] = pending_by_job.get(task.job_id, 0) + 1
+            demand = []
+            for job_id, count in pending_by_job.items():
+                job = self._jobs[job_id]
+                if job.kill_requested or job.state.is_terminal:
+                    continue
+                spec = job.spec
+                preemptible = None
+                zone = ""
+                for c in spec.constraints:
+                    if c.key == "preemptible" and c.op is Op.EQ:
+                        preemptible = c.values[0].lower() == "true"
+                    elif c.key == "zone" and c.op is Op.EQ:
+                        zone = c.values[0]
+                demand.append(
+                    Demand(
+                        key=job_id,
+                        tasks=count,
+                        cpu=spec.resources.cpu,
+                        memory_bytes=spec.resources.memory,
+                        device=spec.resources.device.kind or "cpu",
+                        variant=spec.resources.device.variant,
+                        gang=job.is_gang,
+                        preemptible=preemptible,
+                        zone=zone,
+                    )
+                )
+            return demand
+
+    def busy_slices(self) -> set[str]:
+        """Slices whose workers hold any attempt (not idle)."""
+        with self._lock:
+            return {w.slice_id for w in self._workers.values() if w.attempts and not w.lost}
+
+    # reasons the autoscaler's word may replace; a specific one ("no worker has enough memory:
+    # needs 64GB, largest worker has 16GB") says more than "scale group X is AT_MAX"
+    _GENERIC_REASONS = (
+        "no workers registered yet",
+        "no worker has device",
+        "waiting for a worker with free capacity",
+        "waiting for gang peers",
+        "waiting for the autoscaler",
+    )
+
+    def annotate_pending(self, reasons: dict[str, str]) -> None:
+        """Tell waiting tasks what the autoscaler is doing for their job (job id -> reason)."""
+        with self._lock:
+            for task in self._pending.values():
+                reason = reasons.get(task.job_id)
+                if reason and task.pending_reason.startswith(self._GENERIC_REASONS):
+                    task.pending_reason = reason
+
+    def lose_slice(self, slice_id: str) -> None:
+        """The provider is deleting this slice: its workers are gone now, not after a timeout."""
+        with self._lock:
+            for worker in self._workers.values():
+                if worker.slice_id == slice_id and not worker.lost:
+                    self._lose_worker_locked(worker, self._clock())
+            self._schedule_locked()
+            self._commit_locked()
+            self._changed.notify_all()
 
     # --- periodic -----------------------------------------------------------------------
 

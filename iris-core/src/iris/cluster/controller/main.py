@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -33,8 +34,16 @@ def serve(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir or controller.state_dir or Path.home() / ".iris" / config.name).expanduser()
     controller = attrs.evolve(controller, state_dir=str(state_dir))
     config = attrs.evolve(config, controller=controller)
+    return run_forever(config, fresh=args.fresh)
 
-    manager = ClusterManager(config, fresh=args.fresh)
+
+def run_forever(config: Any, *, fresh: bool = False) -> int:
+    """Run the controller for ``config`` until SIGTERM/SIGINT; leave the slices running."""
+    from iris.cluster.lifecycle import state_dir_for
+    from iris.cluster.manager import ClusterManager
+
+    state_dir = state_dir_for(config)
+    manager = ClusterManager(config, fresh=fresh)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

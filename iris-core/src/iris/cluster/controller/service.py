@@ -129,9 +129,40 @@ def job_to_proto(controller: Controller, job: Job) -> controller_pb2.JobInfo:
 
 
 class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
-    def __init__(self, controller: Controller, bundle_store: Any):
+    def __init__(self, controller: Controller, bundle_store: Any, cluster: Any = None):
+        """``cluster`` (the ClusterManager) answers the autoscaler RPCs; None = no autoscaler."""
         self._controller = controller
         self._bundles = bundle_store
+        self.cluster = cluster
+
+    def _need_cluster(self) -> Any:
+        if self.cluster is None:
+            raise InvalidRequest("this controller runs without an autoscaler")
+        return self.cluster
+
+    def GetAutoscalerStatus(self, request, context):  # noqa: N802
+        response = controller_pb2.GetAutoscalerStatusResponse()
+        for g in self._need_cluster().autoscaler_status():
+            group = response.groups.add(
+                name=g["name"], state=g["state"], detail=g.get("detail", ""), min_slices=g["min_slices"], max_slices=g["max_slices"]
+            )
+            for sl in g["slices"]:
+                group.slices.add(
+                    slice_id=sl["slice_id"],
+                    state=sl["state"],
+                    created_at=sl.get("created_at", 0.0),
+                    idle_since=sl.get("idle_since") or 0.0,
+                    error=sl.get("error", ""),
+                    vms=sl.get("vms", 0),
+                )
+        return response
+
+    def CreateSlice(self, request, context):  # noqa: N802
+        return controller_pb2.CreateSliceResponse(slice_id=self._need_cluster().create_slice(request.scale_group))
+
+    def TerminateSlices(self, request, context):  # noqa: N802
+        ids = self._need_cluster().terminate_slices(list(request.slice_ids), all_slices=request.all)
+        return controller_pb2.TerminateSlicesResponse(slice_ids=ids)
 
     def LaunchJob(self, request, context):  # noqa: N802
         p = request.spec
@@ -306,7 +337,8 @@ class ControllerServer:
             interceptors=[_ErrorInterceptor()],
             options=GRPC_OPTIONS,
         )
-        controller_pb2_grpc.add_ControllerServiceServicer_to_server(ControllerServicer(controller, bundle_store), self._server)
+        self.servicer = ControllerServicer(controller, bundle_store)
+        controller_pb2_grpc.add_ControllerServiceServicer_to_server(self.servicer, self._server)
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(controller, bundle_store), self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:

@@ -166,9 +166,10 @@ class Worker:
             future = stub.Reconcile.future(request, timeout=self._wait_seconds + 10)
             future.add_done_callback(self._notify)
             with self._cv:
-                while not future.done() and not self._local_news and not self._stop.is_set():
+                while not future.done() and not self._stop.is_set():
                     self._cv.wait(LOG_POLL_SECONDS)
-                    if not future.done() and self._has_new_output():
+                    # a long-poll is cut short by local news; a call that answers at once is awaited
+                    if request.wait_seconds and not future.done() and (self._local_news or self._has_new_output()):
                         break
             if not future.done():
                 future.cancel()

@@ -1,0 +1,243 @@
+"""``iris cluster``: start, stop, restart and inspect a long-lived cluster, and its slices.
+
+    iris cluster --config C start [--local] [--fresh]
+    iris cluster --config C stop | restart | status [--json]
+    iris cluster --config C slice list | create --scale-group G | terminate SLICE... | terminate --all
+    iris cluster --config C controller run-local
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from iris_cli.options import resolve
+
+
+def _config(ctx: click.Context, local: bool = False) -> Any:
+    from iris.cluster.manager import make_local_config
+    from iris.config import load_config
+
+    path = resolve(ctx, "config", None)
+    if not path:
+        raise click.UsageError("iris cluster needs --config PATH (the cluster config YAML)")
+    config = load_config(path)
+    provider = resolve(ctx, "provider", None)
+    if provider:
+        config.provider.type = provider
+    local = local or (ctx.find_root().obj or {}).get("cluster_local", False)
+    return make_local_config(config, process_workers=True) if local else config
+
+
+@click.group("cluster", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", metavar="PATH", default=None, help="Cluster config YAML.")
+@click.option("--local", "local", is_flag=True, help="Run this config's cluster on this machine (provider local).")
+@click.pass_context
+def cluster_group(ctx: click.Context, config: str | None, local: bool) -> None:
+    """Start, stop and inspect a cluster that outlives the command."""
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    if config:
+        root.obj["config"] = config
+    root.obj["cluster_local"] = local
+
+
+@cluster_group.command("start")
+@click.option("--local", is_flag=True, help="Run this config's cluster on this machine (provider local).")
+@click.option("--fresh", is_flag=True, help="Ignore the controller's saved state (it is moved aside).")
+@click.pass_context
+def start_command(ctx: click.Context, local: bool, fresh: bool) -> None:
+    """Start the controller (and the scale groups' min_slices); print its URL."""
+    from iris.cluster.lifecycle import running_controller, start_cluster
+
+    config = _config(ctx, local)
+    already = running_controller(config)
+    info = start_cluster(config, fresh=fresh)
+    word = "already running" if already else "started"
+    click.echo(f"iris: controller {word} at {info.url} (pid {info.pid}, state in {info.state_dir})", err=True)
+    click.echo(info.url)
+
+
+@cluster_group.command("stop")
+@click.option("--local", is_flag=True, help="The cluster was started with --local.")
+@click.pass_context
+def stop_command(ctx: click.Context, local: bool) -> None:
+    """Stop the controller and delete every slice labelled with this cluster (even ones the
+    controller's state no longer knows)."""
+    from iris.cluster.lifecycle import stop_cluster
+
+    config = _config(ctx, local)
+    was_running, deleted = stop_cluster(config)
+    click.echo(f"iris: controller {'stopped' if was_running else 'was not running'}", err=True)
+    click.echo(f"iris: deleted {len(deleted)} slice(s){': ' + ', '.join(deleted) if deleted else ''}", err=True)
+
+
+@cluster_group.command("restart")
+@click.option("--local", is_flag=True, help="The cluster was started with --local.")
+@click.pass_context
+def restart_command(ctx: click.Context, local: bool) -> None:
+    """Restart the controller; its slices keep running and are adopted again."""
+    from iris.cluster.lifecycle import start_cluster, stop_controller
+
+    config = _config(ctx, local)
+    stop_controller(config)
+    info = start_cluster(config)
+    click.echo(f"iris: controller restarted at {info.url} (pid {info.pid})", err=True)
+    click.echo(info.url)
+
+
+def _status(config: Any) -> dict[str, Any]:
+    from iris.cluster.lifecycle import cluster_labels, open_vm_manager, running_controller
+
+    info = running_controller(config)
+    out: dict[str, Any] = {"cluster": config.name, "provider": config.provider.type, "controller": None, "slices": []}
+    known: set[str] | None = None
+    if info is not None:
+        from iris.client import IrisClient
+
+        controller: dict[str, Any] = {"url": info.url, "pid": info.pid, "healthy": False}
+        client = IrisClient.remote(info.url)
+        try:
+            workers = client.list_workers()
+            jobs = client.list_jobs()
+            controller.update(
+                healthy=True,
+                workers=len(workers),
+                jobs={state: sum(1 for j in jobs if j.state.value == state) for state in sorted({j.state.value for j in jobs})},
+            )
+            known = {w.attributes.get("slice", "") for w in workers}
+            try:
+                autoscaler = client.autoscaler_status()
+                controller["scale_groups"] = autoscaler
+                known |= {s["slice_id"] for g in autoscaler for s in g["slices"]}
+            except Exception as exc:  # an older controller without the RPC
+                controller["scale_groups_error"] = str(exc)
+        except Exception as exc:
+            controller["error"] = str(exc)
+        finally:
+            client.close()
+        out["controller"] = controller
+    manager = open_vm_manager(config)
+    try:
+        for s in manager.list_slices(cluster_labels(config)):
+            out["slices"].append(
+                {
+                    "slice_id": s.slice_id,
+                    "scale_group": s.scale_group,
+                    "state": s.state.value,
+                    "vms": len(s.vms),
+                    "error": s.error,
+                    "unknown_to_controller": known is not None and s.slice_id not in known,
+                }
+            )
+    finally:
+        manager.close()
+    return out
+
+
+@cluster_group.command("status")
+@click.option("--local", is_flag=True, help="The cluster was started with --local.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
+    """The controller's health, the scale groups, and every slice the provider reports; slices
+    the controller does not know about are flagged."""
+    status = _status(_config(ctx, local))
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    controller = status["controller"]
+    if controller is None:
+        click.echo(f"controller: not running (cluster {status['cluster']}, provider {status['provider']})")
+    else:
+        health = "healthy" if controller.get("healthy") else f"unhealthy: {controller.get('error', '')}"
+        click.echo(f"controller: {controller['url']} pid {controller['pid']} {health}")
+        if controller.get("healthy"):
+            jobs = ", ".join(f"{n} {s}" for s, n in controller["jobs"].items()) or "none"
+            click.echo(f"workers: {controller['workers']}   jobs: {jobs}")
+        for group in controller.get("scale_groups", []):
+            click.echo(f"group {group['name']}: {group['state']}  slices {len(group['slices'])}  {group.get('detail', '')}".rstrip())
+    if not status["slices"]:
+        click.echo("slices: none")
+    for s in status["slices"]:
+        flag = "  NOT IN CONTROLLER STATE" if s["unknown_to_controller"] else ""
+        error = f"  ({s['error']})" if s["error"] else ""
+        click.echo(f"slice {s['slice_id']}  group {s['scale_group']}  {s['state']}  {s['vms']} vm(s){error}{flag}")
+
+
+@cluster_group.group("slice")
+def slice_group() -> None:
+    """List, create and terminate slices."""
+
+
+@slice_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def slice_list(ctx: click.Context, as_json: bool) -> None:
+    """Every slice the provider reports for this cluster."""
+    slices = _status(_config(ctx))["slices"]
+    if as_json:
+        click.echo(json.dumps(slices, indent=2))
+        return
+    for s in slices:
+        flag = "  NOT IN CONTROLLER STATE" if s["unknown_to_controller"] else ""
+        click.echo(f"{s['slice_id']}  {s['scale_group']}  {s['state']}  {s['vms']} vm(s){flag}")
+
+
+def _controller_client(ctx: click.Context) -> Any:
+    from iris.client import IrisClient
+    from iris.cluster.lifecycle import running_controller
+
+    info = running_controller(_config(ctx))
+    if info is None:
+        raise click.UsageError("the cluster's controller is not running; start it with iris cluster --config C start")
+    return IrisClient.remote(info.url)
+
+
+@slice_group.command("create")
+@click.option("--scale-group", required=True, metavar="NAME", help="The scale group to add a slice to.")
+@click.pass_context
+def slice_create(ctx: click.Context, scale_group: str) -> None:
+    """Ask the autoscaler for one more slice of a scale group now."""
+    client = _controller_client(ctx)
+    try:
+        click.echo(client.create_slice(scale_group))
+    finally:
+        client.close()
+
+
+@slice_group.command("terminate")
+@click.argument("slice_ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Terminate every slice of the cluster.")
+@click.pass_context
+def slice_terminate(ctx: click.Context, slice_ids: tuple[str, ...], all_: bool) -> None:
+    """Delete slices (their tasks are retried elsewhere)."""
+    if not slice_ids and not all_:
+        raise click.UsageError("name the slices to terminate, or pass --all")
+    client = _controller_client(ctx)
+    try:
+        for slice_id in client.terminate_slices(list(slice_ids), all_slices=all_):
+            click.echo(f"terminated {slice_id}")
+    finally:
+        client.close()
+
+
+@cluster_group.group("controller")
+def controller_group() -> None:
+    """The controller process itself."""
+
+
+@controller_group.command("run-local")
+@click.option("--fresh", is_flag=True, help="Ignore saved state.")
+@click.pass_context
+def controller_run_local(ctx: click.Context, fresh: bool) -> None:
+    """Run this config's controller in the foreground on this machine (Ctrl-C stops it; slices keep running)."""
+    import attrs
+
+    from iris.cluster.controller.main import run_forever
+
+    config = _config(ctx, local=True)
+    sys.exit(run_forever(attrs.evolve(config), fresh=fresh))

@@ -1,0 +1,152 @@
+"""Long-lived clusters for ``iris cluster start|stop|restart|status``.
+
+``start`` runs the controller as a background process (``python -m iris.cluster.controller.main
+serve``) that outlives the command, with its state, log, pid and URL in the state directory.
+``stop`` stops it and then deletes every slice the provider reports under this cluster's label,
+whether or not the controller's state still knows about them. ``status`` compares the two.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from iris.config import ClusterConfig, config_to_dict
+from iris.errors import IrisError
+from iris.plugin.records import ProviderContext
+from iris.plugin.registry import PluginRegistry, get_registry
+
+
+def state_dir_for(config: ClusterConfig) -> Path:
+    return Path(config.controller.state_dir or Path.home() / ".iris" / config.name).expanduser()
+
+
+def cluster_labels(config: ClusterConfig) -> dict[str, str]:
+    return {f"{config.label_prefix}.cluster": config.name}
+
+
+@attrs.frozen
+class ControllerProcessInfo:
+    pid: int
+    url: str
+    state_dir: Path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
+    """The controller process started for this config, if it is alive."""
+    state_dir = state_dir_for(config)
+    try:
+        pid = int((state_dir / "controller.pid").read_text())
+        url = (state_dir / "controller.url").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    if not _pid_alive(pid):
+        return None
+    return ControllerProcessInfo(pid, url, state_dir)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float = 60.0) -> ControllerProcessInfo:
+    """Start the controller process for ``config`` (if not already running) and wait for its URL."""
+    import yaml
+
+    get_registry().vm_manager(config.provider.type)  # an unknown provider fails here
+    existing = running_controller(config)
+    if existing is not None:
+        return existing
+    state_dir = state_dir_for(config)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port_file = state_dir / "controller.port"
+    port = config.controller.port
+    if port == 0:  # keep one port across restarts: workers reconnect to the address they know
+        port = int(port_file.read_text()) if port_file.exists() else _free_port(config.controller.host)
+    port_file.write_text(str(port))
+    config = attrs.evolve(config, controller=attrs.evolve(config.controller, port=port, state_dir=str(state_dir)))
+    config_path = state_dir / "cluster.yaml"
+    config_path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    url_file = state_dir / "controller.url"
+    url_file.unlink(missing_ok=True)
+    log = open(state_dir / "controller.log", "ab")
+    command = [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--config", str(config_path)]
+    if fresh:
+        command.append("--fresh")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    (state_dir / "controller.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if url_file.exists():
+            return ControllerProcessInfo(proc.pid, url_file.read_text().strip(), state_dir)
+        if proc.poll() is not None:
+            tail = (state_dir / "controller.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise IrisError(f"the controller exited with code {proc.returncode} while starting: {' | '.join(tail)}")
+        time.sleep(0.05)
+    proc.terminate()
+    raise IrisError(f"the controller did not start within {timeout:.0f}s; see {state_dir / 'controller.log'}")
+
+
+def stop_controller(config: ClusterConfig, timeout: float = 30.0) -> bool:
+    """SIGTERM the controller process (its slices keep running); True if one was running."""
+    info = running_controller(config)
+    if info is None:
+        return False
+    os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(info.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_alive(info.pid):
+        os.kill(info.pid, signal.SIGKILL)
+    return True
+
+
+def open_vm_manager(config: ClusterConfig, registry: PluginRegistry | None = None, address: str = "") -> Any:
+    """The provider's VmManager for this config, as the controller builds it."""
+    registry = registry or get_registry()
+    provider = registry.vm_manager(config.provider.type)
+    options = {"runtime": config.worker.runtime or provider.default_runtime, **attrs.asdict(config.provider)}
+    context = ProviderContext(
+        controller_address=address,
+        state_dir=state_dir_for(config),
+        label_prefix=config.label_prefix,
+        options=options,
+        registry=registry,
+    )
+    return provider.factory(context)
+
+
+def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
+    """Stop the controller, then delete every slice labelled with this cluster. Returns
+    (whether a controller was running, the slice ids deleted)."""
+    was_running = stop_controller(config)
+    manager = open_vm_manager(config)
+    deleted = []
+    try:
+        for info in manager.list_slices(cluster_labels(config)):
+            manager.delete_slice(info.slice_id)
+            deleted.append(info.slice_id)
+    finally:
+        manager.close()
+    for name in ("controller.pid", "controller.url"):
+        (state_dir_for(config) / name).unlink(missing_ok=True)
+    return was_running, deleted
