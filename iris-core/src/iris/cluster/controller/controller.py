@@ -183,6 +183,7 @@ class Controller:
                 last_seen=now,
                 version=doc["version"] + 1,
                 lost=doc["lost"],
+                awaiting_reconnect=True,
             )
         pending: list[Task] = []
         for job in store.load_jobs():
@@ -524,6 +525,10 @@ class Controller:
                 )
                 self._schedule_locked()
             worker.last_seen = now
+            if worker.awaiting_reconnect:  # back after a controller restart: schedulable again
+                worker.awaiting_reconnect = False
+                self._placement = None
+                self._schedule_locked()
             acks, news = self._apply_observed_locked(worker, observed)
             if news:
                 self._schedule_locked()

@@ -119,6 +119,8 @@ class WorkerRecord:
     used_memory: int = 0
     version: int = 1
     lost: bool = False
+    # restored from the database: gets no new work until it reconciles again
+    awaiting_reconnect: bool = False
     # (task_id, attempt_id) -> (task, attempt) for every attempt placed here and not yet done
     attempts: dict[tuple[str, int], tuple[Task, Attempt]] = attrs.field(factory=dict)
 
@@ -133,6 +135,7 @@ class WorkerRecord:
     def fits(self, resources: ResourceSpec) -> bool:
         return (
             not self.lost
+            and not self.awaiting_reconnect
             and self.has_device(resources)
             and self.cpu - self.used_cpu >= resources.cpu - 1e-9
             and self.memory_bytes - self.used_memory >= resources.memory

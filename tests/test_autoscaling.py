@@ -1,0 +1,185 @@
+"""The autoscaler and cluster lifecycle end to end on the local provider (issue 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iris.client import IrisClient
+from iris.cluster.manager import ClusterManager
+from iris.cluster.types import Entrypoint, JobState, ResourceSpec
+from iris.config import parse_config
+from iris.plugin import VmManagerPlugin, hookimpl
+from iris.plugin.protocols import QuotaExceeded
+from iris.plugin.registry import PluginRegistry
+from iris.testing import wait_until
+
+SMALL = ResourceSpec(cpu=0.1, memory="16MB")
+FAST = {"evaluation_interval_seconds": 0.1, "idle_threshold_seconds": 1.0, "scale_down_cooldown_seconds": 0.0,
+        "backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0, "quota_hold_seconds": 1.0}
+
+
+def slices(client: IrisClient) -> dict[str, list[str]]:
+    return {g["name"]: [s["slice_id"] for s in g["slices"]] for g in client.autoscaler_status()}
+
+
+def test_min_zero_group_gets_a_slice_for_a_job_then_loses_it_when_idle() -> None:
+    config = parse_config(
+        {"provider": {"type": "local"}, "autoscaler": FAST, "scale_groups": {"burst": {"min_slices": 0, "max_slices": 1, "cpu": 1, "memory": "1GB"}}}
+    )
+    with IrisClient.local(config) as client:
+        assert slices(client) == {"burst": []}
+        job = client.submit(entrypoint=Entrypoint.from_command("echo", "scaled"), resources=SMALL)
+        assert job.wait(timeout=60).state is JobState.SUCCEEDED
+        assert [ln.data for ln in job.logs()] == ["scaled"]
+        assert job.status().tasks[0].attempts[0].worker_id.startswith("iris-burst-")
+        assert wait_until(lambda: slices(client) == {"burst": []}, timeout=30)
+
+
+def test_pending_task_says_it_waits_for_the_autoscaler() -> None:
+    config = parse_config(
+        {"provider": {"type": "local"}, "autoscaler": {**FAST, "scale_up_cooldown_seconds": 600},
+         "scale_groups": {"g": {"min_slices": 0, "max_slices": 1, "cpu": 1, "memory": "1GB"}}}
+    )
+    with IrisClient.local(config) as client:
+        client.create_slice("g")  # the cooldown now holds further scale-up
+        assert wait_until(lambda: len(client.list_workers()) == 1, timeout=30)
+        first = client.submit(entrypoint=Entrypoint.from_command("sleep", "30"), resources=ResourceSpec(cpu=1, memory="64MB"))
+        second = client.submit(entrypoint=Entrypoint.from_command("true"), resources=ResourceSpec(cpu=1, memory="64MB"))
+        assert wait_until(lambda: "scale group g" in second.status().tasks[0].pending_reason, timeout=30)
+        first.kill()
+        second.kill()
+
+
+def test_gang_of_four_waits_for_one_four_vm_slice_not_four_single_slices(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "provider": {"type": "local"},
+            "autoscaler": FAST,
+            "scale_groups": {
+                "single": {"min_slices": 0, "max_slices": 4, "vms_per_slice": 1, "cpu": 1, "memory": "1GB", "priority": 10},
+                "quad": {"min_slices": 0, "max_slices": 1, "vms_per_slice": 4, "cpu": 1, "memory": "1GB"},
+            },
+        }
+    )
+    with IrisClient.local(config) as client:
+        job = client.submit(entrypoint=Entrypoint.from_command("sh", "-c", "echo $IRIS_WORKER_ID"), replicas=4, coscheduling="slice", resources=SMALL)
+        status = job.wait(timeout=60)
+        assert status.state is JobState.SUCCEEDED
+        workers = sorted(a.worker_id for t in status.tasks for a in t.attempts)
+        assert len(workers) == 4 and len({w.rsplit("-", 1)[0] for w in workers}) == 1  # one slice
+        assert workers[0].startswith("iris-quad-")
+        assert slices(client)["single"] == []
+
+
+class FlakyLocal:
+    """The local provider, but its first creates fail (or hit quota): a plugin registered in a test."""
+
+    def __init__(self, failures: int, quota: bool):
+        self.failures = failures
+        self.quota = quota
+        self.attempts = 0
+
+    @hookimpl
+    def iris_register_vm_managers(self, register: Any) -> None:
+        from iris_local.vm_manager import LocalVmManager
+
+        outer = self
+
+        class Manager(LocalVmManager):
+            def create_slice(self, request):  # type: ignore[no-untyped-def]
+                outer.attempts += 1
+                if outer.attempts <= outer.failures:
+                    raise QuotaExceeded("quota: TPUS_PER_PROJECT exceeded") if outer.quota else RuntimeError("boot failed")
+                return super().create_slice(request)
+
+        register(VmManagerPlugin(name="flaky", factory=Manager))
+
+
+@pytest.mark.parametrize(("quota", "expected_state"), [(False, "BACKOFF"), (True, "QUOTA_EXCEEDED")])
+def test_failing_creates_back_off_or_hold_then_succeed(quota: bool, expected_state: str, tmp_path: Path) -> None:
+    plugin = FlakyLocal(failures=2, quota=quota)
+    registry = PluginRegistry()
+    registry.register(plugin, name="flaky-test")
+    config = parse_config(
+        {
+            "provider": {"type": "flaky"},
+            "controller": {"state_dir": str(tmp_path / "state")},
+            "autoscaler": FAST,
+            "scale_groups": {"g": {"min_slices": 0, "max_slices": 1, "cpu": 1, "memory": "1GB"}},
+        }
+    )
+    manager = ClusterManager(config, registry=registry)
+    url = manager.start()
+    client = IrisClient.remote(url)
+    try:
+        job = client.submit(entrypoint=Entrypoint.from_command("true"), resources=SMALL)
+        assert wait_until(lambda: client.autoscaler_status()[0]["state"] == expected_state, timeout=30)
+        assert job.wait(timeout=60).state is JobState.SUCCEEDED
+        assert plugin.attempts == 3
+    finally:
+        client.close()
+        manager.stop()
+
+
+def iris_cmd(*args: str, home: Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("IRIS_CONTROLLER_ADDRESS", None)
+    return subprocess.run([str(Path(sys.executable).parent / "iris"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+EU_WEST4 = Path(__file__).resolve().parents[1] / "docs" / "examples" / "eu-west4.yaml"
+
+
+def test_gcp_shaped_config_runs_a_tpu_job_locally_and_stop_removes_every_slice(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    try:
+        started = iris_cmd("cluster", "--config", str(EU_WEST4), "start", "--local", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        ran = iris_cmd(
+            "--config", str(EU_WEST4), "run", "--tpu", "v5litepod-16", "--cpu", "0.2", "--memory", "64MB", "--",
+            "sh", "-c", "echo host $IRIS_TASK_INDEX", home=home, cwd=tmp_path,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert sorted(ran.stdout.splitlines()) == [f"[{i}] host {i}" for i in range(4)]
+        status = iris_cmd("cluster", "--config", str(EU_WEST4), "status", "--local", "--json", home=home, cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["controller"]["healthy"]
+        tpu_slices = [s for s in report["slices"] if s["scale_group"] == "tpu_v5e_16"]
+        assert len(tpu_slices) == 1 and tpu_slices[0]["vms"] == 4
+        assert not any(s["unknown_to_controller"] for s in report["slices"])
+    finally:
+        # the controller's database is deleted first: stop must still find and remove the slices
+        state = home / ".iris" / "iris-local"
+        for name in ("controller.db", "controller.db-wal", "controller.db-shm"):
+            (state / name).unlink(missing_ok=True)
+        stopped = iris_cmd("cluster", "--config", str(EU_WEST4), "stop", "--local", home=home, cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "deleted 1 slice(s)" in stopped.stderr
+    after = iris_cmd("cluster", "--config", str(EU_WEST4), "status", "--local", "--json", home=home, cwd=tmp_path)
+    assert json.loads(after.stdout) == {"cluster": "iris", "provider": "local", "controller": None, "slices": []}
+
+
+def test_status_flags_a_slice_the_controller_does_not_know(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("name: flagtest\nprovider: {type: local, options: {worker_mode: process}}\nscale_groups:\n  g: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n")
+    try:
+        assert iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path).returncode == 0
+        # stop only the controller and start it on an empty state: the slice is still there
+        assert iris_cmd("cluster", "--config", str(config), "restart", home=home, cwd=tmp_path).returncode == 0
+        plain = iris_cmd("cluster", "--config", str(config), "status", home=home, cwd=tmp_path)
+        assert plain.returncode == 0, plain.stderr
+        assert "slice iris-g-0" in plain.stdout
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
