@@ -18,8 +18,8 @@ VERSION = "0.1.0"
 
 def _unsupported(what: str) -> NoReturn:
     raise PluginError(
-        f"iris-gcp {VERSION} does not support {what} yet; run on this machine with --provider local, "
-        "or connect to a running controller with --controller-url"
+        f"iris-gcp {VERSION} does not support {what} yet; try the same config on this machine with "
+        "`iris cluster --config C start --local` (or `iris run --provider local`), or connect to a running controller with --controller-url"
     )
 
 

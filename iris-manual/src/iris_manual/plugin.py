@@ -17,8 +17,9 @@ VERSION = "0.1.0"
 
 def _vm_manager(context: Any) -> Any:
     raise PluginError(
-        f"iris-manual {VERSION} does not support bootstrapping hosts over SSH yet; run on this machine "
-        "with --provider local, or connect to a running controller with --controller-url"
+        f"iris-manual {VERSION} does not support bootstrapping hosts over SSH yet; try the same config "
+        "on this machine with `iris cluster --config C start --local` (or `iris run --provider local`), or connect to a "
+        "running controller with --controller-url"
     )
 
 

@@ -71,10 +71,10 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
     """Start the controller process for ``config`` (if not already running) and wait for its URL."""
     import yaml
 
-    get_registry().vm_manager(config.provider.type)  # an unknown provider fails here
     existing = running_controller(config)
     if existing is not None:
         return existing
+    open_vm_manager(config).close()  # an unknown or unusable provider fails here, before any process starts
     state_dir = state_dir_for(config)
     state_dir.mkdir(parents=True, exist_ok=True)
     port_file = state_dir / "controller.port"
