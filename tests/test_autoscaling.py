@@ -183,3 +183,55 @@ def test_status_flags_a_slice_the_controller_does_not_know(tmp_path: Path) -> No
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_slice_create_and_terminate_through_the_cli(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("name: slicetest\nprovider: {type: local, options: {worker_mode: process}}\nscale_groups:\n  g: {min_slices: 0, max_slices: 2, cpu: 1, memory: 1GB}\n")
+    try:
+        assert iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path).returncode == 0
+        created = iris_cmd("cluster", "--config", str(config), "slice", "create", "--scale-group", "g", home=home, cwd=tmp_path)
+        assert created.returncode == 0, created.stderr
+        slice_id = created.stdout.strip()
+        assert slice_id == "iris-g-0"
+        listed = iris_cmd("cluster", "--config", str(config), "slice", "list", "--json", home=home, cwd=tmp_path)
+        assert [s["slice_id"] for s in json.loads(listed.stdout)] == [slice_id]
+        unknown = iris_cmd("cluster", "--config", str(config), "slice", "create", "--scale-group", "nope", home=home, cwd=tmp_path)
+        assert unknown.returncode != 0 and "unknown scale group 'nope'; choose one of: g" in unknown.stderr
+        gone = iris_cmd("cluster", "--config", str(config), "slice", "terminate", slice_id, home=home, cwd=tmp_path)
+        assert gone.returncode == 0, gone.stderr
+        assert gone.stdout.strip() == f"terminated {slice_id}"
+        listed = iris_cmd("cluster", "--config", str(config), "slice", "list", "--json", home=home, cwd=tmp_path)
+        assert json.loads(listed.stdout) == []
+    finally:
+        iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+
+
+def test_controller_run_local_serves_until_interrupted(tmp_path: Path) -> None:
+    import signal
+
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("name: fg\nprovider: {type: local}\nscale_groups:\n  g: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n")
+    env = {**os.environ, "HOME": str(home)}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "iris"), "cluster", "--config", str(config), "controller", "run-local"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        url_file = home / ".iris" / "fg-local" / "controller.url"
+        assert wait_until(url_file.exists, timeout=60)
+        with IrisClient.remote(url_file.read_text().strip()) as client:
+            job = client.submit(entrypoint=Entrypoint.from_command("echo", "fg"), resources=SMALL)
+            assert job.wait(timeout=60).succeeded
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert "serving at" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -157,3 +157,18 @@ def test_help_does_not_import_grpc_or_google(iris, workspace: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_run_streams_child_job_output_into_the_parent_stream(iris, workspace: Path) -> None:
+    (workspace / "parent.py").write_text(
+        "from iris.client import IrisClient\n"
+        "from iris.cluster.types import Entrypoint\n"
+        "print('parent up', flush=True)\n"
+        "job = IrisClient.from_env().submit(name='kid', entrypoint=Entrypoint.from_command('echo', 'hello from the child'))\n"
+        "print('child', job.wait(timeout=60).state.value, flush=True)\n"
+    )
+    result = iris("run", "--provider", "local", "--", "python", "parent.py", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["parent up", "[kid/0] hello from the child", "child SUCCEEDED"]
+    quiet = iris("run", "--provider", "local", "--no-include-children-logs", "--", "python", "parent.py", cwd=workspace)
+    assert quiet.stdout.splitlines() == ["parent up", "child SUCCEEDED"]

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,57 @@ def _adopt_scenario(controller: ControllerProcess, tmp_path: Path) -> None:
             restarted.wait(timeout=30)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"this is not a database at all" * 100, "is unreadable (file is not a database); it may be corrupt"),
+        (None, "has schema version 99, newer than this controller understands"),
+    ],
+)
+def test_controller_refuses_corrupt_or_too_new_database_and_touches_nothing(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    import hashlib
+    import sqlite3
+
+    state = tmp_path / "state"
+    state.mkdir()
+    db = state / "controller.db"
+    if content is None:
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TABLE future (x)")
+        conn.execute("PRAGMA user_version=99")
+        conn.commit()
+        conn.close()
+    else:
+        db.write_bytes(content)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    result = subprocess.run(
+        [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--state-dir", str(state), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in state.iterdir()) == ["controller.db"]
+
+
+def test_controller_fresh_moves_saved_state_aside(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "controller.db").write_bytes(b"garbage" * 100)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--state-dir", str(state), "--port", "0", "--fresh"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: (state / "controller.url").exists(), timeout=60)
+        assert any(p.name.startswith("controller.db.") and p.name.endswith(".old") for p in state.iterdir())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
