@@ -235,3 +235,6 @@ def test_controller_run_local_serves_until_interrupted(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        # run-local leaves its slices running for a restart, as documented: remove them
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
+        assert "deleted 1 slice(s)" in stopped.stderr, stopped.stderr
