@@ -10,13 +10,16 @@ to 2 s. They run every attempt the controller wants (reported RUNNING); attempts
 ``done-*`` finish at once (SUCCEEDED, one log line).
 
 Set-up: ``--finished`` jobs that run to completion and ``--running`` jobs that keep running
-(1 cpu each, constrained to the simulated workers). Then ``--runs`` times: SIGKILL the
-controller, start it again on the same port and state directory, and measure
+(1 cpu each, constrained to the simulated workers) are launched, then the workers start and run
+them. Then ``--runs`` times: SIGKILL the controller, start it again on the same port and state
+directory, and measure
 
     recovery = last worker's first successful Reconcile sent after the restart - process spawn
 
 Also printed: the time until the new process prints that it serves, and a check that every
-running attempt is still running on its worker afterwards (none lost or retried).
+running attempt is still running on its worker afterwards (none lost or retried). Note: the
+controller serves RPCs from 64 threads and a long-poll holds one for up to ``wait_seconds``, so
+with more workers than that, requests queue behind long-polls (see benchmarks/README.md).
 
     uv run python benchmarks/restart_recovery.py [--runs 3] [--workers 200] [--finished 1000] [--running 200]
 """
@@ -73,6 +76,7 @@ class SimulatedWorker:
         self.finished = 0  # attempts the controller acknowledged as done
         self.mark = float("inf")  # count successes of requests sent after this instant
         self.first_ok: float | None = None
+        self.first_rtt = 0.0  # how long the controller took to answer that request
         self._thread = threading.Thread(target=self._run, name=f"sim-{index}", daemon=True)
 
     def start(self) -> None:
@@ -123,7 +127,7 @@ class SimulatedWorker:
             now = time.monotonic()
             with self._lock:
                 if self.first_ok is None and sent > self.mark:
-                    self.first_ok = now
+                    self.first_ok, self.first_rtt = now, now - sent
                 self.version = response.version
                 desired = {(d.task_id, d.attempt_id) for d in response.attempts}
                 for key in desired - self.attempts.keys():
@@ -151,7 +155,9 @@ class ControllerProcess:
         self.serving_at = None
         log = open(self._log, "a")
         started = time.monotonic()
-        self.proc = subprocess.Popen(self._argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            self._argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, preexec_fn=_die_with_parent
+        )
         log.close()
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         return started
@@ -176,6 +182,16 @@ class ControllerProcess:
 
     def log_tail(self) -> str:
         return "\n".join(self._log.read_text().splitlines()[-20:]) if self._log.exists() else ""
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL it if this benchmark dies first (Linux), so no controller outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port() -> int:
@@ -216,6 +232,7 @@ def main() -> int:
     parser.add_argument("--wait-seconds", type=float, default=2.0, help="the workers' long-poll (default 2, the worker's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up (finally) when terminated
 
     print(machine_line())
     print(
@@ -231,10 +248,11 @@ def main() -> int:
     try:
         controller.spawn()
         wait_for(lambda: controller.serving_at is not None, 60, "the controller to serve")
+        # Launched before the workers start: once more than the controller's RPC threads (64)
+        # are held by long-polls, every other call waits for one of them to return.
+        launch(address, args.finished, args.running)
         for sim in sims:
             sim.start()
-        wait_for(lambda: all(s.version for s in sims), 60, "every worker to register")
-        launch(address, args.finished, args.running)
         wait_for(
             lambda: sum(s.finished for s in sims) >= args.finished and sum(s.running() for s in sims) >= args.running,
             300, "the finished jobs to finish and the running ones to run",
@@ -256,9 +274,11 @@ def main() -> int:
             medians.append(statistics.median(firsts))
             ready.append((controller.serving_at or float("nan")) - spawned)
             still = sum(s.running() for s in sims)
+            held = sum(1 for s in sims if s.first_rtt >= 1.0)
             print(
                 f"restart {run + 1}: serving after {ready[-1]:.2f} s; workers reconciled after median "
-                f"{medians[-1]:.2f} s, p90 {percentile(firsts, 90):.2f} s, all after {recoveries[-1]:.2f} s; "
+                f"{medians[-1]:.2f} s, p90 {percentile(firsts, 90):.2f} s, all after {recoveries[-1]:.2f} s "
+                f"({held} first answers took >= 1 s: held as a long-poll or queued); "
                 f"{still} of {args.running} attempts still running; {load_line()}"
             )
             if still != args.running:

@@ -91,6 +91,23 @@ def test_placement_joined_worker_extends_candidates_in_worker_order() -> None:
     assert index.first_fit(shape) is workers[3]
 
 
+def test_placement_restored_worker_reconnecting_counts_as_room() -> None:
+    workers = [worker(0, cpu=1), worker(1, cpu=1)]
+    workers[0].awaiting_reconnect = True  # loaded from the database, not back yet
+    index = PlacementIndex(no_reason)
+    index.sync(workers, pending=1)
+    shape = index.shape(spec(cpu=1))
+    chosen = index.first_fit(shape)
+    assert chosen is workers[1]
+    take(chosen, shape.spec)
+    index.placed_on(chosen)
+    assert index.first_fit(shape) is None
+    index.settle()
+    workers[0].awaiting_reconnect = False
+    index.sync(workers, pending=1)
+    assert index.first_fit(shape) is workers[0]
+
+
 def test_placement_discover_returns_only_tasks_queued_since_last_look() -> None:
     index = PlacementIndex(no_reason)
     pending: OrderedDict[str, Task] = OrderedDict()
@@ -123,6 +140,9 @@ def test_placement_first_fit_random_changes_match_naive_first_fit(seed: int) -> 
             if rng.random() < 0.3:
                 attributes["device"] = "gpu"
             workers.append(worker(len(workers), cpu=rng.choice([2, 4]), memory=rng.choice([4, 16]) * GB, **attributes))
+            workers[-1].awaiting_reconnect = rng.random() < 0.2
+        elif op < 0.15:
+            rng.choice(workers).awaiting_reconnect = False  # a restored worker reconnected
         elif op < 0.25:
             w = rng.choice(workers)  # an attempt ended: capacity comes back
             w.used_cpu = max(0.0, w.used_cpu - rng.choice([0.5, 1, 2]))
@@ -232,7 +252,8 @@ def observable(controller: Controller) -> tuple[object, ...]:
         )
         for j in controller.list_jobs()
     ]
-    workers = [(w.worker_id, w.used_cpu, w.used_memory, w.lost, w.version) for w in controller.list_workers()]
+    # versions start from a per-process base (fresh_version); placement is compared without them
+    workers = [(w.worker_id, w.used_cpu, w.used_memory, w.lost) for w in controller.list_workers()]
     return jobs, workers
 
 
@@ -245,7 +266,10 @@ class SimulatedWorker:
         self.version = 0
 
     def observed(self) -> list[ObservedAttempt]:
-        return [ObservedAttempt(t, a, s, exit_code=1 if s is TaskState.FAILED else 0, log_complete=s.is_terminal) for (t, a), s in self.attempts.items()]
+        return [
+            ObservedAttempt(t, a, s, exit_code=1 if s is TaskState.FAILED else 0, log_complete=s.is_terminal)
+            for (t, a), s in self.attempts.items()
+        ]
 
     def apply(self, result: object) -> None:
         self.version = result.version
@@ -285,6 +309,7 @@ def test_schedule_random_operations_match_reference_scheduler(seed: int) -> None
     real = Controller(clock=clock, worker_timeout=1e9)
     reference = ReferenceController(clock=clock, worker_timeout=1e9)
     sims: list[SimulatedWorker] = []
+    bases: dict[str, tuple[int, int]] = {}  # each controller's first version per worker
     launched: list[str] = []
 
     def both(call: str, *args: object, **kwargs: object) -> tuple[object, object]:
@@ -301,15 +326,19 @@ def test_schedule_random_operations_match_reference_scheduler(seed: int) -> None
             attributes = {"zone": rng.choice("ab"), "slice": f"s{i // 3}"}
             if rng.random() < 0.2:
                 attributes["device"] = "gpu"
-            sims.append(SimulatedWorker(WorkerIdentity(f"w{i}", cpu=rng.choice([2, 4]), memory_bytes=rng.choice([4, 16]) * GB, attributes=attributes)))
-            sim = sims[-1]
+            sim = SimulatedWorker(
+                WorkerIdentity(f"w{i}", cpu=rng.choice([2, 4]), memory_bytes=rng.choice([4, 16]) * GB, attributes=attributes)
+            )
+            sims.append(sim)
             a, b = both("reconcile", sim.identity, [], 0, wait=0)
+            bases[sim.identity.worker_id] = (a.version, b.version)
             sim.apply(a)
         elif op < 0.7:
             sim = rng.choice(sims)
             a, b = both("reconcile", sim.identity, sim.observed(), sim.version, wait=0)
-            assert (a.version, [(d.task_id, d.attempt_id) for d in a.desired], a.acks) == (
-                b.version, [(d.task_id, d.attempt_id) for d in b.desired], b.acks)
+            base_a, base_b = bases[sim.identity.worker_id]
+            assert (a.version - base_a, [(d.task_id, d.attempt_id) for d in a.desired], a.acks) == (
+                b.version - base_b, [(d.task_id, d.attempt_id) for d in b.desired], b.acks)
             sim.apply(a)
         elif op < 0.85:
             sim = rng.choice(sims)
@@ -366,8 +395,9 @@ def test_schedule_many_waiting_tasks_keep_reasons_while_new_ones_place() -> None
     controller = Controller()
     register(controller, 0, cpu=1, zone="a")
     register(controller, 1, cpu=1, zone="b")
-    waiting = [launch(controller, f"a{i}", resources=ResourceSpec(cpu=1, memory=GB), constraints=(Constraint("zone", Op.EQ, ("a",)),)) for i in range(50)]
-    later = launch(controller, "b0", resources=ResourceSpec(cpu=1, memory=GB), constraints=(Constraint("zone", Op.EQ, ("b",)),))
+    in_a, in_b = (Constraint("zone", Op.EQ, ("a",)),), (Constraint("zone", Op.EQ, ("b",)),)
+    waiting = [launch(controller, f"a{i}", resources=ResourceSpec(cpu=1, memory=GB), constraints=in_a) for i in range(50)]
+    later = launch(controller, "b0", resources=ResourceSpec(cpu=1, memory=GB), constraints=in_b)
     assert waiting[0].tasks[0].state is TaskState.ASSIGNED
     assert all(j.tasks[0].pending_reason == ALL_BUSY for j in waiting[1:])
     assert later.tasks[0].state is TaskState.ASSIGNED
@@ -385,7 +415,8 @@ def test_schedule_gang_waits_for_room_then_starts_whole() -> None:
     register(controller, 1, cpu=1, slice="s0")
     blocker = launch(controller, "blocker", resources=ResourceSpec(cpu=1, memory=GB))
     gang = launch(controller, "gang", resources=ResourceSpec(cpu=1, memory=GB), replicas=2, coschedule_by="slice")
-    assert [t.pending_reason for t in gang.tasks] == ["waiting for gang peers: needs 2 workers sharing slice with room, at most 1 free together"] * 2
+    reason = "waiting for gang peers: needs 2 workers sharing slice with room, at most 1 free together"
+    assert [t.pending_reason for t in gang.tasks] == [reason, reason]
     finish(controller, "w0", blocker, cpu=1)
     assert sorted(t.current.worker_id for t in gang.tasks) == ["w0", "w1"]
 

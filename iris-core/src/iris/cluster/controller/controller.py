@@ -29,7 +29,7 @@ from iris.cluster.controller.transitions import (
     job_exit_code,
     task_after_attempt,
 )
-from iris.cluster.types import JobState, ResourceSpec, TaskState, format_memory
+from iris.cluster.types import JobState, TaskState, format_memory
 from iris.errors import IrisError, JobNotFound
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,12 @@ class ReconcileResult:
     version: int
     desired: list[DesiredAttempt]
     acks: list[AttemptAck]
+
+
+def fresh_version() -> int:
+    """A desired-set version no earlier controller process can have handed out (microseconds
+    since the epoch: versions grow by far less than one per microsecond)."""
+    return time.time_ns() // 1000
 
 
 def encode_cursor(positions: dict[str, int]) -> str:
@@ -181,7 +187,7 @@ class Controller:
                 memory_bytes=doc["memory_bytes"],
                 attributes=doc["attributes"],
                 last_seen=now,
-                version=doc["version"] + 1,
+                version=fresh_version(),  # assignments bump it unsaved: never reuse a number
                 lost=doc["lost"],
                 awaiting_reconnect=True,
             )
@@ -516,7 +522,7 @@ class Controller:
                     memory_bytes=identity.memory_bytes,
                     attributes=dict(identity.attributes),
                     last_seen=now,
-                    version=(worker.version + 1) if worker else 1,
+                    version=(worker.version + 1) if worker else fresh_version(),
                 )
                 self._workers[identity.worker_id] = worker
                 self._touched_workers.add(worker.worker_id)
@@ -527,7 +533,6 @@ class Controller:
             worker.last_seen = now
             if worker.awaiting_reconnect:  # back after a controller restart: schedulable again
                 worker.awaiting_reconnect = False
-                self._placement = None
                 self._schedule_locked()
             acks, news = self._apply_observed_locked(worker, observed)
             if news:
@@ -790,6 +795,7 @@ class Controller:
         index.forget(task.task_id)
 
     def _schedule_gang_locked(self, gang: Gang, index: PlacementIndex) -> None:
+        """Evaluate a gang at its turn: all its pending tasks leave the queue together, or none."""
         job = gang.job
         members = [t for t in job.tasks if t.task_id in self._pending]
         if job.kill_requested or job.state.is_terminal or not members:
@@ -799,7 +805,7 @@ class Controller:
             if len(members) + sum(1 for t in job.tasks if t.state.is_terminal) < len(job.tasks):
                 for t in members:
                     t.pending_reason = "waiting for gang peers to stop before restarting together"
-                gang.dirty = True  # peers stopping frees nothing this index would notice
+                gang.dirty = True  # peers stopping is not something the index watches: look again next pass
                 return
             placed = self._place_gang_locked(job, members, index)
         if placed:

@@ -9,13 +9,14 @@ Placement is first fit in worker order, tasks taken in submission order (see
   tasks, so first fit resumes at the cursor instead of rescanning full workers, and a shape whose
   cursor has reached the end places nothing more (its tasks wait, with one reason for them all).
 * The index outlives a pass. Each pass starts by comparing the workers with what it saw at the
-  end of the last one (one sweep over the workers). Free capacity that grew on a worker (an
-  attempt ended) moves back the cursors of the shapes that worker serves; workers that joined are
-  appended to the candidate lists; a worker lost or replaced rebuilds the index. Tasks queued since
-  the last pass are found at the end of the controller's pending queue (the controller only ever
-  appends to it). A pass then looks only at shapes that may place something and at gangs whose
-  candidates changed: a waiting task whose shape had no room and gained none keeps its reason
-  untouched, so a pass costs what changed, not the length of the queue.
+  end of the last one (one sweep over the workers). Room that grew on a worker (an attempt
+  ended; a worker restored from the database reconnected) moves back the cursors of the shapes
+  that worker serves; workers that joined are appended to the candidate lists; a worker lost or
+  replaced rebuilds the index. Tasks queued since the last pass are found at the end of the
+  controller's pending queue (the controller only ever appends to it). A pass then looks only at
+  shapes that may place something and at gangs whose candidates changed: a waiting task whose
+  shape had no room and gained none keeps its reason untouched, so a pass costs what changed,
+  not the length of the queue.
 
 Pending reasons of single tasks depend only on the shape and the set of workers, not on free
 capacity, so one string per shape serves all its waiting tasks; a gang's reason counts free
@@ -40,7 +41,8 @@ ALL_BUSY = "waiting for a worker with free capacity (all busy)"
 ClassKey = tuple  # (device kind, device variant, constraints)
 ShapeKey = tuple  # (ClassKey, cpu, memory)
 
-_USAGE = attrgetter("used_cpu", "used_memory", "lost")
+# What decides whether a worker has room: a change outside the scheduler moves first fit back.
+_USAGE = attrgetter("used_cpu", "used_memory", "lost", "awaiting_reconnect")
 
 # The reason tasks of a spec wait: (spec, live workers, candidates) -> text.
 ReasonFn = Callable[[JobSpec, list[WorkerRecord], list[WorkerRecord]], str]
@@ -97,10 +99,10 @@ class PlacementIndex:
         self._reason = reason
         self._reset([], [])
 
-    def _reset(self, seen: list[WorkerRecord], usage: list[tuple[float, int, bool]]) -> None:
+    def _reset(self, seen: list[WorkerRecord], usage: list[tuple[float, int, bool, bool]]) -> None:
         self.workers: list[WorkerRecord] = [w for w in seen if not w.lost]  # live, in worker order
         self._seen = seen  # every worker record at the last look, lost ones too
-        self._usage = usage  # their (used_cpu, used_memory, lost) then
+        self._usage = usage  # their _USAGE then
         self._slot = {w: i for i, w in enumerate(seen)}
         self._classes: dict[ClassKey, WorkerClass] = {}
         self._classes_of: dict[WorkerRecord, list[WorkerClass]] = {}
@@ -129,7 +131,7 @@ class PlacementIndex:
         ):
             self._reset(workers, usage)
             return
-        if usage[:n] != self._usage:
+        if usage[:n] != self._usage:  # freed capacity (an attempt ended, a worker reconnected), or lost
             changed = [i for i in range(n) if usage[i] != self._usage[i]]
             if any(usage[i][2] != self._usage[i][2] for i in changed):  # a worker was lost
                 self._reset(workers, usage)
@@ -142,7 +144,7 @@ class PlacementIndex:
         self._seen, self._usage = workers, usage
 
     def _capacity_changed(self, worker: WorkerRecord) -> None:
-        """Free capacity on ``worker`` changed outside the scheduler (an attempt ended there)."""
+        """Room on ``worker`` changed outside the scheduler (an attempt ended, it reconnected)."""
         for cls in self._classes_of.get(worker, ()):
             cls.stamp += 1
             position = cls.workers.index(worker)
@@ -154,6 +156,8 @@ class PlacementIndex:
 
     def _add(self, joined: list[WorkerRecord]) -> None:
         live = [w for w in joined if not w.lost]
+        if not live:
+            return
         self.workers.extend(live)
         for cls in self._classes.values():
             cls.stamp += 1  # every gang is evaluated again: its reason may name the worker set

@@ -330,7 +330,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 class ControllerServer:
     """The controller's gRPC server plus its periodic tick thread."""
 
-    def __init__(self, controller: Controller, bundle_store: Any, host: str = "127.0.0.1", port: int = 0, max_workers: int = 64):
+    def __init__(self, controller: Controller, bundle_store: Any, host: str = "127.0.0.1", port: int = 0, max_workers: int = 512):
+        """``max_workers`` bounds concurrent RPCs; every worker's long-poll holds one, so it must
+        exceed the number of workers plus clients."""
         self.controller = controller
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="iris-rpc"),
