@@ -184,7 +184,7 @@ class Worker:
                     continue
                 logger.warning("worker %s: reconcile failed: %s; retrying", self.worker_id, exc.details() or exc.code())
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, 0.5)  # a restarted controller is found within half a second
                 continue
             backoff = 0.05
             try:
