@@ -600,6 +600,9 @@ class TestBootingInMemoryVmManagerContract(VmManagerContract):
     def vm_manager(self) -> InMemoryVmManager:
         return InMemoryVmManager(boot_delay=3600)
 
+    def kill_slice(self, vm_manager: InMemoryVmManager, info: Any) -> None:
+        vm_manager.set_state(info.slice_id, SliceState.FAILED, "boot failed (injected)")
+
 
 def test_run_once_adopted_ready_slice_dying_is_replaced_without_backoff() -> None:
     clock = Clock()

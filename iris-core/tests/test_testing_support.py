@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import iris.testing
-from iris.plugin.protocols import SliceRequest, SliceState
+from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState
 from iris.testing import wait_until
 from iris.testing.contracts import BundleStoreContract, VmManagerContract
 from iris.testing.fakes import InMemoryBundleStore, InMemoryVmManager
@@ -28,6 +28,9 @@ class TestInMemoryVmManagerContract(VmManagerContract):
     @pytest.fixture
     def vm_manager(self) -> InMemoryVmManager:
         return InMemoryVmManager()
+
+    def kill_slice(self, vm_manager: InMemoryVmManager, info: SliceInfo) -> None:
+        vm_manager.set_state(info.slice_id, SliceState.PREEMPTED, "preempted (injected)")
 
 
 def test_wait_until_true_at_once_calls_predicate_once() -> None:

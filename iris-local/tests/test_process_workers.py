@@ -27,7 +27,7 @@ from iris.cluster.worker.main import READY_FILE
 from iris.cluster.worker.worker import LABEL_WORKER
 from iris.config import ClusterConfig, ControllerConfig, ProviderConfig
 from iris.errors import ConfigError
-from iris.plugin.protocols import SliceRequest, SliceState
+from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry
 from iris.testing import wait_until
@@ -149,6 +149,10 @@ class TestProcessModeLocalVmManagerContract(VmManagerContract):
         manager = make_manager(state_dir, local_controller)
         yield manager
         manager.close()
+
+    def kill_slice(self, vm_manager: LocalVmManager, info: SliceInfo) -> None:
+        for vm in info.vms:
+            os.kill(vm_manager.worker_pid(vm.vm_id), signal.SIGKILL)
 
 
 # --- worker processes -----------------------------------------------------------------------

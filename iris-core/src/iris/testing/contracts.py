@@ -44,6 +44,7 @@ from iris.plugin.protocols import (
     ContainerStatus,
     SliceInfo,
     SliceRequest,
+    SliceState,
     Tunnel,
     VmManager,
 )
@@ -502,6 +503,11 @@ class VmManagerContract:
             slice_id=slice_id, scale_group=self.scale_group, vm_count=self.vm_count, labels=dict(labels)
         )
 
+    def kill_slice(self, vm_manager: Any, info: SliceInfo) -> None:
+        """Make the slice's machines die behind the manager's back (a crash, a preemption), for
+        the failure-reporting test. Override it; the default skips that test."""
+        pytest.skip(f"{type(self).__name__} does not override kill_slice, so failure reporting is not tested")
+
     def create(self, vm_manager: Any, role: str = "a") -> SliceInfo:
         """Create a slice labelled for this test (and with ``role``); deleted afterwards."""
         slice_id = f"contract-{_token()}"
@@ -548,6 +554,18 @@ class VmManagerContract:
         assert described is not None
         assert described.slice_id == info.slice_id
         assert len(described.vms) == self.vm_count
+
+    def test_slice_whose_machines_die_is_reported_failed_with_an_error(self, vm_manager: Any) -> None:
+        info = self.create(vm_manager)
+        self.kill_slice(vm_manager, info)
+
+        def reported() -> bool:
+            found = vm_manager.describe_slice(info.slice_id)
+            return found is not None and found.state in (SliceState.FAILED, SliceState.PREEMPTED) and bool(found.error)
+
+        assert wait_until(reported, timeout=self.settle_timeout), vm_manager.describe_slice(info.slice_id)
+        listed = {s.slice_id: s for s in vm_manager.list_slices({self.label_key: self._run})}
+        assert listed[info.slice_id].state in (SliceState.FAILED, SliceState.PREEMPTED)
 
     def test_delete_slice_removes_it_and_deleting_again_is_not_an_error(self, vm_manager: Any) -> None:
         keep = self.create(vm_manager, role="keep")
