@@ -167,10 +167,11 @@ class Worker:
             future.add_done_callback(self._notify)
             with self._cv:
                 while not future.done() and not self._stop.is_set():
-                    self._cv.wait(LOG_POLL_SECONDS)
-                    # a long-poll is cut short by local news; a call that answers at once is awaited
-                    if request.wait_seconds and not future.done() and (self._local_news or self._has_new_output()):
+                    # a long-poll is cut short by local news (checked before each wait, so news that
+                    # came first is not slept on); a call that answers at once is awaited
+                    if request.wait_seconds and (self._local_news or self._has_new_output()):
                         break
+                    self._cv.wait(LOG_POLL_SECONDS)
             if not future.done():
                 future.cancel()
             if self._stop.is_set():
