@@ -135,13 +135,22 @@ class ClusterManager:
         return self._vm_manager
 
     def start(self) -> str:
-        """Start the controller and the initial slices; return the controller URL."""
+        """Start the controller and the initial slices; return the controller URL.
+
+        If anything fails (or is interrupted) on the way, what was started is stopped again."""
+        provider = self._registry.vm_manager(self._config.provider.type)  # fails early on an unknown provider
+        try:
+            return self._start(provider)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, provider: Any) -> str:
         from iris.cluster.controller.controller import Controller
         from iris.cluster.controller.service import ControllerServer
         from iris.cluster.controller.store import Store
 
         config = self._config
-        provider = self._registry.vm_manager(config.provider.type)  # fails early on an unknown provider
         state_dir = self._state_dir()
         db_path = state_dir / "controller.db"
         if self._fresh and db_path.exists():
@@ -159,20 +168,16 @@ class ClusterManager:
         )
         self._server = ControllerServer(controller, bundles, host=config.controller.host, port=config.controller.port)
         address = self._server.start()
-        try:
-            options = {"runtime": config.worker.runtime or provider.default_runtime, **attrs.asdict(config.provider)}
-            context = ProviderContext(
-                controller_address=address,
-                state_dir=state_dir,
-                label_prefix=config.label_prefix,
-                options=options,
-                registry=self._registry,
-            )
-            self._vm_manager = provider.factory(context)
-            self._start_autoscaler()
-        except BaseException:
-            self.stop()
-            raise
+        options = {"runtime": config.worker.runtime or provider.default_runtime, **attrs.asdict(config.provider)}
+        context = ProviderContext(
+            controller_address=address,
+            state_dir=state_dir,
+            label_prefix=config.label_prefix,
+            options=options,
+            registry=self._registry,
+        )
+        self._vm_manager = provider.factory(context)
+        self._start_autoscaler()
         return address
 
     def _state_dir(self) -> Path:
