@@ -53,7 +53,7 @@ def serve(state_dir: Path) -> int:
 
     bundles = get_registry().open_bundle_store(f"file://{state_dir / 'bundles'}")
     store = Store(state_dir / "controller.db")
-    server = ControllerServer(Controller(bundle_url=bundles.url_for, store=store), bundles, host="127.0.0.1", port=0)
+    server = ControllerServer(Controller(store=store), bundles, host="127.0.0.1", port=0)
     server.start()
     print(server.port, flush=True)
     sys.stdin.read()  # until the parent closes it (or dies)

@@ -16,7 +16,7 @@ from iris_local.bundle_store import FileBundleStore
 def local_controller(tmp_path: Path) -> Iterator[ControllerServer]:
     """A real controller (gRPC server and tick thread) on a free port, stopped afterwards."""
     bundles = FileBundleStore(f"file://{tmp_path / 'controller-bundles'}")
-    server = ControllerServer(Controller(bundle_url=bundles.url_for), bundles, port=0)
+    server = ControllerServer(Controller(), bundles, port=0)
     server.start()
     yield server
     server.stop()

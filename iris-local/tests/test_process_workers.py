@@ -97,7 +97,7 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
 def fast_controller(tmp_path: Path) -> Iterator[ControllerServer]:
     """A real controller that declares a silent worker lost after 2 seconds."""
     bundles = FileBundleStore(f"file://{tmp_path / 'controller-bundles'}")
-    server = ControllerServer(Controller(bundle_url=bundles.url_for, worker_timeout=2.0), bundles, port=0)
+    server = ControllerServer(Controller(worker_timeout=2.0), bundles, port=0)
     server.start()
     yield server
     server.stop()

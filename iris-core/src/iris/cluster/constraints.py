@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import attrs
 
@@ -133,6 +133,3 @@ def parse_constraint(text: str) -> Constraint:
         f"constraint {text!r} is not understood; use KEY=VALUE, KEY!=VALUE, KEY>=N (>, <, <=), KEY, !KEY or 'KEY in A,B'"
     )
 
-
-def all_match(constraints: Iterable[Constraint], attributes: Mapping[str, str]) -> bool:
-    return all(c.matches(attributes) for c in constraints)

@@ -8,7 +8,6 @@ long-polling calls (``wait_job``, ``get_logs``, ``reconcile``) wait on.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import re
@@ -121,14 +120,12 @@ class Controller:
     def __init__(
         self,
         *,
-        bundle_url: Callable[[str], str] = lambda bundle_id: "",
         clock: Callable[[], float] = time.time,
         worker_timeout: float = 60.0,
         store: Store | None = None,
     ):
         """With a ``store``, the controller starts from the state saved there and writes every
         change through to it before acknowledging it."""
-        self._bundle_url = bundle_url
         self._clock = clock
         self._worker_timeout = worker_timeout
         self._lock = threading.RLock()
@@ -1032,6 +1029,3 @@ class Controller:
                 self._commit_locked()
                 self._changed.notify_all()
 
-
-def bundle_id_for(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

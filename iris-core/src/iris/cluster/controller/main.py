@@ -22,7 +22,6 @@ from typing import Any
 def serve(args: argparse.Namespace) -> int:
     import attrs
 
-    from iris.cluster.manager import ClusterManager
     from iris.config import ClusterConfig, load_config
 
     config = load_config(args.config) if args.config else ClusterConfig()

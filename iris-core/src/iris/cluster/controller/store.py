@@ -188,9 +188,6 @@ class Store:
     def load_endpoints(self) -> list[Endpoint]:
         return [_conv.structure(json.loads(doc), Endpoint) for (doc,) in self._conn.execute("SELECT doc FROM endpoints")]
 
-    def bundle_count(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0]
-
 
 def _worker_doc(w: WorkerRecord) -> dict[str, Any]:
     return {

@@ -452,9 +452,3 @@ class Worker:
                 logger.exception("failed to remove container %s", attempt.handle.container_id)
         shutil.rmtree(attempt.directory, ignore_errors=True)
 
-    # --- introspection (tests, status) --------------------------------------------------
-
-    def attempt_keys(self) -> list[tuple[str, int]]:
-        with self._lock:
-            return sorted(self._attempts)
-
