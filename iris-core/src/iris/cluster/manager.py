@@ -25,7 +25,6 @@ import attrs
 
 from iris.config import ClusterConfig, ScaleGroupConfig
 from iris.errors import IrisError
-from iris.plugin.protocols import SliceRequest
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
 
