@@ -23,6 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from iris.plugin.protocols import ContainerSpec, ContainerStatus
+from iris.procfs import group_alive, group_members, group_rss, pid_start_time
+
+__all__ = ["ProcessHandle", "ProcessRuntime", "group_alive", "group_members", "group_rss"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,57 +34,6 @@ logger = logging.getLogger(__name__)
 # (a trap, unlike an ignored signal, is reset to the default in the exec'd task).
 WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f.tmp" && mv "$f.tmp" "$f"; exit $rc'
 MEMORY_POLL_SECONDS = 0.25
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _pid_start_time(pid: int) -> str | None:
-    """The process's start time (to tell it from a later process with the same pid); None if it
-    is gone or a zombie (ended but not reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes in the process group."""
-    members = []
-    with os.scandir("/proc") as entries:
-        pids = [e.name for e in entries if e.name.isdigit()]
-    for name in pids:
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(name))
-    return members
-
-
-def group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is in the process group."""
-    return bool(group_members(pgid))
-
-
-def group_rss(pgids: set[int]) -> dict[int, int]:
-    """Resident bytes per process group, for the given groups (one scan of /proc)."""
-    totals = dict.fromkeys(pgids, 0)
-    with os.scandir("/proc") as entries:
-        pids = [e.name for e in entries if e.name.isdigit()]
-    for name in pids:
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pgid = int(fields[2])
-        if pgid in totals:
-            totals[pgid] += int(fields[21]) * _PAGE_SIZE
-    return totals
-
 
 class ProcessHandle:
     def __init__(self, directory: Path, meta: dict, popen: subprocess.Popen | None = None):
@@ -115,7 +67,7 @@ class ProcessHandle:
     def _alive(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
-        return _pid_start_time(self._meta["pid"]) == self._meta.get("start_time")
+        return pid_start_time(self._meta["pid"]) == self._meta.get("start_time")
 
     def status(self) -> ContainerStatus:
         oom = (self._dir / "oom").exists()
@@ -236,7 +188,7 @@ class ProcessRuntime:
             "container_id": spec.container_id,
             "labels": dict(spec.labels),
             "pid": popen.pid,
-            "start_time": _pid_start_time(popen.pid),
+            "start_time": pid_start_time(popen.pid),
             "argv": list(spec.argv),
             "memory_bytes": spec.memory_bytes,
         }

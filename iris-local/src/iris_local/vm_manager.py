@@ -45,7 +45,7 @@ from iris.cluster.worker.worker import LABEL_WORKER, Worker
 from iris.errors import ConfigError, PluginError
 from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState, VmInfo
 from iris.plugin.records import ProviderContext
-from iris_local.process_runtime import _pid_start_time
+from iris.procfs import pid_start_time
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class WorkerProcess:
 
     @property
     def running(self) -> bool:
-        return self.start_time is not None and _pid_start_time(self.pid) == self.start_time
+        return self.start_time is not None and pid_start_time(self.pid) == self.start_time
 
     @property
     def ready(self) -> bool:
@@ -397,7 +397,7 @@ class LocalVmManager:
                 start_new_session=True,
             )  # fmt: skip
         self._children[child.pid] = child
-        return WorkerProcess(vm_id, child.pid, _pid_start_time(child.pid), str(work_dir), attributes)
+        return WorkerProcess(vm_id, child.pid, pid_start_time(child.pid), str(work_dir), attributes)
 
     def _delete_process_slice(self, slice_id: str) -> None:
         with self._lock:

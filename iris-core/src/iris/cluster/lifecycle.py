@@ -23,6 +23,7 @@ from iris.config import ClusterConfig, config_to_dict
 from iris.errors import IrisError
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
+from iris.procfs import pid_alive
 
 
 def state_dir_for(config: ClusterConfig) -> Path:
@@ -40,14 +41,6 @@ class ControllerProcessInfo:
     state_dir: Path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
     """The controller process started for this config, if it is alive."""
     state_dir = state_dir_for(config)
@@ -56,7 +49,7 @@ def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
         url = (state_dir / "controller.url").read_text().strip()
     except (OSError, ValueError):
         return None
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return None
     return ControllerProcessInfo(pid, url, state_dir)
 
@@ -113,9 +106,9 @@ def stop_controller(config: ClusterConfig, timeout: float = 30.0) -> bool:
         return False
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _pid_alive(info.pid) and time.monotonic() < deadline:
+    while pid_alive(info.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _pid_alive(info.pid):
+    if pid_alive(info.pid):
         os.kill(info.pid, signal.SIGKILL)
     return True
 
