@@ -193,7 +193,8 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
         )
     if opts["no_wait"]:
         raise click.UsageError(
-            "--no-wait needs a cluster that outlives this command; with --provider local the cluster stops when iris exits"
+            "--no-wait needs a cluster that outlives this command (--controller-url, or iris cluster --config C "
+            "start); with --provider local the in-process cluster stops when iris exits"
         )
     manager = ClusterManager(config)
     started = time.monotonic()
