@@ -248,6 +248,140 @@ def test_registry_plugin_whose_hook_raises_does_not_break_other_seams(make_plugi
     assert registry.names("vm_manager") == {"good": "iris-provider-good"}
 
 
+# --- hooks are called through pluggy, and hookimpls are validated ------------------------
+
+
+def test_registry_misspelled_hook_selected_by_name_raises_naming_plugin_and_function(make_plugin: MakePlugin) -> None:
+    typo = make_plugin(
+        "typo",
+        provider("typo")
+        + """
+    @hookimpl
+    def iris_register_tunnel(register):
+        register(TunnelPlugin(name="typo-tunnel", factory=dict))
+    """,
+        distribution="iris-typo",
+        version="0.2",
+    )
+    registry = PluginRegistry(plugins=[typo])
+    with pytest.raises(PluginError) as excinfo:
+        registry.vm_manager("typo")
+    assert str(excinfo.value) == (
+        "plugin 'typo' from iris-typo 0.2 is invalid: "
+        "iris_register_tunnel is not an Iris hook (did you mean iris_register_tunnels?)"
+    )
+
+
+def test_registry_misspelled_hook_is_reported_by_load_all_and_others_still_load(make_plugin: MakePlugin) -> None:
+    typo = make_plugin(
+        "typo",
+        provider("typo")
+        + """
+    @hookimpl
+    def iris_register_tunnel(register):
+        register(TunnelPlugin(name="typo-tunnel", factory=dict))
+    """,
+    )
+    registry = PluginRegistry(plugins=[typo, make_plugin("good", provider("good"))])
+    assert registry.names("vm_manager") == {"good": "iris-provider-good"}
+    assert "iris_register_tunnel is not an Iris hook" in registry.broken["typo"]
+    assert registry.names("tunnel") == {}
+
+
+def test_registry_unmarked_iris_function_selected_by_name_raises_naming_plugin_and_function(
+    make_plugin: MakePlugin,
+) -> None:
+    unmarked = make_plugin(
+        "unmarked",
+        provider("unmarked")
+        + """
+    def iris_register_tunnels(register):
+        register(TunnelPlugin(name="unmarked-tunnel", factory=dict))
+    """,
+        distribution="iris-unmarked",
+        version="3.0",
+    )
+    registry = PluginRegistry(plugins=[unmarked])
+    with pytest.raises(PluginError) as excinfo:
+        registry.vm_manager("unmarked")
+    assert str(excinfo.value) == (
+        "plugin 'unmarked' from iris-unmarked 3.0 is invalid: function iris_register_tunnels is not marked "
+        "@hookimpl (from iris.plugin import hookimpl)"
+    )
+
+
+def test_registry_unmarked_iris_function_is_reported_by_load_all_and_others_still_load(
+    make_plugin: MakePlugin,
+) -> None:
+    unmarked = make_plugin("unmarked", "def iris_register_vm_managers(register):\n    pass\n")
+    registry = PluginRegistry(plugins=[unmarked, make_plugin("good", provider("good"))])
+    assert registry.names("vm_manager") == {"good": "iris-provider-good"}
+    assert "function iris_register_vm_managers is not marked @hookimpl" in registry.broken["unmarked"]
+
+
+def test_registry_register_object_with_unmarked_or_misspelled_hooks_raises_naming_both() -> None:
+    class Sloppy:
+        def iris_register_tunnels(self, register):  # type: ignore[no-untyped-def]
+            register(TunnelPlugin(name="sloppy", factory=dict))
+
+        @hookimpl
+        def iris_register_vm_manager(self, register):  # type: ignore[no-untyped-def]
+            pass
+
+    registry = PluginRegistry(plugins=[])
+    with pytest.raises(PluginError) as excinfo:
+        registry.register(Sloppy(), name="sloppy", distribution="my-app")
+    message = str(excinfo.value)
+    assert message.startswith("plugin 'sloppy' from my-app is invalid: ")
+    assert "function iris_register_tunnels is not marked @hookimpl" in message
+    assert "iris_register_vm_manager is not an Iris hook (did you mean iris_register_vm_managers?)" in message
+    assert registry.names("tunnel") == {}
+    registry.register(type("Empty", (), {})(), name="sloppy")  # a rejected plugin does not keep its name
+
+
+def test_registry_hookimpl_taking_subset_of_arguments_is_called(make_plugin: MakePlugin) -> None:
+    # The spec offers ``register``; a hookimpl written against a spec with fewer arguments asks
+    # for fewer, and pluggy passes only what it asks for. That is what lets hooks grow.
+    body = """
+    CALLS = []
+
+    @hookimpl
+    def iris_register_tunnels():
+        CALLS.append("tunnels")
+    """
+    plugin = make_plugin("subset", provider("subset") + body)
+    registry = PluginRegistry(plugins=[plugin])
+    assert registry.vm_manager("subset").name == "subset"
+    assert registry.names("tunnel") == {}
+    assert registry.broken == {}
+    assert sys.modules[plugin.module].CALLS == ["tunnels"]
+
+
+def test_registry_hookimpl_argument_with_default_raises_naming_function(make_plugin: MakePlugin) -> None:
+    body = """
+    @hookimpl
+    def iris_register_tunnels(register=None):
+        register(TunnelPlugin(name="defaulted", factory=dict))
+    """
+    registry = PluginRegistry(plugins=[make_plugin("defaulted", provider("defaulted") + body, distribution="iris-d")])
+    with pytest.raises(PluginError) as excinfo:
+        registry.vm_manager("defaulted")
+    assert str(excinfo.value) == (
+        "plugin 'defaulted' from iris-d 1.0 is invalid: iris_register_tunnels gives argument 'register' a "
+        "default value; pluggy never passes an argument that has a default, so remove it"
+    )
+
+
+def test_registry_hookimpl_with_specname_is_called_through_pluggy(make_plugin: MakePlugin) -> None:
+    body = """
+    @hookimpl(specname="iris_register_tunnels")
+    def tunnels(register):
+        register(TunnelPlugin(name="renamed", factory=dict))
+    """
+    registry = PluginRegistry(plugins=[make_plugin("renamed", body)])
+    assert registry.tunnel("renamed").name == "renamed"
+
+
 def test_installed_plugins_lists_workspace_providers_with_distribution_and_version() -> None:
     found = {p.name: p for p in installed_plugins()}
     local = found["local"]

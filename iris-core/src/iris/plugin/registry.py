@@ -7,11 +7,18 @@ installed plugin is loaded so the error can list the real choices.
 
 The environment variable ``IRIS_PLUGINS`` (comma-separated entry-point names) restricts
 which installed plugins may load at all.
+
+Hooks are called through pluggy, so a hookimpl may take a subset of the spec's arguments. A
+plugin is rejected, naming it and the offending function, if a hookimpl names no hook (a
+misspelling), if an ``iris_`` function is not marked ``@hookimpl``, or if a hookimpl gives an
+argument a default value (pluggy never passes those). A rejected plugin is treated like one that
+fails to import: skipped and reported when every plugin loads, an error when it is selected.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import threading
@@ -59,6 +66,10 @@ def installed_plugins() -> list[InstalledPlugin]:
     return sorted(found, key=lambda p: (p.name, p.distribution))
 
 
+class _InvalidPlugin(Exception):
+    """A plugin's hookimpls do not match the hookspecs; the message lists every problem."""
+
+
 class PluginRegistry:
     """Loads plugins lazily and resolves seam implementations by name."""
 
@@ -99,7 +110,10 @@ class PluginRegistry:
         with self._lock:
             if name in self._loaded:
                 raise PluginError(f"plugin {name!r} is already registered by {self._loaded[name]}")
-            self._pm.register(plugin, name=name)
+            try:
+                self._register_checked(plugin, name)
+            except _InvalidPlugin as exc:
+                raise PluginError(f"plugin {name!r} from {distribution} is invalid: {exc}") from None
             self._loaded[name] = distribution
             self._records = None
 
@@ -126,17 +140,59 @@ class PluginRegistry:
                 logger.warning("skipping plugin %r from %s: %s", name, ep.distribution, message)
                 return False
             try:
-                self._pm.register(module, name=name)
-            except Exception as exc:  # e.g. a hookimpl with a wrong argument name
-                message = f"{type(exc).__name__}: {exc}"
+                self._register_checked(module, name)
+            except _InvalidPlugin as exc:
+                message = str(exc)
                 self._broken[name] = message
                 if strict:
-                    raise PluginError(f"plugin {name!r} from {ep.distribution} {ep.version} is invalid: {message}") from exc
+                    raise PluginError(
+                        f"plugin {name!r} from {ep.distribution} {ep.version} is invalid: {message}"
+                    ) from None
                 logger.warning("skipping plugin %r from %s: %s", name, ep.distribution, message)
                 return False
             self._loaded[name] = ep.distribution
             self._records = None
             return True
+
+    def _register_checked(self, plugin: object, name: str) -> None:
+        """Register ``plugin`` with pluggy, or raise _InvalidPlugin naming every bad function.
+
+        Does what ``pm.check_pending()`` does, for this plugin only, so the error can list all of
+        its unknown hooks; a rejected plugin is unregistered again and leaves no trace.
+        """
+        already = self._pm.get_name(plugin)
+        if already is not None:
+            raise _InvalidPlugin(f"the same object is already registered as plugin {already!r}")
+        problems = [
+            f"function {attr} is not marked @hookimpl (from iris.plugin import hookimpl)"
+            for attr in sorted(dir(plugin))
+            if attr.startswith(f"{hookspecs.PROJECT_NAME}_")
+            and _is_function(inspect.getattr_static(plugin, attr, None))
+            and self._pm.parse_hookimpl_opts(plugin, attr) is None
+        ]
+        try:
+            self._pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:  # e.g. an argument the hook does not offer
+            problems.append(" ".join(str(exc).split()))
+            raise _InvalidPlugin("; ".join(problems)) from None
+        for caller in self._pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                function = _function_name(impl, caller)
+                if caller.spec is None:
+                    if not impl.optionalhook:
+                        problems.append(f"{function} is not an Iris hook{_did_you_mean(caller.name)}")
+                    continue
+                for arg in impl.kwargnames:
+                    if arg in caller.spec.argnames:
+                        problems.append(
+                            f"{function} gives argument {arg!r} a default value; "
+                            "pluggy never passes an argument that has a default, so remove it"
+                        )
+        if problems:
+            self._pm.unregister(plugin)
+            raise _InvalidPlugin("; ".join(problems))
 
     def load_all(self) -> None:
         """Load every installed plugin; broken ones are recorded in ``broken`` and skipped."""
@@ -153,25 +209,31 @@ class PluginRegistry:
     # --- records ------------------------------------------------------------------------
 
     def _collect(self) -> dict[str, dict[str, tuple[Any, str]]]:
+        """Call every seam's hook through pluggy, one plugin at a time, and index the records.
+
+        One plugin at a time (``subset_hook_caller``) so each record is attributed to its
+        distribution and a plugin whose hook raises is dropped without losing the others.
+        """
         with self._lock:
             if self._records is not None:
                 return self._records
-            records: dict[str, dict[str, tuple[Any, str]]] = {}
-            for seam, hook_name in hookspecs.SEAMS.items():
-                by_name: dict[str, tuple[Any, str]] = {}
-                for plugin_name, plugin in list(self._pm.list_name_plugin()):
-                    impl = getattr(plugin, hook_name, None)
-                    if impl is None or plugin_name in self._broken:
-                        continue
-                    dist = self._loaded.get(plugin_name, plugin_name)
-                    registered: list[Any] = []
-                    try:
-                        impl(register=registered.append)
-                    except Exception as exc:  # one broken plugin must not break the others
-                        self._broken[plugin_name] = f"{hook_name} raised {type(exc).__name__}: {exc}"
-                        logger.warning("skipping plugin %r from %s: %s", plugin_name, dist, self._broken[plugin_name])
-                        self._records = None
-                        return self._collect()
+            records: dict[str, dict[str, tuple[Any, str]]] = {seam: {} for seam in hookspecs.SEAMS}
+            plugins = [(name, plugin) for name, plugin in self._pm.list_name_plugin() if plugin is not None]
+            for plugin_name, plugin in plugins:
+                dist = self._loaded.get(plugin_name, plugin_name)
+                others = [other for _, other in plugins if other is not plugin]
+                offered: dict[str, list[Any]] = {}
+                try:
+                    for seam, hook_name in hookspecs.SEAMS.items():
+                        offered[seam] = []
+                        self._pm.subset_hook_caller(hook_name, remove_plugins=others)(register=offered[seam].append)
+                except Exception as exc:  # one broken plugin must not break the others
+                    self._broken[plugin_name] = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                    logger.warning("skipping plugin %r from %s: %s", plugin_name, dist, self._broken[plugin_name])
+                    self._pm.unregister(plugin)
+                    continue
+                for seam, registered in offered.items():
+                    by_name = records[seam]
                     for record in registered:
                         if record.name in by_name and by_name[record.name][1] != dist:
                             raise PluginError(
@@ -179,7 +241,6 @@ class PluginRegistry:
                                 "uninstall one of them"
                             )
                         by_name[record.name] = (record, dist)
-                records[seam] = by_name
             self._records = records
             return records
 
@@ -224,6 +285,22 @@ class PluginRegistry:
         """Build the BundleStore for a URL prefix (``file:///path``, ``gs://bucket/prefix``)."""
         scheme = url.split("://", 1)[0] if "://" in url else "file"
         return self.bundle_store(scheme).factory(url)
+
+
+def _is_function(value: object) -> bool:
+    return inspect.isroutine(getattr(value, "__func__", value))  # staticmethod/classmethod wrap a function
+
+
+def _function_name(impl: pluggy.HookImpl, caller: pluggy.HookCaller) -> str:
+    name = getattr(impl.function, "__name__", caller.name)
+    return name if name == caller.name else f"{name} (specname {caller.name})"
+
+
+def _did_you_mean(hook_name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(hook_name, hookspecs.SEAMS.values(), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 _registry: PluginRegistry | None = None
