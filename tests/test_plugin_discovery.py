@@ -1,8 +1,9 @@
 """A third-party provider, installed as its own distribution, is discovered through its entry point.
 
-The fixture distribution lives in tests/fixtures/iris-provider-foo. It is installed into a
-temporary target directory and a fresh interpreter sees it through PYTHONPATH, as a user's
-environment would after ``pip install iris-provider-foo``.
+The fixture distributions live in tests/fixtures/: iris-provider-foo works, iris-provider-typo
+has a misspelled hook and an unmarked one. Each is installed into a temporary target directory
+and a fresh interpreter sees it through PYTHONPATH, as a user's environment would after
+``pip install iris-provider-foo``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "iris-provider-foo"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 PROBE = textwrap.dedent(
     """
@@ -47,8 +49,9 @@ PROBE = textwrap.dedent(
 )
 
 
-def install(target: Path) -> None:
-    """Install the fixture distribution (no dependencies) into ``target``."""
+def install(target: Path, fixture: str = "iris-provider-foo") -> None:
+    """Install a fixture distribution (no dependencies) into ``target``."""
+    source = FIXTURES / fixture
     uv = shutil.which("uv")
     if uv:
         command = [
@@ -61,7 +64,7 @@ def install(target: Path) -> None:
             sys.executable,
             "--target",
             str(target),
-            str(FIXTURE),
+            str(source),
         ]
     else:
         pytest.importorskip("pip", reason="needs uv on PATH or pip in this environment to install the fixture")
@@ -74,17 +77,24 @@ def install(target: Path) -> None:
             "--no-deps",
             "--target",
             str(target),
-            str(FIXTURE),
+            str(source),
         ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
-        pytest.fail(f"installing {FIXTURE.name} failed:\n{result.stdout}\n{result.stderr}")
+        pytest.fail(f"installing {fixture} failed:\n{result.stdout}\n{result.stderr}")
 
 
 @pytest.fixture(scope="module")
 def foo_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = tmp_path_factory.mktemp("foo-site")
     install(site)
+    return site
+
+
+@pytest.fixture(scope="module")
+def typo_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    site = tmp_path_factory.mktemp("typo-site")
+    install(site, "iris-provider-typo")
     return site
 
 
@@ -128,3 +138,49 @@ def test_plugin_discovery_without_install_foo_is_unknown() -> None:
     assert result.returncode == 0, result.stderr
     assert "unknown provider 'foo'; choose one of:" in result.stdout
     assert "local" in result.stdout
+
+
+TYPO_PROBLEMS = (
+    "iris_register_tunnel is not an Iris hook (did you mean iris_register_tunnels?)",
+    "function iris_register_container_runtimes is not marked @hookimpl",
+)
+
+
+def test_plugin_discovery_invalid_plugin_leaves_help_and_listing_working(
+    typo_site: Path, iris: Callable[..., subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    env = {"PYTHONPATH": str(typo_site)}
+    help_result = iris("--help", cwd=tmp_path, env=env)
+    assert help_result.returncode == 0, help_result.stderr
+    listing = iris("plugins", cwd=tmp_path, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "iris-provider-typo 0.1.0  (iris_provider_typo.plugin)" in listing.stdout
+    assert "BROKEN" not in listing.stdout
+
+
+def test_plugin_discovery_invalid_plugin_is_reported_by_plugins_check_naming_its_functions(
+    typo_site: Path, iris: Callable[..., subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    result = iris("plugins", "--check", cwd=tmp_path, env={"PYTHONPATH": str(typo_site)})
+    assert result.returncode == 1, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert "BROKEN" not in lines["local"]
+    assert "BROKEN: " in lines["typo"]
+    for problem in TYPO_PROBLEMS:
+        assert problem in lines["typo"]
+
+
+def test_plugin_discovery_invalid_plugin_selected_fails_naming_it_and_others_still_work(
+    typo_site: Path, iris: Callable[..., subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    result = iris("run", "--provider", "typo", "--", "true", cwd=tmp_path, env={"PYTHONPATH": str(typo_site)})
+    assert result.returncode == 2
+    assert result.stderr.startswith("iris: error: plugin 'typo' from iris-provider-typo 0.1.0 is invalid: ")
+    for problem in TYPO_PROBLEMS:
+        assert problem in result.stderr
+    assert "Traceback" not in result.stderr
+    code = "from iris.plugin.registry import PluginRegistry\nprint(PluginRegistry().vm_manager('local').name)\n"
+    env = {k: v for k, v in os.environ.items() if k != "IRIS_PLUGINS"}
+    env["PYTHONPATH"] = str(typo_site)
+    local = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert (local.returncode, local.stdout.strip()) == (0, "local"), local.stderr
