@@ -4,7 +4,9 @@ Each hook receives a ``register`` callback and calls it once per implementation 
 provides, with a named record from :mod:`iris.plugin.records`. The core owns the registry:
 it detects a name claimed twice and lists the choices when a name is unknown.
 
-Hooks evolve only by adding arguments; a hookimpl must not rely on default values.
+The registry calls these through pluggy. Hooks evolve only by adding arguments: a hookimpl may
+take any subset of its hook's arguments, and must not give one a default value (pluggy never
+passes it). A hookimpl named after no hook here, or an unmarked ``iris_`` function, is an error.
 """
 
 from __future__ import annotations
