@@ -17,6 +17,7 @@ import pytest
 from iris.cluster.constraints import Constraint, Op
 from iris.cluster.controller.controller import Controller, ObservedAttempt, WorkerIdentity
 from iris.cluster.controller.placement import ALL_BUSY, PlacementIndex, eligible
+from iris.cluster.controller.scheduler import Scheduler, wait_reason
 from iris.cluster.controller.state import Job, JobSpec, Task, WorkerRecord
 from iris.cluster.types import DeviceSpec, Entrypoint, ResourceSpec, TaskState
 
@@ -38,6 +39,9 @@ def no_reason(*_: object) -> str:
 
 
 def naive_first_fit(workers: list[WorkerRecord], s: JobSpec) -> WorkerRecord | None:
+    """First fit in worker order; for CPU-only work, hosts without an accelerator first."""
+    if s.resources.device.kind in ("", "cpu"):
+        workers = sorted(workers, key=lambda w: w.has_accelerator)
     return next((w for w in workers if not w.lost and eligible(w, s) and w.fits(s.resources)), None)
 
 
@@ -162,18 +166,19 @@ def test_placement_first_fit_random_changes_match_naive_first_fit(seed: int) -> 
 # --- the scheduler against the scheduler it replaced ---------------------------------------
 
 
-class ReferenceController(Controller):
+class ReferenceScheduler(Scheduler):
     """The scheduler before the placement index: every pass tries every pending task, and each
-    try scans every worker."""
+    try scans every worker (in worker order; for CPU-only work, hosts without an accelerator first)."""
 
-    def _schedule_locked(self) -> None:
-        if not self._pending:
+    def schedule(self) -> None:
+        state = self._state
+        if not state.pending:
             return
-        workers = [w for w in self._workers.values() if not w.lost]
+        workers = [w for w in state.workers.values() if not w.lost]
         placed: list[str] = []
         gangs_seen: set[str] = set()
-        for task_id, task in self._pending.items():
-            job = self._jobs[task.job_id]
+        for task_id, task in state.pending.items():
+            job = state.jobs[task.job_id]
             if job.kill_requested or job.state.is_terminal:
                 placed.append(task_id)
                 continue
@@ -184,7 +189,7 @@ class ReferenceController(Controller):
                 if job.job_id in gangs_seen:
                     continue
                 gangs_seen.add(job.job_id)
-                members = [t for t in job.tasks if t.task_id in self._pending]
+                members = [t for t in job.tasks if t.task_id in state.pending]
                 if len(members) + sum(1 for t in job.tasks if t.state.is_terminal) < len(job.tasks):
                     for t in members:
                         t.pending_reason = "waiting for gang peers to stop before restarting together"
@@ -193,14 +198,14 @@ class ReferenceController(Controller):
                     placed.extend(t.task_id for t in members)
                 continue
             candidates = [w for w in workers if eligible(w, job.spec)]
-            chosen = next((w for w in candidates if w.fits(job.spec.resources)), None)
+            chosen = naive_first_fit(workers, job.spec)
             if chosen is None:
-                task.pending_reason = self._pending_reason(job.spec, workers, candidates)
+                task.pending_reason = wait_reason(job.spec, workers, candidates).text
                 continue
-            self._assign_locked(task, chosen)
+            self._assign(job, task, chosen)
             placed.append(task_id)
         for task_id in placed:
-            self._pending.pop(task_id, None)
+            state.pending.pop(task_id, None)
 
     def _reference_gang(self, job: Job, members: list[Task], workers: list[WorkerRecord]) -> bool:
         key = job.spec.coschedule_by
@@ -214,10 +219,10 @@ class ReferenceController(Controller):
             best = max(best, len(free))
             if len(free) >= len(members):
                 for task, chosen in zip(members, sorted(free, key=lambda w: w.worker_id)):
-                    self._assign_locked(task, chosen)
+                    self._assign(job, task, chosen)
                 return True
         if not candidates:
-            reason = self._pending_reason(job.spec, workers, candidates, gang_key=key)
+            reason = wait_reason(job.spec, workers, candidates, gang_key=key).text
         else:
             largest = max(len(g) for g in groups.values())
             if largest < len(members):
@@ -228,9 +233,12 @@ class ReferenceController(Controller):
             task.pending_reason = reason
         return False
 
-    def _assign_locked(self, task: Task, chosen: WorkerRecord) -> None:
-        super()._assign_locked(task, chosen)
-        self._update_job_locked(self._jobs[task.job_id])  # as before: after every assignment
+
+def reference_controller(clock: Clock) -> Controller:
+    """A controller whose scheduler is the reference one (a test double swapped in)."""
+    controller = Controller(clock=clock, worker_timeout=1e9)
+    controller._scheduler = ReferenceScheduler(controller._state, clock)
+    return controller
 
 
 @attrs.define
@@ -307,7 +315,7 @@ def test_schedule_random_operations_match_reference_scheduler(seed: int) -> None
     rng = random.Random(seed)
     clock = Clock()
     real = Controller(clock=clock, worker_timeout=1e9)
-    reference = ReferenceController(clock=clock, worker_timeout=1e9)
+    reference = reference_controller(clock)
     sims: list[SimulatedWorker] = []
     bases: dict[str, tuple[int, int]] = {}  # each controller's first version per worker
     launched: list[str] = []
@@ -359,8 +367,18 @@ def test_schedule_random_operations_match_reference_scheduler(seed: int) -> None
 # --- the scheduler on specific cases ------------------------------------------------------
 
 
-def launch(controller: Controller, name: str, **fields: object) -> Job:
-    return controller.get_job(controller.launch_job(JobSpec(name=name, entrypoint=TRUE, **fields)))
+class Live:
+    """A job as the controller sees it now: every attribute read takes a fresh snapshot."""
+
+    def __init__(self, controller: Controller, job_id: str):
+        self._controller, self.job_id = controller, job_id
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._controller.get_job(self.job_id), name)
+
+
+def launch(controller: Controller, name: str, **fields: object) -> Live:
+    return Live(controller, controller.launch_job(JobSpec(name=name, entrypoint=TRUE, **fields)))
 
 
 def register(controller: Controller, i: int, cpu: float = 4.0, memory: int = 16 * GB, **attributes: str) -> None:
@@ -403,9 +421,9 @@ def test_schedule_many_waiting_tasks_keep_reasons_while_new_ones_place() -> None
     assert later.tasks[0].state is TaskState.ASSIGNED
 
 
-def finish(controller: Controller, worker_id: str, job: Job, cpu: float = 4.0) -> None:
+def finish(controller: Controller, worker_id: str, job: Live, cpu: float = 4.0) -> None:
     task = job.tasks[0]
-    done = ObservedAttempt(task.task_id, task.current.attempt_id, TaskState.SUCCEEDED, exit_code=0, log_complete=True)
+    done = ObservedAttempt(task.task_id, task.attempts[-1].attempt_id, TaskState.SUCCEEDED, exit_code=0, log_complete=True)
     controller.reconcile(WorkerIdentity(worker_id, cpu=cpu, memory_bytes=16 * GB), [done], 0, wait=0)
 
 
@@ -418,7 +436,7 @@ def test_schedule_gang_waits_for_room_then_starts_whole() -> None:
     reason = "waiting for gang peers: needs 2 workers sharing slice with room, at most 1 free together"
     assert [t.pending_reason for t in gang.tasks] == [reason, reason]
     finish(controller, "w0", blocker, cpu=1)
-    assert sorted(t.current.worker_id for t in gang.tasks) == ["w0", "w1"]
+    assert sorted(t.attempts[-1].worker_id for t in gang.tasks) == ["w0", "w1"]
 
 
 def test_schedule_tasks_killed_while_waiting_are_let_go_and_order_kept() -> None:

@@ -136,8 +136,9 @@ def first_attempt_running(server: ControllerServer, job_id: str) -> bool:
     return bool(task.attempts) and task.attempts[0].state is TaskState.RUNNING
 
 
-def log_lines(job: Job) -> list[str]:
-    return [line.data for line in job.logs]
+def log_lines(controller: Controller, job_id: str) -> list[str]:
+    lines, _, _, _ = controller.read_logs(job_id, "")
+    return [line.data for _, line in lines]
 
 
 # --- the VmManager contract -----------------------------------------------------------------
@@ -178,7 +179,7 @@ def test_process_worker_runs_a_job_to_success(manager: LocalVmManager, local_con
     job_id = launch(local_controller, "hello", 'read -r stat < /proc/$PPID/stat; set -- $stat; echo "worker=$4"')
     job = local_controller.controller.wait_job(job_id, timeout=TIMEOUT)
     assert job.state is JobState.SUCCEEDED, job.error
-    assert log_lines(job) == [f"worker={manager.worker_pid('s1-0')}"]
+    assert log_lines(local_controller.controller, job_id) == [f"worker={manager.worker_pid('s1-0')}"]
 
 
 def test_process_slice_with_dead_workers_is_failed_until_created_again(

@@ -1,7 +1,9 @@
 """The scheduler's index: where pending tasks can go, and which of them may have become placeable.
 
 Placement is first fit in worker order, tasks taken in submission order (see
-``Controller._schedule_locked``). Two observations make that cheap on a large cluster:
+:mod:`iris.cluster.controller.scheduler`). For a task that asks for no accelerator, workers
+without one come first: a CPU-only task lands on a TPU or GPU host only when no other host has
+room, so accelerator hosts stay free for the work that needs them. Two observations make that cheap on a large cluster:
 
 * Tasks of the same *shape* (device, constraints, cpu, memory) have the same candidate workers
   and the same fit test. The index keeps, per shape, a cursor: every candidate before it had no
@@ -25,6 +27,7 @@ workers, so a gang is evaluated again whenever a candidate's free capacity chang
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -38,14 +41,52 @@ from iris.cluster.types import TaskState
 NO_WORKERS = "no workers registered yet (waiting for workers to join)"
 ALL_BUSY = "waiting for a worker with free capacity (all busy)"
 
+
+class WaitKind(enum.Enum):
+    """Why a task is not placed, as a structure the autoscaler and the UNSCHEDULABLE rule read."""
+
+    NO_WORKERS = "no-workers"  # no live worker at all
+    NO_DEVICE = "no-device"  # no worker has the device
+    CONSTRAINT = "constraint"  # one constraint matches no worker
+    CONSTRAINTS_TOGETHER = "constraints-together"  # each matches some worker, no worker matches all
+    NO_GANG_KEY = "no-gang-key"  # no candidate has the attribute the gang is grouped by
+    TOO_BIG = "too-big"  # larger (cpu or memory) than every candidate
+    GANG_TOO_SMALL = "gang-too-small"  # no group of candidates is as large as the gang
+    BUSY = "busy"  # a candidate could take it once capacity frees up
+    GANG_BUSY = "gang-busy"  # a group is large enough but not free enough together
+    GANG_PEERS_STOPPING = "gang-peers-stopping"  # a gang restarts once its running peers stop
+
+    @property
+    def static(self) -> bool:
+        """No current worker could ever take the task, whatever finishes: only a new worker can."""
+        return self in _STATIC
+
+
+_STATIC = frozenset(
+    {WaitKind.NO_WORKERS, WaitKind.NO_DEVICE, WaitKind.CONSTRAINT, WaitKind.CONSTRAINTS_TOGETHER,
+     WaitKind.NO_GANG_KEY, WaitKind.TOO_BIG, WaitKind.GANG_TOO_SMALL}
+)
+
+
+@attrs.frozen
+class Wait:
+    """Why a task waits: the kind (read by code) and the sentence (read by people)."""
+
+    kind: WaitKind
+    text: str
+
+
+WAIT_NO_WORKERS = Wait(WaitKind.NO_WORKERS, NO_WORKERS)
+WAIT_BUSY = Wait(WaitKind.BUSY, ALL_BUSY)
+
 ClassKey = tuple  # (device kind, device variant, constraints)
 ShapeKey = tuple  # (ClassKey, cpu, memory)
 
 # What decides whether a worker has room: a change outside the scheduler moves first fit back.
 _USAGE = attrgetter("used_cpu", "used_memory", "lost", "awaiting_reconnect")
 
-# The reason tasks of a spec wait: (spec, live workers, candidates) -> text.
-ReasonFn = Callable[[JobSpec, list[WorkerRecord], list[WorkerRecord]], str]
+# The reason tasks of a spec wait: (spec, live workers, candidates) -> Wait.
+ReasonFn = Callable[[JobSpec, list[WorkerRecord], list[WorkerRecord]], Wait]
 
 
 def class_key(spec: JobSpec) -> ClassKey:
@@ -78,7 +119,7 @@ class Shape:
     cls: WorkerClass
     cursor: int = 0  # every candidate before it has no room for this shape
     waiting: deque[tuple[int, Task]] = attrs.field(factory=deque)  # (sequence number, task)
-    reason: str | None = None  # what its waiting tasks show; None until needed
+    reason: Wait | None = None  # why its waiting tasks wait; None until needed
 
 
 @attrs.define(eq=False)
@@ -90,6 +131,24 @@ class Gang:
     cls: WorkerClass
     stamp: int = -1  # the class's stamp when last evaluated
     dirty: bool = True  # evaluate in the next pass regardless of the stamp
+
+
+def _cpu_only(spec: JobSpec) -> bool:
+    return spec.resources.device.kind in ("", "cpu")
+
+
+def _insert(cls: WorkerClass, worker: WorkerRecord) -> int:
+    """Add a joining worker to the class in worker order (for CPU-only work, hosts without an
+    accelerator before those with one); returns its position."""
+    workers = cls.workers
+    if _cpu_only(cls.spec) and not worker.has_accelerator:
+        position = len(workers)
+        while position > 0 and workers[position - 1].has_accelerator:
+            position -= 1
+        workers.insert(position, worker)
+        return position
+    workers.append(worker)
+    return len(workers) - 1
 
 
 class PlacementIndex:
@@ -164,12 +223,14 @@ class PlacementIndex:
             cls.groups.clear()
             for w in live:
                 if eligible(w, cls.spec):
-                    cls.workers.append(w)
+                    position = _insert(cls, w)
+                    for shape in cls.shapes:
+                        shape.cursor = min(shape.cursor, position)
                     self._classes_of.setdefault(w, []).append(cls)
             for shape in cls.shapes:
                 # A shape waiting because the cluster is busy still is; any other reason may
                 # have changed with the new workers.
-                if shape.reason is None or shape.reason == ALL_BUSY:
+                if shape.reason is None or shape.reason.kind is WaitKind.BUSY:
                     pass
                 elif not shape.waiting:
                     shape.reason = None
@@ -179,7 +240,7 @@ class PlacementIndex:
                         shape.reason = reason
                         for _, task in shape.waiting:
                             if task.state is TaskState.PENDING:  # not one that ended while waiting
-                                task.pending_reason = reason
+                                task.wait, task.pending_reason = reason, reason.text
                 if shape.waiting:
                     self._ready.add(shape)
 
@@ -189,7 +250,10 @@ class PlacementIndex:
         key = class_key(spec)
         cls = self._classes.get(key)
         if cls is None:
-            cls = self._classes[key] = WorkerClass(spec, [w for w in self.workers if eligible(w, spec)])
+            candidates = [w for w in self.workers if eligible(w, spec)]
+            if _cpu_only(spec):  # accelerator hosts last: CPU work goes there only when nothing else has room
+                candidates.sort(key=attrgetter("has_accelerator"))
+            cls = self._classes[key] = WorkerClass(spec, candidates)
             for w in cls.workers:
                 self._classes_of.setdefault(w, []).append(cls)
         return cls
@@ -214,10 +278,10 @@ class PlacementIndex:
         shape.cursor = i
         return workers[i] if i < n else None
 
-    def reason(self, shape: Shape) -> str:
+    def reason(self, shape: Shape) -> Wait:
         """Why tasks of ``shape`` wait (given that none fits now)."""
         if shape.reason is None:
-            shape.reason = self._reason(shape.spec, self.workers, shape.cls.workers) if self.workers else NO_WORKERS
+            shape.reason = self._reason(shape.spec, self.workers, shape.cls.workers) if self.workers else WAIT_NO_WORKERS
         return shape.reason
 
     def gang_groups(self, cls: WorkerClass, attribute: str) -> list[tuple[str, list[WorkerRecord]]]:

@@ -262,7 +262,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
                 used=common_pb2.ResourceSpec(cpu=w.used_cpu, memory_bytes=w.used_memory),
                 attributes=w.attributes,
                 last_seen=w.last_seen,
-                running_attempts=len(w.attempts),
+                running_attempts=w.running_attempts,
             )
         return out
 
@@ -306,11 +306,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         response = worker_pb2.ReconcileResponse(version=result.version)
         for d in result.desired:
             desired = response.attempts.add(task_id=d.task_id, attempt_id=d.attempt_id)
-            if d.job is not None:
-                spec = d.job.spec
+            if d.spec is not None:
+                spec = d.spec
                 desired.spec.CopyFrom(
                     worker_pb2.AttemptSpec(
-                        job_id=d.job.job_id,
+                        job_id=d.job_id,
                         task_index=d.task_index,
                         num_tasks=spec.replicas,
                         entrypoint=entrypoint_to_proto(spec.entrypoint),

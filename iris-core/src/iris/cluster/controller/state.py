@@ -1,6 +1,14 @@
-"""The controller's records of jobs, tasks, attempts and workers (held in memory)."""
+"""The controller's records of jobs, tasks, attempts and workers (held in memory), and the
+record of what one operation changed.
+
+Only :mod:`iris.cluster.controller.transitions` writes the ``state`` of a job, task or attempt;
+the other rooms read it. Reads leave the controller as snapshots (:mod:`.snapshots`), never as
+these live records.
+"""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import attrs
 
@@ -60,10 +68,13 @@ class Task:
     pending_since: float = 0.0
     exit_code: int | None = None
     error: str = ""
+    # why it waits, as a structure (placement.Wait); the text above is what users read
+    wait: object = None
+    avoid_worker: str = ""  # the worker its last attempt failed on: placed elsewhere if possible
+    task_id: str = attrs.field(init=False)
 
-    @property
-    def task_id(self) -> str:
-        return f"{self.job_id}/{self.index}"
+    def __attrs_post_init__(self) -> None:
+        self.task_id = f"{self.job_id}/{self.index}"
 
     @property
     def current(self) -> Attempt | None:
@@ -92,6 +103,8 @@ class Job:
     keep_children: bool = False  # killed with keep_children: its children outlive it
     logs: list[LogLine] = attrs.field(factory=list)
     children: list[str] = attrs.field(factory=list)
+    # tasks by state, kept by transitions.py so the job's state is derived in O(1)
+    task_counts: dict[TaskState, int] = attrs.field(factory=dict)
 
     @property
     def is_gang(self) -> bool:
@@ -124,6 +137,10 @@ class WorkerRecord:
     # (task_id, attempt_id) -> (task, attempt) for every attempt placed here and not yet done
     attempts: dict[tuple[str, int], tuple[Task, Attempt]] = attrs.field(factory=dict)
 
+    @property
+    def has_accelerator(self) -> bool:
+        return self.attributes.get("device", "cpu") not in ("", "cpu")
+
     def has_device(self, resources: ResourceSpec) -> bool:
         device = resources.device
         if device.kind in ("", "cpu"):
@@ -140,3 +157,51 @@ class WorkerRecord:
             and self.cpu - self.used_cpu >= resources.cpu - 1e-9
             and self.memory_bytes - self.used_memory >= resources.memory
         )
+
+
+@attrs.define(eq=False)
+class Changes:
+    """What the current operation changed: the rows to write before it is acknowledged, and
+    the keys whose waiters to wake (a job id; ``worker:<id>`` for a worker's desired set)."""
+
+    jobs: set[Job] = attrs.field(factory=set)
+    tasks: set[Task] = attrs.field(factory=set)
+    workers: set[WorkerRecord] = attrs.field(factory=set)
+    endpoints: bool = False
+    keys: set[str] = attrs.field(factory=set)
+
+    def job(self, job: Job) -> None:
+        self.jobs.add(job)
+        self.keys.add(job.job_id)
+
+    def task(self, task: Task) -> None:
+        self.tasks.add(task)
+        self.keys.add(task.job_id)
+
+    def worker_desired(self, worker: WorkerRecord) -> None:
+        """The worker's desired set changed: a new version for it to fetch."""
+        worker.version += 1
+        self.keys.add(worker_key(worker.worker_id))
+
+    def clear(self) -> None:
+        self.jobs.clear()
+        self.tasks.clear()
+        self.workers.clear()
+        self.endpoints = False
+        self.keys.clear()
+
+
+def worker_key(worker_id: str) -> str:
+    return f"worker:{worker_id}"
+
+
+@attrs.define(eq=False)
+class ClusterState:
+    """Everything the controller knows, shared by its rooms under the facade's lock."""
+
+    jobs: dict[str, Job] = attrs.field(factory=dict)
+    workers: dict[str, WorkerRecord] = attrs.field(factory=dict)
+    pending: OrderedDict[str, Task] = attrs.field(factory=OrderedDict)  # task_id -> task, FIFO
+    # jobs not yet ended (the periodic timeout checks look only at these)
+    active: dict[str, Job] = attrs.field(factory=dict)
+    changes: Changes = attrs.field(factory=Changes)

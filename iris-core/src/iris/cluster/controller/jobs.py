@@ -1,0 +1,251 @@
+"""Admission and the job tree: validate and launch jobs, resolve ids, kill, end jobs (and what
+ending a job means for its children and endpoints), and the run and scheduling timeouts."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import attrs
+
+from iris.cluster.controller import transitions
+from iris.cluster.controller.endpoints import Endpoints
+from iris.cluster.controller.state import ClusterState, Job, JobSpec, Task
+from iris.cluster.tpu import tpu_topology
+from iris.cluster.types import JobState, TaskState
+from iris.errors import IrisError, JobNotFound, ResourceError
+
+JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+MAX_ARG_BYTES = 128 * 1024  # one argv entry or env value (Linux MAX_ARG_STRLEN)
+
+
+class InvalidRequest(IrisError):
+    """A request the controller refuses; the message says why."""
+
+
+class AlreadyExists(IrisError):
+    pass
+
+
+def _short(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def validate(spec: JobSpec) -> None:
+    """Refuse, with one line naming the field, what could never run."""
+    if not JOB_NAME_RE.match(spec.name or ""):
+        raise InvalidRequest(
+            f"job name {_short(spec.name)} is invalid; use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    argv = spec.entrypoint.argv
+    if not argv and not spec.entrypoint.callable_bytes:
+        raise InvalidRequest("entrypoint: the command is empty")
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            raise InvalidRequest(f"entrypoint: argument {i} {_short(arg)} contains a NUL byte; a command cannot carry one")
+        if len(arg.encode("utf-8", "surrogateescape")) > MAX_ARG_BYTES:
+            raise InvalidRequest(f"entrypoint: argument {i} is longer than {MAX_ARG_BYTES} bytes; pass large data in a file")
+    if argv and not argv[0]:
+        raise InvalidRequest("entrypoint: the program name (argument 0) is empty")
+    if spec.replicas < 1:
+        raise InvalidRequest(f"replicas: {spec.replicas}; must be >= 1")
+    for field, value in (
+        ("max_retries", spec.max_retries),
+        ("max_task_failures", spec.max_task_failures),
+        ("max_preemptions", spec.max_preemptions),
+        ("timeout", spec.timeout_seconds),
+        ("scheduling_timeout", spec.scheduling_timeout_seconds),
+    ):
+        if not math.isfinite(value) or value < 0:
+            raise InvalidRequest(f"{field}: {value}; must be a finite number >= 0")
+    resources = spec.resources
+    if not math.isfinite(resources.cpu) or resources.cpu < 0:
+        raise InvalidRequest(f"cpu: {resources.cpu}; must be a finite number >= 0")
+    if resources.memory < 0:
+        raise InvalidRequest(f"memory: {resources.memory}; must be >= 0")
+    if resources.device.count < 0:
+        raise InvalidRequest(f"device count: {resources.device.count}; must be >= 0")
+    for key, value in spec.environment.env.items():
+        if not key or "=" in key or "\0" in key:
+            raise InvalidRequest(f"environment variable name {_short(key)} is invalid; it must be non-empty, without '=' or NUL")
+        if "\0" in value:
+            raise InvalidRequest(f"environment variable {key}: the value contains a NUL byte; an environment cannot carry one")
+        if len(value.encode("utf-8", "surrogateescape")) > MAX_ARG_BYTES:
+            raise InvalidRequest(f"environment variable {key}: the value is longer than {MAX_ARG_BYTES} bytes")
+    for port in spec.ports:
+        if not PORT_NAME_RE.match(port):
+            raise InvalidRequest(
+                f"port name {_short(port)} is invalid; use a letter then letters, digits or '_' (it becomes IRIS_PORT_{port.upper()})"
+            )
+    if len(set(spec.ports)) != len(spec.ports):
+        raise InvalidRequest(f"ports: {', '.join(spec.ports)} names a port twice")
+    if spec.user and not JOB_NAME_RE.match(spec.user):
+        raise InvalidRequest(f"user {_short(spec.user)} is invalid; use letters, digits, '.', '_' or '-'")
+    for c in spec.constraints:
+        if not c.key or "\0" in c.key:
+            raise InvalidRequest(f"constraint: key {_short(c.key)} is invalid")
+
+
+def expand_tpu(spec: JobSpec) -> JobSpec:
+    """A multi-host TPU type runs one task per host, together on one slice (``tpu-name``)."""
+    device = spec.resources.device
+    if device.kind != "tpu" or not device.variant:
+        return spec
+    try:
+        topology = tpu_topology(device.variant)
+    except ResourceError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if topology.hosts == 1:
+        return spec
+    if spec.replicas not in (1, topology.hosts):
+        raise InvalidRequest(
+            f"replicas: {device.variant} has {topology.hosts} hosts and runs one task per host; "
+            f"use replicas {topology.hosts} (or leave it at 1), not {spec.replicas}"
+        )
+    return attrs.evolve(spec, replicas=topology.hosts, coschedule_by=spec.coschedule_by or "tpu-name")
+
+
+class Jobs:
+    """The job tree and every change of a job's fate (called with the controller's lock held)."""
+
+    def __init__(self, state: ClusterState, endpoints: Endpoints, clock: Callable[[], float]):
+        self._state = state
+        self._endpoints = endpoints
+        self._clock = clock
+        # a task whose attempt ended: the worker that ran it is told to stop it (set by the facade)
+        self.stop_attempt: Callable[[Task], None] = lambda task: None
+
+    def launch(self, spec: JobSpec) -> Job:
+        validate(spec)
+        spec = expand_tpu(spec)
+        state = self._state
+        parent = None
+        if spec.parent_job_id:
+            parent = state.jobs.get(spec.parent_job_id)
+            if parent is None:
+                raise InvalidRequest(f"parent job {spec.parent_job_id!r} not found")
+            if parent.state.is_terminal:
+                raise InvalidRequest(f"parent job {parent.job_id} is {parent.state.value}; it cannot start children")
+            job_id = f"{parent.job_id}/{spec.name}"
+            # children inherit the parent's bundle and environment (their own values win)
+            env = {**parent.spec.environment.env, **spec.environment.env}
+            spec = attrs.evolve(
+                spec,
+                bundle_id=spec.bundle_id or parent.spec.bundle_id,
+                environment=attrs.evolve(spec.environment, env=env),
+                user=spec.user or parent.spec.user,
+            )
+        else:
+            job_id = f"/{spec.user}/{spec.name}" if spec.user else f"/{spec.name}"
+        if job_id in state.jobs:
+            existing = state.jobs[job_id]
+            raise AlreadyExists(f"job {job_id} already exists (state {existing.state.value}); choose another job name")
+        now = self._clock()
+        job = Job(job_id=job_id, spec=spec, submitted_at=now)
+        transitions.new_job(job, now, state.changes)
+        state.jobs[job_id] = job
+        state.active[job_id] = job
+        if parent is not None:
+            parent.children.append(job_id)
+            state.changes.keys.add(parent.job_id)  # a log reader of the tree now reads this child too
+        for task in job.tasks:
+            state.pending[task.task_id] = task
+        return job
+
+    def resolve(self, job_id: str) -> Job:
+        jobs = self._state.jobs
+        job = jobs.get(job_id) or jobs.get(f"/{job_id}")
+        if job is not None:
+            return job
+        if job_id and not job_id.startswith("/"):
+            matches = [j for j in jobs.values() if j.job_id.endswith(f"/{job_id}")]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                names = ", ".join(sorted(j.job_id for j in matches)[:5])
+                raise InvalidRequest(f"job {job_id!r} is ambiguous: {names}; give the full id")
+        raise JobNotFound(f"job {_short(job_id)} not found")
+
+    def descendants(self, job: Job) -> list[Job]:
+        jobs = self._state.jobs
+        out: list[Job] = []
+        stack = list(reversed(job.children))
+        while stack:
+            child = jobs[stack.pop()]
+            out.append(child)
+            stack.extend(reversed(child.children))
+        return out
+
+    def kill(self, job: Job, reason: str, *, keep_children: bool = False) -> None:
+        if not keep_children:
+            for child_id in job.children:
+                self.kill(self._state.jobs[child_id], f"parent job {job.job_id} was killed")
+        if job.state.is_terminal:
+            return
+        transitions.kill_job(job, reason, keep_children, self._state.changes)
+        for task in job.tasks:
+            if not task.state.is_terminal:
+                self.stop_task(job, task, TaskState.KILLED, reason)
+        self.update(job)
+
+    def stop_task(self, job: Job, task: Task, state: TaskState, reason: str) -> None:
+        """End a task now and ask its worker to stop what runs."""
+        attempt = transitions.stop_task(job, task, state, reason, self._state.changes)
+        self._state.pending.pop(task.task_id, None)
+        if attempt is not None:
+            self.stop_attempt(task)
+
+    def update(self, job: Job) -> None:
+        """Derive the job's state; when it ends, stop what still runs, end its children (unless
+        kept) and drop its endpoints."""
+        ended = transitions.update_job(job, self._clock(), self._state.changes)
+        if ended is None:
+            return
+        self._state.active.pop(job.job_id, None)
+        for task in job.tasks:  # the job is over: stop what still runs
+            if not task.state.is_terminal:
+                self.stop_task(job, task, TaskState.KILLED, f"job {ended.value}")
+        if not job.keep_children:
+            for child_id in job.children:
+                self.kill(self._state.jobs[child_id], f"parent job {job.job_id} ended {ended.value}")
+        self._endpoints.drop_job(job.job_id)
+
+    def enforce_timeouts(self, now: float) -> bool:
+        """Fail jobs past their run timeout and tasks past their scheduling timeout. True if any."""
+        changed = False
+        for job in list(self._state.active.values()):
+            spec = job.spec
+            if spec.timeout_seconds and job.started_at and now - job.started_at > spec.timeout_seconds:
+                reason = f"timed out after {spec.timeout_seconds:g}s"
+                job.error = job.error or reason
+                for task in job.tasks:
+                    if not task.state.is_terminal:
+                        self.stop_task(job, task, TaskState.FAILED, reason)
+                self.update(job)
+                changed = True
+                continue
+            if spec.scheduling_timeout_seconds and job.task_counts.get(TaskState.PENDING):
+                expired = False
+                for task in job.tasks:
+                    if (
+                        task.state is TaskState.PENDING
+                        and task.task_id in self._state.pending
+                        and now - task.pending_since > spec.scheduling_timeout_seconds
+                    ):
+                        reason = f"not scheduled within {spec.scheduling_timeout_seconds:g}s: {task.pending_reason}"
+                        self.stop_task(job, task, TaskState.UNSCHEDULABLE, reason)
+                        job.error = job.error or f"task {task.index}: {reason}"
+                        expired = True
+                if expired:
+                    self.update(job)
+                    changed = True
+        return changed
+
+    def exit_code(self, job: Job) -> int:
+        return transitions.job_exit_code(job.state, (t.exit_code for t in job.tasks))
+
+
+__all__ = ["AlreadyExists", "InvalidRequest", "JobState", "Jobs", "expand_tpu", "validate"]

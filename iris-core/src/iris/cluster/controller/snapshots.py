@@ -1,0 +1,105 @@
+"""Immutable views of controller records: what every read returns.
+
+A view is taken under the controller's lock and never changes afterwards, so the service (and
+any other reader) can convert or inspect it at leisure while the controller moves on.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from iris.cluster.controller.state import Attempt, Job, JobSpec, Task, WorkerRecord
+from iris.cluster.controller.transitions import job_exit_code
+from iris.cluster.types import JobState, TaskState
+
+
+@attrs.frozen
+class AttemptView:
+    attempt_id: int
+    worker_id: str
+    state: TaskState
+    exit_code: int | None
+    error: str
+    started_at: float
+    finished_at: float
+    oom: bool
+    stop_requested: bool
+    ports: dict[str, int]
+
+
+@attrs.frozen
+class TaskView:
+    job_id: str
+    index: int
+    state: TaskState
+    pending_reason: str
+    exit_code: int | None
+    error: str
+    failures: int
+    preemptions: int
+    attempts: tuple[AttemptView, ...]
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.job_id}/{self.index}"
+
+
+@attrs.frozen
+class JobView:
+    job_id: str
+    spec: JobSpec
+    submitted_at: float
+    state: JobState
+    started_at: float
+    finished_at: float
+    error: str
+    exit_code: int  # what `iris run` exits with once the job is over (0 while it runs)
+    tasks: tuple[TaskView, ...]
+    children: tuple[str, ...]
+
+    @property
+    def is_gang(self) -> bool:
+        return bool(self.spec.coschedule_by) and len(self.tasks) > 1
+
+
+@attrs.frozen
+class WorkerView:
+    worker_id: str
+    slice_id: str
+    cpu: float
+    memory_bytes: int
+    attributes: dict[str, str]
+    last_seen: float
+    used_cpu: float
+    used_memory: int
+    lost: bool
+    running_attempts: int
+
+
+def attempt_view(a: Attempt) -> AttemptView:
+    return AttemptView(
+        a.attempt_id, a.worker_id, a.state, a.exit_code, a.error, a.started_at, a.finished_at, a.oom, a.stop_requested,
+        dict(a.ports),
+    )
+
+
+def task_view(t: Task) -> TaskView:
+    return TaskView(
+        t.job_id, t.index, t.state, t.pending_reason if t.state is TaskState.PENDING else "", t.exit_code, t.error,
+        t.failures, t.preemptions, tuple(map(attempt_view, t.attempts)),
+    )
+
+
+def job_view(job: Job) -> JobView:
+    exit_code = job_exit_code(job.state, (t.exit_code for t in job.tasks)) if job.state.is_terminal else 0
+    return JobView(
+        job.job_id, job.spec, job.submitted_at, job.state, job.started_at, job.finished_at, job.error, exit_code,
+        tuple(map(task_view, job.tasks)), tuple(job.children),
+    )
+
+
+def worker_view(w: WorkerRecord) -> WorkerView:
+    return WorkerView(
+        w.worker_id, w.slice_id, w.cpu, w.memory_bytes, dict(w.attributes), w.last_seen, w.used_cpu, w.used_memory, w.lost,
+        len(w.attempts),
+    )
