@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import attrs
 
-from iris.cluster.types import format_memory
+from iris.job.types import format_memory
 from iris.errors import BundleError
 
 DEFAULT_MAX_BUNDLE_BYTES = 100 * 1000 * 1000

@@ -15,7 +15,7 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from iris.cluster.types import parse_memory
+from iris.job.types import parse_memory
 from iris.errors import ConfigError, ResourceError
 
 

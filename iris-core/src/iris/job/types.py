@@ -1,0 +1,216 @@
+"""Public value types of the job model: resources, entrypoints, environment, states.
+
+These are the names users write against (seed API):
+``from iris.job.types import Entrypoint, ResourceSpec``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from iris.errors import ResourceError
+
+_MEMORY_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1000,
+    "KB": 1000,
+    "KI": 1024,
+    "KIB": 1024,
+    "M": 1000**2,
+    "MB": 1000**2,
+    "MI": 1024**2,
+    "MIB": 1024**2,
+    "G": 1000**3,
+    "GB": 1000**3,
+    "GI": 1024**3,
+    "GIB": 1024**3,
+    "T": 1000**4,
+    "TB": 1000**4,
+    "TI": 1024**4,
+    "TIB": 1024**4,
+}
+_MEMORY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
+    """Parse a memory size such as ``2GB``, ``512MiB`` or ``1073741824`` into bytes."""
+    if isinstance(value, bool):
+        raise ResourceError(f"{field}: {value!r} is not a size; use a number of bytes or e.g. 2GB, 512MB, 1GiB")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ResourceError(f"{field}: {value!r} is negative; a size must be >= 0")
+        return int(value)
+    match = _MEMORY_RE.match(str(value))
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _MEMORY_UNITS:
+        raise ResourceError(
+            f"{field}: {value!r} is not a size; use a number with an optional unit "
+            "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 2GB or 512MiB"
+        )
+    return int(float(match.group(1)) * _MEMORY_UNITS[unit])
+
+
+def format_memory(num_bytes: int) -> str:
+    """Render bytes as a short human-readable size (``2.0GB``)."""
+    size = float(num_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return f"{size:.1f}TB"
+
+
+@attrs.frozen
+class DeviceSpec:
+    """An accelerator request: kind (``cpu``, ``tpu``, ``gpu``), variant and count."""
+
+    kind: str = "cpu"
+    variant: str = ""
+    count: int = 0
+
+
+def tpu_device(variant: str) -> DeviceSpec:
+    """A TPU device request, e.g. ``tpu_device("v5litepod-16")``."""
+    if not variant or not isinstance(variant, str):
+        raise ResourceError(f"tpu: {variant!r} is not a TPU type; use e.g. v5litepod-16")
+    return DeviceSpec(kind="tpu", variant=variant, count=1)
+
+
+def _memory_converter(value: str | int | float) -> int:
+    return parse_memory(value)
+
+
+def _cpu_converter(value: Any) -> float:
+    try:
+        cpu = float(value)
+    except (TypeError, ValueError):
+        raise ResourceError(f"cpu: {value!r} is not a number; use e.g. 1 or 0.5") from None
+    if cpu < 0:
+        raise ResourceError(f"cpu: {value!r} is negative; cpu must be >= 0")
+    return cpu
+
+
+@attrs.define
+class ResourceSpec:
+    """What one task needs: cpu cores, memory (bytes, or a string like ``2GB``), disk, device.
+
+    Mutable on purpose: the seed API sets ``resources.device = tpu_device(...)``.
+    """
+
+    cpu: float = attrs.field(default=1.0, converter=_cpu_converter)
+    memory: int = attrs.field(default="1GB", converter=_memory_converter)
+    disk: int = attrs.field(default=0, converter=_memory_converter)
+    device: DeviceSpec = attrs.field(factory=DeviceSpec)
+
+
+@attrs.define
+class EnvironmentSpec:
+    """The task's environment: variables, and extras (dependency groups) to install."""
+
+    env: dict[str, str] = attrs.field(factory=dict)
+    extras: list[str] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class Entrypoint:
+    """What a task runs: a command (argv) or a pickled Python callable.
+
+    ``Entrypoint.from_command("python", "train.py")`` or ``from_command(["python", "train.py"])``
+    runs a program; ``Entrypoint.from_callable(fn, *args, **kwargs)`` runs ``fn`` in the task,
+    with its return ignored and an exception failing the task with the traceback in the logs.
+    """
+
+    argv: tuple[str, ...] = ()
+    callable_bytes: bytes = b""
+
+    @classmethod
+    def from_command(cls, *cmd: str | Sequence[str]) -> Entrypoint:
+        if len(cmd) == 1 and not isinstance(cmd[0], str):
+            argv = tuple(cmd[0])
+        elif len(cmd) == 1 and isinstance(cmd[0], str) and " " in cmd[0]:
+            argv = tuple(shlex.split(cmd[0]))
+        else:
+            argv = tuple(str(c) for c in cmd)
+        if not argv or not argv[0]:
+            raise ValueError("entrypoint: the command is empty; give the program to run, e.g. -- python train.py")
+        return cls(argv=argv)
+
+    @classmethod
+    def from_callable(cls, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Entrypoint:
+        import cloudpickle
+
+        if not callable(fn):
+            raise TypeError(f"entrypoint: {fn!r} is not callable")
+        return cls(callable_bytes=cloudpickle.dumps((fn, args, kwargs)))
+
+    @property
+    def is_callable(self) -> bool:
+        return bool(self.callable_bytes)
+
+    def describe(self) -> str:
+        if self.is_callable:
+            return "<python callable>"
+        return shlex.join(self.argv)
+
+
+class JobState(enum.Enum):
+    """Lifecycle of a job; derived from its tasks' states."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    WORKER_FAILED = "WORKER_FAILED"
+    UNSCHEDULABLE = "UNSCHEDULABLE"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_JOB_STATES
+
+
+_TERMINAL_JOB_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED, JobState.WORKER_FAILED, JobState.UNSCHEDULABLE}
+)
+
+
+class TaskState(enum.Enum):
+    """Lifecycle of a task (and of each of its attempts)."""
+
+    PENDING = "PENDING"
+    ASSIGNED = "ASSIGNED"
+    BUILDING = "BUILDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    WORKER_FAILED = "WORKER_FAILED"
+    PREEMPTED = "PREEMPTED"
+    UNSCHEDULABLE = "UNSCHEDULABLE"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_TASK_STATES
+
+    @property
+    def is_active(self) -> bool:
+        return self in (TaskState.ASSIGNED, TaskState.BUILDING, TaskState.RUNNING)
+
+
+_TERMINAL_TASK_STATES = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.KILLED,
+        TaskState.WORKER_FAILED,
+        TaskState.PREEMPTED,
+        TaskState.UNSCHEDULABLE,
+    }
+)
