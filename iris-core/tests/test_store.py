@@ -1,0 +1,74 @@
+"""The state database: a row per task and attempt (a change costs what changed, not the size of
+its job), and a schema-1 database (one document per job) migrated forward untouched in meaning."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from iris.cluster.controller.controller import Controller, ObservedAttempt, WorkerIdentity
+from iris.cluster.controller.state import JobSpec
+from iris.cluster.controller.store import _SCHEMA_1, SCHEMA_VERSION, Store
+from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState
+
+GB = 1 << 30
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_store_big_job_keeps_a_row_per_task_and_attempt_and_one_spec(tmp_path: Path) -> None:
+    db = tmp_path / "controller.db"
+    controller = Controller(store=Store(db))
+    worker = WorkerIdentity("w0", cpu=1000, memory_bytes=1000 * GB)
+    controller.reconcile(worker, [], 0)
+    job_id = controller.launch_job(JobSpec(name="big", entrypoint=Entrypoint.from_command("true"), resources=ResourceSpec(cpu=1), replicas=500))
+    result = controller.reconcile(worker, [], 0)
+    assert len(result.desired) == 500
+    spec_size = rows(db, "SELECT length(spec) FROM job_rows")[0][0]
+    before = rows(db, "SELECT idx, doc FROM tasks WHERE job_id = ?".replace("?", repr(job_id)))
+    # one task ends: its own row changes, no other task's
+    done = ObservedAttempt(f"{job_id}/7", 0, TaskState.SUCCEEDED, exit_code=0, log_complete=True)
+    controller.reconcile(worker, [done], result.version)
+    after = rows(db, "SELECT idx, doc FROM tasks WHERE job_id = ?".replace("?", repr(job_id)))
+    assert len(after) == 500 and rows(db, "SELECT count(*) FROM attempts") == [(500,)]
+    assert [i for (i, a), (_, b) in zip(before, after) if a != b] == [7]
+    assert "tasks" not in json.loads(rows(db, "SELECT spec FROM job_rows")[0][0])
+    assert rows(db, "SELECT length(spec) FROM job_rows")[0][0] == spec_size  # the spec is written once
+    reopened = Controller(store=Store(db))
+    job = reopened.get_job(job_id)
+    assert job.tasks[7].state is TaskState.SUCCEEDED and job.tasks[8].state is TaskState.ASSIGNED
+    assert job.state is JobState.RUNNING
+
+
+def test_store_schema_1_database_is_migrated_with_tasks_attempts_and_children(tmp_path: Path) -> None:
+    db = tmp_path / "controller.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(_SCHEMA_1)
+    spec = {"name": "parent", "entrypoint": {"argv": ["true"], "callable_bytes": ""}, "replicas": 1}
+    child_spec = {**spec, "name": "child", "parent_job_id": "/parent"}
+    attempt = {"attempt_id": 0, "worker_id": "w0", "state": "SUCCEEDED", "exit_code": 0, "done": True, "log_partial": ""}
+    task = {"job_id": "/parent", "index": 0, "state": "SUCCEEDED", "attempts": [attempt], "failures": 0, "exit_code": 0}
+    parent = {"job_id": "/parent", "spec": spec, "submitted_at": 1.0, "tasks": [task], "state": "SUCCEEDED", "children": ["/parent/child"]}
+    child = {"job_id": "/parent/child", "spec": child_spec, "submitted_at": 2.0,
+             "tasks": [{"job_id": "/parent/child", "index": 0, "state": "PENDING", "attempts": []}], "state": "PENDING"}
+    for doc in (parent, child):
+        conn.execute("INSERT INTO jobs VALUES (?, ?, ?)", (doc["job_id"], doc["submitted_at"], json.dumps(doc)))
+    conn.execute("INSERT INTO logs VALUES ('/parent', 0, 0, 0, 1.5, 'hello')")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    controller = Controller(store=Store(db))
+    assert rows(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    job = controller.get_job("/parent")
+    assert job.state is JobState.SUCCEEDED and job.children == ("/parent/child",)
+    assert job.tasks[0].attempts[0].worker_id == "w0" and job.tasks[0].attempts[0].state is TaskState.SUCCEEDED
+    lines, _, _, _ = controller.read_logs("/parent", "")
+    assert [line.data for _, line in lines] == ["hello"]
+    assert controller.get_job("/parent/child").tasks[0].state is TaskState.PENDING
