@@ -78,6 +78,28 @@ def test_gang_of_four_waits_for_one_four_vm_slice_not_four_single_slices(tmp_pat
         assert slices(client)["single"] == []
 
 
+@pytest.mark.xfail(strict=True, reason="needs the controller's typed unplaced-task contract")
+def test_zone_constrained_job_gets_a_slice_of_the_group_in_that_zone_and_succeeds() -> None:
+    # the reported bug: steady (zone a) is up, so the scheduler says "constraint zone=b matches
+    # no worker"; the job must still get a spot slice (zone b) rather than wait forever
+    config = parse_config(
+        {
+            "provider": {"type": "local"},
+            "autoscaler": FAST,
+            "scale_groups": {
+                "steady": {"min_slices": 1, "max_slices": 1, "zones": ["a"], "cpu": 1, "memory": "1GB"},
+                "spot": {"min_slices": 0, "max_slices": 1, "zones": ["b"], "preemptible": True, "cpu": 1, "memory": "1GB"},
+            },
+        }
+    )
+    with IrisClient.local(config) as client:
+        assert wait_until(lambda: len(client.list_workers()) == 1, timeout=30)
+        job = client.submit(entrypoint=Entrypoint.from_command("true"), resources=SMALL, constraints=["zone=b"])
+        status = job.wait(timeout=30)
+        assert status.state is JobState.SUCCEEDED
+        assert status.tasks[0].attempts[0].worker_id.startswith("iris-spot-")
+
+
 class FlakyLocal:
     """The local provider, but its first creates fail (or hit quota): a plugin registered in a test."""
 
@@ -238,3 +260,4 @@ def test_controller_run_local_serves_until_interrupted(tmp_path: Path) -> None:
         # run-local leaves its slices running for a restart, as documented: remove them
         stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
         assert "deleted 1 slice(s)" in stopped.stderr, stopped.stderr
+

@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from iris.cluster.scale_groups import group_attributes as group_attributes, group_vm_count as group_vm_count  # they lived here
 from iris.config import ClusterConfig, ScaleGroupConfig
 from iris.errors import IrisError
 from iris.plugin.records import ProviderContext
@@ -46,43 +47,6 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
     state_dir = config.controller.state_dir or str(Path.home() / ".iris" / f"{config.name}-local")
     controller = attrs.evolve(config.controller, host="127.0.0.1", bundle_prefix="", state_dir=state_dir, vm=attrs.evolve(config.controller.vm, enabled=False))
     return attrs.evolve(config, provider=provider, controller=controller)
-
-
-def group_attributes(config: ClusterConfig, name: str, group: ScaleGroupConfig) -> dict[str, str]:
-    """Well-known attributes every worker of the group carries (see iris.cluster.constraints)."""
-    attributes = {
-        "scale-group": name,
-        "preemptible": "true" if group.preemptible else "false",
-        "region": config.provider.region or ("local" if config.provider.type == "local" else ""),
-        "zone": (group.zones[0] if group.zones else config.provider.zone)
-        or ("local" if config.provider.type == "local" else ""),
-    }
-    attributes = {k: v for k, v in attributes.items() if v}
-    device = group.accelerator_type or "cpu"
-    variant = group.accelerator_variant
-    if device.startswith(("v4-", "v5", "v6e-")) and not variant:  # seed 001 writes the type here
-        device, variant = "tpu", device
-    if device != "cpu":
-        attributes["device"] = device
-        if variant:
-            attributes["device-variant"] = variant
-    if device == "tpu" and variant:
-        from iris.cluster.tpu import TPU_TOPOLOGIES
-
-        if variant in TPU_TOPOLOGIES:
-            attributes["topology"] = TPU_TOPOLOGIES[variant].topology
-    attributes.update(group.attributes)
-    return attributes
-
-
-def group_vm_count(group: ScaleGroupConfig) -> int:
-    """VMs per slice: the TPU type's host count unless the config says otherwise."""
-    from iris.cluster.tpu import TPU_TOPOLOGIES
-
-    variant = group.accelerator_variant or (group.accelerator_type if group.accelerator_type.startswith(("v4-", "v5", "v6e-")) else "")
-    if group.vms_per_slice == 1 and variant in TPU_TOPOLOGIES:
-        return TPU_TOPOLOGIES[variant].hosts
-    return group.vms_per_slice
 
 
 class _NotifyingVmManager:

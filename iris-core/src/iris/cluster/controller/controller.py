@@ -15,7 +15,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import attrs
 
@@ -28,6 +27,7 @@ from iris.cluster.controller.transitions import (
     job_exit_code,
     task_after_attempt,
 )
+from iris.cluster.demand import Demand
 from iris.cluster.types import JobState, TaskState, format_memory
 from iris.errors import IrisError, JobNotFound
 
@@ -893,11 +893,8 @@ class Controller:
         "waiting for the autoscaler",
     )
 
-    def unmet_demand(self) -> list[Any]:
+    def unmet_demand(self) -> list[Demand]:
         """One Demand per job with tasks waiting for capacity (for the autoscaler)."""
-        from iris.cluster.autoscaler import Demand
-        from iris.cluster.constraints import Op
-
         with self._lock:
             pending_by_job: dict[str, int] = {}
             for task in self._pending.values():
@@ -909,13 +906,6 @@ class Controller:
                 if job.kill_requested or job.state.is_terminal:
                     continue
                 spec = job.spec
-                preemptible = None
-                zone = ""
-                for c in spec.constraints:
-                    if c.key == "preemptible" and c.op is Op.EQ:
-                        preemptible = c.values[0].lower() == "true"
-                    elif c.key == "zone" and c.op is Op.EQ:
-                        zone = c.values[0]
                 demand.append(
                     Demand(
                         key=job_id,
@@ -925,8 +915,7 @@ class Controller:
                         device=spec.resources.device.kind or "cpu",
                         variant=spec.resources.device.variant,
                         gang=job.is_gang,
-                        preemptible=preemptible,
-                        zone=zone,
+                        constraints=spec.constraints,
                     )
                 )
             return demand
