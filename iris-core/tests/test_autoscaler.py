@@ -16,7 +16,7 @@ from iris.cluster.scale_groups import machine_size
 from iris.cluster.types import format_memory, parse_memory
 from iris.config import AutoscalerConfig, ClusterConfig, ProviderConfig, ScaleGroupConfig
 from iris.errors import IrisError
-from iris.plugin.protocols import SliceRequest, SliceState
+from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState
 from iris.testing.contracts import VmManagerContract
 from iris.testing.fakes import InMemoryVmManager
 
@@ -735,3 +735,57 @@ def test_run_once_slice_deleted_behind_its_back_is_replaced() -> None:
     assert report.requested == ("iris-cpu-1",)
     assert group(autoscaler, "cpu").failures == 0  # READY for 1000 s: not an early death
 
+
+class MachinesGoneVmManager(InMemoryVmManager):
+    """Lists the slices in ``gone`` READY but with every VM FAILED: a provider that has not yet
+    noticed that the machines of a slice vanished."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.gone: set[str] = set()
+
+    def list_slices(self, labels: Any) -> list[SliceInfo]:
+        dead_vms = lambda s: attrs.evolve(s, vms=tuple(attrs.evolve(vm, state=SliceState.FAILED) for vm in s.vms))  # noqa: E731
+        return [dead_vms(s) if s.slice_id in self.gone else s for s in super().list_slices(labels)]
+
+
+@pytest.mark.parametrize("death", ["FAILED", "PREEMPTED", "machines gone"])
+def test_adopt_slices_dead_at_adoption_are_replaced_at_once_without_backoff(death: str) -> None:
+    clock = Clock()
+    manager = MachinesGoneVmManager(clock=clock)
+    groups = {"cpu": attrs.evolve(CPU, min_slices=3, max_slices=3)}
+    first, _, _ = make(groups, clock=clock, manager=manager)
+    first.run_once([], set())
+    first.shutdown()
+    dead = live(manager)
+    for slice_id in dead:  # the whole cluster crashed: every slice's machines died with it
+        if death == "machines gone":
+            manager.gone.add(slice_id)
+        else:
+            manager.set_state(slice_id, SliceState[death], error="the worker process is not running")
+    clock.advance(600)
+
+    second, _, _ = make(groups, clock=clock, manager=manager)
+    assert sorted(s.slice_id for s in second.adopt()) == dead
+    report = second.run_once([], set())
+
+    assert sorted(report.deleted) == dead == ["iris-cpu-0", "iris-cpu-1", "iris-cpu-2"]
+    assert report.requested == ("iris-cpu-3", "iris-cpu-4", "iris-cpu-5")
+    status = group(second, "cpu")
+    assert (status.state, status.failures, status.backoff_until) == (GroupState.AT_MAX, 0, None)
+    assert status.counts == {"READY": 3}
+    assert live(manager) == ["iris-cpu-3", "iris-cpu-4", "iris-cpu-5"]
+
+
+def test_adopt_booting_slice_that_then_fails_still_counts_as_a_failure() -> None:
+    clock = Clock()
+    manager = InMemoryVmManager(clock=clock, boot_delay=60)
+    first, _, _ = make({"cpu": attrs.evolve(CPU, min_slices=1)}, clock=clock, manager=manager)
+    first.run_once([], set())
+    first.shutdown()
+    second, _, _ = make({"cpu": attrs.evolve(CPU, min_slices=1)}, clock=clock, manager=manager)
+    second.adopt()  # BOOTING: alive when adopted
+    manager.set_state("iris-cpu-0", SliceState.FAILED, error="boot failed")
+    clock.advance(1)
+    assert second.run_once([], set()).failed == ("iris-cpu-0",)
+    assert group(second, "cpu").state is GroupState.BACKOFF

@@ -182,6 +182,12 @@ class _Group:
         return now < self.quota_until or now < self.backoff_until
 
 
+def _dead_on_arrival(info: SliceInfo) -> bool:
+    """A slice found at adoption that will never serve: FAILED or PREEMPTED, or every VM of it is
+    (its machines are gone, as after a crash of the whole cluster)."""
+    return info.state in _DEAD or (bool(info.vms) and all(vm.state in _DEAD for vm in info.vms))
+
+
 def _submitter(executor: ThreadPoolExecutor) -> Submit:
     def submit(fn: Callable[[], None]) -> None:
         executor.submit(fn)
@@ -340,8 +346,12 @@ class Autoscaler:
     def adopt(self) -> list[SliceInfo]:
         """List the provider's slices carrying this cluster's label and take each into its group's
         bookkeeping (by its ``<prefix>.scale-group`` label). Returns the slices adopted; slices of
-        groups not configured are left alone and kept in :attr:`strays`. Call once, before the
-        first :meth:`run_once`. This one call waits for the provider (``list_slices``)."""
+        groups not configured are left alone and kept in :attr:`strays`. A slice found dead
+        (FAILED or PREEMPTED, or every VM of it) is deleted and replaced by the first
+        :meth:`run_once`, without counting as the group's failure: it died while no controller
+        watched, as after a crash of the whole cluster, and must not hold the group in backoff.
+        Call once, before the first :meth:`run_once`. This one call waits for the provider
+        (``list_slices``)."""
         infos = self._vm_manager.list_slices(self.labels)
         now = self._clock()
         adopted: list[SliceInfo] = []
@@ -355,16 +365,23 @@ class Autoscaler:
                 self._reserve_index(group, info.slice_id)
                 if info.slice_id in group.slices or info.state is SliceState.DELETING:
                     continue
+                dead = _dead_on_arrival(info)
+                if dead:
+                    logger.warning(
+                        "slice %s of scale group %s is dead (%s): deleting and replacing it",
+                        info.slice_id, name, info.error or info.state.value,
+                    )  # fmt: skip
                 group.slices[info.slice_id] = self._all[info.slice_id] = _Slice(
                     slice_id=info.slice_id,
                     group=name,
-                    state=info.state,
+                    state=(info.state if info.state in _DEAD else SliceState.FAILED) if dead else info.state,
                     created_at=now,
                     info=info,
                     ready_at=now if info.state is SliceState.READY else None,
-                    error=info.error,
+                    error=info.error or ("every VM of the slice is gone" if dead else ""),
                     adopted=True,
                     ready_when_adopted=info.state is SliceState.READY,
+                    counted=dead,  # it died while nobody watched: not the group's failure, no backoff
                 )
                 adopted.append(info)
         return adopted
