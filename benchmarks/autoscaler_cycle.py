@@ -26,6 +26,7 @@ import sys
 import time
 
 from iris.cluster.autoscaler import Autoscaler, Demand
+from iris.cluster.constraints import parse_constraint
 from iris.config import AutoscalerConfig, ScaleGroupConfig
 from iris.plugin.protocols import SliceRequest
 from iris.testing.fakes import InMemoryVmManager
@@ -86,7 +87,7 @@ def unservable_demand() -> list[Demand]:
 def new_demand(run: int) -> list[Demand]:
     """About 50 slices' worth: 10 TPU gangs of 4, 50 CPU jobs of 3 x 2-cpu tasks (8-cpu VMs)."""
     gangs = [Demand(key=f"/u/gang-{run}-{i}", tasks=4, cpu=4, memory_bytes=8 * GB, device="tpu", gang=True) for i in range(10)]
-    packed = [Demand(key=f"/u/job-{run}-{i}", tasks=3, cpu=2, memory_bytes=4 * GB, zone=f"z{i % 4}") for i in range(50)]
+    packed = [Demand(key=f"/u/job-{run}-{i}", tasks=3, cpu=2, memory_bytes=4 * GB, constraints=(parse_constraint(f"zone=z{i % 4}"),)) for i in range(50)]
     return [*gangs, *packed]
 
 

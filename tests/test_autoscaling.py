@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from iris.config import parse_config
 from iris.plugin import VmManagerPlugin, hookimpl
 from iris.plugin.protocols import QuotaExceeded
 from iris.plugin.registry import PluginRegistry
+from iris.procfs import pid_alive, pid_start_time
 from iris.testing import wait_until
 
 SMALL = ResourceSpec(cpu=0.1, memory="16MB")
@@ -76,6 +78,27 @@ def test_gang_of_four_waits_for_one_four_vm_slice_not_four_single_slices(tmp_pat
         assert len(workers) == 4 and len({w.rsplit("-", 1)[0] for w in workers}) == 1  # one slice
         assert workers[0].startswith("iris-quad-")
         assert slices(client)["single"] == []
+
+
+def test_zone_constrained_job_gets_a_slice_of_the_group_in_that_zone_and_succeeds() -> None:
+    # the reported bug: steady (zone a) is up, so the scheduler says "constraint zone=b matches
+    # no worker"; the job must still get a spot slice (zone b) rather than wait forever
+    config = parse_config(
+        {
+            "provider": {"type": "local"},
+            "autoscaler": FAST,
+            "scale_groups": {
+                "steady": {"min_slices": 1, "max_slices": 1, "zones": ["a"], "cpu": 1, "memory": "1GB"},
+                "spot": {"min_slices": 0, "max_slices": 1, "zones": ["b"], "preemptible": True, "cpu": 1, "memory": "1GB"},
+            },
+        }
+    )
+    with IrisClient.local(config) as client:
+        assert wait_until(lambda: len(client.list_workers()) == 1, timeout=30)
+        job = client.submit(entrypoint=Entrypoint.from_command("true"), resources=SMALL, constraints=["zone=b"])
+        status = job.wait(timeout=30)
+        assert status.state is JobState.SUCCEEDED
+        assert status.tasks[0].attempts[0].worker_id.startswith("iris-spot-")
 
 
 class FlakyLocal:
@@ -210,8 +233,6 @@ def test_slice_create_and_terminate_through_the_cli(tmp_path: Path) -> None:
 
 
 def test_controller_run_local_serves_until_interrupted(tmp_path: Path) -> None:
-    import signal
-
     home = tmp_path / "home"
     home.mkdir()
     config = tmp_path / "c.yaml"
@@ -238,3 +259,45 @@ def test_controller_run_local_serves_until_interrupted(tmp_path: Path) -> None:
         # run-local leaves its slices running for a restart, as documented: remove them
         stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
         assert "deleted 1 slice(s)" in stopped.stderr, stopped.stderr
+
+
+def test_whole_cluster_sigkilled_comes_back_with_fresh_slices_not_backoff(tmp_path: Path) -> None:
+    """SIGKILL the controller and every worker process of a long-lived local cluster; the next
+    start replaces the dead slices at once (no backoff) and runs jobs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        # a backoff, had the dead slices counted as failures, would outlast every deadline here
+        "name: crash\nautoscaler: {evaluation_interval_seconds: 0.5, backoff_initial_seconds: 600}\n"
+        "scale_groups:\n  g: {min_slices: 3, max_slices: 3, cpu: 1, memory: 1GB}\n"
+    )
+    state = home / ".iris" / "crash-local"
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        workers = [w for r in sorted((state / "slices").glob("*.json")) for w in json.loads(r.read_text())["workers"]]
+        assert len(workers) == 3
+        victims = [(int((state / "controller.pid").read_text()), None)] + [(w["pid"], w["start_time"]) for w in workers]
+        for pid, start_time in victims:  # only the processes this test started (not a reused pid)
+            if start_time is None or pid_start_time(pid) == start_time:
+                os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: not any(pid_alive(pid) for pid, _ in victims), timeout=10)
+
+        again = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        with IrisClient.remote(again.stdout.strip()) as client:
+            assert client.autoscaler_status()[0]["state"] != "BACKOFF"
+
+            def recovered() -> bool:
+                (g,) = client.autoscaler_status()
+                return g["state"] != "BACKOFF" and [s["state"] for s in g["slices"]] == ["READY"] * 3
+
+            assert wait_until(recovered, timeout=60), client.autoscaler_status()
+            old = {w["vm_id"].rsplit("-", 1)[0] for w in workers}
+            assert not old & {s["slice_id"] for s in client.autoscaler_status()[0]["slices"]}
+            job = client.submit(entrypoint=Entrypoint.from_command("echo", "back"), resources=SMALL)
+            assert job.wait(timeout=60).state is JobState.SUCCEEDED
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr

@@ -102,12 +102,11 @@ def test_unknown_job_id_raises_job_not_found(client: IrisClient) -> None:
         client.job("/no-such-job")
 
 
-def test_memory_request_larger_than_any_worker_stays_pending_with_reason(client: IrisClient) -> None:
+def test_memory_request_larger_than_any_worker_and_group_ends_unschedulable_with_reason(client: IrisClient) -> None:
     job = client.submit(entrypoint=Entrypoint.from_command("true"), resources=ResourceSpec(memory="100TB"))
-    status = job.wait(timeout=0.5)
-    assert status.state is JobState.PENDING
-    assert "no worker has enough memory" in status.tasks[0].pending_reason
-    assert job.kill().state is JobState.KILLED
+    status = job.wait(timeout=10)
+    assert status.state is JobState.UNSCHEDULABLE
+    assert "no worker has enough memory" in status.error
 
 
 def test_remote_client_uploads_workspace_once_and_task_imports_from_it(client: IrisClient, tmp_path: Path) -> None:

@@ -49,15 +49,14 @@ def test_gang_of_four_on_four_workers_runs_all_tasks_at_once(tmp_path: Path) -> 
 
 
 def test_gang_of_four_on_three_workers_starts_nothing(tmp_path: Path) -> None:
+    """No slice of the only group has 4 workers: the gang can never start, and says so at once."""
     with cluster(3) as client:
         job = client.submit(entrypoint=Entrypoint.from_command(barrier_command(tmp_path, 4)), replicas=4, coscheduling="slice", resources=SMALL)
-        assert wait_until(lambda: "waiting for gang peers" in job.status().tasks[0].pending_reason, timeout=10)
-        status = job.status()
-        assert status.state is JobState.PENDING
+        status = job.wait(timeout=20)
+        assert status.state is JobState.UNSCHEDULABLE
         assert all(not t.attempts for t in status.tasks)
-        assert "needs 4 workers sharing slice, the largest such group has 3" in status.tasks[0].pending_reason
+        assert "a gang of 4 needs 4 VMs per slice" in status.error, status.error
         assert list(tmp_path.iterdir()) == []
-        job.kill()
 
 
 def test_gang_member_failing_for_good_stops_its_siblings(tmp_path: Path) -> None:
@@ -105,15 +104,23 @@ def test_timeout_ends_a_sleeping_job_as_timed_out_within_seconds() -> None:
         assert status.finished_at - status.started_at < 6
 
 
-def test_constraint_nothing_matches_pends_with_reason_then_unschedulable() -> None:
+def test_constraint_nothing_matches_ends_unschedulable_at_once_with_reason() -> None:
     with cluster(1) as client:
-        job = client.submit(
-            entrypoint=Entrypoint.from_command("true"), constraints=["zone=mars"], scheduling_timeout=2, resources=SMALL
-        )
-        assert wait_until(lambda: job.status().tasks[0].pending_reason == "constraint zone=mars matches no worker", timeout=5)
+        job = client.submit(entrypoint=Entrypoint.from_command("true"), constraints=["zone=mars"], resources=SMALL)
         status = job.wait(timeout=20)
         assert status.state is JobState.UNSCHEDULABLE
-        assert "not scheduled within 2s: constraint zone=mars matches no worker" in status.error
+        assert "no scale group can serve it" in status.error and "the job needs zone=mars" in status.error
+
+
+def test_scheduling_timeout_ends_a_task_that_waits_for_a_busy_cluster() -> None:
+    with cluster(1) as client:
+        blocker = client.submit(entrypoint=Entrypoint.from_command("sleep", "30"), resources=ResourceSpec(cpu=1, memory="64MB"))
+        assert wait_until(lambda: blocker.status().state is JobState.RUNNING, timeout=10)
+        job = client.submit(entrypoint=Entrypoint.from_command("true"), scheduling_timeout=2, resources=ResourceSpec(cpu=1, memory="64MB"))
+        status = job.wait(timeout=20)
+        assert status.state is JobState.UNSCHEDULABLE
+        assert "not scheduled within 2s:" in status.error
+        blocker.kill()
 
 
 def test_constraint_on_custom_attribute_places_task_on_matching_worker() -> None:

@@ -5,14 +5,18 @@ VmManager: every provider call happens inside ``run_once``, so no test sleeps or
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import pytest
 
 from iris.cluster.autoscaler import Autoscaler, Demand, GroupState, slice_request_for
+from iris.cluster.constraints import parse_constraint
+from iris.cluster.scale_groups import machine_size
+from iris.cluster.types import format_memory, parse_memory
 from iris.config import AutoscalerConfig, ClusterConfig, ProviderConfig, ScaleGroupConfig
 from iris.errors import IrisError
-from iris.plugin.protocols import SliceRequest, SliceState
+from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState
 from iris.testing.contracts import VmManagerContract
 from iris.testing.fakes import InMemoryVmManager
 
@@ -77,8 +81,12 @@ def make(
     return autoscaler, manager, clock
 
 
-def cpu_demand(key: str = "job", tasks: int = 1, cpu: float = 1, memory: int = GB, **kw: object) -> Demand:
-    return Demand(key=key, tasks=tasks, cpu=cpu, memory_bytes=memory, **kw)  # type: ignore[arg-type]
+def cpu_demand(key: str = "job", tasks: int = 1, cpu: float = 1, memory: int = GB, *constraints: str, **kw: object) -> Demand:
+    return Demand(key=key, tasks=tasks, cpu=cpu, memory_bytes=memory, constraints=tuple(map(parse_constraint, constraints)), **kw)  # type: ignore[arg-type]
+
+
+def constrained(key: str, *constraints: str) -> Demand:
+    return cpu_demand(key, 1, 1, GB, *constraints)
 
 
 def tpu_demand(key: str, variant: str, tasks: int, gang: bool = True) -> Demand:
@@ -231,21 +239,109 @@ def test_run_once_routes_by_priority_then_name() -> None:
     assert [g.name for g in autoscaler.status()] == ["z_high", "a_low", "b_low"]
 
 
-def test_run_once_preemptible_and_zone_requirements_route_to_matching_group() -> None:
+ZONED = {
+    "spot": ScaleGroupConfig(cpu=4, memory="16GB", preemptible=True, zones=["us-a"], priority=9, attributes={"disk-gb": "100"}),
+    "steady": ScaleGroupConfig(cpu=4, memory="16GB", zones=["us-b"], attributes={"disk-gb": "500", "team": "ml"}),
+}
+
+
+@pytest.mark.parametrize(
+    ("constraint", "expected"),
+    [
+        ("zone=us-b", "steady"),  # EQ
+        ("zone!=us-a", "steady"),  # NE
+        ("preemptible=false", "steady"),
+        ("preemptible=true", "spot"),
+        ("region=eu", "steady"),  # region from the cluster's provider (spot sets its own)
+        ("team", "steady"),  # EXISTS, a custom attribute
+        ("!team", "spot"),  # NOT_EXISTS
+        ("zone in us-c,us-b", "steady"),  # IN
+        ("disk-gb>100", "steady"),  # GT
+        ("disk-gb>=500", "steady"),  # GE
+        ("disk-gb<500", "spot"),  # LT
+        ("disk-gb<=100", "spot"),  # LE
+        ("scale-group=steady", "steady"),
+        ("hostname=anything", "spot"),  # set per VM by the provider: left to the scheduler
+    ],
+)
+def test_run_once_each_constraint_kind_routes_to_the_group_whose_attributes_match(constraint: str, expected: str) -> None:
+    cluster = ClusterConfig(name="test", provider=ProviderConfig(type="gcp", region="eu"))
+    groups = {**ZONED, "spot": attrs.evolve(ZONED["spot"], attributes={"disk-gb": "100", "region": "us"})}
+    autoscaler = Autoscaler(groups, InMemoryVmManager(), cluster_name="test", config=FAST, clock=Clock(), submit=inline,
+                            request_for=slice_request_for(cluster))  # fmt: skip
+    demand = constrained("j", constraint)
+    report = autoscaler.run_once([demand], set())
+    assert report.routes["j"][0] == expected
+    assert [r.split("-")[1] for r in report.requested] == [expected]
+    assert autoscaler.feasibility(demand) is None
+
+
+def test_run_once_every_constraint_of_a_demand_must_match_and_the_reason_names_each_group() -> None:
+    autoscaler, _, _ = make(ZONED)
+    assert autoscaler.run_once([constrained("both", "zone=us-a", "preemptible=true")], set()).routes["both"][0] == "spot"
+    report = autoscaler.run_once([constrained("none", "zone=us-a", "preemptible=false")], set())
+    assert report.routes["none"] == (
+        None,
+        "no scale group can serve it (cpu): spot: preemptible=true, the job needs preemptible=false; "
+        "steady: zone=us-b, the job needs zone=us-a",
+    )
+    assert autoscaler.route(constrained("gpu", "gpu-kind=a100"))[1] == (
+        "no scale group can serve it (cpu): spot: no attribute gpu-kind, the job needs gpu-kind=a100; "
+        "steady: no attribute gpu-kind, the job needs gpu-kind=a100"
+    )
+
+
+# --- feasibility ------------------------------------------------------------------------
+
+
+def local_autoscaler(groups: dict[str, ScaleGroupConfig]) -> Autoscaler:
+    """The autoscaler as the cluster manager builds it for the local provider."""
+    cluster = ClusterConfig(name="test", provider=ProviderConfig(type="local"), scale_groups=groups)
+    return Autoscaler(groups, InMemoryVmManager(), cluster_name="test", config=FAST, clock=Clock(), submit=inline,
+                      request_for=slice_request_for(cluster))  # fmt: skip
+
+
+def test_feasibility_local_machine_sized_group_rejects_what_no_machine_holds() -> None:
+    autoscaler = local_autoscaler({"local": ScaleGroupConfig(min_slices=1, max_slices=1)})  # no cpu/memory: this machine
+    cpus, memory = machine_size()
+    assert autoscaler.feasibility(cpu_demand(cpu=cpus, memory=memory)) is None
+    assert autoscaler.feasibility(cpu_demand(cpu=100000)) == (
+        f"no scale group can serve it (cpu): local: {cpus:g} cpu per VM, a task needs 100000"
+    )
+    assert autoscaler.feasibility(cpu_demand(memory=parse_memory("100TB"))) == (
+        f"no scale group can serve it (cpu): local: {format_memory(memory)} memory per VM, a task needs 100.0TB"
+    )
+    assert autoscaler.feasibility(tpu_demand("t", "v5litepod-16", 4)) == "no scale group offers device tpu v5litepod-16"
+    assert autoscaler.feasibility(constrained("z", "zone=mars")) == (
+        "no scale group can serve it (cpu): local: zone=local, the job needs zone=mars"
+    )
+
+
+def test_feasibility_group_that_offers_it_makes_it_feasible() -> None:
     groups = {
-        "spot": ScaleGroupConfig(cpu=4, memory="16GB", preemptible=True, zones=["us-a"], priority=9),
-        "steady": ScaleGroupConfig(cpu=4, memory="16GB", zones=["us-b"]),
+        "steady": ScaleGroupConfig(min_slices=1, max_slices=2, zones=["a"]),
+        "spot": ScaleGroupConfig(max_slices=2, zones=["b"], preemptible=True),
+        "tpu": ScaleGroupConfig(accelerator_type="tpu", accelerator_variant="v5litepod-16", max_slices=1),
     }
-    autoscaler, _, _ = make(groups)
-    report = autoscaler.run_once(
-        [cpu_demand("any"), cpu_demand("firm", preemptible=False), cpu_demand("in-a", zone="us-a")], set()
+    autoscaler = local_autoscaler(groups)
+    assert autoscaler.feasibility(tpu_demand("t", "v5litepod-16", 4)) is None
+    assert autoscaler.feasibility(constrained("b", "zone=b")) is None
+    assert autoscaler.feasibility(constrained("p", "preemptible=true")) is None
+    assert autoscaler.feasibility(tpu_demand("t8", "v5litepod-16", 8)) == (
+        "no scale group can serve it (tpu v5litepod-16): tpu: a gang of 8 needs 8 VMs per slice, its slices have 4"
     )
-    assert report.routes["any"][0] == "spot"
-    assert report.routes["firm"][0] == "steady"
-    assert report.routes["in-a"][0] == "spot"
-    assert autoscaler.route(cpu_demand("in-c", zone="us-c"))[1] == (
-        "no scale group can serve it (cpu): spot: in zone us-a, not us-c; steady: in zone us-b, not us-c"
-    )
+
+
+def test_feasibility_ignores_backoff_quota_and_max_but_not_max_slices_zero() -> None:
+    groups = {"full": attrs.evolve(CPU, max_slices=1), "flaky": attrs.evolve(CPU, max_slices=1, priority=1), "off": attrs.evolve(CPU, max_slices=0)}
+    autoscaler, manager, _ = make(groups)
+    manager.fail_next_creates(1)
+    autoscaler.run_once([cpu_demand(tasks=8)], set())
+    assert group(autoscaler, "flaky").state is GroupState.BACKOFF
+    assert group(autoscaler, "full").state is GroupState.AT_MAX
+    assert autoscaler.feasibility(cpu_demand(tasks=100)) is None
+    only_off = make({"off": attrs.evolve(CPU, max_slices=0)})[0]
+    assert only_off.feasibility(cpu_demand()) == "no scale group can serve it (cpu): off: max_slices is 0"
 
 
 def test_run_once_demand_spills_to_next_group_while_first_backs_off() -> None:
@@ -565,6 +661,15 @@ def test_slice_request_for_uses_cluster_provider_zone_and_group_shape() -> None:
     assert request.attributes["device-variant"] == "v5litepod-16"
 
 
+def test_slice_request_for_local_group_without_size_is_machine_sized_elsewhere_unknown() -> None:
+    sized = ScaleGroupConfig(cpu=3, memory="5GB")
+    local = slice_request_for(ClusterConfig(name="c", provider=ProviderConfig(type="local")))
+    cloud = slice_request_for(ClusterConfig(name="c", provider=ProviderConfig(type="gcp")))
+    assert (local("g", ScaleGroupConfig(), "s").cpu, local("g", ScaleGroupConfig(), "s").memory_bytes) == machine_size()
+    assert (local("g", sized, "s").cpu, local("g", sized, "s").memory_bytes) == (3, parse_memory("5GB"))
+    assert (cloud("g", ScaleGroupConfig(), "s").cpu, cloud("g", ScaleGroupConfig(), "s").memory_bytes) == (0, 0)
+
+
 def test_default_submit_runs_creates_on_a_thread_pool() -> None:
     manager = InMemoryVmManager()
     autoscaler = Autoscaler({"cpu": CPU}, manager, cluster_name="test", config=FAST)
@@ -629,3 +734,58 @@ def test_run_once_slice_deleted_behind_its_back_is_replaced() -> None:
     assert report.failed == ("iris-cpu-0",)
     assert report.requested == ("iris-cpu-1",)
     assert group(autoscaler, "cpu").failures == 0  # READY for 1000 s: not an early death
+
+
+class MachinesGoneVmManager(InMemoryVmManager):
+    """Lists the slices in ``gone`` READY but with every VM FAILED: a provider that has not yet
+    noticed that the machines of a slice vanished."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.gone: set[str] = set()
+
+    def list_slices(self, labels: Any) -> list[SliceInfo]:
+        dead_vms = lambda s: attrs.evolve(s, vms=tuple(attrs.evolve(vm, state=SliceState.FAILED) for vm in s.vms))  # noqa: E731
+        return [dead_vms(s) if s.slice_id in self.gone else s for s in super().list_slices(labels)]
+
+
+@pytest.mark.parametrize("death", ["FAILED", "PREEMPTED", "machines gone"])
+def test_adopt_slices_dead_at_adoption_are_replaced_at_once_without_backoff(death: str) -> None:
+    clock = Clock()
+    manager = MachinesGoneVmManager(clock=clock)
+    groups = {"cpu": attrs.evolve(CPU, min_slices=3, max_slices=3)}
+    first, _, _ = make(groups, clock=clock, manager=manager)
+    first.run_once([], set())
+    first.shutdown()
+    dead = live(manager)
+    for slice_id in dead:  # the whole cluster crashed: every slice's machines died with it
+        if death == "machines gone":
+            manager.gone.add(slice_id)
+        else:
+            manager.set_state(slice_id, SliceState[death], error="the worker process is not running")
+    clock.advance(600)
+
+    second, _, _ = make(groups, clock=clock, manager=manager)
+    assert sorted(s.slice_id for s in second.adopt()) == dead
+    report = second.run_once([], set())
+
+    assert sorted(report.deleted) == dead == ["iris-cpu-0", "iris-cpu-1", "iris-cpu-2"]
+    assert report.requested == ("iris-cpu-3", "iris-cpu-4", "iris-cpu-5")
+    status = group(second, "cpu")
+    assert (status.state, status.failures, status.backoff_until) == (GroupState.AT_MAX, 0, None)
+    assert status.counts == {"READY": 3}
+    assert live(manager) == ["iris-cpu-3", "iris-cpu-4", "iris-cpu-5"]
+
+
+def test_adopt_booting_slice_that_then_fails_still_counts_as_a_failure() -> None:
+    clock = Clock()
+    manager = InMemoryVmManager(clock=clock, boot_delay=60)
+    first, _, _ = make({"cpu": attrs.evolve(CPU, min_slices=1)}, clock=clock, manager=manager)
+    first.run_once([], set())
+    first.shutdown()
+    second, _, _ = make({"cpu": attrs.evolve(CPU, min_slices=1)}, clock=clock, manager=manager)
+    second.adopt()  # BOOTING: alive when adopted
+    manager.set_state("iris-cpu-0", SliceState.FAILED, error="boot failed")
+    clock.advance(1)
+    assert second.run_once([], set()).failed == ("iris-cpu-0",)
+    assert group(second, "cpu").state is GroupState.BACKOFF

@@ -237,7 +237,7 @@ class ReferenceScheduler(Scheduler):
 def reference_controller(clock: Clock) -> Controller:
     """A controller whose scheduler is the reference one (a test double swapped in)."""
     controller = Controller(clock=clock, worker_timeout=1e9)
-    controller._scheduler = ReferenceScheduler(controller._state, clock)
+    controller._scheduler = ReferenceScheduler(controller._state, controller._jobs, clock)
     return controller
 
 

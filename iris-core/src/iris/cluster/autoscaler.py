@@ -19,14 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
+from iris.cluster.constraints import Constraint
+from iris.cluster.demand import Demand
+from iris.cluster.scale_groups import RequestFor, slice_request_for
 from iris.cluster.types import format_memory
 from iris.config import AutoscalerConfig, ClusterConfig, ProviderConfig, ScaleGroupConfig
 from iris.errors import IrisError
 from iris.plugin.protocols import QuotaExceeded, SliceInfo, SliceRequest, SliceState, VmManager
 
+__all__ = ["Autoscaler", "CycleReport", "Demand", "GroupState", "GroupStatus", "SliceStatus", "slice_request_for"]
+
 logger = logging.getLogger(__name__)
 
-RequestFor = Callable[[str, ScaleGroupConfig, str], SliceRequest]
 Submit = Callable[[Callable[[], None]], None]
 
 # tuples, not sets: membership by identity is cheaper than hashing an Enum
@@ -37,21 +41,10 @@ _MANY = 1 << 40  # tasks per VM when the VM's size is unknown (cpu/memory 0): no
 _EPS = 1e-9
 _DEFAULT_WORKERS = 8
 _OPEN_VMS = 64  # partly used VMs a plan remembers per group
-
-
-@attrs.frozen
-class Demand:
-    """Work the scheduler could not place, one entry per job."""
-
-    key: str  # job id
-    tasks: int  # unplaced tasks
-    cpu: float  # per task
-    memory_bytes: int  # per task
-    device: str = "cpu"  # "cpu" or "tpu" (or another accelerator kind)
-    variant: str = ""  # e.g. "v5litepod-16"; "" = any
-    gang: bool = False  # all `tasks` on ONE slice, one task per VM (VMs per slice must equal tasks)
-    preemptible: bool | None = None  # required preemptibility, None = either
-    zone: str = ""  # required zone, "" = any
+# attributes the provider sets per slice or VM (see iris.cluster.constraints): a group's request
+# cannot say what they will be, so a constraint on one is left to the scheduler unless the
+# group's own attributes set it
+_PER_VM_KEYS = frozenset({"slice", "hostname", "vm-index", "tpu-name", "tpu-worker-id"})
 
 
 class GroupState(enum.Enum):
@@ -112,49 +105,36 @@ class CycleReport:
     routes: Mapping[str, tuple[str | None, str]] = attrs.field(factory=dict)
 
 
-def slice_request_for(cluster: ClusterConfig) -> RequestFor:
-    """The ``request_for`` that builds a group's SliceRequest as the cluster config describes it:
-    labels ``<prefix>.cluster`` and ``<prefix>.scale-group``, the group's VM count, size, template
-    and worker attributes (including region and zone from ``cluster.provider``)."""
-    from iris.cluster.manager import group_attributes, group_vm_count
-
-    prefix = cluster.label_prefix
-
-    def request_for(name: str, group: ScaleGroupConfig, slice_id: str) -> SliceRequest:
-        return SliceRequest(
-            slice_id=slice_id,
-            scale_group=name,
-            vm_count=group_vm_count(group),
-            cpu=group.cpu,
-            memory_bytes=group.memory_bytes,
-            labels={f"{prefix}.cluster": cluster.name, f"{prefix}.scale-group": name},
-            attributes=group_attributes(cluster, name, group),
-            template=group.template,
-        )
-
-    return request_for
-
-
 @attrs.frozen
 class _Shape:
-    """What a group's slices offer, read from the SliceRequest it builds."""
+    """What a group's slices offer, read from the SliceRequest it builds: the device, the VMs per
+    slice and their size, and the worker attributes (zone, region, preemptible, custom ones) that
+    a demand's constraints are matched against."""
 
     device: str
     variant: str
-    preemptible: bool
-    zone: str
     vm_count: int
     cpu: float  # per VM; 0 = unknown (no limit)
     memory_bytes: int  # per VM; 0 = unknown (no limit)
+    attributes: Mapping[str, str]
 
     @classmethod
     def of(cls, group: ScaleGroupConfig, request: SliceRequest) -> _Shape:
-        attributes = request.attributes
+        attributes = dict(request.attributes)
         device = attributes.get("device") or group.accelerator_type or "cpu"
         variant = attributes.get("device-variant", group.accelerator_variant if device == group.accelerator_type else "")
-        preemptible = attributes.get("preemptible", "true" if group.preemptible else "false") == "true"
-        zone = attributes.get("zone") or (group.zones[0] if group.zones else "")
-        return cls(device, variant, preemptible, zone, max(request.vm_count, 1), request.cpu, request.memory_bytes)
+        return cls(device, variant, max(request.vm_count, 1), request.cpu, request.memory_bytes, attributes)
+
+    def unmet(self, constraint: Constraint) -> str | None:
+        """Why the group's workers fail the constraint, or None if they meet it (or if it is on a
+        per-VM attribute the group does not set)."""
+        key = constraint.key
+        if key in _PER_VM_KEYS and key not in self.attributes:
+            return None
+        if constraint.matches(self.attributes):
+            return None
+        have = f"{key}={self.attributes[key]}" if key in self.attributes else f"no attribute {key}"
+        return f"{have}, the job needs {constraint.describe()}"
 
     def describe(self) -> str:
         return f"{self.device} {self.variant}".strip()
@@ -200,6 +180,12 @@ class _Group:
     def held(self, now: float) -> bool:
         """True while quota or backoff forbids creating slices."""
         return now < self.quota_until or now < self.backoff_until
+
+
+def _dead_on_arrival(info: SliceInfo) -> bool:
+    """A slice found at adoption that will never serve: FAILED or PREEMPTED, or every VM of it is
+    (its machines are gone, as after a crash of the whole cluster)."""
+    return info.state in _DEAD or (bool(info.vms) and all(vm.state in _DEAD for vm in info.vms))
 
 
 def _submitter(executor: ThreadPoolExecutor) -> Submit:
@@ -300,13 +286,16 @@ class Autoscaler:
         clock: Callable[[], float] = time.monotonic,
         submit: Submit | None = None,
         request_for: RequestFor | None = None,
+        on_delete: Callable[[str], None] | None = None,
     ):
         """``submit`` runs provider calls asynchronously (default: a small thread pool); each
-        callable it gets catches its own errors. ``request_for(group name, group config, slice id)``
+        callable it gets catches its own errors. ``on_delete(slice_id)`` is called just before a
+        slice is deleted (the controller marks its workers lost at once, not after a timeout). ``request_for(group name, group config, slice id)``
         builds a slice's request (default: :func:`slice_request_for` of a cluster with this name,
         label prefix and no provider region/zone); it is also called once per group here, to
         learn what the group's slices offer, so it must not have side effects."""
         self._vm_manager = vm_manager
+        self._on_delete = on_delete
         self._cluster_name = cluster_name
         self._prefix = label_prefix
         self._config = config
@@ -360,8 +349,12 @@ class Autoscaler:
     def adopt(self) -> list[SliceInfo]:
         """List the provider's slices carrying this cluster's label and take each into its group's
         bookkeeping (by its ``<prefix>.scale-group`` label). Returns the slices adopted; slices of
-        groups not configured are left alone and kept in :attr:`strays`. Call once, before the
-        first :meth:`run_once`. This one call waits for the provider (``list_slices``)."""
+        groups not configured are left alone and kept in :attr:`strays`. A slice found dead
+        (FAILED or PREEMPTED, or every VM of it) is deleted and replaced by the first
+        :meth:`run_once`, without counting as the group's failure: it died while no controller
+        watched, as after a crash of the whole cluster, and must not hold the group in backoff.
+        Call once, before the first :meth:`run_once`. This one call waits for the provider
+        (``list_slices``)."""
         infos = self._vm_manager.list_slices(self.labels)
         now = self._clock()
         adopted: list[SliceInfo] = []
@@ -375,16 +368,23 @@ class Autoscaler:
                 self._reserve_index(group, info.slice_id)
                 if info.slice_id in group.slices or info.state is SliceState.DELETING:
                     continue
+                dead = _dead_on_arrival(info)
+                if dead:
+                    logger.warning(
+                        "slice %s of scale group %s is dead (%s): deleting and replacing it",
+                        info.slice_id, name, info.error or info.state.value,
+                    )  # fmt: skip
                 group.slices[info.slice_id] = self._all[info.slice_id] = _Slice(
                     slice_id=info.slice_id,
                     group=name,
-                    state=info.state,
+                    state=(info.state if info.state in _DEAD else SliceState.FAILED) if dead else info.state,
                     created_at=now,
                     info=info,
                     ready_at=now if info.state is SliceState.READY else None,
-                    error=info.error,
+                    error=info.error or ("every VM of the slice is gone" if dead else ""),
                     adopted=True,
                     ready_when_adopted=info.state is SliceState.READY,
+                    counted=dead,  # it died while nobody watched: not the group's failure, no backoff
                 )
                 adopted.append(info)
         return adopted
@@ -417,6 +417,17 @@ class Autoscaler:
         """(group that would serve the demand, human reason), for a pending task's reason."""
         with self._lock:
             return self._route_locked(demand, self._clock())
+
+    def feasibility(self, demand: Demand) -> str | None:
+        """None if some configured scale group could ever serve the demand, whatever it is doing
+        now (backoff, quota hold, at max_slices, cooldown); else one line saying why none can,
+        naming each group's reason, e.g. ``no scale group can serve it (cpu): local: 2 cpu per
+        VM, a task needs 100000``. A group with ``max_slices`` 0 serves nothing. For a gang,
+        ``demand.tasks`` is the gang's size. Reads only the groups' configuration: no lock, no
+        provider call, so the controller may call it under its own lock."""
+        if any(self._rejection(demand, g) is None for g in self._order):
+            return None
+        return self._why_unservable(demand)
 
     def status(self) -> list[GroupStatus]:
         """Every group, in routing order (priority, then name), with its slices."""
@@ -745,14 +756,16 @@ class Autoscaler:
         return (d.device or "cpu") == shape.device and (not d.variant or d.variant == shape.variant)
 
     def _rejection(self, d: Demand, group: _Group) -> str | None:
-        """Why the group cannot serve the demand, or None if it can."""
+        """Why the group can never serve the demand, or None if it can (now or once it may
+        create slices): its device, its workers' attributes against every constraint, the size of
+        its VMs, its VMs per slice for a gang, and max_slices."""
         shape = group.shape
         if not self._offers_device(d, shape):
             return f"offers {shape.describe()}"
-        if d.preemptible is not None and d.preemptible != shape.preemptible:
-            return "preemptible" if shape.preemptible else "not preemptible"
-        if d.zone and d.zone != shape.zone:
-            return f"in zone {shape.zone or '(unknown)'}, not {d.zone}"
+        for constraint in d.constraints:
+            unmet = shape.unmet(constraint)
+            if unmet is not None:
+                return unmet
         if shape.cpu > 0 and d.cpu > shape.cpu + _EPS:
             return f"{shape.cpu:g} cpu per VM, a task needs {d.cpu:g}"
         if shape.memory_bytes > 0 and d.memory_bytes > shape.memory_bytes:
@@ -765,7 +778,7 @@ class Autoscaler:
 
     def _candidates(self, d: Demand, memo: dict[tuple, list[_Group]]) -> list[_Group]:
         """The groups that can serve the demand, in routing order (memoized by its shape)."""
-        key = (d.device, d.variant, d.gang, d.tasks if d.gang else 0, d.preemptible, d.zone, d.cpu, d.memory_bytes)
+        key = (d.device, d.variant, d.gang, d.tasks if d.gang else 0, d.constraints, d.cpu, d.memory_bytes)
         found = memo.get(key)
         if found is None:
             found = memo[key] = [g for g in self._order if self._rejection(d, g) is None]
@@ -780,12 +793,7 @@ class Autoscaler:
     ) -> tuple[str | None, str]:
         candidates = self._candidates(d, {} if memo is None else memo)
         if not candidates:
-            matching = [g for g in self._order if self._offers_device(d, g.shape)]
-            wanted = f"{d.device or 'cpu'} {d.variant}".strip()
-            if not matching:
-                return None, f"no scale group offers device {wanted}"
-            why = "; ".join(f"{g.name}: {self._rejection(d, g)}" for g in matching)
-            return None, f"no scale group can serve it ({wanted}): {why}"
+            return None, self._why_unservable(d)
         name = self._routes.get(d.key)
         group = self._groups[name] if name in self._groups else None
         if group is None or group not in candidates:
@@ -798,6 +806,15 @@ class Autoscaler:
         state, detail = states[group.name]
         reason = f"waiting for the autoscaler: scale group {group.name} is {state.value}"
         return group.name, f"{reason} ({detail})" if detail else reason
+
+    def _why_unservable(self, d: Demand) -> str:
+        """One line: why no group can serve the demand (when none can), naming each group's reason."""
+        matching = [g for g in self._order if self._offers_device(d, g.shape)]
+        wanted = f"{d.device or 'cpu'} {d.variant}".strip()
+        if not matching:
+            return f"no scale group offers device {wanted}"
+        why = "; ".join(f"{g.name}: {self._rejection(d, g)}" for g in matching)
+        return f"no scale group can serve it ({wanted}): {why}"
 
     def _group_state(self, group: _Group, now: float) -> tuple[GroupState, str]:
         alive = group.alive()
@@ -895,6 +912,8 @@ class Autoscaler:
 
     def _delete(self, slice_id: str) -> None:
         try:
+            if self._on_delete is not None:
+                self._on_delete(slice_id)
             self._vm_manager.delete_slice(slice_id)
         except Exception as exc:
             logger.warning("deleting slice %s failed (retried next cycle): %s", slice_id, exc)

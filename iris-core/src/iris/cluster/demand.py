@@ -1,26 +1,33 @@
-"""The scheduler -> autoscaler contract: what the scheduler could not place, as typed data.
+"""The demand contract: what the scheduler could not place, as the autoscaler reads it.
 
-The controller emits one :class:`Demand` per job with tasks it could not place; the autoscaler
-matches it against what each scale group's workers offer (device, resources, gang size, and
-every constraint against the group's worker attributes). Nothing here is parsed from text.
+The controller builds one :class:`Demand` per job with unplaced tasks and hands the list to
+``Autoscaler.run_once``; ``Autoscaler.feasibility`` says whether any scale group could ever serve
+one. Every field is typed data taken from the job's spec: nothing here is parsed from a pending
+reason. This module imports nothing of the controller or the autoscaler, so both can import it.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from iris.cluster.constraints import Constraint
+from iris.job.constraints import Constraint
 
 
 @attrs.frozen
 class Demand:
-    """Work the scheduler could not place, one entry per job."""
+    """One job's tasks that wait for capacity.
+
+    ``constraints`` are all of the job's placement constraints; the autoscaler matches each
+    against the worker attributes a scale group's slices carry (``zone``, ``region``,
+    ``preemptible``, ``device``, custom ones), exactly as the scheduler matches them against a
+    registered worker's.
+    """
 
     key: str  # job id
     tasks: int  # unplaced tasks
     cpu: float  # per task
     memory_bytes: int  # per task
-    device: str = "cpu"  # "cpu" or an accelerator kind ("tpu", "gpu")
+    device: str = "cpu"  # "cpu" or the accelerator kind ("tpu", ...)
     variant: str = ""  # e.g. "v5litepod-16"; "" = any
-    gang: bool = False  # all `tasks` on ONE slice, one task per VM
-    constraints: tuple[Constraint, ...] = ()  # every constraint of the job, matched against worker attributes
+    gang: bool = False  # all `tasks` on ONE slice, one task per VM (VMs per slice must equal tasks)
+    constraints: tuple[Constraint, ...] = attrs.field(default=(), converter=tuple)

@@ -23,6 +23,12 @@ from typing import Any
 
 import attrs
 
+from iris.cluster.autoscaler import Autoscaler
+from iris.cluster.controller.controller import Controller
+from iris.cluster.controller.service import ControllerServer
+from iris.cluster.controller.store import Store
+from iris.cluster.scale_groups import group_attributes as group_attributes, group_vm_count as group_vm_count  # they lived here
+from iris.cluster.scale_groups import slice_request_for
 from iris.config import ClusterConfig, ScaleGroupConfig
 from iris.errors import IrisError
 from iris.plugin.records import ProviderContext
@@ -46,59 +52,6 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
     state_dir = config.controller.state_dir or str(Path.home() / ".iris" / f"{config.name}-local")
     controller = attrs.evolve(config.controller, host="127.0.0.1", bundle_prefix="", state_dir=state_dir, vm=attrs.evolve(config.controller.vm, enabled=False))
     return attrs.evolve(config, provider=provider, controller=controller)
-
-
-def group_attributes(config: ClusterConfig, name: str, group: ScaleGroupConfig) -> dict[str, str]:
-    """Well-known attributes every worker of the group carries (see iris.cluster.constraints)."""
-    attributes = {
-        "scale-group": name,
-        "preemptible": "true" if group.preemptible else "false",
-        "region": config.provider.region or ("local" if config.provider.type == "local" else ""),
-        "zone": (group.zones[0] if group.zones else config.provider.zone)
-        or ("local" if config.provider.type == "local" else ""),
-    }
-    attributes = {k: v for k, v in attributes.items() if v}
-    device = group.accelerator_type or "cpu"
-    variant = group.accelerator_variant
-    if device.startswith(("v4-", "v5", "v6e-")) and not variant:  # seed 001 writes the type here
-        device, variant = "tpu", device
-    if device != "cpu":
-        attributes["device"] = device
-        if variant:
-            attributes["device-variant"] = variant
-    if device == "tpu" and variant:
-        from iris.cluster.tpu import TPU_TOPOLOGIES
-
-        if variant in TPU_TOPOLOGIES:
-            attributes["topology"] = TPU_TOPOLOGIES[variant].topology
-    attributes.update(group.attributes)
-    return attributes
-
-
-def group_vm_count(group: ScaleGroupConfig) -> int:
-    """VMs per slice: the TPU type's host count unless the config says otherwise."""
-    from iris.cluster.tpu import TPU_TOPOLOGIES
-
-    variant = group.accelerator_variant or (group.accelerator_type if group.accelerator_type.startswith(("v4-", "v5", "v6e-")) else "")
-    if group.vms_per_slice == 1 and variant in TPU_TOPOLOGIES:
-        return TPU_TOPOLOGIES[variant].hosts
-    return group.vms_per_slice
-
-
-class _NotifyingVmManager:
-    """The provider's VmManager, telling the controller when a slice goes so its workers'
-    tasks are retried at once rather than after the worker timeout."""
-
-    def __init__(self, inner: Any, controller: Any):
-        self._inner = inner
-        self._controller = controller
-
-    def delete_slice(self, slice_id: str) -> None:
-        self._controller.lose_slice(slice_id)
-        self._inner.delete_slice(slice_id)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class ClusterManager:
@@ -145,10 +98,6 @@ class ClusterManager:
             raise
 
     def _start(self, provider: Any) -> str:
-        from iris.cluster.controller.controller import Controller
-        from iris.cluster.controller.service import ControllerServer
-        from iris.cluster.controller.store import Store
-
         config = self._config
         state_dir = self._state_dir()
         db_path = state_dir / "controller.db"
@@ -195,16 +144,19 @@ class ClusterManager:
         return groups
 
     def _start_autoscaler(self) -> None:
-        from iris.cluster.autoscaler import Autoscaler, slice_request_for
-
+        groups = self._groups()
+        controller = self.controller
         self._autoscaler = Autoscaler(
-            self._groups(),
-            _NotifyingVmManager(self._vm_manager, self.controller),
+            groups,
+            self._vm_manager,
             cluster_name=self._config.name,
             label_prefix=self._config.label_prefix,
             config=self._config.autoscaler,
             request_for=slice_request_for(self._config),
+            on_delete=controller.lose_slice,
         )
+        if groups:  # a task no worker and no group could ever take ends UNSCHEDULABLE at once
+            controller.set_capacity(self._autoscaler.feasibility)
         adopted = self._autoscaler.adopt()
         if adopted:
             logger.info("adopted %d slice(s) the provider reports for cluster %s", len(adopted), self._config.name)
@@ -216,6 +168,8 @@ class ClusterManager:
         self._server.servicer.cluster = self
 
     def _autoscale_once(self) -> None:
+        """One autoscaler cycle: the scheduler's typed demand in, slice requests and deletions out,
+        and each waiting job told what is being done for it."""
         controller = self.controller
         demand = controller.unmet_demand()
         self._autoscaler.run_once(demand, controller.busy_slices())

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from iris.cluster.controller import transitions
 from iris.cluster.controller.endpoints import Endpoints
 from iris.cluster.controller.jobs import AlreadyExists, InvalidRequest, Jobs
-from iris.cluster.controller.placement import Wait
 from iris.cluster.controller.logs import MAX_LOG_LINES_PER_READ, BadCursor, Logs, decode_cursor, encode_cursor
 from iris.cluster.controller.scheduler import CapacityOracle, Scheduler
 from iris.cluster.controller.snapshots import JobView, WorkerView, job_view, worker_view
@@ -87,7 +86,7 @@ class Controller:
         self._jobs = Jobs(state, self._endpoints, clock)
         self._workers = Workers(state, self._jobs, self._logs, clock, worker_timeout)
         self._jobs.stop_attempt = self._workers.stop_attempt
-        self._scheduler = Scheduler(state, clock)
+        self._scheduler = Scheduler(state, self._jobs, clock)
         if store is not None:
             self._load(store)
 
@@ -380,23 +379,6 @@ class Controller:
         """Tell waiting tasks what the autoscaler is doing for their job (job id -> sentence)."""
         with self._lock:
             self._scheduler.annotate(notes)
-
-    def end_unschedulable(self, verdicts: dict[str, str]) -> None:
-        """The autoscaler found no scale group that could ever serve these jobs' waiting tasks
-        (job id -> why): those no current worker could take either end UNSCHEDULABLE."""
-        with self._lock:
-            try:
-                for job_id, why in verdicts.items():
-                    job = self._state.jobs.get(job_id)
-                    if job is None or job.state.is_terminal:
-                        continue
-                    for task in job.tasks:
-                        wait = task.wait
-                        if task.task_id in self._state.pending and isinstance(wait, Wait) and wait.kind.static:
-                            self._scheduler.end_unschedulable(job, task, f"no worker or scale group can run it: {task.pending_reason}; {why}")
-                    self._jobs.update(job)
-            finally:
-                self._commit()
 
     def lose_slice(self, slice_id: str) -> None:
         """The provider is deleting this slice: its workers are gone now, not after a timeout."""

@@ -23,6 +23,7 @@ from iris.cluster.controller.placement import (
     Wait,
     WaitKind,
 )
+from iris.cluster.controller.jobs import Jobs
 from iris.cluster.controller.state import ClusterState, Job, JobSpec, Task, WorkerRecord
 from iris.cluster.demand import Demand
 from iris.cluster.types import TaskState, format_memory
@@ -89,8 +90,9 @@ def wait_reason(spec: JobSpec, workers: list[WorkerRecord], candidates: list[Wor
 class Scheduler:
     """Placement passes over the shared state (called with the controller's lock held)."""
 
-    def __init__(self, state: ClusterState, clock: Callable[[], float]):
+    def __init__(self, state: ClusterState, jobs: Jobs, clock: Callable[[], float]):
         self._state = state
+        self._jobs = jobs
         self._clock = clock
         self._index: PlacementIndex | None = None
         self.capacity: CapacityOracle | None = None
@@ -230,12 +232,13 @@ class Scheduler:
     def _end_impossible(self, tasks: list[Task]) -> None:
         """End UNSCHEDULABLE the waiting tasks no worker can take and no scale group could serve."""
         state = self._state
-        by_job: dict[str, list[Task]] = {}
+        by_job: dict[str, dict[str, Task]] = {}
         for task in tasks:
             wait = task.wait
             if isinstance(wait, Wait) and wait.kind.static and task.task_id in state.pending:
-                by_job.setdefault(task.job_id, []).append(task)
-        for job_id, waiting in by_job.items():
+                by_job.setdefault(task.job_id, {})[task.task_id] = task
+        for job_id, found in by_job.items():
+            waiting = list(found.values())
             job = state.jobs[job_id]
             demand = demand_for(job, len(waiting))
             shape = (demand.device, demand.variant, demand.gang, demand.tasks if demand.gang else 0, demand.cpu,
@@ -248,15 +251,11 @@ class Scheduler:
                 continue
             for task in waiting:
                 reason = f"no worker or scale group can run it: {task.pending_reason}; {verdict}"
-                self.end_unschedulable(job, task, reason)
-
-    def end_unschedulable(self, job: Job, task: Task, reason: str) -> None:
-        state = self._state
-        transitions.stop_task(job, task, TaskState.UNSCHEDULABLE, reason, state.changes)
-        state.pending.pop(task.task_id, None)
-        if self._index is not None:
-            self._index.forget(task.task_id)
-        job.error = job.error or f"task {task.index}: {reason}"
+                job.error = job.error or f"task {task.index}: {reason}"
+                self._jobs.stop_task(job, task, TaskState.UNSCHEDULABLE, reason)
+                if self._index is not None:
+                    self._index.forget(task.task_id)
+            self._jobs.update(job)
 
     def forget_verdicts(self) -> None:
         """The scale groups changed: ask the oracle again."""
