@@ -30,6 +30,7 @@ from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec
+from iris.plugin.worker_host import LABEL_WORKER
 from iris.rpc import common_pb2, worker_pb2, worker_pb2_grpc
 from iris.rpc.convert import task_state_to_proto
 
@@ -40,7 +41,6 @@ MAX_LOG_CHUNK = 1 << 20  # per attempt per exchange
 MAX_REQUEST_LOG_BYTES = 8 << 20  # all attempts together per exchange
 LOG_POLL_SECONDS = 0.02
 KILL_GRACE_SECONDS = 5.0
-LABEL_WORKER = "iris.worker"
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
 
