@@ -112,3 +112,13 @@ def test_process_runtime_adopted_container_ending_unreaped_is_seen_as_ended(tmp_
     (adopted,) = ProcessRuntime(tmp_path / "rt").list_containers({})
     os.killpg(original.pgid, signal.SIGKILL)  # it dies; nobody has reaped it yet
     assert wait_until(lambda: not adopted.status().running, 3.0)
+
+
+def test_process_runtime_kill_right_after_start_reaches_the_task(tmp_path: Path, started: list) -> None:
+    # start returns once the task runs, so an immediate group SIGTERM ends it, not the grace period
+    runtime = ProcessRuntime(tmp_path / "rt")
+    for i in range(10):
+        handle = start(runtime, started, tmp_path, f"c{i}", ["sleep", "60"])
+        handle.kill(grace_seconds=60)
+        status = handle.wait(timeout=TIMEOUT)
+        assert (status.running, status.exit_code) == (False, 143), (i, status)  # SIGTERM, recorded by the wrapper

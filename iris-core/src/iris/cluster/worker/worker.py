@@ -5,6 +5,11 @@ the log bytes the controller has not acknowledged), receive the full desired set
 missing, kill what is no longer wanted, forget what the controller has fully recorded. The call
 long-polls while nothing changes; a local change (an attempt ended, new output) cancels the
 call and sends a fresh one at once.
+
+No thread is held per attempt, so a worker runs as many attempts as its capacity allows: one
+monitor thread watches every running attempt (``status()``, which does not block); starts run on
+a small pool of their own; each kill gets a short-lived thread, so a kill never waits behind
+another kill, a start or a watch; cleanups run on their own pool.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from iris.bundle import extract_bundle, split_bundle_url
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
-from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec
+from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus
 from iris.plugin.worker_host import LABEL_WORKER
 from iris.rpc import common_pb2, worker_pb2, worker_pb2_grpc
 from iris.rpc.convert import task_state_to_proto
@@ -40,6 +45,9 @@ BUNDLE_TRIES = 4
 MAX_LOG_CHUNK = 1 << 20  # per attempt per exchange
 MAX_REQUEST_LOG_BYTES = 8 << 20  # all attempts together per exchange
 LOG_POLL_SECONDS = 0.02
+MONITOR_POLL_SECONDS = 0.05
+START_THREADS = 8
+CLEANUP_THREADS = 2
 KILL_GRACE_SECONDS = 5.0
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
@@ -59,6 +67,7 @@ class LocalAttempt:
     acked_offset: int = 0
     kill_requested: bool = False
     ports: dict[str, int] = attrs.field(factory=dict)
+    watch_failing: bool = False  # the last status() call raised (logged once per streak)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -106,8 +115,10 @@ class Worker:
         self._cv = threading.Condition()
         self._local_news = False
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix=f"iris-{worker_id}")
+        self._starts = ThreadPoolExecutor(max_workers=START_THREADS, thread_name_prefix=f"iris-{worker_id}-start")
+        self._cleanups = ThreadPoolExecutor(max_workers=CLEANUP_THREADS, thread_name_prefix=f"iris-{worker_id}-cleanup")
         self._thread: threading.Thread | None = None
+        self._monitor_thread: threading.Thread | None = None
         self._channel: grpc.Channel | None = None
         self._bundle_lock = threading.Lock()
         self._known_version = 0
@@ -125,6 +136,8 @@ class Worker:
             self._address,
             options=[("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20)],
         )
+        self._monitor_thread = threading.Thread(target=self._monitor_loop, name=f"iris-monitor-{self.worker_id}", daemon=True)
+        self._monitor_thread.start()
         self._thread = threading.Thread(target=self._run, name=f"iris-worker-{self.worker_id}", daemon=True)
         self._thread.start()
 
@@ -138,12 +151,13 @@ class Worker:
                 for attempt in self._attempts.values():
                     attempt.kill_requested = True  # one still starting kills itself once started
                 handles = [a.handle for a in self._attempts.values() if a.handle is not None]
-            for handle in handles:
-                try:
-                    handle.kill(grace_seconds=1.0)
-                except Exception:
-                    logger.exception("failed to kill %s", handle.container_id)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            killers = [self._spawn_kill(handle, grace_seconds=1.0) for handle in handles]
+            for killer in killers:
+                killer.join()
+        self._starts.shutdown(wait=True, cancel_futures=True)
+        if self._monitor_thread is not None:
+            self._monitor_thread.join(timeout=10)
+        self._cleanups.shutdown(wait=True)
         if self._channel is not None:
             self._channel.close()
 
@@ -250,7 +264,7 @@ class Worker:
         self._known_version = response.version
         desired = {(d.task_id, d.attempt_id): d for d in response.attempts}
         to_start: list[LocalAttempt] = []
-        to_kill: list[LocalAttempt] = []
+        to_kill: list[ContainerHandle] = []
         forgotten: list[LocalAttempt] = []
         with self._lock:
             for key, d in desired.items():
@@ -276,17 +290,21 @@ class Worker:
             for key, attempt in self._attempts.items():
                 if key not in desired and not attempt.state.is_terminal and not attempt.kill_requested:
                     attempt.kill_requested = True
-                    to_kill.append(attempt)
+                    if attempt.handle is not None:  # else its start sees kill_requested (under this lock)
+                        to_kill.append(attempt.handle)
+        for handle in to_kill:
+            self._spawn_kill(handle)
         for attempt in to_start:
-            self._pool.submit(self._run_attempt, attempt)
-        for attempt in to_kill:
-            self._pool.submit(self._kill_attempt, attempt)
+            self._starts.submit(self._run_attempt, attempt)
         for attempt in forgotten:
-            self._pool.submit(self._cleanup_attempt, attempt)
+            self._cleanups.submit(self._cleanup_attempt, attempt)
 
     # --- attempts -----------------------------------------------------------------------
 
     def _run_attempt(self, attempt: LocalAttempt) -> None:
+        if attempt.kill_requested:  # killed while it queued to start
+            self._finish(attempt, TaskState.KILLED, None, "killed before it started")
+            return
         try:
             container = self._prepare(attempt)
             if attempt.kill_requested:
@@ -304,9 +322,11 @@ class Worker:
             return
         with self._lock:
             attempt.handle = handle
-            attempt.state = TaskState.RUNNING
+            attempt.state = TaskState.RUNNING  # from here the monitor thread watches it
+            kill = attempt.kill_requested
         self._wake()
-        self._monitor(attempt, handle)
+        if kill:  # the kill came while it was starting; on this thread, so stop() waits for it
+            self._kill(handle, KILL_GRACE_SECONDS)
 
     def _adopt(self) -> None:
         """Take back the containers an earlier process of this worker left (found by label).
@@ -321,7 +341,7 @@ class Worker:
                 key = (labels[LABEL_TASK], int(labels[LABEL_ATTEMPT]))
             except (KeyError, ValueError):
                 continue
-            attempt = LocalAttempt(
+            self._attempts[key] = LocalAttempt(
                 task_id=key[0],
                 attempt_id=key[1],
                 spec=worker_pb2.AttemptSpec(),
@@ -329,22 +349,35 @@ class Worker:
                 state=TaskState.RUNNING,
                 handle=handle,
             )
-            self._attempts[key] = attempt
             logger.info("worker %s adopted attempt %s/%d", self.worker_id, *key)
-            self._pool.submit(self._monitor, attempt, handle)
 
-    def _monitor(self, attempt: LocalAttempt, handle: ContainerHandle) -> None:
-        """Wait for a started container to end and record how it ended."""
-        if attempt.kill_requested:
-            handle.kill(KILL_GRACE_SECONDS)
-        while True:
-            try:
-                faults.inject("worker.task_monitor")
-                status = handle.wait()
-                break
-            except Exception as exc:  # the container is still there: look again
-                logger.warning("watching %s failed: %s; retrying", handle.container_id, exc)
-                time.sleep(0.1)
+    def _monitor_loop(self) -> None:
+        """Watch every running attempt from one thread and record how each one ends."""
+        while not self._stop.wait(MONITOR_POLL_SECONDS):
+            with self._lock:
+                running = [a for a in self._attempts.values() if a.state is TaskState.RUNNING and a.handle is not None]
+            for attempt in running:
+                if self._stop.is_set():
+                    return
+                status = self._watch(attempt)
+                if status is not None and not status.running:
+                    self._record_end(attempt, status)
+
+    def _watch(self, attempt: LocalAttempt) -> ContainerStatus | None:
+        """The attempt's status, or None if it cannot be read now (it is looked at again next round)."""
+        assert attempt.handle is not None
+        try:
+            faults.inject("worker.task_monitor")
+            status = attempt.handle.status()
+        except Exception as exc:
+            if not attempt.watch_failing:
+                logger.warning("watching %s failed: %s; retrying", attempt.handle.container_id, exc)
+            attempt.watch_failing = True
+            return None
+        attempt.watch_failing = False
+        return status
+
+    def _record_end(self, attempt: LocalAttempt, status: ContainerStatus) -> None:
         if attempt.kill_requested:
             self._finish(attempt, TaskState.KILLED, status.exit_code, "killed")
         elif status.exit_code == 0 and not status.oom:
@@ -438,10 +471,22 @@ class Worker:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _kill_attempt(self, attempt: LocalAttempt) -> None:
-        handle = attempt.handle
-        if handle is not None:
-            handle.kill(KILL_GRACE_SECONDS)
+    # --- kills and cleanups -------------------------------------------------------------
+
+    def _spawn_kill(self, handle: ContainerHandle, grace_seconds: float = KILL_GRACE_SECONDS) -> threading.Thread:
+        """Kill on a thread of its own: a kill may take its whole grace period, and must wait
+        neither for other kills nor for starts."""
+        thread = threading.Thread(
+            target=self._kill, args=(handle, grace_seconds), name=f"iris-kill-{handle.container_id}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _kill(self, handle: ContainerHandle, grace_seconds: float) -> None:
+        try:
+            handle.kill(grace_seconds)
+        except Exception:
+            logger.exception("failed to kill %s", handle.container_id)
 
     def _cleanup_attempt(self, attempt: LocalAttempt) -> None:
         self._ports.release(attempt.ports)
