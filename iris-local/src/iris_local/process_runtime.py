@@ -4,6 +4,10 @@ Each container keeps its files under ``<root>/containers/<id>/``: ``meta.json`` 
 ``output.log`` (stdout and stderr, interleaved as written) and ``exit_code`` (written by a tiny
 ``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start).
 
+A command that cannot be run (not found in the spec's ``PATH``, not executable, argv or env
+that cannot be passed to a process) raises :class:`~iris.plugin.protocols.TaskStartError` from
+``start``, before any process exists.
+
 A kill signals the whole process group at once (the wrapper traps SIGTERM, so it lives on to
 record the task's exit code) and then waits for the wrapper to end: no scan of ``/proc`` in the
 common case, so hundreds of containers can be killed at once.
@@ -26,7 +30,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from iris.plugin.protocols import ContainerSpec, ContainerStatus
+from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
 from iris.procfs import group_alive, group_members, group_rss, pid_start_time
 
 __all__ = ["ProcessHandle", "ProcessRuntime", "group_alive", "group_members", "group_rss"]
@@ -40,6 +44,40 @@ WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f.tmp" && mv "$f.
 MEMORY_POLL_SECONDS = 0.25
 KILL_POLL_SECONDS = 0.05
 TASK_START_TIMEOUT_SECONDS = 10.0
+# Where /bin/sh looks for a command when the environment has no PATH.
+SH_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def check_command(spec: ContainerSpec) -> None:
+    """Raise TaskStartError if ``spec`` cannot be run as a process: an empty or unencodable argv
+    or env, or a program that is not found (exit code 127, as a shell says) or not executable
+    (126). The program is looked up as ``execvp`` would, in the spec's PATH, relative to its cwd."""
+    argv = list(spec.argv)
+    if not argv or not argv[0]:
+        raise TaskStartError("cannot run an empty command", exit_code=127)
+    for arg in argv:
+        if "\0" in arg:
+            raise TaskStartError(f"cannot run {argv[0]!r}: argument {arg!r} contains a NUL byte")
+    for key, value in spec.env.items():
+        if not key or "=" in key or "\0" in key:
+            raise TaskStartError(f"cannot run {argv[0]!r}: {key!r} is not a valid environment variable name")
+        if "\0" in value:
+            raise TaskStartError(f"cannot run {argv[0]!r}: environment variable {key} contains a NUL byte")
+    program = argv[0]
+    cwd = Path(spec.cwd)
+    if "/" in program:
+        candidates = [cwd / program]
+        where = ""
+    else:
+        search = spec.env.get("PATH", SH_DEFAULT_PATH)
+        candidates = [cwd / d / program for d in search.split(os.pathsep)]
+        where = f" in PATH={search}"
+    present = [c for c in candidates if c.exists()]
+    if any(c.is_file() and os.access(c, os.X_OK) for c in present):
+        return
+    if present:
+        raise TaskStartError(f"cannot run {program!r}: {present[0]} is not an executable file", exit_code=126)
+    raise TaskStartError(f"cannot run {program!r}: not found{where}", exit_code=127)
 
 
 def _children(pid: int) -> list[int] | None:
@@ -216,21 +254,25 @@ class ProcessRuntime:
         self._closed = threading.Event()
 
     def start(self, spec: ContainerSpec) -> ProcessHandle:
+        check_command(spec)
         directory = self._root / spec.container_id
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
         wrapper_argv = ["/bin/sh", "-c", WRAPPER, "iris-task", str(directory / "exit_code"), *spec.argv]
-        with open(directory / "output.log", "wb") as log:
-            popen = subprocess.Popen(
-                wrapper_argv,
-                cwd=spec.cwd,
-                env=dict(spec.env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        try:
+            with open(directory / "output.log", "wb") as log:
+                popen = subprocess.Popen(
+                    wrapper_argv,
+                    cwd=spec.cwd,
+                    env=dict(spec.env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except ValueError as exc:  # what check_command did not foresee about argv or env
+            raise TaskStartError(f"cannot run {spec.argv[0]!r}: {exc}") from exc
         _wait_for_task(popen, wrapper_argv, spec.container_id)
         meta = {
             "container_id": spec.container_id,

@@ -20,6 +20,7 @@ from iris.plugin.records import (
     VmManagerPlugin,
 )
 from iris.plugin.hookspecs import hookimpl
+from iris.plugin.protocols import TaskStartError
 from iris.plugin.worker_host import (
     LABEL_WORKER,
     WorkerLaunch,
@@ -35,6 +36,7 @@ __all__ = [
     "BundleStorePlugin",
     "ContainerRuntimePlugin",
     "ProviderContext",
+    "TaskStartError",
     "TunnelPlugin",
     "VmManagerPlugin",
     "WorkerLaunch",

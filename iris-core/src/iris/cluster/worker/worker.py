@@ -10,20 +10,30 @@ No thread is held per attempt, so a worker runs as many attempts as its capacity
 monitor thread watches every running attempt (``status()``, which does not block); starts run on
 a small pool of their own; each kill gets a short-lived thread, so a kill never waits behind
 another kill, a start or a watch; cleanups run on their own pool.
+
+An attempt that cannot start is FAILED when the cause is the task's own (its bundle does not
+unpack, its command cannot be run: :class:`~iris.plugin.protocols.TaskStartError`), so the job's
+``max_retries`` applies; it is WORKER_FAILED when the cause is this machine's (the bundle store
+cannot be reached, the runtime fails), so it is retried on the preemption budget.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
 import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
+import zipfile
+import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import attrs
@@ -34,7 +44,7 @@ from iris.bundle import extract_bundle, split_bundle_url
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
-from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus
+from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
 from iris.plugin.worker_host import LABEL_WORKER
 from iris.rpc import common_pb2, worker_pb2, worker_pb2_grpc
 from iris.rpc.convert import task_state_to_proto
@@ -51,6 +61,10 @@ CLEANUP_THREADS = 2
 KILL_GRACE_SECONDS = 5.0
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
+# Errors unpacking a bundle that say this machine is in trouble, not that the bundle is bad.
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+# What zipfile and zlib raise on bytes that are not a readable zip.
+_BAD_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
 
 
 @attrs.define(eq=False)
@@ -76,6 +90,24 @@ class LocalAttempt:
 
 def _safe_name(task_id: str, attempt_id: int) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", task_id.strip("/")) + f".{attempt_id}"
+
+
+def _unpack_error(bundle_id: str, cause: object) -> TaskStartError:
+    return TaskStartError(f"bundle {bundle_id} does not unpack: {cause}")
+
+
+def _check_bundle(path: Path, bundle_id: str) -> None:
+    """Refuse, as the task's fault, a bundle that is not a zip or names a path outside its
+    directory, before it enters the cache."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except _BAD_ZIP_ERRORS as exc:
+        raise _unpack_error(bundle_id, exc) from exc
+    for name in names:
+        pure = PurePosixPath(name.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts or "\0" in name:
+            raise _unpack_error(bundle_id, f"entry {name!r} escapes the task directory")
 
 
 class Worker:
@@ -312,9 +344,9 @@ class Worker:
                 return
             faults.inject("worker.container_start")
             handle = self._runtime.start(container)
-        except BundleError as exc:  # the bundle itself is unusable: the job's fault
-            logger.info("attempt %s/%d failed to start: %s", attempt.task_id, attempt.attempt_id, exc)
-            self._finish(attempt, TaskState.FAILED, None, f"failed to start: {exc}")
+        except TaskStartError as exc:  # the task's own fault: the job's max_retries applies
+            logger.info("attempt %s/%d cannot start: %s", attempt.task_id, attempt.attempt_id, exc)
+            self._finish(attempt, TaskState.FAILED, exc.exit_code, str(exc))
             return
         except Exception as exc:  # this machine's fault: retried elsewhere on the preemption budget
             logger.warning("attempt %s/%d could not be started here: %s", attempt.task_id, attempt.attempt_id, exc)
@@ -403,13 +435,15 @@ class Worker:
             shutil.rmtree(attempt.directory)
         app.mkdir(parents=True)
         if spec.bundle_url:
-            extract_bundle(self._fetch_bundle(spec.bundle_url), app)
+            self._unpack_bundle(spec.bundle_url, app)
         if spec.entrypoint.callable:
             payload = attempt.directory / "entrypoint.pkl"
             payload.write_bytes(spec.entrypoint.callable)
             argv = [self._python, "-m", "iris.cluster.worker.run_callable", str(payload)]
         else:
             argv = list(spec.entrypoint.argv)
+        if not argv:
+            raise TaskStartError("the task has no command to run", exit_code=127)
         if spec.ports and not attempt.ports:
             attempt.ports = self._ports.allocate(list(spec.ports))
         env = dict(os.environ)
@@ -441,28 +475,64 @@ class Worker:
             labels={LABEL_WORKER: self.worker_id, LABEL_TASK: attempt.task_id, LABEL_ATTEMPT: str(attempt.attempt_id)},
         )
 
-    def _fetch_bundle(self, url: str) -> Path:
-        prefix, bundle_id = split_bundle_url(url)
+    # --- bundles ------------------------------------------------------------------------
+
+    def _unpack_bundle(self, url: str, dest: Path) -> None:
+        """Fetch (or reuse) the bundle and unpack it into ``dest``.
+
+        Content that does not unpack is the task's fault (TaskStartError) and the copy leaves the
+        cache; a store that cannot be reached, or a full disk, is this machine's."""
+        try:
+            prefix, bundle_id = split_bundle_url(url)
+        except BundleError as exc:
+            raise TaskStartError(str(exc)) from exc
+        cached = self._fetch_bundle(prefix, bundle_id)
+        try:
+            extract_bundle(cached, dest)
+        except OSError as exc:
+            if exc.errno in _MACHINE_ERRNOS:
+                raise
+            cached.unlink(missing_ok=True)
+            raise _unpack_error(bundle_id, exc) from exc
+        except (BundleError, *_BAD_ZIP_ERRORS) as exc:
+            cached.unlink(missing_ok=True)
+            raise _unpack_error(bundle_id, exc) from exc
+
+    def _fetch_bundle(self, prefix: str, bundle_id: str) -> Path:
+        """The cached copy of the bundle, fetched and checked first if absent. Only a copy whose
+        sha256 is its id and that is a zip of safe paths enters the cache."""
         cache_dir = self._work_dir / "bundles"
         cached = cache_dir / f"{bundle_id}.zip"
         with self._bundle_lock:
-            if not cached.exists():
-                path = self._download_bundle(prefix, bundle_id, cache_dir)
-                if Path(path) != cached:
-                    tmp = cached.with_suffix(".tmp")
-                    shutil.copyfile(path, tmp)
-                    os.replace(tmp, cached)
+            if cached.exists():
+                return cached
+            staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".fetch-"))
+            try:
+                fetched = self._download_bundle(prefix, bundle_id, staging)
+                _check_bundle(fetched, bundle_id)
+                os.replace(fetched, cached)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return cached
 
-    def _download_bundle(self, prefix: str, bundle_id: str, cache_dir: Path) -> Path:
-        """Fetch a bundle, retrying a few times with backoff before giving up on this machine."""
+    def _download_bundle(self, prefix: str, bundle_id: str, staging: Path) -> Path:
+        """A copy of the bundle in ``staging`` whose sha256 is its id, retrying a few times with
+        backoff before giving up on this machine (OSError: WORKER_FAILED)."""
         delay = 0.05
+        copy = staging / "bundle.zip"
         for attempt in range(BUNDLE_TRIES):
             try:
                 faults.inject("worker.bundle_download")
-                return Path(self._bundle_store_for(prefix).get(bundle_id, cache_dir))
-            except BundleError:
-                raise
+                path = Path(self._bundle_store_for(prefix).get(bundle_id, staging))
+                if path != copy:
+                    if path.parent == staging:
+                        os.replace(path, copy)
+                    else:
+                        shutil.copyfile(path, copy)
+                digest = _sha256(copy)
+                if digest != bundle_id:
+                    raise OSError(f"the store returned bytes with sha256 {digest}")
+                return copy
             except Exception as exc:
                 if attempt == BUNDLE_TRIES - 1:
                     raise OSError(f"could not fetch bundle {bundle_id} after {BUNDLE_TRIES} tries: {exc}") from exc
@@ -497,3 +567,10 @@ class Worker:
                 logger.exception("failed to remove container %s", attempt.handle.container_id)
         shutil.rmtree(attempt.directory, ignore_errors=True)
 
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
