@@ -9,12 +9,12 @@ import pytest
 
 from iris.cluster.controller.service import ControllerServer
 from iris.cluster.controller.state import JobSpec
-from iris.cluster.worker.worker import LABEL_WORKER
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
 from iris.errors import PluginError
 from iris.plugin.protocols import SliceRequest
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry
+from iris.plugin.worker_host import LABEL_WORKER
 from iris.testing import wait_until
 from iris_local.process_runtime import ProcessRuntime
 from iris_local.vm_manager import LocalVmManager

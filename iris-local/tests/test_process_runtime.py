@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from iris.plugin.protocols import ContainerSpec
+from iris.plugin.protocols import ContainerSpec, TaskStartError
 from iris.testing import wait_until
 from iris_local.process_runtime import ProcessHandle, ProcessRuntime
 
@@ -112,3 +113,53 @@ def test_process_runtime_adopted_container_ending_unreaped_is_seen_as_ended(tmp_
     (adopted,) = ProcessRuntime(tmp_path / "rt").list_containers({})
     os.killpg(original.pgid, signal.SIGKILL)  # it dies; nobody has reaped it yet
     assert wait_until(lambda: not adopted.status().running, 3.0)
+
+
+# --- commands that cannot run: the task's fault, raised before any process exists ------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message", "exit_code"),
+    [
+        (["no-such-command-for-iris"], {"PATH": "/usr/bin:/bin"}, "cannot run 'no-such-command-for-iris': not found in PATH=/usr/bin:/bin", 127),
+        (["/nonexistent/tool", "-x"], {}, "cannot run '/nonexistent/tool': not found", 127),
+        (["./data.txt"], {}, "data.txt is not an executable file", 126),
+        (["/"], {}, "/ is not an executable file", 126),
+        ([], {}, "cannot run an empty command", 127),
+        (["sh", "-c", "echo a\0b"], {}, "contains a NUL byte", None),
+        (["sh"], {"BAD=NAME": "x"}, "'BAD=NAME' is not a valid environment variable name", None),
+    ],
+)
+def test_process_runtime_start_of_a_command_that_cannot_run_raises_task_start_error(
+    tmp_path: Path, argv: list[str], env: dict[str, str], message: str, exit_code: int | None
+) -> None:
+    (tmp_path / "data.txt").write_text("not a program\n")
+    runtime = ProcessRuntime(tmp_path / "rt")
+    with pytest.raises(TaskStartError, match=re.escape(message)) as raised:
+        runtime.start(ContainerSpec(container_id="c1", argv=argv, cwd=tmp_path, env=env))
+    assert raised.value.exit_code == exit_code
+    assert runtime.list_containers({}) == []
+
+
+def test_process_runtime_finds_commands_relative_to_cwd_and_through_path(tmp_path: Path, started: list) -> None:
+    script = tmp_path / "bin" / "hello"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho hello from $0\n")
+    script.chmod(0o755)
+    runtime = ProcessRuntime(tmp_path / "rt")
+    by_path = runtime.start(ContainerSpec(container_id="c1", argv=["hello"], cwd=tmp_path, env={"PATH": "bin:/usr/bin:/bin"}))
+    relative = runtime.start(ContainerSpec(container_id="c2", argv=["./bin/hello"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}))
+    started.extend([by_path, relative])
+    assert by_path.wait(timeout=TIMEOUT).exit_code == 0 and relative.wait(timeout=TIMEOUT).exit_code == 0
+    assert by_path.read_logs(0, 100) == b"hello from bin/hello\n"
+    assert relative.read_logs(0, 100) == b"hello from ./bin/hello\n"
+
+
+def test_process_runtime_kill_right_after_start_reaches_the_task(tmp_path: Path, started: list) -> None:
+    # start returns once the task runs, so an immediate group SIGTERM ends it, not the grace period
+    runtime = ProcessRuntime(tmp_path / "rt")
+    for i in range(10):
+        handle = start(runtime, started, tmp_path, f"c{i}", ["sleep", "60"])
+        handle.kill(grace_seconds=60)
+        status = handle.wait(timeout=TIMEOUT)
+        assert (status.running, status.exit_code) == (False, 143), (i, status)  # SIGTERM, recorded by the wrapper

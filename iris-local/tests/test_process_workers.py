@@ -23,13 +23,12 @@ from iris.cluster.controller.service import ControllerServer
 from iris.cluster.controller.state import Job, JobSpec
 from iris.cluster.manager import ClusterManager
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState
-from iris.cluster.worker.main import READY_FILE
-from iris.cluster.worker.worker import LABEL_WORKER
 from iris.config import ClusterConfig, ControllerConfig, ProviderConfig
 from iris.errors import ConfigError
 from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry
+from iris.plugin.worker_host import LABEL_WORKER, ready_marker
 from iris.testing import wait_until
 from iris.testing.contracts import VmManagerContract
 from iris_local.bundle_store import FileBundleStore
@@ -371,7 +370,7 @@ def test_worker_main_sigterm_kills_its_attempts_and_exits_0(state_dir: Path, loc
     try:
         assert process.stdout is not None
         assert process.stdout.readline().startswith(f"iris worker w1 running (pid {process.pid})")
-        assert json.loads((work / READY_FILE).read_text())["pid"] == process.pid
+        assert json.loads(ready_marker(work).read_text())["pid"] == process.pid
         assert wait_until(lambda: registered(local_controller) == {"w1"}, TIMEOUT)
         assert local_controller.controller.list_workers()[0].attributes == {"zone": "here"}
         job_id = launch(local_controller, "sleeper", "sleep 60")
@@ -382,7 +381,7 @@ def test_worker_main_sigterm_kills_its_attempts_and_exits_0(state_dir: Path, loc
 
         assert process.wait(TIMEOUT) == 0
         assert not group_alive(task.pgid)
-        assert not (work / READY_FILE).exists()
+        assert not ready_marker(work).exists()
     finally:
         process.kill()
         process.wait()

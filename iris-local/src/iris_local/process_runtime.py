@@ -4,6 +4,14 @@ Each container keeps its files under ``<root>/containers/<id>/``: ``meta.json`` 
 ``output.log`` (stdout and stderr, interleaved as written) and ``exit_code`` (written by a tiny
 ``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start).
 
+A command that cannot be run (not found in the spec's ``PATH``, not executable, argv or env
+that cannot be passed to a process) raises :class:`~iris.plugin.protocols.TaskStartError` from
+``start``, before any process exists.
+
+A kill signals the whole process group at once (the wrapper traps SIGTERM, so it lives on to
+record the task's exit code) and then waits for the wrapper to end: no scan of ``/proc`` in the
+common case, so hundreds of containers can be killed at once.
+
 Memory is enforced by a monitor that sums the resident memory of the process group and kills
 the group (reported as OOM) when it exceeds the limit. CPU is a scheduling quantity only: the
 process runtime does not throttle it.
@@ -22,7 +30,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from iris.plugin.protocols import ContainerSpec, ContainerStatus
+from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
 from iris.procfs import group_alive, group_members, group_rss, pid_start_time
 
 __all__ = ["ProcessHandle", "ProcessRuntime", "group_alive", "group_members", "group_rss"]
@@ -34,6 +42,80 @@ logger = logging.getLogger(__name__)
 # (a trap, unlike an ignored signal, is reset to the default in the exec'd task).
 WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f.tmp" && mv "$f.tmp" "$f"; exit $rc'
 MEMORY_POLL_SECONDS = 0.25
+KILL_POLL_SECONDS = 0.05
+TASK_START_TIMEOUT_SECONDS = 10.0
+# Where /bin/sh looks for a command when the environment has no PATH.
+SH_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def check_command(spec: ContainerSpec) -> None:
+    """Raise TaskStartError if ``spec`` cannot be run as a process: an empty or unencodable argv
+    or env, or a program that is not found (exit code 127, as a shell says) or not executable
+    (126). The program is looked up as ``execvp`` would, in the spec's PATH, relative to its cwd."""
+    argv = list(spec.argv)
+    if not argv or not argv[0]:
+        raise TaskStartError("cannot run an empty command", exit_code=127)
+    for arg in argv:
+        if "\0" in arg:
+            raise TaskStartError(f"cannot run {argv[0]!r}: argument {arg!r} contains a NUL byte")
+    for key, value in spec.env.items():
+        if not key or "=" in key or "\0" in key:
+            raise TaskStartError(f"cannot run {argv[0]!r}: {key!r} is not a valid environment variable name")
+        if "\0" in value:
+            raise TaskStartError(f"cannot run {argv[0]!r}: environment variable {key} contains a NUL byte")
+    program = argv[0]
+    cwd = Path(spec.cwd)
+    if "/" in program:
+        candidates = [cwd / program]
+        where = ""
+    else:
+        search = spec.env.get("PATH", SH_DEFAULT_PATH)
+        candidates = [cwd / d / program for d in search.split(os.pathsep)]
+        where = f" in PATH={search}"
+    present = [c for c in candidates if c.exists()]
+    if any(c.is_file() and os.access(c, os.X_OK) for c in present):
+        return
+    if present:
+        raise TaskStartError(f"cannot run {program!r}: {present[0]} is not an executable file", exit_code=126)
+    raise TaskStartError(f"cannot run {program!r}: not found{where}", exit_code=127)
+
+
+def _children(pid: int) -> list[int] | None:
+    """The pids of ``pid``'s children; None if this kernel does not list them (or it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return None
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _wait_for_task(popen: subprocess.Popen, argv: list[str], container_id: str) -> None:
+    """Return once the task runs: the wrapper (started with ``argv``) has forked a child that
+    exec'd something else (or the wrapper ended). By then the wrapper's TERM trap is set and the
+    task's SIGTERM is its own, so a kill's group SIGTERM reaches the task and spares the wrapper.
+    (A signal that arrives between fork and exec is caught by the forked shell and lost in the
+    exec; a process in the middle of an exec shows an empty command line.)"""
+    wrapper = b"".join(os.fsencode(arg) + b"\0" for arg in argv)
+    deadline = time.monotonic() + TASK_START_TIMEOUT_SECONDS
+    while popen.poll() is None:
+        children = _children(popen.pid)
+        if children is None:  # no children list on this kernel: any other member of its group
+            children = [pid for pid in group_members(popen.pid) if pid != popen.pid]
+        if any(_cmdline(pid) not in (None, b"", wrapper) for pid in children):
+            return
+        if time.monotonic() >= deadline:
+            logger.warning("container %s: the task did not start within %gs", container_id, TASK_START_TIMEOUT_SECONDS)
+            return
+        time.sleep(0.0005)
+
 
 class ProcessHandle:
     def __init__(self, directory: Path, meta: dict, popen: subprocess.Popen | None = None):
@@ -112,27 +194,29 @@ class ProcessHandle:
     def kill(self, grace_seconds: float = 10.0) -> None:
         """SIGTERM every process of the container, give them ``grace_seconds`` to exit, then SIGKILL.
 
-        The wrapper itself is spared (it records the task's exit code), and a process that
-        appears during the grace period (the wrapper had not forked the task yet) gets its
-        SIGTERM too, once.
+        The wrapper traps SIGTERM (``start`` returns only once the task runs, after the trap is
+        set), so it outlives the task to record its exit code. Waiting costs no ``/proc`` scan
+        while the wrapper runs or once the group is empty; only a group outliving its wrapper (the
+        task's own children) is scanned, so zombies nobody reaps do not count as alive.
         """
         self._killed = True
-        signalled: set[int] = set()
         deadline = time.monotonic() + grace_seconds
-        while time.monotonic() < deadline:
-            members = group_members(self.pgid)
-            if not members:
-                break
-            for pid in members:
-                if pid != self.pgid and pid not in signalled:
-                    signalled.add(pid)
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-            self.wait(0.05)
+        self._signal_group(signal.SIGTERM)
+        while self._alive() and time.monotonic() < deadline:
+            self.wait(min(KILL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        while not self._group_gone() and time.monotonic() < deadline:
+            time.sleep(KILL_POLL_SECONDS)
         self._signal_group(signal.SIGKILL)  # whatever ignored SIGTERM or outlived the grace
         self.wait(5.0)
+
+    def _group_gone(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return not group_alive(self.pgid)
 
     def oom_kill(self) -> None:
         (self._dir / "oom").touch()
@@ -170,20 +254,26 @@ class ProcessRuntime:
         self._closed = threading.Event()
 
     def start(self, spec: ContainerSpec) -> ProcessHandle:
+        check_command(spec)
         directory = self._root / spec.container_id
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
-        with open(directory / "output.log", "wb") as log:
-            popen = subprocess.Popen(
-                ["/bin/sh", "-c", WRAPPER, "iris-task", str(directory / "exit_code"), *spec.argv],
-                cwd=spec.cwd,
-                env=dict(spec.env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        wrapper_argv = ["/bin/sh", "-c", WRAPPER, "iris-task", str(directory / "exit_code"), *spec.argv]
+        try:
+            with open(directory / "output.log", "wb") as log:
+                popen = subprocess.Popen(
+                    wrapper_argv,
+                    cwd=spec.cwd,
+                    env=dict(spec.env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except ValueError as exc:  # what check_command did not foresee about argv or env
+            raise TaskStartError(f"cannot run {spec.argv[0]!r}: {exc}") from exc
+        _wait_for_task(popen, wrapper_argv, spec.container_id)
         meta = {
             "container_id": spec.container_id,
             "labels": dict(spec.labels),

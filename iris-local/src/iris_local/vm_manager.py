@@ -1,8 +1,9 @@
 """VmManager ``local``: a "slice" is a set of workers on this machine.
 
-Each VM of a slice is a :class:`~iris.cluster.worker.worker.Worker` that talks to the controller
-over real gRPC and runs tasks through the configured ContainerRuntime (the ``process`` runtime
-by default). The provider option ``worker_mode`` says where the workers run:
+Each VM of a slice is an Iris worker, started through :mod:`iris.plugin.worker_host` as any
+provider starts one, that talks to the controller over real gRPC and runs tasks through the
+configured ContainerRuntime (the ``process`` runtime by default). The provider option
+``worker_mode`` says where the workers run:
 
 ``thread`` (the default)
     Inside this process. Slices live as long as this process; ``list_slices`` reports the ones
@@ -30,7 +31,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -40,11 +40,10 @@ from typing import Any
 import attrs
 import cattrs
 
-from iris.cluster.worker.main import READY_FILE, machine_cpus, machine_memory_bytes
-from iris.cluster.worker.worker import LABEL_WORKER, Worker
 from iris.errors import ConfigError, PluginError
 from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState, VmInfo
 from iris.plugin.records import ProviderContext
+from iris.plugin.worker_host import LABEL_WORKER, InProcessWorker, WorkerLaunch, is_ready, ready_marker
 from iris.procfs import pid_start_time
 
 logger = logging.getLogger(__name__)
@@ -86,11 +85,7 @@ class WorkerProcess:
 
     @property
     def ready(self) -> bool:
-        try:
-            marker = json.loads((Path(self.work_dir) / READY_FILE).read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(marker, dict) and marker.get("pid") == self.pid and self.running
+        return is_ready(self.work_dir, pid=self.pid) and self.running
 
     @property
     def state(self) -> SliceState:
@@ -157,7 +152,7 @@ class LocalVmManager:
         self._context = context
         self._runtime_name = str(context.options.get("runtime") or "process")
         self._mode = parse_worker_mode(context.options)
-        self._slices: dict[str, tuple[SliceInfo, list[Worker]]] = {}
+        self._slices: dict[str, tuple[SliceInfo, list[InProcessWorker]]] = {}
         self._lock = threading.Lock()
         self._create_lock = threading.Lock()  # process mode: one create at a time
         self._runtime = None
@@ -190,6 +185,23 @@ class LocalVmManager:
     def _labels(self, request: SliceRequest) -> dict[str, str]:
         return {f"{self._context.label_prefix}.slice": request.slice_id, **request.labels}
 
+    def _launch(self, request: SliceRequest, index: int) -> WorkerLaunch:
+        """VM ``index`` of the slice: a worker of the slice's shape (this machine's size where
+        the request gives none), its files under ``<state_dir>/workers/<vm id>``, sharing one
+        runtime root so the manager finds every worker's containers."""
+        vm_id = f"{request.slice_id}-{index}"
+        return WorkerLaunch(
+            worker_id=vm_id,
+            controller_address=self._context.controller_address,
+            work_dir=self._state_dir / "workers" / vm_id,
+            slice_id=request.slice_id,
+            cpu=request.cpu,
+            memory_bytes=request.memory_bytes,
+            attributes=self._vm_attributes(request, index),
+            runtime=self._runtime_name,
+            runtime_root=self._state_dir / "runtime",
+        )
+
     # --- the VmManager protocol -----------------------------------------------------------
 
     def create_slice(self, request: SliceRequest) -> SliceInfo:
@@ -199,28 +211,12 @@ class LocalVmManager:
             if request.slice_id in self._slices:
                 return self._slices[request.slice_id][0]
             runtime = self._get_runtime()
-            registry = self._context.registry
-            cpu = request.cpu or float(machine_cpus())
-            memory = request.memory_bytes or machine_memory_bytes()
-            workers: list[Worker] = []
+            workers: list[InProcessWorker] = []
             vms: list[VmInfo] = []
             for i in range(request.vm_count):
-                vm_id = f"{request.slice_id}-{i}"
-                attributes = self._vm_attributes(request, i)
-                worker = Worker(
-                    worker_id=vm_id,
-                    controller_address=self._context.controller_address,
-                    runtime=runtime,
-                    bundle_store_for=registry.open_bundle_store,
-                    work_dir=self._state_dir / "workers" / vm_id,
-                    cpu=cpu,
-                    memory_bytes=memory,
-                    attributes=attributes,
-                    slice_id=request.slice_id,
-                )
-                worker.start()
-                workers.append(worker)
-                vms.append(VmInfo(vm_id=vm_id, address="in-process", state=SliceState.READY, attributes=attributes))
+                launch = self._launch(request, i)
+                workers.append(launch.start_in_process(runtime=runtime, bundle_store_for=self._context.registry.open_bundle_store))
+                vms.append(VmInfo(vm_id=launch.worker_id, address="in-process", state=SliceState.READY, attributes=launch.attributes))
             info = SliceInfo(
                 slice_id=request.slice_id,
                 scale_group=request.scale_group,
@@ -269,7 +265,7 @@ class LocalVmManager:
 
     # --- introspection (tests) ------------------------------------------------------------
 
-    def workers(self, slice_id: str) -> list[Worker]:
+    def workers(self, slice_id: str) -> list[InProcessWorker]:
         """The in-process workers of a thread-mode slice ([] in process mode)."""
         with self._lock:
             entry = self._slices.get(slice_id)
@@ -347,18 +343,15 @@ class LocalVmManager:
 
     def _spawn_slice(self, request: SliceRequest) -> SliceRecord:
         """Start one worker process per VM, recording each in the slice's file as it starts."""
-        cpu = request.cpu or float(machine_cpus())
-        memory = request.memory_bytes or machine_memory_bytes()
         record = SliceRecord(
             slice_id=request.slice_id,
             scale_group=request.scale_group,
             labels=self._labels(request),
             controller_address=self._context.controller_address,
         )
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
             for i in range(request.vm_count):
-                worker = self._spawn_worker(request, i, cpu, memory, env)
+                worker = self._spawn_worker(self._launch(request, i))
                 record = attrs.evolve(record, workers=(*record.workers, worker))
                 self._write_record(record)
         except BaseException:
@@ -371,33 +364,16 @@ class LocalVmManager:
             raise
         return record
 
-    def _spawn_worker(
-        self, request: SliceRequest, index: int, cpu: float, memory: int, env: Mapping[str, str]
-    ) -> WorkerProcess:
-        vm_id = f"{request.slice_id}-{index}"
-        attributes = self._vm_attributes(request, index)
-        work_dir = self._state_dir / "workers" / vm_id
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / READY_FILE).unlink(missing_ok=True)
-        argv = [
-            sys.executable, "-m", "iris.cluster.worker.main",
-            "--controller", self._context.controller_address,
-            "--worker-id", vm_id,
-            "--slice-id", request.slice_id,
-            "--work-dir", str(work_dir),
-            "--cpu", repr(float(cpu)),
-            "--memory-bytes", str(int(memory)),
-            "--attributes", json.dumps(attributes),
-            "--runtime", self._runtime_name,
-            "--runtime-root", str(self._state_dir / "runtime"),
-        ]  # fmt: skip
-        with open(work_dir / WORKER_LOG, "ab") as log:
+    def _spawn_worker(self, launch: WorkerLaunch) -> WorkerProcess:
+        launch.work_dir.mkdir(parents=True, exist_ok=True)
+        ready_marker(launch.work_dir).unlink(missing_ok=True)
+        with open(launch.work_dir / WORKER_LOG, "ab") as log:
             child = subprocess.Popen(
-                argv, cwd=work_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                launch.argv(), cwd=launch.work_dir, env=launch.env(), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self._children[child.pid] = child
-        return WorkerProcess(vm_id, child.pid, pid_start_time(child.pid), str(work_dir), attributes)
+        return WorkerProcess(launch.worker_id, child.pid, pid_start_time(child.pid), str(launch.work_dir), dict(launch.attributes))
 
     def _delete_process_slice(self, slice_id: str) -> None:
         with self._lock:

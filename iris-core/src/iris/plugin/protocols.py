@@ -122,6 +122,21 @@ class ContainerStatus:
     error: str = ""
 
 
+class TaskStartError(Exception):
+    """Raised by ``ContainerRuntime.start`` when the task itself cannot run, whatever machine it
+    is tried on: its command is not found or not executable, its argv or env is invalid.
+
+    The worker reports the attempt FAILED with this message (the job's ``max_retries`` applies);
+    any other exception from ``start`` is this machine's fault (WORKER_FAILED, retried on the
+    preemption budget). ``exit_code`` is the code a shell would give (127 not found, 126 not
+    executable), or None.
+    """
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 @runtime_checkable
 class ContainerHandle(Protocol):
     @property
@@ -152,7 +167,9 @@ class ContainerHandle(Protocol):
 @runtime_checkable
 class ContainerRuntime(Protocol):
     def start(self, spec: ContainerSpec) -> ContainerHandle:
-        """Start the container; return once it is started (not when it ends)."""
+        """Start the container; return once it is started (not when it ends).
+
+        Raise :class:`TaskStartError` when the spec itself cannot run (see there)."""
 
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerHandle]:
         """Containers this runtime manages that carry all of ``labels``, running or ended,

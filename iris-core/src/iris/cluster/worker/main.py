@@ -1,8 +1,9 @@
 """Run one worker as its own process: ``python -m iris.cluster.worker.main --controller URL ...``.
 
 The process builds a :class:`~iris.cluster.worker.worker.Worker` over the named ContainerRuntime
-plugin, starts it, writes ``<work-dir>/worker.ready`` (JSON with its pid) and prints one line,
-then runs until SIGTERM or SIGINT.
+plugin, starts it, writes its ready marker (:func:`iris.plugin.worker_host.ready_marker`: JSON with its
+pid) and prints one line, then runs until SIGTERM or SIGINT. Providers build this command with
+:class:`iris.plugin.worker_host.WorkerLaunch` rather than by hand.
 
 Stopping gracefully (SIGTERM, SIGINT) stops the worker and kills its attempts: a worker that is
 shut down takes its tasks with it. SIGKILL runs nothing, so the attempts' process groups (each
@@ -27,11 +28,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from iris.errors import PluginError
+from iris.plugin.worker_host import LABEL_WORKER, machine_cpus, machine_memory_bytes, ready_marker, write_ready
 
 logger = logging.getLogger("iris.cluster.worker.main")  # __name__ is "__main__" under -m
 
 PROG = "iris.cluster.worker.main"
-READY_FILE = "worker.ready"
 STOP_TIMEOUT_SECONDS = 10.0
 KILL_GRACE_SECONDS = 1.0
 
@@ -41,16 +42,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def machine_cpus() -> int:
-    """CPUs this process may use: a worker's default capacity."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def machine_memory_bytes() -> int:
-    """This machine's physical memory: a worker's default capacity."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _positive(kind: type) -> Callable[[str], Any]:
@@ -109,17 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_ready(path: Path, worker_id: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "worker_id": worker_id}))
-    os.replace(tmp, path)
-
-
 def _kill_containers(runtime: Any, worker_id: str) -> None:
     """Kill every still-running container of this worker (an attempt that started while the
     worker was stopping escapes ``Worker.stop``)."""
-    from iris.cluster.worker.worker import LABEL_WORKER
-
     for handle in runtime.list_containers({LABEL_WORKER: worker_id}):
         try:
             if handle.status().running:
@@ -151,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--runtime: {exc}")
     work_dir: Path = args.work_dir
     work_dir.mkdir(parents=True, exist_ok=True)
-    ready = work_dir / READY_FILE
+    ready = ready_marker(work_dir)
     ready.unlink(missing_ok=True)
     runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
     worker = Worker(
@@ -167,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_seconds=args.wait_seconds,
     )
     worker.start()
-    _write_ready(ready, args.worker_id)
+    write_ready(work_dir, args.worker_id)
     print(f"iris worker {args.worker_id} running (pid {os.getpid()}), controller {args.controller}", flush=True)
 
     signum = os.read(wake_r, 1)[0]

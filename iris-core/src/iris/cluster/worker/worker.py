@@ -5,20 +5,35 @@ the log bytes the controller has not acknowledged), receive the full desired set
 missing, kill what is no longer wanted, forget what the controller has fully recorded. The call
 long-polls while nothing changes; a local change (an attempt ended, new output) cancels the
 call and sends a fresh one at once.
+
+No thread is held per attempt, so a worker runs as many attempts as its capacity allows: one
+monitor thread watches every running attempt (``status()``, which does not block); starts run on
+a small pool of their own; each kill gets a short-lived thread, so a kill never waits behind
+another kill, a start or a watch; cleanups run on their own pool.
+
+An attempt that cannot start is FAILED when the cause is the task's own (its bundle does not
+unpack, its command cannot be run: :class:`~iris.plugin.protocols.TaskStartError`), so the job's
+``max_retries`` applies; it is WORKER_FAILED when the cause is this machine's (the bundle store
+cannot be reached, the runtime fails), so it is retried on the preemption budget.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
 import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
+import zipfile
+import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import attrs
@@ -29,7 +44,8 @@ from iris.bundle import extract_bundle, split_bundle_url
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
-from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec
+from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
+from iris.plugin.worker_host import LABEL_WORKER
 from iris.rpc import common_pb2, worker_pb2, worker_pb2_grpc
 from iris.rpc.convert import task_state_to_proto
 
@@ -39,10 +55,16 @@ BUNDLE_TRIES = 4
 MAX_LOG_CHUNK = 1 << 20  # per attempt per exchange
 MAX_REQUEST_LOG_BYTES = 8 << 20  # all attempts together per exchange
 LOG_POLL_SECONDS = 0.02
+MONITOR_POLL_SECONDS = 0.05
+START_THREADS = 8
+CLEANUP_THREADS = 2
 KILL_GRACE_SECONDS = 5.0
-LABEL_WORKER = "iris.worker"
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
+# Errors unpacking a bundle that say this machine is in trouble, not that the bundle is bad.
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+# What zipfile and zlib raise on bytes that are not a readable zip.
+_BAD_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
 
 
 @attrs.define(eq=False)
@@ -59,6 +81,7 @@ class LocalAttempt:
     acked_offset: int = 0
     kill_requested: bool = False
     ports: dict[str, int] = attrs.field(factory=dict)
+    watch_failing: bool = False  # the last status() call raised (logged once per streak)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -67,6 +90,24 @@ class LocalAttempt:
 
 def _safe_name(task_id: str, attempt_id: int) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", task_id.strip("/")) + f".{attempt_id}"
+
+
+def _unpack_error(bundle_id: str, cause: object) -> TaskStartError:
+    return TaskStartError(f"bundle {bundle_id} does not unpack: {cause}")
+
+
+def _check_bundle(path: Path, bundle_id: str) -> None:
+    """Refuse, as the task's fault, a bundle that is not a zip or names a path outside its
+    directory, before it enters the cache."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except _BAD_ZIP_ERRORS as exc:
+        raise _unpack_error(bundle_id, exc) from exc
+    for name in names:
+        pure = PurePosixPath(name.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts or "\0" in name:
+            raise _unpack_error(bundle_id, f"entry {name!r} escapes the task directory")
 
 
 class Worker:
@@ -106,8 +147,10 @@ class Worker:
         self._cv = threading.Condition()
         self._local_news = False
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix=f"iris-{worker_id}")
+        self._starts = ThreadPoolExecutor(max_workers=START_THREADS, thread_name_prefix=f"iris-{worker_id}-start")
+        self._cleanups = ThreadPoolExecutor(max_workers=CLEANUP_THREADS, thread_name_prefix=f"iris-{worker_id}-cleanup")
         self._thread: threading.Thread | None = None
+        self._monitor_thread: threading.Thread | None = None
         self._channel: grpc.Channel | None = None
         self._bundle_lock = threading.Lock()
         self._known_version = 0
@@ -125,6 +168,8 @@ class Worker:
             self._address,
             options=[("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20)],
         )
+        self._monitor_thread = threading.Thread(target=self._monitor_loop, name=f"iris-monitor-{self.worker_id}", daemon=True)
+        self._monitor_thread.start()
         self._thread = threading.Thread(target=self._run, name=f"iris-worker-{self.worker_id}", daemon=True)
         self._thread.start()
 
@@ -138,12 +183,13 @@ class Worker:
                 for attempt in self._attempts.values():
                     attempt.kill_requested = True  # one still starting kills itself once started
                 handles = [a.handle for a in self._attempts.values() if a.handle is not None]
-            for handle in handles:
-                try:
-                    handle.kill(grace_seconds=1.0)
-                except Exception:
-                    logger.exception("failed to kill %s", handle.container_id)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            killers = [self._spawn_kill(handle, grace_seconds=1.0) for handle in handles]
+            for killer in killers:
+                killer.join()
+        self._starts.shutdown(wait=True, cancel_futures=True)
+        if self._monitor_thread is not None:
+            self._monitor_thread.join(timeout=10)
+        self._cleanups.shutdown(wait=True)
         if self._channel is not None:
             self._channel.close()
 
@@ -250,7 +296,7 @@ class Worker:
         self._known_version = response.version
         desired = {(d.task_id, d.attempt_id): d for d in response.attempts}
         to_start: list[LocalAttempt] = []
-        to_kill: list[LocalAttempt] = []
+        to_kill: list[ContainerHandle] = []
         forgotten: list[LocalAttempt] = []
         with self._lock:
             for key, d in desired.items():
@@ -276,17 +322,21 @@ class Worker:
             for key, attempt in self._attempts.items():
                 if key not in desired and not attempt.state.is_terminal and not attempt.kill_requested:
                     attempt.kill_requested = True
-                    to_kill.append(attempt)
+                    if attempt.handle is not None:  # else its start sees kill_requested (under this lock)
+                        to_kill.append(attempt.handle)
+        for handle in to_kill:
+            self._spawn_kill(handle)
         for attempt in to_start:
-            self._pool.submit(self._run_attempt, attempt)
-        for attempt in to_kill:
-            self._pool.submit(self._kill_attempt, attempt)
+            self._starts.submit(self._run_attempt, attempt)
         for attempt in forgotten:
-            self._pool.submit(self._cleanup_attempt, attempt)
+            self._cleanups.submit(self._cleanup_attempt, attempt)
 
     # --- attempts -----------------------------------------------------------------------
 
     def _run_attempt(self, attempt: LocalAttempt) -> None:
+        if attempt.kill_requested:  # killed while it queued to start
+            self._finish(attempt, TaskState.KILLED, None, "killed before it started")
+            return
         try:
             container = self._prepare(attempt)
             if attempt.kill_requested:
@@ -294,9 +344,9 @@ class Worker:
                 return
             faults.inject("worker.container_start")
             handle = self._runtime.start(container)
-        except BundleError as exc:  # the bundle itself is unusable: the job's fault
-            logger.info("attempt %s/%d failed to start: %s", attempt.task_id, attempt.attempt_id, exc)
-            self._finish(attempt, TaskState.FAILED, None, f"failed to start: {exc}")
+        except TaskStartError as exc:  # the task's own fault: the job's max_retries applies
+            logger.info("attempt %s/%d cannot start: %s", attempt.task_id, attempt.attempt_id, exc)
+            self._finish(attempt, TaskState.FAILED, exc.exit_code, str(exc))
             return
         except Exception as exc:  # this machine's fault: retried elsewhere on the preemption budget
             logger.warning("attempt %s/%d could not be started here: %s", attempt.task_id, attempt.attempt_id, exc)
@@ -304,9 +354,11 @@ class Worker:
             return
         with self._lock:
             attempt.handle = handle
-            attempt.state = TaskState.RUNNING
+            attempt.state = TaskState.RUNNING  # from here the monitor thread watches it
+            kill = attempt.kill_requested
         self._wake()
-        self._monitor(attempt, handle)
+        if kill:  # the kill came while it was starting; on this thread, so stop() waits for it
+            self._kill(handle, KILL_GRACE_SECONDS)
 
     def _adopt(self) -> None:
         """Take back the containers an earlier process of this worker left (found by label).
@@ -321,7 +373,7 @@ class Worker:
                 key = (labels[LABEL_TASK], int(labels[LABEL_ATTEMPT]))
             except (KeyError, ValueError):
                 continue
-            attempt = LocalAttempt(
+            self._attempts[key] = LocalAttempt(
                 task_id=key[0],
                 attempt_id=key[1],
                 spec=worker_pb2.AttemptSpec(),
@@ -329,22 +381,35 @@ class Worker:
                 state=TaskState.RUNNING,
                 handle=handle,
             )
-            self._attempts[key] = attempt
             logger.info("worker %s adopted attempt %s/%d", self.worker_id, *key)
-            self._pool.submit(self._monitor, attempt, handle)
 
-    def _monitor(self, attempt: LocalAttempt, handle: ContainerHandle) -> None:
-        """Wait for a started container to end and record how it ended."""
-        if attempt.kill_requested:
-            handle.kill(KILL_GRACE_SECONDS)
-        while True:
-            try:
-                faults.inject("worker.task_monitor")
-                status = handle.wait()
-                break
-            except Exception as exc:  # the container is still there: look again
-                logger.warning("watching %s failed: %s; retrying", handle.container_id, exc)
-                time.sleep(0.1)
+    def _monitor_loop(self) -> None:
+        """Watch every running attempt from one thread and record how each one ends."""
+        while not self._stop.wait(MONITOR_POLL_SECONDS):
+            with self._lock:
+                running = [a for a in self._attempts.values() if a.state is TaskState.RUNNING and a.handle is not None]
+            for attempt in running:
+                if self._stop.is_set():
+                    return
+                status = self._watch(attempt)
+                if status is not None and not status.running:
+                    self._record_end(attempt, status)
+
+    def _watch(self, attempt: LocalAttempt) -> ContainerStatus | None:
+        """The attempt's status, or None if it cannot be read now (it is looked at again next round)."""
+        assert attempt.handle is not None
+        try:
+            faults.inject("worker.task_monitor")
+            status = attempt.handle.status()
+        except Exception as exc:
+            if not attempt.watch_failing:
+                logger.warning("watching %s failed: %s; retrying", attempt.handle.container_id, exc)
+            attempt.watch_failing = True
+            return None
+        attempt.watch_failing = False
+        return status
+
+    def _record_end(self, attempt: LocalAttempt, status: ContainerStatus) -> None:
         if attempt.kill_requested:
             self._finish(attempt, TaskState.KILLED, status.exit_code, "killed")
         elif status.exit_code == 0 and not status.oom:
@@ -370,13 +435,15 @@ class Worker:
             shutil.rmtree(attempt.directory)
         app.mkdir(parents=True)
         if spec.bundle_url:
-            extract_bundle(self._fetch_bundle(spec.bundle_url), app)
+            self._unpack_bundle(spec.bundle_url, app)
         if spec.entrypoint.callable:
             payload = attempt.directory / "entrypoint.pkl"
             payload.write_bytes(spec.entrypoint.callable)
             argv = [self._python, "-m", "iris.cluster.worker.run_callable", str(payload)]
         else:
             argv = list(spec.entrypoint.argv)
+        if not argv:
+            raise TaskStartError("the task has no command to run", exit_code=127)
         if spec.ports and not attempt.ports:
             attempt.ports = self._ports.allocate(list(spec.ports))
         env = dict(os.environ)
@@ -408,28 +475,64 @@ class Worker:
             labels={LABEL_WORKER: self.worker_id, LABEL_TASK: attempt.task_id, LABEL_ATTEMPT: str(attempt.attempt_id)},
         )
 
-    def _fetch_bundle(self, url: str) -> Path:
-        prefix, bundle_id = split_bundle_url(url)
+    # --- bundles ------------------------------------------------------------------------
+
+    def _unpack_bundle(self, url: str, dest: Path) -> None:
+        """Fetch (or reuse) the bundle and unpack it into ``dest``.
+
+        Content that does not unpack is the task's fault (TaskStartError) and the copy leaves the
+        cache; a store that cannot be reached, or a full disk, is this machine's."""
+        try:
+            prefix, bundle_id = split_bundle_url(url)
+        except BundleError as exc:
+            raise TaskStartError(str(exc)) from exc
+        cached = self._fetch_bundle(prefix, bundle_id)
+        try:
+            extract_bundle(cached, dest)
+        except OSError as exc:
+            if exc.errno in _MACHINE_ERRNOS:
+                raise
+            cached.unlink(missing_ok=True)
+            raise _unpack_error(bundle_id, exc) from exc
+        except (BundleError, *_BAD_ZIP_ERRORS) as exc:
+            cached.unlink(missing_ok=True)
+            raise _unpack_error(bundle_id, exc) from exc
+
+    def _fetch_bundle(self, prefix: str, bundle_id: str) -> Path:
+        """The cached copy of the bundle, fetched and checked first if absent. Only a copy whose
+        sha256 is its id and that is a zip of safe paths enters the cache."""
         cache_dir = self._work_dir / "bundles"
         cached = cache_dir / f"{bundle_id}.zip"
         with self._bundle_lock:
-            if not cached.exists():
-                path = self._download_bundle(prefix, bundle_id, cache_dir)
-                if Path(path) != cached:
-                    tmp = cached.with_suffix(".tmp")
-                    shutil.copyfile(path, tmp)
-                    os.replace(tmp, cached)
+            if cached.exists():
+                return cached
+            staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".fetch-"))
+            try:
+                fetched = self._download_bundle(prefix, bundle_id, staging)
+                _check_bundle(fetched, bundle_id)
+                os.replace(fetched, cached)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return cached
 
-    def _download_bundle(self, prefix: str, bundle_id: str, cache_dir: Path) -> Path:
-        """Fetch a bundle, retrying a few times with backoff before giving up on this machine."""
+    def _download_bundle(self, prefix: str, bundle_id: str, staging: Path) -> Path:
+        """A copy of the bundle in ``staging`` whose sha256 is its id, retrying a few times with
+        backoff before giving up on this machine (OSError: WORKER_FAILED)."""
         delay = 0.05
+        copy = staging / "bundle.zip"
         for attempt in range(BUNDLE_TRIES):
             try:
                 faults.inject("worker.bundle_download")
-                return Path(self._bundle_store_for(prefix).get(bundle_id, cache_dir))
-            except BundleError:
-                raise
+                path = Path(self._bundle_store_for(prefix).get(bundle_id, staging))
+                if path != copy:
+                    if path.parent == staging:
+                        os.replace(path, copy)
+                    else:
+                        shutil.copyfile(path, copy)
+                digest = _sha256(copy)
+                if digest != bundle_id:
+                    raise OSError(f"the store returned bytes with sha256 {digest}")
+                return copy
             except Exception as exc:
                 if attempt == BUNDLE_TRIES - 1:
                     raise OSError(f"could not fetch bundle {bundle_id} after {BUNDLE_TRIES} tries: {exc}") from exc
@@ -438,10 +541,22 @@ class Worker:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _kill_attempt(self, attempt: LocalAttempt) -> None:
-        handle = attempt.handle
-        if handle is not None:
-            handle.kill(KILL_GRACE_SECONDS)
+    # --- kills and cleanups -------------------------------------------------------------
+
+    def _spawn_kill(self, handle: ContainerHandle, grace_seconds: float = KILL_GRACE_SECONDS) -> threading.Thread:
+        """Kill on a thread of its own: a kill may take its whole grace period, and must wait
+        neither for other kills nor for starts."""
+        thread = threading.Thread(
+            target=self._kill, args=(handle, grace_seconds), name=f"iris-kill-{handle.container_id}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _kill(self, handle: ContainerHandle, grace_seconds: float) -> None:
+        try:
+            handle.kill(grace_seconds)
+        except Exception:
+            logger.exception("failed to kill %s", handle.container_id)
 
     def _cleanup_attempt(self, attempt: LocalAttempt) -> None:
         self._ports.release(attempt.ports)
@@ -452,3 +567,10 @@ class Worker:
                 logger.exception("failed to remove container %s", attempt.handle.container_id)
         shutil.rmtree(attempt.directory, ignore_errors=True)
 
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

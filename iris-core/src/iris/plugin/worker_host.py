@@ -1,0 +1,200 @@
+"""Starting workers from a provider: the one public way, for every VmManager.
+
+A provider describes each worker it wants with a :class:`WorkerLaunch` and either runs it as a
+process (``launch.argv()`` and ``launch.env()``: locally with ``subprocess``, over SSH with
+``launch.command()``, or in a VM's startup script) or, on this machine, inside the current
+process (``launch.start_in_process(...)``). A worker process writes a ready marker into its work
+directory once it runs; :func:`is_ready` and :func:`wait_ready` read it. Every container a worker
+starts carries the label ``LABEL_WORKER=<worker id>``, so whoever deletes a machine can find and
+kill what a dead worker left running::
+
+    launch = WorkerLaunch(worker_id="s1-0", controller_address=url, work_dir=Path("/var/iris/w"),
+                          slice_id="s1", cpu=8, attributes={"zone": "us-a"})
+    subprocess.Popen(launch.argv(), env=launch.env(), start_new_session=True)
+    wait_ready(launch.work_dir, timeout=30)
+
+Nothing here imports the worker itself until a worker is started in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+__all__ = [
+    "LABEL_WORKER",
+    "InProcessWorker",
+    "WorkerLaunch",
+    "is_ready",
+    "machine_cpus",
+    "machine_memory_bytes",
+    "ready_marker",
+    "wait_ready",
+    "write_ready",
+]
+
+#: The label on every container a worker starts; its value is the worker id.
+LABEL_WORKER = "iris.worker"
+#: The module a worker process runs: ``python -m iris.cluster.worker.main ...``.
+WORKER_MODULE = "iris.cluster.worker.main"
+_READY_FILE = "worker.ready"
+
+
+def machine_cpus() -> int:
+    """CPUs this process may use: a worker's default capacity."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine_memory_bytes() -> int:
+    """This machine's physical memory: a worker's default capacity."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# --- readiness ------------------------------------------------------------------------------
+
+
+def ready_marker(work_dir: Path | str) -> Path:
+    """The file a worker process writes (JSON ``{"pid", "worker_id"}``) once it runs, and
+    removes when it stops. A provider that checks it remotely (over SSH) reads this path."""
+    return Path(work_dir) / _READY_FILE
+
+
+def write_ready(work_dir: Path | str, worker_id: str, pid: int | None = None) -> None:
+    """Write the ready marker atomically (the worker process does this; providers only read it)."""
+    path = ready_marker(work_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid() if pid is None else pid, "worker_id": worker_id}))
+    os.replace(tmp, path)
+
+
+def is_ready(work_dir: Path | str, pid: int | None = None) -> bool:
+    """True if the worker of ``work_dir`` has written its ready marker (by process ``pid``, if
+    given, so a marker left by an earlier process does not count)."""
+    try:
+        marker = json.loads(ready_marker(work_dir).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and (pid is None or marker.get("pid") == pid)
+
+
+def wait_ready(work_dir: Path | str, timeout: float, pid: int | None = None, poll_seconds: float = 0.02) -> bool:
+    """Wait up to ``timeout`` seconds for :func:`is_ready`; return whether it became ready."""
+    deadline = time.monotonic() + timeout
+    while not is_ready(work_dir, pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_seconds)
+    return True
+
+
+# --- launching ------------------------------------------------------------------------------
+
+
+class InProcessWorker(Protocol):
+    """A worker running inside this process, as :meth:`WorkerLaunch.start_in_process` returns."""
+
+    @property
+    def worker_id(self) -> str: ...
+
+    def stop(self, kill_attempts: bool = True) -> None:
+        """Stop talking to the controller; with ``kill_attempts``, kill what it runs."""
+
+
+def _float_arg(value: float) -> str:
+    return repr(float(value))
+
+
+@attrs.frozen
+class WorkerLaunch:
+    """One worker to start.
+
+    :ivar worker_id: unique in the cluster; no ``/``.
+    :ivar controller_address: the controller URL as reachable from the worker's machine.
+    :ivar work_dir: the worker's directory on its machine (attempts, bundle cache, ready marker).
+    :ivar slice_id: the slice the worker belongs to.
+    :ivar cpu: capacity advertised to the scheduler; 0 means the machine's CPUs.
+    :ivar memory_bytes: capacity; 0 means the machine's memory.
+    :ivar attributes: what constraints match against (zone, device, ...).
+    :ivar runtime: the ContainerRuntime plugin name the worker runs tasks with.
+    :ivar runtime_root: the runtime's files; default ``work_dir/runtime``. Workers sharing it
+        (and the provider) see each other's containers, told apart by ``LABEL_WORKER``.
+    :ivar wait_seconds: how long one reconcile call may wait for news (long-poll).
+    :ivar python: the interpreter that runs the worker process.
+    """
+
+    worker_id: str
+    controller_address: str
+    work_dir: Path = attrs.field(converter=Path)
+    slice_id: str = ""
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    attributes: Mapping[str, str] = attrs.field(factory=dict)
+    runtime: str = "process"
+    runtime_root: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    wait_seconds: float = 2.0
+    python: str = sys.executable
+
+    @property
+    def capacity(self) -> tuple[float, int]:
+        """(cpu, memory bytes) the worker advertises, the machine's where not given."""
+        return (self.cpu or float(machine_cpus()), self.memory_bytes or machine_memory_bytes())
+
+    def argv(self) -> list[str]:
+        """The command that runs this worker as a process until SIGTERM (which kills its tasks)."""
+        argv = [
+            self.python, "-m", WORKER_MODULE,
+            "--controller", self.controller_address,
+            "--worker-id", self.worker_id,
+            "--slice-id", self.slice_id,
+            "--work-dir", str(self.work_dir),
+            "--attributes", json.dumps(dict(self.attributes), sort_keys=True),
+            "--runtime", self.runtime,
+            "--wait-seconds", _float_arg(self.wait_seconds),
+        ]  # fmt: skip
+        if self.cpu:
+            argv += ["--cpu", _float_arg(self.cpu)]
+        if self.memory_bytes:
+            argv += ["--memory-bytes", str(int(self.memory_bytes))]
+        if self.runtime_root is not None:
+            argv += ["--runtime-root", str(self.runtime_root)]
+        return argv
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment for the worker process: ``base`` (default: this process's) with
+        unbuffered output, so its log is complete when it dies."""
+        return {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
+
+    def command(self) -> str:
+        """:meth:`argv` as one shell command line, for an SSH session or a startup script."""
+        return "PYTHONUNBUFFERED=1 " + shlex.join(self.argv())
+
+    def start_in_process(self, *, runtime: Any, bundle_store_for: Callable[[str], Any]) -> InProcessWorker:
+        """Run the worker inside this process (threads) over an already built ContainerRuntime;
+        ``bundle_store_for(url_prefix)`` returns the BundleStore for a prefix (a registry's
+        ``open_bundle_store``). Returns once it runs; ``stop()`` ends it."""
+        from iris.cluster.worker.worker import Worker
+
+        cpu, memory = self.capacity
+        worker = Worker(
+            worker_id=self.worker_id,
+            controller_address=self.controller_address,
+            runtime=runtime,
+            bundle_store_for=bundle_store_for,
+            work_dir=self.work_dir,
+            cpu=cpu,
+            memory_bytes=memory,
+            attributes=self.attributes,
+            slice_id=self.slice_id,
+            wait_seconds=self.wait_seconds,
+            python=self.python,
+        )
+        worker.start()
+        return worker
