@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from iris.cluster.worker.worker import start_in_process
 from iris.client import IrisClient
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
@@ -104,7 +105,7 @@ def test_worker_launch_in_process_registers_and_stops(tmp_path: Path, controller
     registry = PluginRegistry(allow=["local"])
     runtime = registry.container_runtime("process").factory(tmp_path / "runtime")
     launch = WorkerLaunch(worker_id="t-0", controller_address=controller.address, work_dir=tmp_path / "t-0", cpu=2, memory_bytes=1 << 30)
-    worker = launch.start_in_process(runtime=runtime, bundle_store_for=registry.open_bundle_store)
+    worker = start_in_process(launch, runtime=runtime, bundle_store_for=registry.open_bundle_store)
     try:
         assert worker.worker_id == "t-0"
         assert wait_until(lambda: "t-0" in registered(controller), TIMEOUT)

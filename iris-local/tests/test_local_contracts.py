@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from iris.cluster.worker.worker import start_in_process
 from iris.cluster.controller.service import ControllerServer
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry
@@ -45,6 +46,7 @@ class TestLocalVmManagerContract(VmManagerContract):
             controller_address=local_controller.address,
             state_dir=tmp_path / "state",
             registry=PluginRegistry(allow=["local"]),
+            start_worker=start_in_process,
         )
         manager = LocalVmManager(context)
         yield manager

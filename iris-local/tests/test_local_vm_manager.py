@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from iris.cluster.worker.worker import start_in_process
 from iris.cluster.controller.service import ControllerServer
 from iris.cluster.controller.state import JobSpec
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
@@ -29,6 +30,7 @@ def make_manager(tmp_path: Path, server: ControllerServer, **options: str) -> Lo
         label_prefix="test",
         options=dict(options),
         registry=PluginRegistry(allow=["local"]),
+        start_worker=start_in_process,
     )
     return LocalVmManager(context)
 

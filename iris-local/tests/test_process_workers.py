@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from iris.cluster.worker.worker import start_in_process
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
 from iris.cluster.controller.state import Job, JobSpec
@@ -109,6 +110,7 @@ def make_manager(state_dir: Path, server: ControllerServer, **options: Any) -> L
         label_prefix="test",
         options={"worker_mode": "process", **options},
         registry=PluginRegistry(allow=["local"]),
+        start_worker=start_in_process,
     )
     return LocalVmManager(context)
 

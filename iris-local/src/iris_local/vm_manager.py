@@ -210,12 +210,18 @@ class LocalVmManager:
         with self._lock:
             if request.slice_id in self._slices:
                 return self._slices[request.slice_id][0]
+            start = self._context.start_worker
+            if start is None:
+                raise PluginError(
+                    "provider local: worker_mode thread runs workers inside the controller's process, "
+                    "and this host cannot (ProviderContext.start_worker is not set); use worker_mode: process"
+                )
             runtime = self._get_runtime()
             workers: list[InProcessWorker] = []
             vms: list[VmInfo] = []
             for i in range(request.vm_count):
                 launch = self._launch(request, i)
-                workers.append(launch.start_in_process(runtime=runtime, bundle_store_for=self._context.registry.open_bundle_store))
+                workers.append(start(launch, runtime=runtime, bundle_store_for=self._context.registry.open_bundle_store))
                 vms.append(VmInfo(vm_id=launch.worker_id, address="in-process", state=SliceState.READY, attributes=launch.attributes))
             info = SliceInfo(
                 slice_id=request.slice_id,

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from iris.cluster.worker.worker import start_in_process
 from iris.config import ClusterConfig, config_to_dict
 from iris.errors import IrisError
 from iris.plugin.records import ProviderContext
@@ -124,6 +125,7 @@ def open_vm_manager(config: ClusterConfig, registry: PluginRegistry | None = Non
         label_prefix=config.label_prefix,
         options=options,
         registry=registry,
+        start_worker=start_in_process,
     )
     return provider.factory(context)
 

@@ -29,6 +29,7 @@ from iris.cluster.controller.service import ControllerServer
 from iris.cluster.controller.store import Store
 from iris.cluster.scale_groups import group_attributes as group_attributes, group_vm_count as group_vm_count  # they lived here
 from iris.cluster.scale_groups import slice_request_for
+from iris.cluster.worker.worker import start_in_process
 from iris.config import ClusterConfig, ScaleGroupConfig
 from iris.errors import IrisError
 from iris.plugin.records import ProviderContext
@@ -121,6 +122,7 @@ class ClusterManager:
             label_prefix=config.label_prefix,
             options=options,
             registry=self._registry,
+            start_worker=start_in_process,
         )
         self._vm_manager = provider.factory(context)
         self._start_autoscaler()

@@ -18,6 +18,8 @@ class ProviderContext:
     :ivar label_prefix: prefix for labels on every resource the provider creates.
     :ivar options: the provider section of the cluster config, as a plain dict.
     :ivar registry: the plugin registry, to build runtimes and bundle stores by name.
+    :ivar start_worker: runs a worker inside this process
+        (:data:`iris.plugin.worker_host.StartInProcess`); None where the host cannot.
     """
 
     controller_address: str
@@ -25,6 +27,7 @@ class ProviderContext:
     label_prefix: str = "iris"
     options: dict[str, Any] = attrs.field(factory=dict)
     registry: Any = None
+    start_worker: Any = None
 
 
 @attrs.frozen

@@ -13,7 +13,8 @@ kill what a dead worker left running::
     subprocess.Popen(launch.argv(), env=launch.env(), start_new_session=True)
     wait_ready(launch.work_dir, timeout=30)
 
-Nothing here imports the worker itself until a worker is started in-process.
+Nothing here imports the worker itself: a host that can run workers in-process hands providers
+that ability as ``ProviderContext.start_worker``.
 """
 
 from __future__ import annotations
@@ -99,13 +100,20 @@ def wait_ready(work_dir: Path | str, timeout: float, pid: int | None = None, pol
 
 
 class InProcessWorker(Protocol):
-    """A worker running inside this process, as :meth:`WorkerLaunch.start_in_process` returns."""
+    """A worker running inside this process, as :data:`StartInProcess` returns."""
 
     @property
     def worker_id(self) -> str: ...
 
     def stop(self, kill_attempts: bool = True) -> None:
         """Stop talking to the controller; with ``kill_attempts``, kill what it runs."""
+
+
+#: ``start(launch, runtime=..., bundle_store_for=...) -> InProcessWorker``: runs a worker inside
+#: this process (threads) over an already built ContainerRuntime; ``bundle_store_for(url_prefix)``
+#: returns the BundleStore for a prefix. The host hands it to providers as
+#: ``ProviderContext.start_worker`` (the seams never import the worker itself).
+StartInProcess = Callable[..., InProcessWorker]
 
 
 def _float_arg(value: float) -> str:
@@ -175,26 +183,3 @@ class WorkerLaunch:
     def command(self) -> str:
         """:meth:`argv` as one shell command line, for an SSH session or a startup script."""
         return "PYTHONUNBUFFERED=1 " + shlex.join(self.argv())
-
-    def start_in_process(self, *, runtime: Any, bundle_store_for: Callable[[str], Any]) -> InProcessWorker:
-        """Run the worker inside this process (threads) over an already built ContainerRuntime;
-        ``bundle_store_for(url_prefix)`` returns the BundleStore for a prefix (a registry's
-        ``open_bundle_store``). Returns once it runs; ``stop()`` ends it."""
-        from iris.cluster.worker.worker import Worker
-
-        cpu, memory = self.capacity
-        worker = Worker(
-            worker_id=self.worker_id,
-            controller_address=self.controller_address,
-            runtime=runtime,
-            bundle_store_for=bundle_store_for,
-            work_dir=self.work_dir,
-            cpu=cpu,
-            memory_bytes=memory,
-            attributes=self.attributes,
-            slice_id=self.slice_id,
-            wait_seconds=self.wait_seconds,
-            python=self.python,
-        )
-        worker.start()
-        return worker

@@ -45,7 +45,7 @@ from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
-from iris.plugin.worker_host import LABEL_WORKER
+from iris.plugin.worker_host import LABEL_WORKER, WorkerLaunch
 from iris.rpc import common_pb2, worker_pb2, worker_pb2_grpc
 from iris.rpc.convert import task_state_to_proto
 
@@ -574,3 +574,25 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_store_for: Any) -> Worker:
+    """Run the worker ``launch`` describes inside this process (threads) over an already built
+    ContainerRuntime; returns once it runs, ``stop()`` ends it. Hosts hand this to providers as
+    ``ProviderContext.start_worker`` (:data:`iris.plugin.worker_host.StartInProcess`)."""
+    cpu, memory = launch.capacity
+    worker = Worker(
+        worker_id=launch.worker_id,
+        controller_address=launch.controller_address,
+        runtime=runtime,
+        bundle_store_for=bundle_store_for,
+        work_dir=launch.work_dir,
+        cpu=cpu,
+        memory_bytes=memory,
+        attributes=launch.attributes,
+        slice_id=launch.slice_id,
+        wait_seconds=launch.wait_seconds,
+        python=launch.python,
+    )
+    worker.start()
+    return worker
