@@ -37,10 +37,11 @@ __all__ = ["ProcessHandle", "ProcessRuntime", "group_alive", "group_members", "g
 
 logger = logging.getLogger(__name__)
 
-# sh -c WRAPPER iris-task EXIT_FILE argv...: run argv, record its exit code atomically.
+# sh -c WRAPPER iris-task EXIT_FILE argv...: run argv, record its exit code.
 # The TERM trap keeps the wrapper alive while the task handles SIGTERM in its grace period
-# (a trap, unlike an ignored signal, is reset to the default in the exec'd task).
-WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f.tmp" && mv "$f.tmp" "$f"; exit $rc'
+# (a trap, unlike an ignored signal, is reset to the default in the exec'd task). The exit file
+# is read only once the wrapper has ended, so writing it needs no rename (and no `mv` process).
+WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f"; exit $rc'
 MEMORY_POLL_SECONDS = 0.25
 KILL_POLL_SECONDS = 0.05
 TASK_START_TIMEOUT_SECONDS = 10.0
@@ -118,11 +119,13 @@ def _wait_for_task(popen: subprocess.Popen, argv: list[str], container_id: str) 
 
 
 class ProcessHandle:
-    def __init__(self, directory: Path, meta: dict, popen: subprocess.Popen | None = None):
+    def __init__(self, directory: Path, meta: dict, popen: subprocess.Popen | None = None, wrapper_argv: list[str] | None = None):
         self._dir = directory
         self._meta = meta
         self._popen = popen
+        self._wrapper_argv = wrapper_argv  # set while the task may not have exec'd yet
         self._killed = False
+        self._exit_fd: int | None = None
 
     @property
     def container_id(self) -> str:
@@ -194,13 +197,19 @@ class ProcessHandle:
     def kill(self, grace_seconds: float = 10.0) -> None:
         """SIGTERM every process of the container, give them ``grace_seconds`` to exit, then SIGKILL.
 
-        The wrapper traps SIGTERM (``start`` returns only once the task runs, after the trap is
-        set), so it outlives the task to record its exit code. Waiting costs no ``/proc`` scan
+        The wrapper traps SIGTERM, so it outlives the task to record its exit code; the first kill
+        of a container this runtime started waits until the task has exec'd (a SIGTERM between
+        the wrapper's fork and the exec would be lost), which costs only a kill that comes within
+        milliseconds of the start. Waiting costs no ``/proc`` scan
         while the wrapper runs or once the group is empty; only a group outliving its wrapper (the
         task's own children) is scanned, so zombies nobody reaps do not count as alive.
         """
         self._killed = True
         deadline = time.monotonic() + grace_seconds
+        if self._popen is not None and self._wrapper_argv is not None:
+            # a SIGTERM between the wrapper's fork and the task's exec would be lost: wait for the exec
+            _wait_for_task(self._popen, self._wrapper_argv, self.container_id)
+            self._wrapper_argv = None
         self._signal_group(signal.SIGTERM)
         while self._alive() and time.monotonic() < deadline:
             self.wait(min(KILL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
@@ -236,9 +245,26 @@ class ProcessHandle:
         except OSError:
             return b""
 
+    def exit_fd(self) -> int | None:
+        """A pidfd of the wrapper: readable once it ends (None where the kernel has none, or the
+        process is already gone)."""
+        if self._exit_fd is None and hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(self._meta["pid"])
+            except OSError:
+                return None
+            if self._popen is None and pid_start_time(self._meta["pid"]) != self._meta.get("start_time"):
+                os.close(fd)  # the pid was reused by another process
+                return None
+            self._exit_fd = fd
+        return self._exit_fd
+
     def remove(self) -> None:
         if self._alive():
             raise RuntimeError(f"container {self.container_id} is still running; kill it first")
+        if self._exit_fd is not None:
+            os.close(self._exit_fd)
+            self._exit_fd = None
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -273,7 +299,6 @@ class ProcessRuntime:
                 )
         except ValueError as exc:  # what check_command did not foresee about argv or env
             raise TaskStartError(f"cannot run {spec.argv[0]!r}: {exc}") from exc
-        _wait_for_task(popen, wrapper_argv, spec.container_id)
         meta = {
             "container_id": spec.container_id,
             "labels": dict(spec.labels),
@@ -285,7 +310,7 @@ class ProcessRuntime:
         tmp = directory / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, directory / "meta.json")
-        handle = ProcessHandle(directory, meta, popen)
+        handle = ProcessHandle(directory, meta, popen, wrapper_argv)
         if spec.memory_bytes:
             self._watch(handle)
         return handle

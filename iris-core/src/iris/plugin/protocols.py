@@ -163,6 +163,13 @@ class ContainerHandle(Protocol):
     def remove(self) -> None:
         """Delete what the runtime kept for this container (logs, status). Must be ended."""
 
+    # Optional (looked up with getattr; a handle without it is polled):
+    #
+    # def exit_fd(self) -> int | None:
+    #     """A file descriptor that becomes readable when the container ends (a pidfd for a
+    #     process), owned by the handle and closed by ``remove``; None when there is none. The
+    #     worker waits on these instead of polling, so an ending is seen at once."""
+
 
 @runtime_checkable
 class ContainerRuntime(Protocol):

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import re
+import select
 import shutil
 import sys
 import tempfile
@@ -78,6 +79,7 @@ class LocalAttempt:
     error: str = ""
     oom: bool = False
     handle: ContainerHandle | None = None
+    exit_fd: int | None = None  # readable once the container ends (the handle's, if it has one)
     acked_offset: int = 0
     kill_requested: bool = False
     ports: dict[str, int] = attrs.field(factory=dict)
@@ -151,6 +153,9 @@ class Worker:
         self._cleanups = ThreadPoolExecutor(max_workers=CLEANUP_THREADS, thread_name_prefix=f"iris-{worker_id}-cleanup")
         self._thread: threading.Thread | None = None
         self._monitor_thread: threading.Thread | None = None
+        self._monitor_wake_r, self._monitor_wake_w = os.pipe()  # a byte wakes the monitor
+        os.set_blocking(self._monitor_wake_r, False)
+        os.set_blocking(self._monitor_wake_w, False)
         self._channel: grpc.Channel | None = None
         self._bundle_lock = threading.Lock()
         self._known_version = 0
@@ -187,8 +192,11 @@ class Worker:
             for killer in killers:
                 killer.join()
         self._starts.shutdown(wait=True, cancel_futures=True)
+        self._wake_monitor()
         if self._monitor_thread is not None:
             self._monitor_thread.join(timeout=10)
+        os.close(self._monitor_wake_r)
+        os.close(self._monitor_wake_w)
         self._cleanups.shutdown(wait=True)
         if self._channel is not None:
             self._channel.close()
@@ -352,10 +360,13 @@ class Worker:
             logger.warning("attempt %s/%d could not be started here: %s", attempt.task_id, attempt.attempt_id, exc)
             self._finish(attempt, TaskState.WORKER_FAILED, None, f"worker {self.worker_id} could not start it: {exc}")
             return
+        exit_fd = getattr(handle, "exit_fd", None)
         with self._lock:
             attempt.handle = handle
+            attempt.exit_fd = exit_fd() if exit_fd is not None else None
             attempt.state = TaskState.RUNNING  # from here the monitor thread watches it
             kill = attempt.kill_requested
+        self._wake_monitor()
         self._wake()
         if kill:  # the kill came while it was starting; on this thread, so stop() waits for it
             self._kill(handle, KILL_GRACE_SECONDS)
@@ -380,20 +391,55 @@ class Worker:
                 directory=self._work_dir / "attempts" / _safe_name(*key),
                 state=TaskState.RUNNING,
                 handle=handle,
+                exit_fd=getattr(handle, "exit_fd", lambda: None)(),
             )
             logger.info("worker %s adopted attempt %s/%d", self.worker_id, *key)
 
     def _monitor_loop(self) -> None:
-        """Watch every running attempt from one thread and record how each one ends."""
-        while not self._stop.wait(MONITOR_POLL_SECONDS):
+        """Watch every running attempt from one thread and record how each one ends.
+
+        Handles that offer an ``exit_fd`` are waited on together (``poll``), so an ending is seen
+        at once; the others are looked at every ``MONITOR_POLL_SECONDS``. A started attempt wakes
+        the loop (``_monitor_wake``) so its descriptor is watched from the start."""
+        poller = select.poll()
+        poller.register(self._monitor_wake_r, select.POLLIN)
+        watched: dict[int, LocalAttempt] = {}
+        while not self._stop.is_set():
             with self._lock:
                 running = [a for a in self._attempts.values() if a.state is TaskState.RUNNING and a.handle is not None]
+            polled: list[LocalAttempt] = []
+            live: set[int] = set()
             for attempt in running:
+                fd = attempt.exit_fd
+                if fd is None:
+                    polled.append(attempt)
+                    continue
+                live.add(fd)
+                if fd not in watched:
+                    poller.register(fd, select.POLLIN)
+                    watched[fd] = attempt
+            for fd in [fd for fd in watched if fd not in live]:
+                poller.unregister(fd)
+                del watched[fd]
+            events = poller.poll(MONITOR_POLL_SECONDS * 1000)
+            ended = []
+            for fd, _ in events:
+                if fd == self._monitor_wake_r:
+                    os.read(fd, 4096)
+                elif fd in watched:
+                    ended.append(watched[fd])
+            for attempt in [*ended, *polled]:
                 if self._stop.is_set():
                     return
                 status = self._watch(attempt)
                 if status is not None and not status.running:
                     self._record_end(attempt, status)
+
+    def _wake_monitor(self) -> None:
+        try:
+            os.write(self._monitor_wake_w, b"x")
+        except BlockingIOError:
+            pass  # already woken
 
     def _watch(self, attempt: LocalAttempt) -> ContainerStatus | None:
         """The attempt's status, or None if it cannot be read now (it is looked at again next round)."""
