@@ -477,9 +477,11 @@ class Worker:
     def _prepare(self, attempt: LocalAttempt) -> ContainerSpec:
         spec = attempt.spec
         app = attempt.directory / "app"
-        if attempt.directory.exists():
+        try:
+            app.mkdir(parents=True)
+        except FileExistsError:  # left by an earlier process of this worker
             shutil.rmtree(attempt.directory)
-        app.mkdir(parents=True)
+            app.mkdir(parents=True)
         if spec.bundle_url:
             self._unpack_bundle(spec.bundle_url, app)
         if spec.entrypoint.callable:
@@ -611,7 +613,13 @@ class Worker:
                 attempt.handle.remove()
             except Exception:
                 logger.exception("failed to remove container %s", attempt.handle.container_id)
-        shutil.rmtree(attempt.directory, ignore_errors=True)
+        try:  # an attempt without a bundle leaves two empty directories
+            os.rmdir(attempt.directory / "app")
+            os.rmdir(attempt.directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            shutil.rmtree(attempt.directory, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:
