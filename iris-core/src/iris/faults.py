@@ -78,6 +78,25 @@ def inject(point: str) -> None:
         return
     if fault.delay:
         time.sleep(fault.delay)
+    _maybe_fire(point, fault)
+
+
+async def inject_async(point: str) -> None:
+    """:func:`inject` for code on an asyncio loop: the delay is awaited, so it holds up only
+    this call, not every call the loop serves."""
+    if not _active:
+        return
+    fault = _active.get(point)
+    if fault is None:
+        return
+    if fault.delay:
+        import asyncio
+
+        await asyncio.sleep(fault.delay)
+    _maybe_fire(point, fault)
+
+
+def _maybe_fire(point: str, fault: Fault) -> None:
     if fault.rate and _random.random() < fault.rate:
         with _lock:
             _fired[point] = _fired.get(point, 0) + 1

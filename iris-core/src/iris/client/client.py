@@ -25,20 +25,13 @@ import grpc
 
 from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, create_bundle
 from iris.cluster.constraints import Constraint, parse_constraint
-from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
+from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
+from iris.job.records import JobLogLine as LogLine
+from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec
 from iris.errors import IrisError, JobNotFound
-from iris.rpc import common_pb2, controller_pb2, controller_pb2_grpc
-from iris.rpc.convert import (
-    constraint_from_proto,
-    constraint_to_proto,
-    job_state_to_proto,
-    resources_from_proto,
-    entrypoint_to_proto,
-    environment_to_proto,
-    job_state_from_proto,
-    resources_to_proto,
-    task_state_from_proto,
-)
+from iris.rpc import controller_pb2, controller_pb2_grpc, convert
+
+__all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "TaskStatus"]
 
 CONTROLLER_ENV = "IRIS_CONTROLLER_ADDRESS"
 JOB_ENV = "IRIS_JOB_ID"
@@ -63,106 +56,6 @@ def _call(method: Callable[..., Any], request: Any, address: str, timeout: float
         raise IrisError(details or str(code)) from None
 
 
-@attrs.frozen
-class AttemptStatus:
-    attempt_id: int
-    worker_id: str
-    state: TaskState
-    exit_code: int
-    error: str
-    started_at: float
-    finished_at: float
-    oom: bool = False
-    ports: dict[str, int] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class TaskStatus:
-    index: int
-    state: TaskState
-    pending_reason: str
-    exit_code: int
-    error: str
-    attempts: tuple[AttemptStatus, ...]
-
-
-@attrs.frozen
-class JobStatus:
-    job_id: str
-    name: str
-    state: JobState
-    exit_code: int
-    error: str
-    submitted_at: float
-    finished_at: float
-    entrypoint: str
-    tasks: tuple[TaskStatus, ...]
-    parent_job_id: str = ""
-    children: tuple[str, ...] = ()
-    user: str = ""
-    started_at: float = 0.0
-    resources: ResourceSpec | None = None
-    constraints: tuple[Constraint, ...] = ()
-    coschedule_by: str = ""
-
-    @classmethod
-    def from_proto(cls, p: controller_pb2.JobInfo) -> JobStatus:
-        return cls(
-            job_id=p.job_id,
-            name=p.name,
-            state=job_state_from_proto(p.state),
-            exit_code=p.exit_code,
-            error=p.error,
-            submitted_at=p.submitted_at,
-            finished_at=p.finished_at,
-            entrypoint=p.entrypoint,
-            tasks=tuple(
-                TaskStatus(
-                    index=t.index,
-                    state=task_state_from_proto(t.state),
-                    pending_reason=t.pending_reason,
-                    exit_code=t.exit_code,
-                    error=t.error,
-                    attempts=tuple(
-                        AttemptStatus(
-                            a.attempt_id,
-                            a.worker_id,
-                            task_state_from_proto(a.state),
-                            a.exit_code,
-                            a.error,
-                            a.started_at,
-                            a.finished_at,
-                            a.oom,
-                            dict(a.ports),
-                        )
-                        for a in t.attempts
-                    ),
-                )
-                for t in p.tasks
-            ),
-            parent_job_id=p.parent_job_id,
-            children=tuple(p.children),
-            user=p.user,
-            started_at=p.started_at,
-            resources=resources_from_proto(p.resources) if p.HasField("resources") else None,
-            constraints=tuple(constraint_from_proto(c) for c in p.constraints),
-            coschedule_by=p.coscheduling.group_by if p.coscheduling.enabled else "",
-        )
-
-    @property
-    def succeeded(self) -> bool:
-        return self.state is JobState.SUCCEEDED
-
-
-@attrs.frozen
-class LogLine:
-    job_id: str
-    task_index: int
-    attempt_id: int
-    timestamp: float
-    data: str
-
-
 class JobFailed(IrisError):
     def __init__(self, status: JobStatus):
         super().__init__(f"job {status.job_id} {status.state.value}: {status.error or 'no error recorded'}")
@@ -181,7 +74,7 @@ class Job:
 
     def status(self) -> JobStatus:
         c = self._client
-        return JobStatus.from_proto(_call(c._stub.GetJob, controller_pb2.GetJobRequest(job_id=self.job_id), c.address))
+        return convert.job_status_from_proto(_call(c._stub.GetJob, controller_pb2.GetJobRequest(job_id=self.job_id), c.address))
 
     def kill(self, *, keep_children: bool = False) -> JobStatus:
         """Kill the job and, unless ``keep_children``, its unfinished child jobs."""
@@ -219,7 +112,7 @@ class Job:
                 timeout=_WAIT_SLICE + 30,
             )
             for ln in response.lines:
-                yield LogLine(ln.job_id, ln.task_index, ln.attempt_id, ln.timestamp, ln.data)
+                yield convert.log_line_from_proto(ln)
             advanced = response.cursor != cursor
             cursor = response.cursor
             if response.finished or (not follow and not advanced):
@@ -260,7 +153,7 @@ class Job:
             info = _call(
                 c._stub.WaitJob, controller_pb2.WaitJobRequest(job_id=self.job_id, timeout_seconds=wait), c.address, timeout=wait + 30
             )
-            status = JobStatus.from_proto(info)
+            status = convert.job_status_from_proto(info)
             if status.state.is_terminal or (deadline is not None and time.monotonic() >= deadline):
                 break
         if raise_on_failure and status.state.is_terminal and not status.succeeded:
@@ -418,18 +311,18 @@ class IrisClient:
             parent_job_id = os.environ.get(JOB_ENV, "")
         parsed = [c if isinstance(c, Constraint) else parse_constraint(c) for c in constraints or ()]
         group_by = coscheduling if isinstance(coscheduling, str) else ("slice" if coscheduling else "")
-        spec = controller_pb2.JobSpec(
+        spec = JobSpec(
             name=name or default_job_name(entrypoint),
-            entrypoint=entrypoint_to_proto(entrypoint),
-            resources=resources_to_proto(resources),
-            environment=environment_to_proto(environment),
+            entrypoint=entrypoint,
+            resources=resources,
+            environment=environment,
             bundle_id=self._ensure_bundle(),
             replicas=replicas,
             max_retries=max_retries,
             timeout_seconds=timeout,
-            constraints=[constraint_to_proto(c) for c in parsed],
-            coscheduling=common_pb2.Coscheduling(enabled=bool(group_by), group_by=group_by),
-            ports=list(ports or ()),
+            constraints=tuple(parsed),
+            coschedule_by=group_by,
+            ports=tuple(ports or ()),
             max_task_failures=max_task_failures,
             max_preemptions=max_preemptions,
             scheduling_timeout_seconds=scheduling_timeout,
@@ -437,7 +330,7 @@ class IrisClient:
             # a child job belongs to its parent's user unless told otherwise
             user=(current_user() if not parent_job_id else "") if user is None else user,
         )
-        response = _call(self._stub.LaunchJob, controller_pb2.LaunchJobRequest(spec=spec), self.address)
+        response = _call(self._stub.LaunchJob, controller_pb2.LaunchJobRequest(spec=convert.job_spec_to_proto(spec)), self.address)
         return Job(self, response.job_id)
 
     def job(self, job_id: str) -> Job:
@@ -445,29 +338,16 @@ class IrisClient:
         return Job(self, job.status().job_id)
 
     def list_jobs(self, *, states: list[JobState] | None = None, prefix: str = "") -> list[JobStatus]:
-        request = controller_pb2.ListJobsRequest(states=[job_state_to_proto(s) for s in states or ()], prefix=prefix)
+        request = controller_pb2.ListJobsRequest(states=[convert.job_state_to_proto(s) for s in states or ()], prefix=prefix)
         response = _call(self._stub.ListJobs, request, self.address)
-        return [JobStatus.from_proto(j) for j in response.jobs]
+        return [convert.job_status_from_proto(j) for j in response.jobs]
 
     # --- cluster ------------------------------------------------------------------------
 
     def autoscaler_status(self) -> list[dict[str, Any]]:
         """The scale groups and their slices, as plain dicts (see ``iris cluster status``)."""
         response = _call(self._stub.GetAutoscalerStatus, controller_pb2.GetAutoscalerStatusRequest(), self.address)
-        return [
-            {
-                "name": g.name,
-                "state": g.state,
-                "detail": g.detail,
-                "min_slices": g.min_slices,
-                "max_slices": g.max_slices,
-                "slices": [
-                    {"slice_id": s.slice_id, "state": s.state, "created_at": s.created_at, "idle_since": s.idle_since, "error": s.error, "vms": s.vms}
-                    for s in g.slices
-                ],
-            }
-            for g in response.groups
-        ]
+        return convert.autoscaler_status_from_proto(response)
 
     def create_slice(self, scale_group: str) -> str:
         response = _call(self._stub.CreateSlice, controller_pb2.CreateSliceRequest(scale_group=scale_group), self.address)
@@ -487,13 +367,13 @@ class IrisClient:
         if not job_id:
             raise IrisError("register_endpoint: no job_id given and not running inside an Iris task")
         index = int(os.environ.get("IRIS_TASK_INDEX", "0")) if task_index is None else task_index
-        endpoint = controller_pb2.Endpoint(name=name, address=address, job_id=job_id, task_index=index, metadata=metadata or {})
+        endpoint = convert.endpoint_to_proto(Endpoint(name, address, job_id, index, dict(metadata or {})))
         _call(self._stub.RegisterEndpoint, controller_pb2.RegisterEndpointRequest(endpoint=endpoint), self.address)
 
     def lookup_endpoint(self, name: str) -> list[str]:
         """Addresses registered under ``name`` by jobs still running (empty if none)."""
         response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address)
-        return [e.address for e in response.endpoints]
+        return [convert.endpoint_from_proto(e).address for e in response.endpoints]
 
     def list_workers(self) -> list[controller_pb2.WorkerSummary]:
         return list(_call(self._stub.ListWorkers, controller_pb2.ListWorkersRequest(), self.address).workers)

@@ -1,4 +1,12 @@
-"""gRPC adapters: translate protobuf requests into Controller calls and back.
+"""The controller's gRPC server: ``ControllerService`` and ``WorkerService`` on grpc.aio.
+
+One asyncio loop, in one background thread, serves every RPC. Short RPCs call the controller
+on the loop (each call is short, under its lock); calls that may wait on a disk, a bucket or a
+cloud provider (bundles, the autoscaler's RPCs) run on a small thread pool. A long-poll
+(``WaitJob``, ``GetLogs`` with ``wait_seconds``, ``Reconcile`` with ``wait_seconds``) holds no
+thread: it re-checks with a non-blocking controller read each time one of the keys it waits on
+is announced (:class:`Wakeups`), and ends at its deadline, when the server stops, or when the
+caller cancels.
 
 Every RPC passes through one interceptor (``_ErrorInterceptor``): user-facing errors become
 gRPC status codes with the message intact, so clients can print them as one line.
@@ -6,38 +14,21 @@ gRPC status codes with the message intact, so clients can print them as one line
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
 import threading
-from concurrent import futures
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import grpc
 
 from iris import faults
-from iris.cluster.controller.controller import (
-    AlreadyExists,
-    Controller,
-    InvalidRequest,
-    ObservedAttempt,
-    WorkerIdentity,
-)
-from iris.cluster.controller.state import Endpoint, Job, JobSpec
+from iris.cluster.controller.controller import AlreadyExists, BadCursor, Controller, InvalidRequest, worker_wait_key
 from iris.errors import IrisError, JobNotFound
-from iris.rpc import common_pb2, controller_pb2, controller_pb2_grpc, worker_pb2, worker_pb2_grpc
-from iris.rpc.convert import (
-    constraint_from_proto,
-    constraint_to_proto,
-    job_state_from_proto,
-    entrypoint_from_proto,
-    entrypoint_to_proto,
-    environment_from_proto,
-    job_state_to_proto,
-    resources_from_proto,
-    resources_to_proto,
-    task_state_from_proto,
-    task_state_to_proto,
-)
+from iris.rpc import controller_pb2, controller_pb2_grpc, convert, worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -48,91 +39,141 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
 ]
+# Calls that arrived but that the loop has not picked up yet: grpc sheds them (CANCELLED) at
+# random above 1,000 and all above 3,000 by default. The loop picks up one call per turn, so a
+# burst (every worker reconnecting after a controller restart) would be shed; queue it instead.
+SERVER_OPTIONS = [
+    *GRPC_OPTIONS,
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
+]
 
 _STATUS = {
     JobNotFound: grpc.StatusCode.NOT_FOUND,
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    BadCursor: grpc.StatusCode.INVALID_ARGUMENT,
     ValueError: grpc.StatusCode.INVALID_ARGUMENT,  # ConstraintError, ResourceError
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
 }
 
+T = TypeVar("T")
 
-class _ErrorInterceptor(grpc.ServerInterceptor):
+
+def status_for(exc: IrisError) -> grpc.StatusCode:
+    return next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), grpc.StatusCode.FAILED_PRECONDITION)
+
+
+class _ErrorInterceptor(grpc.aio.ServerInterceptor):
     """The one door every RPC passes: maps Iris errors to status codes."""
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        method = handler_call_details.method
+        if method in self._wrapped:
+            return self._wrapped[method]
+        handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
 
-        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                return inner(request, context)
+                return await inner(request, context)
             except IrisError as exc:
-                code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), grpc.StatusCode.FAILED_PRECONDITION)
-                context.abort(code, str(exc))
+                await context.abort(status_for(exc), str(exc))
 
-        return grpc.unary_unary_rpc_method_handler(
+        self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        return self._wrapped[method]
 
 
-def _active(context: grpc.ServicerContext, controller: Controller) -> Any:
-    """A predicate for long-polls: False once the caller has gone; the callback wakes the wait."""
-    context.add_callback(controller.notify)
-    return context.is_active
+class Wakeups:
+    """Long-polls parked on controller keys (a job id, ``worker:<id>``), woken when one is announced.
+
+    :meth:`announce` is the controller's listener (``Controller.subscribe``): it runs on any
+    thread under the controller's lock and only hands the keys to the loop. Everything else runs
+    on the loop. A waiter re-checks the controller after each wake-up, so a spurious wake-up
+    costs one read and a missed one cannot happen: :meth:`wait` is called right after the
+    non-blocking read, with no ``await`` between, and a commit after that read announces its keys
+    to the loop, which runs the wake-up only after the waiter has parked.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+        self.parked = 0  # long-polls waiting now
+        self.closed = False
+
+    def announce(self, keys: frozenset[str]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._wake, keys)
+        except RuntimeError:  # the loop is closed: the server has stopped
+            pass
+
+    def _wake(self, keys: frozenset[str]) -> None:
+        if "*" in keys:  # the controller is shutting down: release everyone
+            self.closed = True
+            keys = frozenset(self._waiting)
+        for key in keys:
+            for future in self._waiting.pop(key, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    async def wait(self, keys: Iterable[str], deadline: float) -> bool:
+        """Park until one of ``keys`` is announced or ``deadline`` (loop time) passes. False when
+        the long-poll should answer now: the deadline passed or the server is stopping."""
+        keys = tuple(keys)
+        if self.closed or self._loop.time() >= deadline:
+            return False
+        future: asyncio.Future[None] = self._loop.create_future()
+        for key in keys:
+            self._waiting.setdefault(key, set()).add(future)
+        timer = self._loop.call_at(deadline, _settle, future)
+        self.parked += 1
+        try:
+            await future  # a cancelled RPC raises CancelledError here
+        finally:
+            self.parked -= 1
+            timer.cancel()
+            for key in keys:
+                waiters = self._waiting.get(key)
+                if waiters is not None:
+                    waiters.discard(future)
+                    if not waiters:
+                        del self._waiting[key]
+        return not self.closed and self._loop.time() < deadline
 
 
-def job_to_proto(controller: Controller, job: Job) -> controller_pb2.JobInfo:
-    info = controller_pb2.JobInfo(
-        job_id=job.job_id,
-        name=job.spec.name,
-        state=job_state_to_proto(job.state),
-        submitted_at=job.submitted_at,
-        finished_at=job.finished_at,
-        error=job.error,
-        exit_code=controller.job_exit_code(job) if job.state.is_terminal else 0,
-        entrypoint=job.spec.entrypoint.describe(),
-        parent_job_id=job.spec.parent_job_id,
-        children=job.children,
-        replicas=job.spec.replicas,
-        resources=resources_to_proto(job.spec.resources),
-        user=job.spec.user,
-        started_at=job.started_at,
-        constraints=[constraint_to_proto(c) for c in job.spec.constraints],
-        coscheduling=common_pb2.Coscheduling(enabled=bool(job.spec.coschedule_by), group_by=job.spec.coschedule_by),
-    )
-    for task in job.tasks:
-        t = info.tasks.add(
-            index=task.index,
-            state=task_state_to_proto(task.state),
-            pending_reason=task.pending_reason if not task.state.is_terminal else "",
-            exit_code=task.exit_code or 0,
-            error=task.error,
-        )
-        for a in task.attempts:
-            t.attempts.add(
-                attempt_id=a.attempt_id,
-                worker_id=a.worker_id,
-                state=task_state_to_proto(a.state),
-                exit_code=a.exit_code or 0,
-                error=a.error,
-                started_at=a.started_at,
-                finished_at=a.finished_at,
-                oom=a.oom,
-                ports=a.ports,
-            )
-    return info
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
-class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
-    def __init__(self, controller: Controller, bundle_store: Any, cluster: Any = None):
-        """``cluster`` (the ClusterManager) answers the autoscaler RPCs; None = no autoscaler."""
+class _Servicer:
+    def __init__(self, controller: Controller, bundle_store: Any, wakeups: Wakeups, pool: ThreadPoolExecutor):
         self._controller = controller
         self._bundles = bundle_store
+        self._wakeups = wakeups
+        self._pool = pool
+
+    def _off_loop(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
+        """Run a call that may block on I/O (a bundle store, a provider) on the thread pool."""
+        return asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    @staticmethod
+    def _deadline(wait_seconds: float) -> float:
+        return asyncio.get_running_loop().time() + max(0.0, min(wait_seconds, MAX_WAIT_SECONDS))
+
+
+class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceServicer):
+    def __init__(self, controller: Controller, bundle_store: Any, wakeups: Wakeups, pool: ThreadPoolExecutor, cluster: Any = None):
+        """``cluster`` (the ClusterManager) answers the autoscaler RPCs; None = no autoscaler."""
+        super().__init__(controller, bundle_store, wakeups, pool)
         self.cluster = cluster
 
     def _need_cluster(self) -> Any:
@@ -140,218 +181,155 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
             raise InvalidRequest("this controller runs without an autoscaler")
         return self.cluster
 
-    def GetAutoscalerStatus(self, request, context):  # noqa: N802
-        response = controller_pb2.GetAutoscalerStatusResponse()
-        for g in self._need_cluster().autoscaler_status():
-            group = response.groups.add(
-                name=g["name"], state=g["state"], detail=g.get("detail", ""), min_slices=g["min_slices"], max_slices=g["max_slices"]
-            )
-            for sl in g["slices"]:
-                group.slices.add(
-                    slice_id=sl["slice_id"],
-                    state=sl["state"],
-                    created_at=sl.get("created_at", 0.0),
-                    idle_since=sl.get("idle_since") or 0.0,
-                    error=sl.get("error", ""),
-                    vms=sl.get("vms", 0),
-                )
-        return response
+    async def GetAutoscalerStatus(self, request, context):  # noqa: N802
+        return convert.autoscaler_status_to_proto(await self._off_loop(self._need_cluster().autoscaler_status))
 
-    def CreateSlice(self, request, context):  # noqa: N802
-        return controller_pb2.CreateSliceResponse(slice_id=self._need_cluster().create_slice(request.scale_group))
+    async def CreateSlice(self, request, context):  # noqa: N802
+        slice_id = await self._off_loop(self._need_cluster().create_slice, request.scale_group)
+        return controller_pb2.CreateSliceResponse(slice_id=slice_id)
 
-    def TerminateSlices(self, request, context):  # noqa: N802
-        ids = self._need_cluster().terminate_slices(list(request.slice_ids), all_slices=request.all)
+    async def TerminateSlices(self, request, context):  # noqa: N802
+        ids = await self._off_loop(self._need_cluster().terminate_slices, list(request.slice_ids), all_slices=request.all)
         return controller_pb2.TerminateSlicesResponse(slice_ids=ids)
 
-    def LaunchJob(self, request, context):  # noqa: N802
-        p = request.spec
-        spec = JobSpec(
-            name=p.name,
-            entrypoint=entrypoint_from_proto(p.entrypoint),
-            resources=resources_from_proto(p.resources),
-            environment=environment_from_proto(p.environment),
-            bundle_id=p.bundle_id,
-            replicas=p.replicas or 1,
-            max_retries=p.max_retries,
-            timeout_seconds=p.timeout_seconds,
-            constraints=tuple(constraint_from_proto(c) for c in p.constraints),
-            coschedule_by=(p.coscheduling.group_by or "slice") if p.coscheduling.enabled else "",
-            ports=tuple(p.ports),
-            max_task_failures=p.max_task_failures,
-            scheduling_timeout_seconds=p.scheduling_timeout_seconds,
-            max_preemptions=p.max_preemptions,
-            parent_job_id=p.parent_job_id,
-            user=p.user,
-        )
-        if spec.bundle_id and not self._bundles.exists(spec.bundle_id):
+    async def LaunchJob(self, request, context):  # noqa: N802
+        spec = convert.job_spec_from_proto(request.spec)
+        if spec.bundle_id and not await self._off_loop(self._bundles.exists, spec.bundle_id):
             raise InvalidRequest(f"bundle {spec.bundle_id} is not uploaded; upload it before launching the job")
         return controller_pb2.LaunchJobResponse(job_id=self._controller.launch_job(spec))
 
-    def GetJob(self, request, context):  # noqa: N802
-        return job_to_proto(self._controller, self._controller.get_job(request.job_id))
+    async def GetJob(self, request, context):  # noqa: N802
+        return convert.job_view_to_proto(self._controller.get_job(request.job_id))
 
-    def WaitJob(self, request, context):  # noqa: N802
-        job = self._controller.wait_job(
-            request.job_id, min(request.timeout_seconds, MAX_WAIT_SECONDS), _active(context, self._controller)
-        )
-        return job_to_proto(self._controller, job)
+    async def WaitJob(self, request, context):  # noqa: N802
+        """Long-poll: answers once the job is terminal or the wait has elapsed."""
+        deadline = self._deadline(request.timeout_seconds)
+        job_id, state = self._controller.job_state(request.job_id)
+        while not state.is_terminal and await self._wakeups.wait((job_id,), deadline):
+            job_id, state = self._controller.job_state(job_id)
+        return convert.job_view_to_proto(self._controller.get_job(job_id))
 
-    def ListJobs(self, request, context):  # noqa: N802
-        jobs = self._controller.list_jobs(states=[job_state_from_proto(s) for s in request.states], prefix=request.prefix)
-        return controller_pb2.ListJobsResponse(jobs=[job_to_proto(self._controller, j) for j in jobs])
+    async def ListJobs(self, request, context):  # noqa: N802
+        states = [convert.job_state_from_proto(s) for s in request.states]
+        jobs = self._controller.list_jobs(states=states, prefix=request.prefix)
+        return controller_pb2.ListJobsResponse(jobs=[convert.job_view_to_proto(j) for j in jobs])
 
-    def KillJob(self, request, context):  # noqa: N802
+    async def KillJob(self, request, context):  # noqa: N802
         job = self._controller.kill_job(request.job_id, keep_children=request.keep_children)
-        return controller_pb2.KillJobResponse(state=job_state_to_proto(job.state))
+        return controller_pb2.KillJobResponse(state=convert.job_state_to_proto(job.state))
 
-    def HasBundle(self, request, context):  # noqa: N802
-        return controller_pb2.HasBundleResponse(exists=self._bundles.exists(request.bundle_id))
+    async def HasBundle(self, request, context):  # noqa: N802
+        return controller_pb2.HasBundleResponse(exists=await self._off_loop(self._bundles.exists, request.bundle_id))
 
-    def UploadBundle(self, request, context):  # noqa: N802
-        actual = hashlib.sha256(request.data).hexdigest()
-        if actual != request.bundle_id:
-            raise InvalidRequest(f"bundle id {request.bundle_id} does not match its content (sha256 {actual})")
-        url = self._bundles.put(request.bundle_id, request.data)
-        self._controller.record_bundle(request.bundle_id, len(request.data))
+    async def UploadBundle(self, request, context):  # noqa: N802
+        url = await self._off_loop(self._store_bundle, request.bundle_id, request.data)
         return controller_pb2.UploadBundleResponse(bundle_url=url)
 
-    def GetLogs(self, request, context):  # noqa: N802
-        lines, cursor, finished = self._controller.get_logs(
-            request.job_id,
-            request.cursor,
-            request.max_lines,
-            min(request.wait_seconds, MAX_WAIT_SECONDS),
-            _active(context, self._controller),
-            include_children=request.include_children,
-            since=request.since,
-            tail=request.tail,
-        )
-        return controller_pb2.GetLogsResponse(
-            lines=[
-                controller_pb2.LogLine(
-                    job_id=job_id, task_index=ln.task_index, attempt_id=ln.attempt_id, timestamp=ln.timestamp, data=ln.data
-                )
-                for job_id, ln in lines
-            ],
-            cursor=cursor,
-            finished=finished,
-        )
+    def _store_bundle(self, bundle_id: str, data: bytes) -> str:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != bundle_id:
+            raise InvalidRequest(f"bundle id {bundle_id} does not match its content (sha256 {actual})")
+        url = self._bundles.put(bundle_id, data)
+        self._controller.record_bundle(bundle_id, len(data))
+        return url
 
-    def RegisterEndpoint(self, request, context):  # noqa: N802
-        e = request.endpoint
-        self._controller.register_endpoint(
-            Endpoint(name=e.name, address=e.address, job_id=e.job_id, task_index=e.task_index, metadata=dict(e.metadata))
-        )
+    async def GetLogs(self, request, context):  # noqa: N802
+        """Cursor-based log reads; with ``wait_seconds``, waits for a line when there is none yet."""
+        deadline = self._deadline(request.wait_seconds)
+        cursor = request.cursor
+        while True:
+            lines, cursor_after, finished, keys = self._controller.read_logs(
+                request.job_id,
+                cursor,
+                request.max_lines,
+                include_children=request.include_children,
+                since=request.since,
+                tail=request.tail,  # applied to the first read only (an empty cursor)
+            )
+            if lines or finished or not await self._wakeups.wait(keys, deadline):
+                return convert.logs_to_proto(lines, cursor_after, finished)
+            cursor = cursor_after
+
+    async def RegisterEndpoint(self, request, context):  # noqa: N802
+        self._controller.register_endpoint(convert.endpoint_from_proto(request.endpoint))
         return controller_pb2.RegisterEndpointResponse()
 
-    def LookupEndpoint(self, request, context):  # noqa: N802
-        return controller_pb2.LookupEndpointResponse(
-            endpoints=[
-                controller_pb2.Endpoint(name=e.name, address=e.address, job_id=e.job_id, task_index=e.task_index, metadata=e.metadata)
-                for e in self._controller.lookup_endpoint(request.name)
-            ]
-        )
+    async def LookupEndpoint(self, request, context):  # noqa: N802
+        endpoints = self._controller.lookup_endpoint(request.name)
+        return controller_pb2.LookupEndpointResponse(endpoints=[convert.endpoint_to_proto(e) for e in endpoints])
 
-    def ListWorkers(self, request, context):  # noqa: N802
-        out = controller_pb2.ListWorkersResponse()
-        for w in self._controller.list_workers():
-            out.workers.add(
-                worker_id=w.worker_id,
-                capacity=common_pb2.ResourceSpec(cpu=w.cpu, memory_bytes=w.memory_bytes),
-                used=common_pb2.ResourceSpec(cpu=w.used_cpu, memory_bytes=w.used_memory),
-                attributes=w.attributes,
-                last_seen=w.last_seen,
-                running_attempts=w.running_attempts,
-            )
-        return out
+    async def ListWorkers(self, request, context):  # noqa: N802
+        workers = self._controller.list_workers()
+        return controller_pb2.ListWorkersResponse(workers=[convert.worker_view_to_proto(w) for w in workers])
 
 
-class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    def __init__(self, controller: Controller, bundle_store: Any):
-        self._controller = controller
-        self._bundles = bundle_store
-
-    def Reconcile(self, request, context):  # noqa: N802
-        w = request.worker
-        identity = WorkerIdentity(
-            worker_id=w.worker_id,
-            slice_id=w.slice_id,
-            cpu=w.capacity.cpu,
-            memory_bytes=w.capacity.memory_bytes,
-            attributes=dict(w.attributes),
-        )
-        observed = [
-            ObservedAttempt(
-                task_id=o.task_id,
-                attempt_id=o.attempt_id,
-                state=task_state_from_proto(o.state),
-                exit_code=o.exit_code,
-                error=o.error,
-                log_offset=o.log_offset,
-                log_data=o.log_data,
-                log_complete=o.log_complete,
-                oom=o.oom,
-                ports=dict(o.ports),
-            )
-            for o in request.attempts
-        ]
-        result = self._controller.reconcile(
-            identity,
-            observed,
-            request.known_version,
-            min(request.wait_seconds, MAX_WAIT_SECONDS),
-            _active(context, self._controller),
-        )
-        response = worker_pb2.ReconcileResponse(version=result.version)
-        for d in result.desired:
-            desired = response.attempts.add(task_id=d.task_id, attempt_id=d.attempt_id)
-            if d.spec is not None:
-                spec = d.spec
-                desired.spec.CopyFrom(
-                    worker_pb2.AttemptSpec(
-                        job_id=d.job_id,
-                        task_index=d.task_index,
-                        num_tasks=spec.replicas,
-                        entrypoint=entrypoint_to_proto(spec.entrypoint),
-                        resources=resources_to_proto(spec.resources),
-                        env=spec.environment.env,
-                        bundle_url=self._bundles.url_for(spec.bundle_id) if spec.bundle_id else "",
-                        timeout_seconds=spec.timeout_seconds,
-                        ports=list(spec.ports),
-                    )
-                )
-        for a in result.acks:
-            response.acks.add(task_id=a.task_id, attempt_id=a.attempt_id, log_offset=a.log_offset, done=a.done)
-        faults.inject("controller.dispatch")  # the exchange is recorded; the answer may be lost
+class WorkerServicer(_Servicer, worker_pb2_grpc.WorkerServiceServicer):
+    async def Reconcile(self, request, context):  # noqa: N802
+        """Record what the worker observes; answer its desired set, held while nothing changed
+        for it and it already has the current one."""
+        controller = self._controller
+        identity = convert.worker_identity_from_proto(request.worker)
+        observed = [convert.observed_attempt_from_proto(o) for o in request.attempts]
+        version, acks, news = controller.exchange(identity, observed)
+        known = request.known_version
+        if not news and version == known and request.wait_seconds > 0:
+            deadline, key = self._deadline(request.wait_seconds), worker_wait_key(identity.worker_id)
+            lost = False
+            while version == known and not lost and await self._wakeups.wait((key,), deadline):
+                version, lost = controller.worker_version(identity.worker_id)
+        response = convert.reconcile_result_to_proto(controller.desired(identity.worker_id, observed, acks), self._bundles.url_for)
+        await faults.inject_async("controller.dispatch")  # the exchange is recorded; the answer may be lost
         return response
 
 
 class ControllerServer:
-    """The controller's gRPC server plus its periodic tick thread."""
+    """The controller's gRPC server (an asyncio loop in one thread) plus its periodic tick thread."""
 
-    def __init__(self, controller: Controller, bundle_store: Any, host: str = "127.0.0.1", port: int = 0, max_workers: int = 512):
-        """``max_workers`` bounds concurrent RPCs; every worker's long-poll holds one, so it must
-        exceed the number of workers plus clients."""
+    def __init__(
+        self, controller: Controller, bundle_store: Any, host: str = "127.0.0.1", port: int = 0, blocking_threads: int = 4
+    ):
+        """``blocking_threads`` serve the calls that may block on I/O (bundles, the autoscaler's
+        RPCs); long-polls hold no thread however many there are."""
         self.controller = controller
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="iris-rpc"),
-            interceptors=[_ErrorInterceptor()],
-            options=GRPC_OPTIONS,
-        )
-        self.servicer = ControllerServicer(controller, bundle_store)
-        controller_pb2_grpc.add_ControllerServiceServicer_to_server(self.servicer, self._server)
-        worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(controller, bundle_store), self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
-        if self.port == 0:
-            raise IrisError(f"controller: cannot listen on {host}:{port} (address in use or not allowed)")
+        self._pool = ThreadPoolExecutor(max_workers=blocking_threads, thread_name_prefix="iris-rpc")
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="iris-rpc-loop", daemon=True)
+        self._loop_thread.start()
+        self._stopped = False
+        try:
+            self.port = self._run(self._build(bundle_store, host, port))
+        except BaseException:
+            self._close_loop()
+            self._pool.shutdown(wait=False)
+            raise
         self.address = f"http://{host}:{self.port}"
         controller.address = self.address
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="iris-controller-tick", daemon=True)
 
+    async def _build(self, bundle_store: Any, host: str, port: int) -> int:
+        """Create the server on the loop (grpc.aio binds a server to the loop it is made on)."""
+        self.wakeups = Wakeups(asyncio.get_running_loop())
+        self._server = grpc.aio.server(interceptors=[_ErrorInterceptor()], options=SERVER_OPTIONS)
+        self.servicer = ControllerServicer(self.controller, bundle_store, self.wakeups, self._pool)
+        controller_pb2_grpc.add_ControllerServiceServicer_to_server(self.servicer, self._server)
+        worker_servicer = WorkerServicer(self.controller, bundle_store, self.wakeups, self._pool)
+        worker_pb2_grpc.add_WorkerServiceServicer_to_server(worker_servicer, self._server)
+        try:
+            bound = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            raise IrisError(f"controller: cannot listen on {host}:{port} (address in use or not allowed)")
+        return bound
+
+    def _run(self, coroutine: Awaitable[T], timeout: float | None = 30.0) -> T:
+        """Run a coroutine on the server's loop and wait for its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)  # type: ignore[arg-type]
+
     def start(self) -> str:
-        self._server.start()
+        self.controller.subscribe(self.wakeups.announce)
+        self._run(self._server.start())
         self._ticker.start()
         return self.address
 
@@ -363,8 +341,23 @@ class ControllerServer:
                 logger.exception("controller tick failed")
 
     def stop(self, grace: float = 1.0) -> None:
+        """Release every long-poll (they answer with what they have), then stop serving."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         self.controller.shutdown()
-        self._server.stop(grace).wait()
-        if self._ticker.is_alive():
-            self._ticker.join(timeout=2)
+        try:
+            self._run(self._server.stop(grace), timeout=grace + 10)
+        finally:
+            self.controller.unsubscribe(self.wakeups.announce)
+            self._close_loop()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._ticker.is_alive():
+                self._ticker.join(timeout=2)
+
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()

@@ -6,74 +6,12 @@ any other reader) can convert or inspect it at leisure while the controller move
 
 from __future__ import annotations
 
-import attrs
-
-from iris.cluster.controller.state import Attempt, Job, JobSpec, Task, WorkerRecord
+from iris.cluster.controller.state import Attempt, Job, Task, WorkerRecord
 from iris.cluster.controller.transitions import job_exit_code
-from iris.cluster.types import JobState, TaskState
+from iris.job.records import AttemptView, JobView, TaskView, WorkerView
+from iris.cluster.types import TaskState
 
-
-@attrs.frozen
-class AttemptView:
-    attempt_id: int
-    worker_id: str
-    state: TaskState
-    exit_code: int | None
-    error: str
-    started_at: float
-    finished_at: float
-    oom: bool
-    stop_requested: bool
-    ports: dict[str, int]
-
-
-@attrs.frozen
-class TaskView:
-    job_id: str
-    index: int
-    state: TaskState
-    pending_reason: str
-    exit_code: int | None
-    error: str
-    failures: int
-    preemptions: int
-    attempts: tuple[AttemptView, ...]
-
-    @property
-    def task_id(self) -> str:
-        return f"{self.job_id}/{self.index}"
-
-
-@attrs.frozen
-class JobView:
-    job_id: str
-    spec: JobSpec
-    submitted_at: float
-    state: JobState
-    started_at: float
-    finished_at: float
-    error: str
-    exit_code: int  # what `iris run` exits with once the job is over (0 while it runs)
-    tasks: tuple[TaskView, ...]
-    children: tuple[str, ...]
-
-    @property
-    def is_gang(self) -> bool:
-        return bool(self.spec.coschedule_by) and len(self.tasks) > 1
-
-
-@attrs.frozen
-class WorkerView:
-    worker_id: str
-    slice_id: str
-    cpu: float
-    memory_bytes: int
-    attributes: dict[str, str]
-    last_seen: float
-    used_cpu: float
-    used_memory: int
-    lost: bool
-    running_attempts: int
+__all__ = ["AttemptView", "JobView", "TaskView", "WorkerView", "attempt_view", "job_view", "task_view", "worker_view"]
 
 
 def attempt_view(a: Attempt) -> AttemptView:

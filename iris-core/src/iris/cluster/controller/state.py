@@ -12,30 +12,11 @@ from collections import OrderedDict
 
 import attrs
 
-from iris.cluster.constraints import Constraint
-from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
+from iris.job.records import Endpoint, JobSpec, LogLine
+from iris.cluster.types import JobState, ResourceSpec, TaskState
 
-
-@attrs.define
-class JobSpec:
-    """A validated job request."""
-
-    name: str
-    entrypoint: Entrypoint
-    resources: ResourceSpec = attrs.field(factory=ResourceSpec)
-    environment: EnvironmentSpec = attrs.field(factory=EnvironmentSpec)
-    bundle_id: str = ""
-    replicas: int = 1
-    max_retries: int = 0
-    timeout_seconds: float = 0.0
-    constraints: tuple[Constraint, ...] = ()
-    coschedule_by: str = ""  # attribute key: all tasks start together on workers sharing its value
-    ports: tuple[str, ...] = ()
-    max_task_failures: int = 0
-    scheduling_timeout_seconds: float = 0.0
-    max_preemptions: int = 0  # 0 = the default budget
-    parent_job_id: str = ""
-    user: str = ""
+# JobSpec, Endpoint and LogLine cross the wire: they live in iris.job.records, re-exported here
+__all__ = ["Attempt", "Changes", "ClusterState", "Endpoint", "Job", "JobSpec", "LogLine", "Task", "WorkerRecord", "worker_key"]
 
 
 @attrs.define(eq=False)
@@ -81,14 +62,6 @@ class Task:
         return self.attempts[-1] if self.attempts else None
 
 
-@attrs.define
-class LogLine:
-    task_index: int
-    attempt_id: int
-    timestamp: float
-    data: str
-
-
 @attrs.define(eq=False)
 class Job:
     job_id: str
@@ -109,15 +82,6 @@ class Job:
     @property
     def is_gang(self) -> bool:
         return bool(self.spec.coschedule_by) and len(self.tasks) > 1
-
-
-@attrs.frozen
-class Endpoint:
-    name: str
-    address: str
-    job_id: str
-    task_index: int = 0
-    metadata: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)

@@ -14,66 +14,21 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-import attrs
-
 from iris.cluster.controller import transitions
 from iris.cluster.controller.jobs import Jobs
 from iris.cluster.controller.logs import Logs
-from iris.cluster.controller.state import Attempt, ClusterState, JobSpec, Task, WorkerRecord
+from iris.cluster.controller.state import Attempt, ClusterState, Task, WorkerRecord
 from iris.cluster.controller.transitions import AttemptEnd
+from iris.job.records import AttemptAck, DesiredAttempt, ObservedAttempt, ReconcileResult, WorkerIdentity
 from iris.cluster.types import TaskState, format_memory
+
+# the exchange's records live in iris.job.records (below the RPC layer); re-exported here
+__all__ = ["AttemptAck", "DesiredAttempt", "ObservedAttempt", "ReconcileResult", "WorkerIdentity", "Workers", "fresh_version"]
 
 logger = logging.getLogger(__name__)
 
 INFRA_BACKOFF_FIRST = 0.5  # seconds before retrying after the first infrastructure failure
 INFRA_BACKOFF_MAX = 30.0
-
-
-@attrs.frozen
-class ObservedAttempt:
-    task_id: str
-    attempt_id: int
-    state: TaskState
-    exit_code: int | None = None
-    error: str = ""
-    log_offset: int = 0
-    log_data: bytes = b""
-    log_complete: bool = False
-    oom: bool = False
-    ports: dict[str, int] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class WorkerIdentity:
-    worker_id: str
-    slice_id: str = ""
-    cpu: float = 1.0
-    memory_bytes: int = 0
-    attributes: dict[str, str] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class AttemptAck:
-    task_id: str
-    attempt_id: int
-    log_offset: int
-    done: bool
-
-
-@attrs.frozen
-class DesiredAttempt:
-    task_id: str
-    attempt_id: int
-    job_id: str
-    task_index: int
-    spec: JobSpec | None  # set when the worker needs the full spec
-
-
-@attrs.frozen
-class ReconcileResult:
-    version: int
-    desired: list[DesiredAttempt]
-    acks: list[AttemptAck]
 
 
 def fresh_version() -> int:

@@ -42,13 +42,13 @@ import grpc
 
 from iris import faults
 from iris.bundle import extract_bundle, split_bundle_url
+from iris.job.records import ObservedAttempt, WorkerIdentity
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
 from iris.plugin.worker_host import LABEL_WORKER, WorkerLaunch
-from iris.rpc import common_pb2, worker_pb2, worker_pb2_grpc
-from iris.rpc.convert import task_state_to_proto
+from iris.rpc import convert, worker_pb2, worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +135,8 @@ class Worker:
         self._runtime = runtime
         self._bundle_store_for = bundle_store_for
         self._work_dir = Path(work_dir)
-        self._identity = worker_pb2.WorkerIdentity(
-            worker_id=worker_id,
-            slice_id=slice_id,
-            capacity=common_pb2.ResourceSpec(cpu=cpu, memory_bytes=memory_bytes),
-            attributes=dict(attributes or {}),
+        self._identity = WorkerIdentity(
+            worker_id=worker_id, slice_id=slice_id, cpu=cpu, memory_bytes=memory_bytes, attributes=dict(attributes or {})
         )
         self._wait_seconds = wait_seconds
         self._python = python
@@ -211,7 +208,6 @@ class Worker:
             with self._cv:
                 self._local_news = False
             request, has_news = self._build_request()
-            request.wait_seconds = 0.0 if has_news else self._wait_seconds
             try:
                 faults.inject("worker.reconcile_send")
             except faults.FaultInjected:
@@ -267,7 +263,8 @@ class Worker:
         return False
 
     def _build_request(self) -> tuple[worker_pb2.ReconcileRequest, bool]:
-        request = worker_pb2.ReconcileRequest(worker=self._identity, known_version=self._known_version)
+        """Everything this worker observes; it long-polls unless something is news."""
+        observed = []
         has_news = False
         budget = MAX_REQUEST_LOG_BYTES
         with self._lock:
@@ -286,19 +283,22 @@ class Worker:
                 has_news = True
             self._sent_offsets[a.key] = a.acked_offset + len(data)
             self._sent_states[a.key] = state
-            request.attempts.add(
-                task_id=a.task_id,
-                attempt_id=a.attempt_id,
-                state=task_state_to_proto(state),
-                exit_code=a.exit_code or 0,
-                error=a.error,
-                log_offset=a.acked_offset,
-                log_data=data,
-                log_complete=complete,
-                oom=a.oom,
-                ports=a.ports,
+            observed.append(
+                ObservedAttempt(
+                    task_id=a.task_id,
+                    attempt_id=a.attempt_id,
+                    state=state,
+                    exit_code=a.exit_code,
+                    error=a.error,
+                    log_offset=a.acked_offset,
+                    log_data=data,
+                    log_complete=complete,
+                    oom=a.oom,
+                    ports=a.ports,
+                )
             )
-        return request, has_news
+        wait = 0.0 if has_news else self._wait_seconds
+        return convert.reconcile_request_to_proto(self._identity, observed, self._known_version, wait), has_news
 
     def _apply_response(self, response: worker_pb2.ReconcileResponse) -> None:
         self._known_version = response.version
@@ -317,7 +317,7 @@ class Worker:
                     )
                     self._attempts[key] = attempt
                     to_start.append(attempt)
-            for ack in response.acks:
+            for ack in map(convert.attempt_ack_from_proto, response.acks):
                 attempt = self._attempts.get((ack.task_id, ack.attempt_id))
                 if attempt is None:
                     continue
