@@ -57,6 +57,14 @@ def submit(client: IrisClient, name: str, *argv: str, **kwargs: object) -> Job:
     return client.submit(Entrypoint.from_command(*argv), name=unique(name), **kwargs)
 
 
+def pending_job(client: IrisClient, name: str) -> Job:
+    """A job that waits: it needs the whole worker while a sleeper holds a little of it."""
+    blocker = submit(client, f"{name}-blocker", "sleep", "300")
+    assert wait_until(lambda: blocker.status().state is JobState.RUNNING, timeout=30)
+    whole = client.list_workers()[0].capacity.cpu
+    return submit(client, name, "true", resources=ResourceSpec(cpu=whole, memory="16MB"))
+
+
 def python(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
@@ -110,7 +118,7 @@ def process_gone(pid: int) -> bool:
 def test_job_list_table_has_id_state_tasks_submitted_and_entrypoint(client: IrisClient, job_cli) -> None:
     done = submit(client, "listed", "echo", "hello")
     done.wait(timeout=60)
-    pending = submit(client, "listed-pending", "true", resources=ResourceSpec(cpu=0.1, memory="100TB"))
+    pending = pending_job(client, "listed-pending")
     long_arg = "x" * 100
 
     wide = submit(client, "listed-wide", "echo", long_arg)
@@ -130,7 +138,7 @@ def test_job_list_table_has_id_state_tasks_submitted_and_entrypoint(client: Iris
 def test_job_list_state_filter_is_case_insensitive_and_repeatable(client: IrisClient, job_cli) -> None:
     done = submit(client, "filtered-done", "true")
     done.wait(timeout=60)
-    pending = submit(client, "filtered-pending", "true", resources=ResourceSpec(cpu=0.1, memory="100TB"))
+    pending = pending_job(client, "filtered-pending")
 
     result = job_cli("list", "--state", "pending")
     assert result.returncode == 0, result.stderr
@@ -208,12 +216,12 @@ def test_job_status_shows_tasks_and_every_attempt_by_short_or_full_id(client: Ir
 
 
 def test_job_status_of_pending_job_gives_the_reason(client: IrisClient, job_cli) -> None:
-    job = submit(client, "too-big", "true", resources=ResourceSpec(cpu=0.1, memory="100TB"))
-    assert wait_until(lambda: job.status().tasks[0].pending_reason.startswith("no worker"), timeout=10)
+    job = pending_job(client, "waiting")
+    assert wait_until(lambda: job.status().tasks[0].pending_reason.startswith("waiting for"), timeout=10)
     result = job_cli("status", job.job_id)
     assert result.returncode == 0, result.stderr
     assert "exit code:   -" in result.stdout
-    assert "  0  PENDING  pending: no worker has enough memory" in result.stdout
+    assert "  0  PENDING  pending: waiting for" in result.stdout
 
 
 def test_job_status_json_lists_children_resources_and_attempts(client: IrisClient, job_cli) -> None:
