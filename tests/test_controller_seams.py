@@ -49,10 +49,10 @@ def test_launch_spec_with_nul_byte_is_refused_at_launch_naming_the_field(argv: t
 @pytest.mark.parametrize(
     ("submit", "why"),
     [
-        ({"resources": ResourceSpec(cpu=100000, memory="64MB")}, "no worker has enough cpu: needs 100000"),
-        ({"resources": ResourceSpec(cpu=0.1, memory="100TB")}, "no worker has enough memory"),
-        ({"resources": ResourceSpec(cpu=0.1, memory="64MB", device=tpu_device("v5litepod-16"))}, "no worker has device tpu v5litepod-16"),
-        ({"resources": SMALL, "constraints": ["zone=mars"]}, "constraint zone=mars matches no worker"),
+        ({"resources": ResourceSpec(cpu=100000, memory="64MB")}, "a task needs 100000"),
+        ({"resources": ResourceSpec(cpu=0.1, memory="100TB")}, "a task needs 100.0TB"),
+        ({"resources": ResourceSpec(cpu=0.1, memory="64MB", device=tpu_device("v5litepod-16"))}, "no scale group offers device tpu v5litepod-16"),
+        ({"resources": SMALL, "constraints": ["zone=mars"]}, "the job needs zone=mars"),
     ],
 )
 def test_impossible_request_ends_unschedulable_at_once_with_reason(submit: dict, why: str) -> None:
