@@ -24,15 +24,20 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
+from iris.testing.processes import ControllerProcess
 from stats import load_line, machine_line, verdict
 
 TARGET_JOBS_PER_S = 100.0
@@ -67,10 +72,34 @@ class ConcurrencySampler:
         self._thread.join()
 
 
-def one_run(cpu: float, memory: str, jobs: int, threads: int) -> dict[str, float]:
+@contextmanager
+def cluster(kind: str) -> Iterator[IrisClient]:
+    """``in-process``: ``IrisClient.local()``, everything in this process. ``processes``: the shape
+    of ``iris cluster start --local`` plus a client: the controller process
+    (``python -m iris.cluster.controller.main serve``), one worker process the size of this
+    machine, and this process as the client."""
+    if kind == "in-process":
+        with IrisClient.local() as client:
+            yield client
+        return
+    root = Path(tempfile.mkdtemp(prefix="iris-bench-throughput-"))
+    controller = ControllerProcess(root, workers=1, cpu=float(len(os.sched_getaffinity(0))), memory="8GB")
+    try:
+        client = IrisClient.remote(controller.start())
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        controller.stop()
+        controller.delete_slices()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def one_run(cpu: float, memory: str, jobs: int, threads: int, kind: str) -> dict[str, float]:
     entrypoint = Entrypoint.from_command("true")
     resources = ResourceSpec(cpu=cpu, memory=memory)
-    with IrisClient.local() as client:
+    with cluster(kind) as client:
         worker_cpu = _wait_for_worker_cpu(client)
         for i in range(5):
             if client.submit(entrypoint, f"warmup-{i}", resources).wait(timeout=60).state is not JobState.SUCCEEDED:
@@ -138,19 +167,23 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="client threads submitting and waiting (default 4)")
     parser.add_argument("--cpu", type=float, action="append", help="cpu per job; repeat for several (default: 1 and 0.1)")
     parser.add_argument("--memory", default="16MB", help="memory per job (default 16MB)")
+    parser.add_argument(
+        "--cluster", choices=["in-process", "processes"], default="in-process",
+        help="in-process: IrisClient.local(); processes: controller and worker as their own processes (default in-process)",
+    )
     args = parser.parse_args()
     cpus = args.cpu or [1.0, 0.1]
     logging.basicConfig(level=logging.WARNING)
 
     print(machine_line())
     print(f"cluster state (attempt and container directories) under {tempfile.gettempdir()} (set TMPDIR to move it)")
-    print(f"{args.jobs} jobs of `true` per run, memory={args.memory}, {args.threads} client threads, {args.runs} runs")
+    print(f"{args.jobs} jobs of `true` per run, memory={args.memory}, {args.threads} client threads, {args.runs} runs, cluster {args.cluster}")
     print()
     medians = []
     for cpu in cpus:
         results = []
         for i in range(args.runs):
-            r = one_run(cpu, args.memory, args.jobs, args.threads)
+            r = one_run(cpu, args.memory, args.jobs, args.threads, args.cluster)
             results.append(r)
             print(
                 f"cpu={cpu:g} run {i + 1}: {r['jobs_per_s']:.0f} jobs/s "
@@ -158,8 +191,11 @@ def main() -> int:
                 f"client saw all done after {r['client_seen_s']:.2f} s; "
                 f"jobs placed at once: max {r['max_concurrency']:.0f}, mean {r['mean_concurrency']:.1f}, "
                 f"capacity {math.floor(r['worker_cpu'] / cpu + 1e-9) if cpu else 'unbounded'} "
-                f"on a {r['worker_cpu']:g}-cpu worker; CPU per job {r['cpu_ms_per_job']:.1f} ms in-process "
-                f"+ {r['child_cpu_ms_per_job']:.1f} ms task processes)"
+                f"on a {r['worker_cpu']:g}-cpu worker"
+                + (
+                    f"; CPU per job {r['cpu_ms_per_job']:.1f} ms in-process + {r['child_cpu_ms_per_job']:.1f} ms task processes)"
+                    if args.cluster == "in-process" else f"; CPU per job in this client process {r['cpu_ms_per_job']:.1f} ms)"
+                )
             )
         rates = [r["jobs_per_s"] for r in results]
         median = statistics.median(rates)

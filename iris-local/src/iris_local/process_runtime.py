@@ -49,6 +49,10 @@ TASK_START_TIMEOUT_SECONDS = 10.0
 SH_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+# (program, PATH) -> where check_command found it (a PATH lookup is several stat calls)
+_FOUND: dict[tuple[str, str], Path] = {}
+
+
 def check_command(spec: ContainerSpec) -> None:
     """Raise TaskStartError if ``spec`` cannot be run as a process: an empty or unencodable argv
     or env, or a program that is not found (exit code 127, as a shell says) or not executable
@@ -73,8 +77,17 @@ def check_command(spec: ContainerSpec) -> None:
         search = spec.env.get("PATH", SH_DEFAULT_PATH)
         candidates = [cwd / d / program for d in search.split(os.pathsep)]
         where = f" in PATH={search}"
+    # found in this PATH before (absolute entries only): one check instead of one per entry
+    key = (program, search) if "/" not in program and all(os.path.isabs(d) for d in search.split(os.pathsep)) else None
+    known = _FOUND.get(key) if key else None
+    if known is not None and os.access(known, os.X_OK):
+        return
     for candidate in candidates:  # execvp's order: the first executable file wins
         if os.access(candidate, os.X_OK) and candidate.is_file():
+            if key:
+                if len(_FOUND) > 1024:
+                    _FOUND.clear()
+                _FOUND[key] = candidate
             return
     present = [c for c in candidates if c.exists()]
     if present:
@@ -143,6 +156,7 @@ class ProcessHandle:
         self._wrapper_argv = wrapper_argv  # set while the task may not have exec'd yet
         self._killed = False
         self._exit_fd: int | None = None
+        self._oom = False  # this handle killed its container for exceeding memory
 
     @property
     def container_id(self) -> str:
@@ -172,14 +186,16 @@ class ProcessHandle:
         return pid_start_time(self._meta["pid"]) == self._meta.get("start_time")
 
     def status(self) -> ContainerStatus:
-        oom = (self._dir / "oom").exists()
+        # a container this process started answers from memory; an adopted one from its files
+        oom = self._oom if self._popen is not None else (self._dir / "oom").exists()
         if self._alive():
             return ContainerStatus(running=True, oom=oom)
-        code = self._exit_file_code()
-        if code is None and self._popen is not None:
+        if self._popen is not None:  # the wrapper exits with the task's code
             code = self._popen.returncode
             if code is not None and code < 0:
                 code = 128 - code  # killed by a signal: report like a shell does
+        else:
+            code = self._exit_file_code()
         if oom:
             return ContainerStatus(
                 running=False,
@@ -245,6 +261,7 @@ class ProcessHandle:
         return not group_alive(self.pgid)
 
     def oom_kill(self) -> None:
+        self._oom = True
         (self._dir / "oom").touch()
         self._signal_group(signal.SIGKILL)
 

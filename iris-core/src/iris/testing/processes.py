@@ -33,8 +33,11 @@ class ControllerProcess:
         worker_timeout: float = 5.0,
         env: dict[str, str] | None = None,
         autoscaler_interval: float = 2.0,
+        cpu: float = 4.0,
+        memory: str = "4GB",
     ):
-        """``workers`` slices of one worker each (a slice whose worker dies is replaced whole)."""
+        """``workers`` slices of one worker each (a slice whose worker dies is replaced whole),
+        each advertising ``cpu`` and ``memory``."""
         self.root = root
         self.env = {**os.environ, **(env or {})}
         self.state_dir = root / "state"
@@ -44,7 +47,7 @@ class ControllerProcess:
             "provider:\n  type: local\n  options: {worker_mode: process}\n"
             f"controller:\n  port: {self.port}\n  state_dir: {self.state_dir}\n  worker_timeout_seconds: {worker_timeout}\n"
             f"autoscaler:\n  evaluation_interval_seconds: {autoscaler_interval}\n"
-            f"scale_groups:\n  pool: {{min_slices: {workers}, max_slices: {workers}, vms_per_slice: 1, cpu: 4, memory: 4GB}}\n"
+            f"scale_groups:\n  pool: {{min_slices: {workers}, max_slices: {workers}, vms_per_slice: 1, cpu: {cpu}, memory: {memory}}}\n"
         )
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"

@@ -310,7 +310,9 @@ class Controller:
 
     def exchange(self, identity: WorkerIdentity, observed: list[ObservedAttempt]) -> tuple[int, list[AttemptAck], bool]:
         """The first half of a reconcile: record what the worker observes. Returns its desired
-        set's version, the acks, and whether anything was news. Never waits."""
+        set's version, the acks, and whether the worker waits for them (it sent log bytes or an
+        ended attempt): then the answer goes back at once, else it may be held (long-poll).
+        Never waits."""
         with self._lock:
             try:
                 worker, schedule = self._workers.checkin(identity)
@@ -319,7 +321,8 @@ class Controller:
                     self._scheduler.schedule()
             finally:
                 self._commit()  # what the acks promise is on disk
-            return worker.version, acks, news
+            awaited = any(o.log_data or o.state.is_terminal for o in observed)
+            return worker.version, acks, awaited
 
     def desired(self, worker_id: str, observed: Iterable[ObservedAttempt], acks: list[AttemptAck]) -> ReconcileResult:
         """The second half of a reconcile: the worker's desired set, now."""
@@ -349,8 +352,8 @@ class Controller:
         """
         observed = list(observed)
         with self._lock:
-            version, acks, news = self.exchange(identity, observed)
-            if not news and known_version == version and wait > 0:
+            version, acks, awaited = self.exchange(identity, observed)
+            if not awaited and known_version == version and wait > 0:
                 deadline = time.monotonic() + wait
                 worker = self._state.workers[identity.worker_id]
                 while worker.version == known_version and not worker.lost and self._wait(deadline, active):

@@ -270,9 +270,9 @@ class WorkerServicer(_Servicer, worker_pb2_grpc.WorkerServiceServicer):
         controller = self._controller
         identity = convert.worker_identity_from_proto(request.worker)
         observed = [convert.observed_attempt_from_proto(o) for o in request.attempts]
-        version, acks, news = controller.exchange(identity, observed)
+        version, acks, awaited = controller.exchange(identity, observed)
         known = request.known_version
-        if not news and version == known and request.wait_seconds > 0:
+        if not awaited and version == known and request.wait_seconds > 0:
             deadline, key = self._deadline(request.wait_seconds), worker_wait_key(identity.worker_id)
             lost = False
             while version == known and not lost and await self._wakeups.wait((key,), deadline):

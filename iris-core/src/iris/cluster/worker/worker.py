@@ -263,9 +263,13 @@ class Worker:
         return False
 
     def _build_request(self) -> tuple[worker_pb2.ReconcileRequest, bool]:
-        """Everything this worker observes; it long-polls unless something is news."""
+        """Everything this worker observes, and whether any of it is news (sent at once, cutting
+        short a long-poll). It long-polls unless it needs an answer now: acknowledgements of log
+        bytes or of an ended attempt. A state that only moved on (BUILDING, RUNNING) is told
+        without waiting for one, so a short task costs one exchange that returns at once."""
         observed = []
         has_news = False
+        needs_answer = False
         budget = MAX_REQUEST_LOG_BYTES
         with self._lock:
             attempts = list(self._attempts.values())
@@ -281,6 +285,7 @@ class Worker:
                 complete = True
             if data or self._sent_states.get(a.key) is not state:
                 has_news = True
+                needs_answer = needs_answer or bool(data) or state.is_terminal
             self._sent_offsets[a.key] = a.acked_offset + len(data)
             self._sent_states[a.key] = state
             observed.append(
@@ -297,7 +302,7 @@ class Worker:
                     ports=a.ports,
                 )
             )
-        wait = 0.0 if has_news else self._wait_seconds
+        wait = 0.0 if needs_answer else self._wait_seconds
         return convert.reconcile_request_to_proto(self._identity, observed, self._known_version, wait), has_news
 
     def _apply_response(self, response: worker_pb2.ReconcileResponse) -> None:
@@ -476,13 +481,15 @@ class Worker:
 
     def _prepare(self, attempt: LocalAttempt) -> ContainerSpec:
         spec = attempt.spec
-        app = attempt.directory / "app"
+        # the task's working directory: the unpacked bundle, or the attempt's own empty directory
+        app = attempt.directory / "app" if spec.bundle_url else attempt.directory
         try:
-            app.mkdir(parents=True)
+            attempt.directory.mkdir()
         except FileExistsError:  # left by an earlier process of this worker
             shutil.rmtree(attempt.directory)
-            app.mkdir(parents=True)
+            attempt.directory.mkdir()
         if spec.bundle_url:
+            app.mkdir()
             self._unpack_bundle(spec.bundle_url, app)
         if spec.entrypoint.callable:
             payload = attempt.directory / "entrypoint.pkl"
@@ -613,8 +620,7 @@ class Worker:
                 attempt.handle.remove()
             except Exception:
                 logger.exception("failed to remove container %s", attempt.handle.container_id)
-        try:  # an attempt without a bundle leaves two empty directories
-            os.rmdir(attempt.directory / "app")
+        try:  # an attempt without a bundle or output files leaves one empty directory
             os.rmdir(attempt.directory)
         except FileNotFoundError:
             pass
