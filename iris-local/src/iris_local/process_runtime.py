@@ -316,9 +316,11 @@ class ProcessRuntime:
     def start(self, spec: ContainerSpec) -> ProcessHandle:
         check_command(spec)
         directory = self._root / spec.container_id
-        if directory.exists():
+        try:
+            directory.mkdir()
+        except FileExistsError:  # left by an earlier attempt with this id
             shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+            directory.mkdir()
         wrapper_argv = ["/bin/sh", "-c", WRAPPER, "iris-task", str(directory / "exit_code"), *spec.argv]
         try:
             with open(directory / "output.log", "wb") as log:

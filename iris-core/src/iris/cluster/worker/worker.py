@@ -278,9 +278,10 @@ class Worker:
             data = b""
             complete = False
             if a.handle is not None:
-                data = a.handle.read_logs(a.acked_offset, min(MAX_LOG_CHUNK, budget)) if budget > 0 else b""
+                size = a.handle.log_size()
+                data = a.handle.read_logs(a.acked_offset, min(MAX_LOG_CHUNK, budget)) if budget > 0 and size > a.acked_offset else b""
                 budget -= len(data)
-                complete = state.is_terminal and a.acked_offset + len(data) >= a.handle.log_size()
+                complete = state.is_terminal and a.acked_offset + len(data) >= size
             elif state.is_terminal:
                 complete = True
             if data or self._sent_states.get(a.key) is not state:
