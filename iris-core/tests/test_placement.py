@@ -451,3 +451,34 @@ def test_schedule_tasks_killed_while_waiting_are_let_go_and_order_kept() -> None
     assert waiting[1400].tasks[0].state is TaskState.ASSIGNED
     assert all(j.tasks[0].state is TaskState.PENDING for j in [*waiting[1401:], last])
     assert last.tasks[0].pending_reason == ALL_BUSY
+
+
+def test_schedule_infrastructure_failure_backs_off_then_prefers_another_worker() -> None:
+    clock = Clock(now=100.0)
+    controller = Controller(clock=clock, worker_timeout=1e9)
+    register(controller, 0, cpu=4)
+    register(controller, 1, cpu=4)
+    job = launch(controller, "flaky-machine", resources=ResourceSpec(cpu=1, memory=GB))
+    first = job.tasks[0].attempts[-1]
+    assert first.worker_id == "w0"
+    broke = ObservedAttempt(f"{job.job_id}/0", 0, TaskState.WORKER_FAILED, error="runtime failed", log_complete=True)
+    controller.reconcile(WorkerIdentity("w0", cpu=4, memory_bytes=16 * GB), [broke], 0, wait=0)
+    task = job.tasks[0]
+    assert task.state is TaskState.PENDING and len(task.attempts) == 1  # backing off, not retried at once
+    assert "retrying in 0.5s" in task.pending_reason
+    controller.tick()
+    assert len(job.tasks[0].attempts) == 1
+    clock.now += 0.6
+    controller.tick()
+    task = job.tasks[0]
+    assert [a.worker_id for a in task.attempts] == ["w0", "w1"] and task.preemptions == 1
+
+
+def test_schedule_task_failure_is_retried_at_once_on_the_budget() -> None:
+    controller = Controller()
+    register(controller, 0, cpu=4)
+    job = launch(controller, "flaky-task", resources=ResourceSpec(cpu=1, memory=GB), max_retries=1)
+    failed = ObservedAttempt(f"{job.job_id}/0", 0, TaskState.FAILED, exit_code=2, log_complete=True)
+    controller.reconcile(WorkerIdentity("w0", cpu=4, memory_bytes=16 * GB), [failed], 0, wait=0)
+    task = job.tasks[0]
+    assert len(task.attempts) == 2 and task.failures == 1 and task.preemptions == 0

@@ -12,7 +12,9 @@ import io
 import os
 import subprocess
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import attrs
 
@@ -120,6 +122,25 @@ def create_bundle(
             zf.writestr(info, full.read_bytes())
     data = buffer.getvalue()
     return Bundle(hashlib.sha256(data).hexdigest(), data, len(files))
+
+
+# What zipfile and zlib raise on bytes that are not a readable zip.
+BAD_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
+
+
+def bundle_problem(source: Path | BinaryIO) -> str | None:
+    """Why a bundle (a path or a readable binary file) could never be unpacked: not a zip, or an
+    entry that names a path outside its directory. None if it is fine."""
+    try:
+        with zipfile.ZipFile(source) as zf:
+            names = zf.namelist()
+    except BAD_ZIP_ERRORS as exc:
+        return str(exc) or type(exc).__name__
+    for name in names:
+        pure = PurePosixPath(name.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts or "\0" in name:
+            return f"entry {name!r} escapes the task directory"
+    return None
 
 
 def extract_bundle(zip_path: Path, dest: Path) -> None:

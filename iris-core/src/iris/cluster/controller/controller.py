@@ -27,7 +27,7 @@ from iris.cluster.controller.jobs import AlreadyExists, InvalidRequest, Jobs
 from iris.cluster.controller.logs import MAX_LOG_LINES_PER_READ, BadCursor, Logs, decode_cursor, encode_cursor
 from iris.cluster.controller.scheduler import CapacityOracle, Scheduler
 from iris.cluster.controller.snapshots import JobView, WorkerView, job_view, worker_view
-from iris.cluster.controller.state import ClusterState, Endpoint, Job, JobSpec, LogLine, worker_key
+from iris.cluster.controller.state import ClusterState, Endpoint, JobSpec, LogLine, worker_key
 from iris.cluster.controller.store import Store
 from iris.cluster.controller.workers import (
     AttemptAck,
@@ -103,11 +103,6 @@ class Controller:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
-    def notify(self) -> None:
-        """Wake every waiting thread so it re-checks whether its caller is still there."""
-        with self._lock:
-            self._changed.notify_all()
-
     def shutdown(self) -> None:
         """Release every long-poll at once (the server is stopping)."""
         with self._lock:
@@ -115,10 +110,6 @@ class Controller:
             self._changed.notify_all()
             for listener in self._listeners:
                 listener(frozenset({"*"}))
-
-    @property
-    def is_shut_down(self) -> bool:
-        return self._shutdown
 
     def _wait(self, deadline: float, active: Callable[[], bool]) -> bool:
         """Wait for a change until ``deadline``; False once the wait should end."""
@@ -238,13 +229,6 @@ class Controller:
             finally:
                 self._commit()
             return job_view(job)
-
-    def job_exit_code(self, job: JobView) -> int:
-        return job.exit_code
-
-    def descendants(self, job: JobView | Job) -> list[JobView]:
-        with self._lock:
-            return [job_view(j) for j in self._jobs.descendants(self._jobs.resolve(job.job_id))]
 
     # --- endpoints --------------------------------------------------------------------------
 

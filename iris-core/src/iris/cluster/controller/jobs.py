@@ -13,7 +13,7 @@ from iris.cluster.controller import transitions
 from iris.cluster.controller.endpoints import Endpoints
 from iris.cluster.controller.state import ClusterState, Job, JobSpec, Task
 from iris.cluster.tpu import tpu_topology
-from iris.cluster.types import JobState, TaskState
+from iris.cluster.types import TaskState
 from iris.errors import IrisError, JobNotFound, ResourceError
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -244,8 +244,5 @@ class Jobs:
                     changed = True
         return changed
 
-    def exit_code(self, job: Job) -> int:
-        return transitions.job_exit_code(job.state, (t.exit_code for t in job.tasks))
 
-
-__all__ = ["AlreadyExists", "InvalidRequest", "JobState", "Jobs", "expand_tpu", "validate"]
+__all__ = ["AlreadyExists", "InvalidRequest", "Jobs", "expand_tpu", "validate"]

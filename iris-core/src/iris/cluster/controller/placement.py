@@ -278,6 +278,14 @@ class PlacementIndex:
         shape.cursor = i
         return workers[i] if i < n else None
 
+    def other_fit(self, shape: Shape, avoid: WorkerRecord) -> WorkerRecord | None:
+        """A candidate after ``avoid`` with room for one task of ``shape`` (the cursor stays: this
+        serves one task's wish to go elsewhere, not the shape's first fit)."""
+        workers = shape.cls.workers
+        resources = shape.spec.resources
+        start = workers.index(avoid) + 1 if avoid in workers else shape.cursor
+        return next((w for w in workers[start:] if w.fits(resources)), None)
+
     def reason(self, shape: Shape) -> Wait:
         """Why tasks of ``shape`` wait (given that none fits now)."""
         if shape.reason is None:

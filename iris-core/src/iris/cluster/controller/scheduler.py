@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 from iris.cluster.controller import transitions
 from iris.cluster.controller.placement import (
-    ALL_BUSY,
     WAIT_BUSY,
     WAIT_NO_WORKERS,
     Gang,
@@ -139,7 +138,7 @@ class Scheduler:
         if not index.workers:
             for task, shape in new:
                 if shape is None:
-                    task.wait, task.pending_reason = WAIT_NO_WORKERS, NO_WORKERS_TEXT
+                    task.wait, task.pending_reason = WAIT_NO_WORKERS, WAIT_NO_WORKERS.text
         index.settle()
         if self.capacity is not None:
             self._end_impossible([t for t, _ in new] + [t for g in gangs for t in g.job.tasks if t.task_id in state.pending])
@@ -155,6 +154,9 @@ class Scheduler:
                 reason = index.reason(shape)
                 task.wait, task.pending_reason = reason, reason.text
                 return
+            if task.avoid_worker and worker.worker_id == task.avoid_worker:
+                # its last attempt failed there for the machine's reasons: elsewhere if anywhere has room
+                worker = index.other_fit(shape, worker) or worker
             self._assign(job, task, worker)
             index.placed_on(worker)
         shape.waiting.popleft()
@@ -289,6 +291,3 @@ class Scheduler:
             if note and task.state is TaskState.PENDING and (wait is None or (isinstance(wait, Wait) and wait.kind in _ANNOTATABLE)):
                 task.pending_reason = note
 
-
-NO_WORKERS_TEXT = WAIT_NO_WORKERS.text
-__all__ = ["ALL_BUSY", "CapacityOracle", "Scheduler", "demand_for", "wait_reason"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import io
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import grpc
 
 from iris import faults
+from iris.bundle import bundle_problem
 from iris.cluster.controller.controller import AlreadyExists, BadCursor, Controller, InvalidRequest, worker_wait_key
 from iris.errors import IrisError, JobNotFound
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert, worker_pb2_grpc
@@ -229,6 +231,9 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
         actual = hashlib.sha256(data).hexdigest()
         if actual != bundle_id:
             raise InvalidRequest(f"bundle id {bundle_id} does not match its content (sha256 {actual})")
+        problem = bundle_problem(io.BytesIO(data))
+        if problem is not None:  # it could never be unpacked: refuse it now, not 101 attempts later
+            raise InvalidRequest(f"bundle {bundle_id} is not a usable bundle: {problem}")
         url = self._bundles.put(bundle_id, data)
         self._controller.record_bundle(bundle_id, len(data))
         return url

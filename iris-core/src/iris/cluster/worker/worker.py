@@ -30,18 +30,16 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
-import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import attrs
 import grpc
 
 from iris import faults
-from iris.bundle import extract_bundle, split_bundle_url
+from iris.bundle import BAD_ZIP_ERRORS, bundle_problem, extract_bundle, split_bundle_url
 from iris.job.records import ObservedAttempt, WorkerIdentity
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
@@ -64,8 +62,6 @@ LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
 # Errors unpacking a bundle that say this machine is in trouble, not that the bundle is bad.
 _MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
-# What zipfile and zlib raise on bytes that are not a readable zip.
-_BAD_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
 
 
 @attrs.define(eq=False)
@@ -101,15 +97,9 @@ def _unpack_error(bundle_id: str, cause: object) -> TaskStartError:
 def _check_bundle(path: Path, bundle_id: str) -> None:
     """Refuse, as the task's fault, a bundle that is not a zip or names a path outside its
     directory, before it enters the cache."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except _BAD_ZIP_ERRORS as exc:
-        raise _unpack_error(bundle_id, exc) from exc
-    for name in names:
-        pure = PurePosixPath(name.replace("\\", "/"))
-        if pure.is_absolute() or ".." in pure.parts or "\0" in name:
-            raise _unpack_error(bundle_id, f"entry {name!r} escapes the task directory")
+    problem = bundle_problem(path)
+    if problem is not None:
+        raise _unpack_error(bundle_id, problem)
 
 
 class Worker:
@@ -550,7 +540,7 @@ class Worker:
                 raise
             cached.unlink(missing_ok=True)
             raise _unpack_error(bundle_id, exc) from exc
-        except (BundleError, *_BAD_ZIP_ERRORS) as exc:
+        except (BundleError, *BAD_ZIP_ERRORS) as exc:
             cached.unlink(missing_ok=True)
             raise _unpack_error(bundle_id, exc) from exc
 
