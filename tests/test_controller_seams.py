@@ -16,14 +16,14 @@ TRUE = Entrypoint.from_command("true")
 
 
 def two_groups() -> IrisClient:
-    """A TPU group (one v5litepod-8 host, 8 cpu) and a CPU group (two hosts of 2 cpu), both up."""
+    """A TPU group (one v5litepod-8 host, 8 cpu), up, and a CPU group (two hosts of 2 cpu), empty."""
     config = parse_config(
         {
             "provider": {"type": "local"},
             "scale_groups": {
                 "tpu": {"accelerator_type": "tpu", "accelerator_variant": "v5litepod-8", "min_slices": 1, "max_slices": 1,
                         "cpu": 8, "memory": "8GB"},
-                "cpu": {"min_slices": 1, "max_slices": 1, "vms_per_slice": 2, "cpu": 2, "memory": "2GB"},
+                "cpu": {"min_slices": 0, "max_slices": 1, "vms_per_slice": 2, "cpu": 2, "memory": "2GB"},
             },
         }
     )
@@ -81,6 +81,8 @@ def test_request_a_scale_group_could_serve_waits_instead_of_failing() -> None:
 
 def test_cpu_only_tasks_keep_off_the_accelerator_host() -> None:
     with two_groups() as client:
+        assert wait_until(lambda: len(client.list_workers()) == 1, timeout=30)
+        client.create_slice("cpu")  # the CPU hosts join after the TPU host: first fit alone would pick it
         assert wait_until(lambda: len(client.list_workers()) == 3, timeout=30)
         job = client.submit(name="cpu-work", entrypoint=TRUE, resources=ResourceSpec(cpu=1, memory="64MB"), replicas=4)
         status = job.wait(timeout=30)
