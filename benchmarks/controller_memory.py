@@ -100,7 +100,7 @@ def child(state_dir: Path, jobs: int, warmup: int, workers: int) -> dict[str, fl
     succeeded = sum(1 for j in controller.list_jobs() if j.state is JobState.SUCCEEDED)
     if succeeded != warmup + jobs:
         raise SystemExit(f"{succeeded} of {warmup + jobs} jobs SUCCEEDED")
-    lines = sum(len(j.logs) for j in controller.list_jobs())
+    lines = sum(len(controller.read_logs(j.job_id, "")[0]) for j in controller.list_jobs())
     store.close()
     db_bytes = sum(p.stat().st_size for p in state_dir.glob("controller.db*"))
     return {

@@ -248,11 +248,12 @@ def main() -> int:
     try:
         controller.spawn()
         wait_for(lambda: controller.serving_at is not None, 60, "the controller to serve")
-        # Launched before the workers start: once more than the controller's RPC threads (64)
-        # are held by long-polls, every other call waits for one of them to return.
-        launch(address, args.finished, args.running)
+        # The workers join first: a job constrained to `sim=yes` with no such worker and no scale
+        # group that offers one would end UNSCHEDULABLE at once.
         for sim in sims:
             sim.start()
+        wait_for(lambda: all(s.version for s in sims), 60, "every simulated worker to register")
+        launch(address, args.finished, args.running)
         wait_for(
             lambda: sum(s.finished for s in sims) >= args.finished and sum(s.running() for s in sims) >= args.running,
             300, "the finished jobs to finish and the running ones to run",

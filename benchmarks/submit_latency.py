@@ -1,11 +1,14 @@
 """Warm latency: one no-op job from ``submit()`` to ``wait()`` returning SUCCEEDED.
 
-Starts an in-process local cluster (``IrisClient.local()``), runs ``--warmup`` jobs untimed,
+Starts a local cluster (``--cluster in-process``: ``IrisClient.local()``, everything in this
+process; ``--cluster processes``: controller and workers as their own processes, this process the
+client), runs ``--warmup`` jobs untimed,
 then times ``--runs`` sequential ``submit()`` + ``wait()`` pairs of ``true`` and prints the
 percentiles. Each job also reports the submit RPC alone and the wait alone, so a slow figure
-says which half is slow. Target: p50 at most 30 ms.
+says which half is slow. Targets: p50 at most 30 ms; at most 5 ms (the controller renovation,
+issue 8).
 
-    uv run python benchmarks/submit_latency.py [--runs 200] [--cpu 0.1] [--memory 16MB]
+    uv run python benchmarks/submit_latency.py [--runs 200] [--cpu 0.1] [--memory 16MB] [--cluster processes]
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import time
 
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
+from clusters import CLUSTER_KINDS, cluster
 from stats import load_line, machine_line, percentile, verdict
 
 TARGET_P50_MS = 30.0
+TARGET_P50_MS_RENOVATION = 5.0  # issue 8
 
 
 def one_job(client: IrisClient, entrypoint: Entrypoint, resources: ResourceSpec) -> tuple[float, float]:
@@ -40,6 +45,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10, help="untimed jobs first (default 10)")
     parser.add_argument("--cpu", type=float, default=0.1, help="cpu requested per job (default 0.1)")
     parser.add_argument("--memory", default="16MB", help="memory requested per job (default 16MB)")
+    parser.add_argument(
+        "--cluster", choices=CLUSTER_KINDS, default="in-process",
+        help="in-process: IrisClient.local(); processes: controller and worker as their own processes (default in-process)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -49,7 +58,7 @@ def main() -> int:
     print(f"job: `true`, requested cpu={resources.cpu:g} memory={args.memory}; no workspace bundle")
 
     started = time.perf_counter()
-    with IrisClient.local() as client:
+    with cluster(args.cluster) as client:
         print(f"local cluster up in {time.perf_counter() - started:.3f} s")
         for _ in range(args.warmup):
             one_job(client, entrypoint, resources)
@@ -70,7 +79,8 @@ def main() -> int:
         print(f"{label:<24}" + "".join(f"{v * 1000:>8.1f}" for v in row))
     p50_ms = percentile(totals, 50) * 1000
     print()
-    print(f"submit-to-SUCCEEDED p50 {p50_ms:.1f} ms; target <= {TARGET_P50_MS:g} ms: {verdict(p50_ms, TARGET_P50_MS)}")
+    print(f"submit-to-SUCCEEDED p50 {p50_ms:.1f} ms; target <= {TARGET_P50_MS:g} ms: {verdict(p50_ms, TARGET_P50_MS)}; "
+          f"target <= {TARGET_P50_MS_RENOVATION:g} ms: {verdict(p50_ms, TARGET_P50_MS_RENOVATION)}")
     print("(comparison: Ray Jobs 1.08 s; Slurm `srun true` on loopback about 37 ms)")
     print(f"at the end: {load_line()} (includes this benchmark)")
     return 0

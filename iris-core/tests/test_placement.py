@@ -199,6 +199,10 @@ class ReferenceScheduler(Scheduler):
                 continue
             candidates = [w for w in workers if eligible(w, job.spec)]
             chosen = naive_first_fit(workers, job.spec)
+            if chosen is not None and chosen.worker_id == task.avoid_worker:  # elsewhere if anywhere has room
+                order = sorted(workers, key=lambda w: w.has_accelerator) if job.spec.resources.device.kind in ("", "cpu") else workers
+                later = order[order.index(chosen) + 1:]
+                chosen = next((w for w in later if eligible(w, job.spec) and w.fits(job.spec.resources)), chosen)
             if chosen is None:
                 task.pending_reason = wait_reason(job.spec, workers, candidates).text
                 continue

@@ -129,7 +129,10 @@ class Controller:
             self._workers.restore(doc, now)
         pending = []
         for job in store.load_jobs():
-            transitions.restore_counts(job)
+            if job.state.is_terminal:
+                transitions.forget_counts(job)
+            else:
+                transitions.restore_counts(job)
             state.jobs[job.job_id] = job
             self._logs_saved[job.job_id] = len(job.logs)
             if not job.state.is_terminal:

@@ -208,6 +208,7 @@ class Jobs:
         for task in job.tasks:  # the job is over: stop what still runs
             if not task.state.is_terminal:
                 self.stop_task(job, task, TaskState.KILLED, f"job {ended.value}")
+        transitions.forget_counts(job)
         if not job.keep_children:
             for child_id in job.children:
                 self.kill(self._state.jobs[child_id], f"parent job {job.job_id} ended {ended.value}")

@@ -19,6 +19,7 @@ Task lifecycle::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 import attrs
 
@@ -190,6 +191,14 @@ def new_job(job: Job, now: float, changes: Changes) -> None:
     job.task_counts = {TaskState.PENDING: len(job.tasks)}
     changes.job(job)
     changes.tasks.update(job.tasks)
+
+
+_NO_COUNTS: Mapping[TaskState, int] = MappingProxyType({})
+
+
+def forget_counts(job: Job) -> None:
+    """An ended job's tasks never move again: let go of its counts (memory per finished job)."""
+    job.task_counts = _NO_COUNTS  # type: ignore[assignment]  # read-only: a late move would raise
 
 
 def restore_counts(job: Job) -> None:

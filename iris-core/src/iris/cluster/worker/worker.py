@@ -55,6 +55,9 @@ MAX_LOG_CHUNK = 1 << 20  # per attempt per exchange
 MAX_REQUEST_LOG_BYTES = 8 << 20  # all attempts together per exchange
 LOG_POLL_SECONDS = 0.02
 MONITOR_POLL_SECONDS = 0.05
+# A started attempt is reported RUNNING this long after it starts, unless it has ended by then:
+# a short task then costs one report (its end), not two.
+RUNNING_REPORT_DELAY = 0.005
 START_THREADS = 8
 CLEANUP_THREADS = 2
 KILL_GRACE_SECONDS = 5.0
@@ -76,6 +79,7 @@ class LocalAttempt:
     oom: bool = False
     handle: ContainerHandle | None = None
     exit_fd: int | None = None  # readable once the container ends (the handle's, if it has one)
+    report_at: float = 0.0  # when to tell the controller it runs (monotonic; 0 = nothing due)
     acked_offset: int = 0
     kill_requested: bool = False
     ports: dict[str, int] = attrs.field(factory=dict)
@@ -361,9 +365,9 @@ class Worker:
             attempt.handle = handle
             attempt.exit_fd = exit_fd() if exit_fd is not None else None
             attempt.state = TaskState.RUNNING  # from here the monitor thread watches it
+            attempt.report_at = time.monotonic() + RUNNING_REPORT_DELAY
             kill = attempt.kill_requested
         self._wake_monitor()
-        self._wake()
         if kill:  # the kill came while it was starting; on this thread, so stop() waits for it
             self._kill(handle, KILL_GRACE_SECONDS)
 
@@ -417,7 +421,9 @@ class Worker:
             for fd in [fd for fd in watched if fd not in live]:
                 poller.unregister(fd)
                 del watched[fd]
-            events = poller.poll(MONITOR_POLL_SECONDS * 1000)
+            due = [a.report_at for a in running if a.report_at]
+            timeout = MONITOR_POLL_SECONDS if not due else max(0.0, min(MONITOR_POLL_SECONDS, min(due) - time.monotonic()))
+            events = poller.poll(timeout * 1000)
             ended = []
             for fd, _ in events:
                 if fd == self._monitor_wake_r:
@@ -429,7 +435,14 @@ class Worker:
                     return
                 status = self._watch(attempt)
                 if status is not None and not status.running:
+                    attempt.report_at = 0.0  # its end is the report
                     self._record_end(attempt, status)
+            now = time.monotonic()
+            if any(a.report_at and a.report_at <= now for a in running):
+                for attempt in running:
+                    if attempt.report_at and attempt.report_at <= now:
+                        attempt.report_at = 0.0
+                self._wake()  # still running: tell the controller now
 
     def _wake_monitor(self) -> None:
         try:
