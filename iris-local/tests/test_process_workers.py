@@ -21,7 +21,7 @@ import pytest
 from iris.cluster.worker.worker import start_in_process
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
-from iris.cluster.controller.state import Job, JobSpec
+from iris.cluster.controller.state import JobSpec
 from iris.cluster.manager import ClusterManager
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState
 from iris.config import ClusterConfig, ControllerConfig, ProviderConfig
