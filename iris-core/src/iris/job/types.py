@@ -163,6 +163,10 @@ class Entrypoint:
 class JobState(enum.Enum):
     """Lifecycle of a job; derived from its tasks' states."""
 
+    # members are singletons: hash by identity (Enum's default hashes the name in Python code,
+    # and the controller looks states up in sets and dicts on every change)
+    __hash__ = object.__hash__
+
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -183,6 +187,8 @@ _TERMINAL_JOB_STATES = frozenset(
 
 class TaskState(enum.Enum):
     """Lifecycle of a task (and of each of its attempts)."""
+
+    __hash__ = object.__hash__  # identity, as JobState
 
     PENDING = "PENDING"
     ASSIGNED = "ASSIGNED"

@@ -52,10 +52,10 @@ class Task:
     # why it waits, as a structure (placement.Wait); the text above is what users read
     wait: object = None
     avoid_worker: str = ""  # the worker its last attempt failed on: placed elsewhere if possible
-    task_id: str = attrs.field(init=False)
 
-    def __attrs_post_init__(self) -> None:
-        self.task_id = f"{self.job_id}/{self.index}"
+    @property
+    def task_id(self) -> str:
+        return f"{self.job_id}/{self.index}"  # derived, not stored: memory per finished task
 
     @property
     def current(self) -> Attempt | None:
@@ -100,6 +100,10 @@ class WorkerRecord:
     awaiting_reconnect: bool = False
     # (task_id, attempt_id) -> (task, attempt) for every attempt placed here and not yet done
     attempts: dict[tuple[str, int], tuple[Task, Attempt]] = attrs.field(factory=dict)
+    wait_key: str = attrs.field(init=False)  # announced when its desired set changes
+
+    def __attrs_post_init__(self) -> None:
+        self.wait_key = worker_key(self.worker_id)
 
     @property
     def has_accelerator(self) -> bool:
@@ -145,7 +149,7 @@ class Changes:
     def worker_desired(self, worker: WorkerRecord) -> None:
         """The worker's desired set changed: a new version for it to fetch."""
         worker.version += 1
-        self.keys.add(worker_key(worker.worker_id))
+        self.keys.add(worker.wait_key)
 
     def clear(self) -> None:
         self.jobs.clear()
