@@ -17,7 +17,7 @@ from iris.job.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, 
 # --- what a job asks for ------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.frozen
 class JobSpec:
     """A validated job request."""
 
