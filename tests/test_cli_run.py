@@ -94,7 +94,8 @@ def test_run_max_retries_reruns_a_failing_task(iris, workspace: Path) -> None:
         (["run", "--provider", "local", "-e", "A", "B", "C", "--", "true"], "-e takes KEY [VALUE], got 3 values: A B C"),
         (["run", "--provider", "local", "--"], "no command given"),
         (["run", "--provider", "local"], "no command given"),
-        (["run", "--provider", "local", "-e", "A=B", "--", "true"], "cannot be empty or contain '='"),
+        (["run", "--provider", "local", "-e", "A=B", "--", "true"], "environment variable name 'A=B' is invalid; use a letter or '_'"),
+        (["run", "--provider", "local", "-e", "1BAD", "x", "--", "true"], "environment variable name '1BAD' is invalid"),
     ],
 )
 def test_run_bad_input_gets_one_line_and_nonzero_exit(iris, workspace: Path, args: list[str], expected: str) -> None:

@@ -36,6 +36,7 @@ def two_groups() -> IrisClient:
         (("echo", "a\0b"), {}, "argument 1 'a\\x00b' contains a NUL byte"),
         (("\0",), {}, "argument 0"),
         (("true",), {"KEY": "a\0b"}, "environment variable KEY: the value contains a NUL byte"),
+        (("true",), {"1BAD": "x"}, "environment variable name '1BAD' is invalid"),
     ],
 )
 def test_launch_spec_with_nul_byte_is_refused_at_launch_naming_the_field(argv: tuple[str, ...], env: dict[str, str], message: str) -> None:

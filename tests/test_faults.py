@@ -4,6 +4,9 @@ in the controller and worker processes (IRIS_FAULTS)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,16 @@ def test_controller_sigkill_with_fault_point_enabled_loses_nothing(point: str, t
         process.stop()
         process.delete_slices()
         kill_strays(str(tmp_path))
+
+
+def test_faults_bad_iris_faults_setting_is_one_line_on_stderr_not_a_traceback() -> None:
+    env = {**os.environ, "IRIS_FAULTS": "nonsense,worker.reconcile_send=2"}
+    result = subprocess.run([sys.executable, "-c", "import iris.faults as f; print(sorted(f._active))"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("iris: IRIS_FAULTS: ") for line in lines)
+    assert "'nonsense' ignored: unknown fault point 'nonsense'; choose one of:" in lines[0]
+    assert "rate must be within 0..1" in lines[1]
+    assert result.stdout.strip() == "[]"

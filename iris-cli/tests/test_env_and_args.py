@@ -61,6 +61,18 @@ def test_load_env_vars_rejects_key_with_equals(tmp_path: Path) -> None:
         load_env_vars([["A=B", "x"]], directory=tmp_path, environ={})
 
 
+@pytest.mark.parametrize("name", ["1BAD", "A-B", "A B", "", "Ä"])
+def test_load_env_vars_rejects_names_that_are_not_environment_variable_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(EnvVarError, match="is invalid; use a letter or '_' then letters, digits or '_'"):
+        load_env_vars([[name, "x"]], directory=tmp_path, environ={})
+
+
+def test_load_env_vars_rejects_bad_name_in_project_file_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / ".iris.yaml").write_text("env:\n  9LIVES: x\n")
+    with pytest.raises(ConfigError, match=r"\.iris\.yaml: env: environment variable name '9LIVES' is invalid"):
+        load_env_vars(None, directory=tmp_path, environ={})
+
+
 def test_load_env_vars_rejects_non_mapping_env_in_file(tmp_path: Path) -> None:
     (tmp_path / ".iris.yaml").write_text("env: [1, 2]\n")
     with pytest.raises(ConfigError, match="env: expected a mapping"):

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from iris.errors import ConfigError, IrisError
+from iris.job.types import env_name_problem
 
 PROJECT_FILES = (".iris.yaml", ".marin.yaml")
 FORWARDED = ("HF_TOKEN", "WANDB_API_KEY")
@@ -37,6 +38,10 @@ def _project_env(directory: Path) -> dict[str, str]:
             env = {}
         if not isinstance(env, dict):
             raise ConfigError(f"{path}: env: expected a mapping of NAME: value, got {type(env).__name__}")
+        for key in env:
+            problem = env_name_problem(str(key))
+            if problem:
+                raise ConfigError(f"{path}: env: {problem}")
         return {str(k): "" if v is None else str(v) for k, v in env.items()}
     return {}
 
@@ -57,7 +62,8 @@ def load_env_vars(
         if not item or len(item) > 2:
             raise EnvVarError(f"-e takes KEY [VALUE], got {len(item)} values: {' '.join(item)}")
         key = item[0]
-        if not key or "=" in key:
-            raise EnvVarError(f"-e: environment variable name {key!r} is invalid: it cannot be empty or contain '='")
+        problem = env_name_problem(key)
+        if problem:
+            raise EnvVarError(f"-e: {problem}")
         env[key] = item[1] if len(item) == 2 else ""
     return env

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import threading
 import time
 
@@ -104,11 +105,16 @@ def _maybe_fire(point: str, fault: Fault) -> None:
 
 
 def _from_env() -> None:
+    """Enable what ``IRIS_FAULTS`` names; a bad item is reported on stderr in one line and
+    ignored (a test setting, never a reason for a traceback at import)."""
     spec = os.environ.get("IRIS_FAULTS", "")
     for item in filter(None, (part.strip() for part in spec.split(","))):
         point, _, setting = item.partition("=")
         rate, _, delay = setting.partition(":")
-        enable(point, float(rate or 1.0), float(delay or 0.0))
+        try:
+            enable(point, float(rate or 1.0), float(delay or 0.0))
+        except ValueError as exc:
+            print(f"iris: IRIS_FAULTS: {item!r} ignored: {exc} (expected point=rate[:delay])", file=sys.stderr)
 
 
 _from_env()

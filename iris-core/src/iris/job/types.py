@@ -39,6 +39,17 @@ _MEMORY_UNITS = {
 _MEMORY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def env_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid environment variable name (POSIX: a letter or ``_``, then
+    letters, digits or ``_``), or None."""
+    if ENV_NAME_RE.match(name):
+        return None
+    return f"environment variable name {name!r} is invalid; use a letter or '_' then letters, digits or '_'"
+
+
 def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
     """Parse a memory size such as ``2GB``, ``512MiB`` or ``1073741824`` into bytes."""
     if isinstance(value, bool):

@@ -15,6 +15,7 @@ from iris.cluster.controller.state import ClusterState, Job, JobSpec, Task
 from iris.cluster.tpu import tpu_topology
 from iris.cluster.types import TaskState
 from iris.errors import IrisError, JobNotFound, ResourceError
+from iris.job.types import env_name_problem
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -69,8 +70,8 @@ def validate(spec: JobSpec) -> None:
     if resources.device.count < 0:
         raise InvalidRequest(f"device count: {resources.device.count}; must be >= 0")
     for key, value in spec.environment.env.items():
-        if not key or "=" in key or "\0" in key:
-            raise InvalidRequest(f"environment variable name {_short(key)} is invalid; it must be non-empty, without '=' or NUL")
+        if env_name_problem(key):
+            raise InvalidRequest(f"environment variable name {_short(key)} is invalid; use a letter or '_' then letters, digits or '_'")
         if "\0" in value:
             raise InvalidRequest(f"environment variable {key}: the value contains a NUL byte; an environment cannot carry one")
         if len(value.encode("utf-8", "surrogateescape")) > MAX_ARG_BYTES:
