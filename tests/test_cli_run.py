@@ -96,6 +96,8 @@ def test_run_max_retries_reruns_a_failing_task(iris, workspace: Path) -> None:
         (["run", "--provider", "local"], "no command given"),
         (["run", "--provider", "local", "-e", "A=B", "--", "true"], "environment variable name 'A=B' is invalid; use a letter or '_'"),
         (["run", "--provider", "local", "-e", "1BAD", "x", "--", "true"], "environment variable name '1BAD' is invalid"),
+        (["run", "--controller-url", "https://127.0.0.1:1", "--", "true"], "scheme 'https' is not supported; use http://HOST:PORT"),
+        (["run", "--provider", "local", "python", "-c", "print(1)"], "No such option '-c'. If it belongs to the command, put the command after --: iris run [OPTIONS] -- COMMAND"),
     ],
 )
 def test_run_bad_input_gets_one_line_and_nonzero_exit(iris, workspace: Path, args: list[str], expected: str) -> None:

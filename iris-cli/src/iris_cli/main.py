@@ -82,7 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "iris"
-        click.echo(f"{command}: error: {exc.format_message()}", err=True)
+        message = exc.format_message()
+        if isinstance(exc, click.NoSuchOption) and command.endswith(" run") and "--" not in args:
+            # `iris run python -c ...`: the command's own options were read as iris's
+            message += " If it belongs to the command, put the command after --: iris run [OPTIONS] -- COMMAND [ARGS]..."
+        click.echo(f"{command}: error: {message}", err=True)
         code = 2
     except click.ClickException as exc:
         click.echo(f"iris: error: {exc.format_message()}", err=True)

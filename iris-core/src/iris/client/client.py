@@ -28,7 +28,7 @@ from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
 from iris.job.records import JobLogLine as LogLine
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec
-from iris.errors import IrisError, JobNotFound
+from iris.errors import ConfigError, IrisError, JobNotFound
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 
 __all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "TaskStatus"]
@@ -199,6 +199,13 @@ class IrisClient:
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     ):
         self.address = address if "://" in address else f"http://{address}"
+        scheme = self.address.split("://", 1)[0]
+        if scheme != "http":
+            # never talk plaintext to an address that asks for TLS
+            raise ConfigError(
+                f"controller URL {address!r}: scheme {scheme!r} is not supported; use http://HOST:PORT "
+                "(the controller speaks plaintext gRPC; reach a remote one through the provider's tunnel)"
+            )
         self._channel = grpc.insecure_channel(
             self.address.split("://", 1)[1],
             options=[("grpc.max_send_message_length", 512 << 20), ("grpc.max_receive_message_length", 512 << 20)],
