@@ -301,3 +301,36 @@ def test_whole_cluster_sigkilled_comes_back_with_fresh_slices_not_backoff(tmp_pa
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_status_counts_a_lost_worker_as_lost_not_live(tmp_path: Path) -> None:
+    """A worker process SIGKILLed is lost; `cluster status` counts it apart from the live ones."""
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: losttest\ncontroller: {worker_timeout_seconds: 1}\nautoscaler: {evaluation_interval_seconds: 0.5}\n"
+        "scale_groups:\n  g: {min_slices: 2, max_slices: 2, cpu: 1, memory: 1GB}\n"
+    )
+    state = home / ".iris" / "losttest-local"
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        workers = [w for r in sorted((state / "slices").glob("*.json")) for w in json.loads(r.read_text())["workers"]]
+        assert len(workers) == 2
+        victim = workers[0]
+        if pid_start_time(victim["pid"]) == victim["start_time"]:  # only the process this test started
+            os.kill(victim["pid"], signal.SIGKILL)
+
+        def status() -> dict[str, Any]:
+            result = iris_cmd("cluster", "--config", str(config), "status", "--local", "--json", home=home, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)["controller"]
+
+        assert wait_until(lambda: status().get("lost_workers") == 1, timeout=30), status()
+        assert status()["workers"] <= 2  # the lost one is not counted among the live
+        plain = iris_cmd("cluster", "--config", str(config), "status", "--local", home=home, cwd=tmp_path)
+        assert "(1 lost)" in plain.stdout, plain.stdout
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr

@@ -105,10 +105,11 @@ def _status(config: Any) -> dict[str, Any]:
             jobs = client.list_jobs()
             controller.update(
                 healthy=True,
-                workers=len(workers),
+                workers=sum(1 for w in workers if not w.lost),
+                lost_workers=sum(1 for w in workers if w.lost),
                 jobs={state: sum(1 for j in jobs if j.state.value == state) for state in sorted({j.state.value for j in jobs})},
             )
-            known = {w.attributes.get("slice", "") for w in workers}
+            known = {w.slice_id or w.attributes.get("slice", "") for w in workers if not w.lost}
             try:
                 autoscaler = client.autoscaler_status()
                 controller["scale_groups"] = autoscaler
@@ -157,7 +158,8 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
         click.echo(f"controller: {controller['url']} pid {controller['pid']} {health}")
         if controller.get("healthy"):
             jobs = ", ".join(f"{n} {s}" for s, n in controller["jobs"].items()) or "none"
-            click.echo(f"workers: {controller['workers']}   jobs: {jobs}")
+            lost = f" ({controller['lost_workers']} lost)" if controller.get("lost_workers") else ""
+            click.echo(f"workers: {controller['workers']}{lost}   jobs: {jobs}")
         for group in controller.get("scale_groups", []):
             click.echo(f"group {group['name']}: {group['state']}  slices {len(group['slices'])}  {group.get('detail', '')}".rstrip())
     if not status["slices"]:

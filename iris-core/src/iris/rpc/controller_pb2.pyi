@@ -249,7 +249,7 @@ class GetLogsResponse(_message.Message):
     def __init__(self, lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., cursor: _Optional[str] = ..., finished: _Optional[bool] = ...) -> None: ...
 
 class WorkerSummary(_message.Message):
-    __slots__ = ("worker_id", "capacity", "used", "attributes", "last_seen", "running_attempts")
+    __slots__ = ("worker_id", "capacity", "used", "attributes", "last_seen", "running_attempts", "slice_id", "lost")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -263,13 +263,17 @@ class WorkerSummary(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     RUNNING_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    SLICE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     capacity: _common_pb2.ResourceSpec
     used: _common_pb2.ResourceSpec
     attributes: _containers.ScalarMap[str, str]
     last_seen: float
     running_attempts: int
-    def __init__(self, worker_id: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., used: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., last_seen: _Optional[float] = ..., running_attempts: _Optional[int] = ...) -> None: ...
+    slice_id: str
+    lost: bool
+    def __init__(self, worker_id: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., used: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., last_seen: _Optional[float] = ..., running_attempts: _Optional[int] = ..., slice_id: _Optional[str] = ..., lost: _Optional[bool] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ()

@@ -302,6 +302,8 @@ def worker_view_to_proto(w: WorkerView) -> controller_pb2.WorkerSummary:
         attributes=w.attributes,
         last_seen=w.last_seen,
         running_attempts=w.running_attempts,
+        slice_id=w.slice_id,
+        lost=w.lost,
     )
 
 
