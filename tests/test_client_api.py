@@ -42,7 +42,7 @@ def test_callable_output_reaches_the_callers_log_stream(client: IrisClient) -> N
 
 def test_callable_exception_fails_job_with_traceback_in_logs(client: IrisClient) -> None:
     job = client.submit(entrypoint=Entrypoint.from_callable(explode))
-    status = job.wait(timeout=60)
+    status = job.wait(timeout=60, raise_on_failure=False)
     assert status.state is JobState.FAILED
     assert status.exit_code == 1
     text = "\n".join(line.data for line in job.logs())
@@ -60,7 +60,7 @@ def test_callable_from_module_missing_in_task_explains_workspace(client: IrisCli
     try:
         spec.loader.exec_module(module)
         job = client.submit(entrypoint=Entrypoint.from_callable(module.f))
-        assert job.wait(timeout=60).state is JobState.FAILED
+        assert job.wait(timeout=60, raise_on_failure=False).state is JobState.FAILED
         text = "\n".join(line.data for line in job.logs())
         assert "module 'elsewhere_mod' is not importable in the task" in text
     finally:
@@ -83,7 +83,7 @@ def test_callable_arguments_and_environment_are_passed(client: IrisClient) -> No
 
 def test_job_status_records_attempt_and_exit_code(client: IrisClient) -> None:
     job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", "raise SystemExit(5)"))
-    status = job.wait(timeout=60)
+    status = job.wait(timeout=60, raise_on_failure=False)
     assert status.state is JobState.FAILED
     assert status.exit_code == 5
     (task,) = status.tasks
@@ -104,7 +104,7 @@ def test_unknown_job_id_raises_job_not_found(client: IrisClient) -> None:
 
 def test_memory_request_larger_than_any_worker_and_group_ends_unschedulable_with_reason(client: IrisClient) -> None:
     job = client.submit(entrypoint=Entrypoint.from_command("true"), resources=ResourceSpec(memory="100TB"))
-    status = job.wait(timeout=10)
+    status = job.wait(timeout=10, raise_on_failure=False)
     assert status.state is JobState.UNSCHEDULABLE
     assert "no worker has enough memory" in status.error
 
@@ -135,7 +135,7 @@ def test_kill_running_job_marks_it_killed(client: IrisClient) -> None:
 
     assert wait_until(lambda: job.status().state is JobState.RUNNING, timeout=20)
     assert job.kill().state is JobState.KILLED
-    assert job.wait(timeout=30).state is JobState.KILLED
+    assert job.wait(timeout=30, raise_on_failure=False).state is JobState.KILLED
 
 
 def test_seed_bundle_creator_blob_is_used_by_remote_client(client: IrisClient, tmp_path: Path) -> None:
@@ -150,3 +150,42 @@ def test_seed_bundle_creator_blob_is_used_by_remote_client(client: IrisClient, t
         assert [ln.data for ln in job.logs()] == ["bundled by BundleCreator"]
     finally:
         remote.close()
+
+
+def test_wait_raises_job_failed_with_status_and_last_lines_of_output(client: IrisClient) -> None:
+    from iris.client import JobFailed
+
+    code = "import sys\nfor i in range(30): print(f'line {i}')\nsys.exit(3)"
+    job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    with pytest.raises(JobFailed) as raised:
+        job.wait(timeout=60)
+    failed = raised.value
+    assert failed.status.state is JobState.FAILED and failed.status.tasks[0].exit_code == 3
+    assert failed.output == [f"line {i}" for i in range(10, 30)]  # the last 20
+    assert "exited with code 3" in str(failed) and "line 29" in str(failed)
+
+
+def test_wait_with_timeout_raises_timeout_error_while_the_job_runs(client: IrisClient) -> None:
+    job = client.submit(entrypoint=Entrypoint.from_command("sleep", "30"), resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    try:
+        with pytest.raises(TimeoutError, match=r"is still (PENDING|RUNNING) after 0.5s"):
+            job.wait(timeout=0.5)
+    finally:
+        job.kill()
+
+
+def test_parent_whose_child_fails_fails_too(client: IrisClient) -> None:
+    parent_code = (
+        "import sys\n"
+        "from iris.client import IrisClient\n"
+        "from iris.cluster.types import Entrypoint, ResourceSpec\n"
+        "child = IrisClient.from_env().submit(Entrypoint.from_command(sys.executable, '-c', 'import sys; sys.exit(4)'),\n"
+        "    name='kid', resources=ResourceSpec(cpu=0.1, memory='64MB'))\n"
+        "child.wait()\n"
+        "print('parent done')\n"
+    )
+    job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", parent_code), resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    status = job.wait(timeout=60, raise_on_failure=False)
+    assert status.state is JobState.FAILED, status
+    text = "\n".join(line.data for line in job.logs())
+    assert "JobFailed" in text and "/kid FAILED" in text and "parent done" not in text

@@ -52,7 +52,7 @@ def test_gang_of_four_on_three_workers_starts_nothing(tmp_path: Path) -> None:
     """No slice of the only group has 4 workers: the gang can never start, and says so at once."""
     with cluster(3) as client:
         job = client.submit(entrypoint=Entrypoint.from_command(barrier_command(tmp_path, 4)), replicas=4, coscheduling="slice", resources=SMALL)
-        status = job.wait(timeout=20)
+        status = job.wait(timeout=20, raise_on_failure=False)
         assert status.state is JobState.UNSCHEDULABLE
         assert all(not t.attempts for t in status.tasks)
         assert "a gang of 4 needs 4 VMs per slice" in status.error, status.error
@@ -63,7 +63,7 @@ def test_gang_member_failing_for_good_stops_its_siblings(tmp_path: Path) -> None
     with cluster(2) as client:
         cmd = ["sh", "-c", 'if [ "$IRIS_TASK_INDEX" = 1 ]; then exit 4; fi; exec sleep 60']
         job = client.submit(entrypoint=Entrypoint.from_command(cmd), replicas=2, coscheduling="slice", resources=SMALL)
-        status = job.wait(timeout=30)
+        status = job.wait(timeout=30, raise_on_failure=False)
         assert status.state is JobState.FAILED
         assert status.exit_code == 4
         states = {t.index: t.state for t in status.tasks}
@@ -89,7 +89,7 @@ def test_retries_two_failures_then_success_shows_three_attempts(tmp_path: Path) 
 def test_retries_exhausted_fails_job_with_last_exit_code(tmp_path: Path) -> None:
     with cluster(1) as client:
         job = client.submit(entrypoint=Entrypoint.from_command("sh", "-c", "exit 9"), max_retries=1, resources=SMALL)
-        status = job.wait(timeout=60)
+        status = job.wait(timeout=60, raise_on_failure=False)
         assert status.state is JobState.FAILED
         assert status.exit_code == 9
         assert len(status.tasks[0].attempts) == 2
@@ -98,7 +98,7 @@ def test_retries_exhausted_fails_job_with_last_exit_code(tmp_path: Path) -> None
 def test_timeout_ends_a_sleeping_job_as_timed_out_within_seconds() -> None:
     with cluster(1) as client:
         job = client.submit(entrypoint=Entrypoint.from_command("sleep", "60"), timeout=2, resources=SMALL)
-        status = job.wait(timeout=20)
+        status = job.wait(timeout=20, raise_on_failure=False)
         assert status.state is JobState.FAILED
         assert "timed out after 2s" in status.error
         assert status.finished_at - status.started_at < 6
@@ -107,7 +107,7 @@ def test_timeout_ends_a_sleeping_job_as_timed_out_within_seconds() -> None:
 def test_constraint_nothing_matches_ends_unschedulable_at_once_with_reason() -> None:
     with cluster(1) as client:
         job = client.submit(entrypoint=Entrypoint.from_command("true"), constraints=["zone=mars"], resources=SMALL)
-        status = job.wait(timeout=20)
+        status = job.wait(timeout=20, raise_on_failure=False)
         assert status.state is JobState.UNSCHEDULABLE
         assert "no scale group can serve it" in status.error and "the job needs zone=mars" in status.error
 
@@ -117,7 +117,7 @@ def test_scheduling_timeout_ends_a_task_that_waits_for_a_busy_cluster() -> None:
         blocker = client.submit(entrypoint=Entrypoint.from_command("sleep", "30"), resources=ResourceSpec(cpu=1, memory="64MB"))
         assert wait_until(lambda: blocker.status().state is JobState.RUNNING, timeout=10)
         job = client.submit(entrypoint=Entrypoint.from_command("true"), scheduling_timeout=2, resources=ResourceSpec(cpu=1, memory="64MB"))
-        status = job.wait(timeout=20)
+        status = job.wait(timeout=20, raise_on_failure=False)
         assert status.state is JobState.UNSCHEDULABLE
         assert "not scheduled within 2s:" in status.error
         blocker.kill()
@@ -142,7 +142,7 @@ def test_oom_is_reported_as_oom_and_spends_the_failure_budget() -> None:
             resources=ResourceSpec(cpu=0.1, memory="100MB"),
             max_retries=0,
         )
-        status = job.wait(timeout=60)
+        status = job.wait(timeout=60, raise_on_failure=False)
         assert status.state is JobState.FAILED
         (attempt,) = status.tasks[0].attempts
         assert attempt.oom
@@ -196,4 +196,4 @@ def test_child_job_inherits_env_and_is_killed_with_parent(tmp_path: Path) -> Non
         lines = [ln for ln in job.logs(include_children=True)]
         assert [(ln.job_id, ln.data) for ln in lines] == [(child_id, "inherited mine")]
         job.kill()
-        assert child.wait(timeout=30).state is JobState.KILLED
+        assert child.wait(timeout=30, raise_on_failure=False).state is JobState.KILLED

@@ -61,7 +61,7 @@ def cached_copies(state_dir: Path, bundle_id: str) -> list[Path]:
 
 
 def assert_failed_on_every_attempt(job: Job, max_retries: int, *messages: str) -> None:
-    status = job.wait(timeout=TIMEOUT)
+    status = job.wait(timeout=TIMEOUT, raise_on_failure=False)
     assert status.state is JobState.FAILED, (status.state, status.error)
     [task] = status.tasks
     assert [a.state for a in task.attempts] == [TaskState.FAILED] * (max_retries + 1), task.attempts
@@ -110,7 +110,7 @@ def test_bundle_missing_from_the_store_is_a_worker_failure(tmp_path: Path) -> No
         job = uploader.submit(entrypoint=Entrypoint.from_command("cat", "a.txt"), resources=SMALL, max_preemptions=1)
         (state / "bundles" / f"{bundle_id}.zip").unlink()
         blocker.kill()
-        status = job.wait(timeout=TIMEOUT)
+        status = job.wait(timeout=TIMEOUT, raise_on_failure=False)
     assert status.state is JobState.WORKER_FAILED, (status.state, status.error)
     [task] = status.tasks
     assert [a.state for a in task.attempts] == [TaskState.WORKER_FAILED] * 2

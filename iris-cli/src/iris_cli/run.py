@@ -256,7 +256,7 @@ def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool, incl
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
 
-        status = job.wait(stream_logs=True, log_sink=sink, include_children=include_children)
+        status = job.wait(stream_logs=True, log_sink=sink, include_children=include_children, raise_on_failure=False)
     except KeyboardInterrupt:
         _status(f"interrupted: killing job {job.job_id}")
         try:

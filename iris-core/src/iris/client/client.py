@@ -27,7 +27,7 @@ from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, create_bundle
 from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
 from iris.job.records import JobLogLine as LogLine
-from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec
+from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
 from iris.errors import ConfigError, IrisError, JobNotFound
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 
@@ -56,10 +56,20 @@ def _call(method: Callable[..., Any], request: Any, address: str, timeout: float
         raise IrisError(details or str(code)) from None
 
 
+FAILURE_TAIL_LINES = 20  # lines of the failing task's output a JobFailed carries
+
+
 class JobFailed(IrisError):
-    def __init__(self, status: JobStatus):
-        super().__init__(f"job {status.job_id} {status.state.value}: {status.error or 'no error recorded'}")
+    """A waited-for job ended without succeeding. ``status`` is its final status; ``output`` the
+    last lines of the failing task's output (of its last attempt), also in the message."""
+
+    def __init__(self, status: JobStatus, output: list[str] | None = None):
         self.status = status
+        self.output = list(output or ())
+        message = f"job {status.job_id} {status.state.value}: {status.error or 'no error recorded'}"
+        if self.output:
+            message += "\nlast lines of its output:\n" + "\n".join(f"  {line}" for line in self.output)
+        super().__init__(message)
 
 
 class Job:
@@ -123,12 +133,16 @@ class Job:
         timeout: float | None = None,
         *,
         stream_logs: bool = False,
-        raise_on_failure: bool = False,
+        raise_on_failure: bool = True,
         log_sink: Callable[[LogLine], None] | None = None,
         include_children: bool = False,
     ) -> JobStatus:
-        """Block until the job ends (or ``timeout`` elapses); optionally print its logs (and its
-        child jobs' logs, with ``include_children``) as they come."""
+        """Block until the job ends and return its final status; optionally print its logs (and
+        its child jobs' logs, with ``include_children``) as they come.
+
+        As in the original Iris, a job that does not succeed raises :class:`JobFailed` (with its
+        status and the last lines of the failing task's output) unless ``raise_on_failure=False``;
+        a job still running after ``timeout`` seconds raises ``TimeoutError``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if stream_logs:
             sink = log_sink or _print_line
@@ -154,11 +168,25 @@ class Job:
                 c._stub.WaitJob, controller_pb2.WaitJobRequest(job_id=self.job_id, timeout_seconds=wait), c.address, timeout=wait + 30
             )
             status = convert.job_status_from_proto(info)
-            if status.state.is_terminal or (deadline is not None and time.monotonic() >= deadline):
+            if status.state.is_terminal:
                 break
-        if raise_on_failure and status.state.is_terminal and not status.succeeded:
-            raise JobFailed(status)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {status.job_id} is still {status.state.value} after {timeout:g}s")
+        if raise_on_failure and not status.succeeded:
+            raise JobFailed(status, self._failure_output(status))
         return status
+
+    def _failure_output(self, status: JobStatus) -> list[str]:
+        """The last lines the failing task printed in its last attempt (best effort)."""
+        failed = next((t for t in status.tasks if t.state.is_terminal and t.state is not TaskState.SUCCEEDED), None)
+        if failed is None or not failed.attempts:
+            return []
+        attempt = failed.attempts[-1].attempt_id
+        try:
+            lines = [ln.data for ln in self.logs(tail=2000) if ln.task_index == failed.index and ln.attempt_id == attempt]
+        except IrisError:
+            return []
+        return lines[-FAILURE_TAIL_LINES:]
 
 
 def _print_line(line: LogLine) -> None:
