@@ -110,22 +110,28 @@ def test_run_bad_input_gets_one_line_and_nonzero_exit(iris, workspace: Path, arg
     assert "Traceback" not in result.stderr
 
 
-def test_run_ctrl_c_kills_the_job_and_exits_130(iris, workspace: Path) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_run_ctrl_c_or_sigterm_kills_the_job_cleans_up_and_exits_128_plus_signal(
+    iris, workspace: Path, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
     pid_file = workspace / "task.pid"
+    temp = tmp_path / "tmp"  # the local cluster's temporary state goes here: it must be gone after
+    temp.mkdir()
     proc = subprocess.Popen(
         [IRIS, "run", "--provider", "local", "--", "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"],
         cwd=workspace,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
     )
     try:
         assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=20)
         task_pid = int(pid_file.read_text())
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
-        assert proc.returncode == 130, stderr
-        assert "killing job" in stderr
+        assert proc.returncode == code, stderr
+        assert f"{sig.name}: killing job" in stderr and "Traceback" not in stderr
 
         def gone() -> bool:
             try:
@@ -135,6 +141,7 @@ def test_run_ctrl_c_kills_the_job_and_exits_130(iris, workspace: Path) -> None:
             return False
 
         assert wait_until(gone, timeout=10)
+        assert [p.name for p in temp.iterdir() if p.name.startswith("iris-local-")] == []
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -230,15 +230,17 @@ def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool, incl
         return 0
 
     interrupted = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        if interrupted.is_set():
-            raise KeyboardInterrupt
+    def on_signal(signum: int, frame: Any) -> None:
+        # Ctrl-C and SIGTERM alike: kill the attached job, clean up, exit 128 + the signal
+        received.append(signum)
         interrupted.set()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_sigint)
+    for sig in previous:
+        signal.signal(sig, on_signal)
     started = time.monotonic()
     progress = _Progress(job)
     try:
@@ -258,15 +260,17 @@ def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool, incl
 
         status = job.wait(stream_logs=True, log_sink=sink, include_children=include_children, raise_on_failure=False)
     except KeyboardInterrupt:
-        _status(f"interrupted: killing job {job.job_id}")
+        signum = received[0] if received else signal.SIGINT
+        _status(f"{signal.Signals(signum).name}: killing job {job.job_id}")
         try:
             job.kill()
         except Exception as exc:  # the controller may already be gone
             _status(f"could not kill {job.job_id}: {exc}")
-        return 130
+        return 128 + signum
     finally:
         progress.stop()
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     elapsed = time.monotonic() - started
     if status.state is JobState.SUCCEEDED:
         _status(f"job {job.job_id} SUCCEEDED in {elapsed:.2f}s")
