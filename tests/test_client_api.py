@@ -189,3 +189,29 @@ def test_parent_whose_child_fails_fails_too(client: IrisClient) -> None:
     assert status.state is JobState.FAILED, status
     text = "\n".join(line.data for line in job.logs())
     assert "JobFailed" in text and "/kid FAILED" in text and "parent done" not in text
+
+
+def test_following_a_killed_job_delivers_what_it_printed_while_stopping(client: IrisClient, tmp_path: Path) -> None:
+    import threading
+
+    from iris.testing import wait_until
+
+    marker = tmp_path / "ticking"
+    code = (
+        "import pathlib, signal, sys, time\n"
+        "def stop(*_):\n"
+        "    print('got TERM, saving', flush=True); time.sleep(0.3); print('saved', flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "for i in range(600):\n"
+        "    print(f'tick {i}', flush=True); time.sleep(0.05)\n"
+    )
+    job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    seen: list[str] = []
+    follower = threading.Thread(target=lambda: seen.extend(ln.data for ln in job.logs(follow=True)), daemon=True)
+    follower.start()
+    assert wait_until(marker.exists, timeout=30) and wait_until(lambda: len(seen) >= 3, timeout=30)
+    job.kill()
+    follower.join(timeout=30)
+    assert not follower.is_alive()
+    assert seen[-2:] == ["got TERM, saving", "saved"], seen[-5:]

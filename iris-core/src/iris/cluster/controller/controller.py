@@ -27,7 +27,7 @@ from iris.cluster.controller.jobs import AlreadyExists, InvalidRequest, Jobs
 from iris.cluster.controller.logs import MAX_LOG_LINES_PER_READ, BadCursor, Logs, decode_cursor, encode_cursor
 from iris.cluster.controller.scheduler import CapacityOracle, Scheduler
 from iris.cluster.controller.snapshots import JobView, WorkerView, job_view, worker_view
-from iris.cluster.controller.state import ClusterState, Endpoint, JobSpec, LogLine, worker_key
+from iris.cluster.controller.state import ClusterState, Endpoint, Job, JobSpec, LogLine, worker_key
 from iris.cluster.controller.store import Store
 from iris.cluster.controller.workers import (
     AttemptAck,
@@ -44,6 +44,9 @@ from iris.cluster.types import JobState, TaskState
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[frozenset[str]], None]
+
+#: how long log readers wait, after a job ended, for the last lines of its stopped tasks
+FINAL_LINES_GRACE = 10.0
 
 __all__ = [
     "AlreadyExists",
@@ -263,8 +266,24 @@ class Controller:
             jobs = [root, *self._jobs.descendants(root)] if include_children else [root]
             if not cursor and tail > 0:
                 self._logs.apply_tail(jobs, positions, tail)
-            lines, finished = self._logs.read(jobs, positions, max_lines, since)
+            lines, finished = self._logs.read(jobs, positions, max_lines, since, self._final_lines_in)
             return lines, encode_cursor(positions), finished, frozenset(j.job_id for j in jobs)
+
+    def _final_lines_in(self, job: Job) -> bool:
+        """An ended job whose stopped tasks' workers have sent their last lines (what a task
+        prints as it is killed comes after the job is KILLED), or gave up on them: the worker is
+        lost, or ``FINAL_LINES_GRACE`` seconds passed since the job ended."""
+        if self._clock() - job.finished_at > FINAL_LINES_GRACE:
+            return True
+        workers = self._state.workers
+        for task in job.tasks:
+            attempt = task.current
+            if attempt is None or attempt.done or not attempt.observed:
+                continue
+            worker = workers.get(attempt.worker_id)
+            if worker is not None and not worker.lost:
+                return False
+        return True
 
     def get_logs(
         self,

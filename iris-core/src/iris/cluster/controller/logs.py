@@ -86,10 +86,11 @@ class Logs:
 
     @staticmethod
     def read(
-        jobs: list[Job], positions: dict[str, int], max_lines: int, since: float
+        jobs: list[Job], positions: dict[str, int], max_lines: int, since: float, settled: Callable[[Job], bool]
     ) -> tuple[list[tuple[str, LogLine]], bool]:
         """Lines after ``positions`` in time order (advancing them), and whether every job read
-        is over with all its lines returned."""
+        is over, its last lines in (``settled``: a killed task's worker has sent what the task
+        printed as it stopped), and all its lines returned."""
         limit = min(max_lines or MAX_LOG_LINES_PER_READ, MAX_LOG_LINES_PER_READ)
         merged: list[tuple[float, int, int, Job, LogLine]] = []
         for order, job in enumerate(jobs):
@@ -104,5 +105,5 @@ class Logs:
             positions[job.job_id] = index + 1
             if line.timestamp >= since:
                 out.append((job.job_id, line))
-        finished = all(j.state.is_terminal and positions.get(j.job_id, 0) >= len(j.logs) for j in jobs)
+        finished = all(j.state.is_terminal and positions.get(j.job_id, 0) >= len(j.logs) and settled(j) for j in jobs)
         return out, finished
