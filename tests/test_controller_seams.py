@@ -91,3 +91,27 @@ def test_cpu_only_tasks_keep_off_the_accelerator_host() -> None:
         workers = {w.worker_id: dict(w.attributes) for w in client.list_workers()}
         used = {a.worker_id for t in status.tasks for a in t.attempts}
         assert used and all(workers[w].get("device", "cpu") == "cpu" for w in used), (used, workers)
+
+
+def test_second_controller_on_a_state_directory_refuses_naming_the_running_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from iris.testing.processes import ControllerProcess
+
+    first = ControllerProcess(tmp_path, workers=1)
+    url = first.start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--state-dir", str(first.state_dir), "--port", "0"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().count("\n") == 0 and "Traceback" not in second.stderr
+        assert f"state directory {first.state_dir} is in use by the controller pid {first.proc.pid} at {url}" in second.stderr
+        assert (first.state_dir / "controller.url").read_text().strip() == url  # the running one's URL stands
+        with IrisClient.remote(url) as client:
+            assert client.list_jobs() == []  # and it still serves
+    finally:
+        first.stop()
+        first.delete_slices()

@@ -11,7 +11,9 @@ gets one group of one slice the size of this machine.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -26,7 +28,7 @@ import attrs
 from iris.cluster.autoscaler import Autoscaler
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
-from iris.cluster.controller.store import Store
+from iris.cluster.controller.store import Store, check_database
 from iris.cluster.scale_groups import group_attributes as group_attributes, group_vm_count as group_vm_count  # they lived here
 from iris.cluster.scale_groups import slice_request_for
 from iris.cluster.worker.worker import start_in_process
@@ -68,6 +70,7 @@ class ClusterManager:
         self._server: Any = None
         self._vm_manager: Any = None
         self._temp_dir: str | None = None
+        self._lock_file: Any = None  # holds the state directory's lock while this controller runs
 
     @property
     def config(self) -> ClusterConfig:
@@ -102,6 +105,9 @@ class ClusterManager:
         config = self._config
         state_dir = self._state_dir()
         db_path = state_dir / "controller.db"
+        if not self._fresh:
+            check_database(db_path)  # a corrupt or too-new database is refused before anything is written
+        self._lock_state_dir(state_dir)
         if self._fresh and db_path.exists():
             aside = db_path.with_name(f"controller.db.{int(time.time())}.old")
             for suffix in ("", "-wal", "-shm"):
@@ -115,6 +121,7 @@ class ClusterManager:
         controller = Controller(store=self._store, worker_timeout=config.controller.worker_timeout_seconds)
         self._server = ControllerServer(controller, bundles, host=config.controller.host, port=config.controller.port)
         address = self._server.start()
+        self._record_owner(address)
         options = {"runtime": config.worker.runtime or provider.default_runtime, **attrs.asdict(config.provider)}
         context = ProviderContext(
             controller_address=address,
@@ -127,6 +134,31 @@ class ClusterManager:
         self._vm_manager = provider.factory(context)
         self._start_autoscaler()
         return address
+
+    def _lock_state_dir(self, state_dir: Path) -> None:
+        """One controller per state directory: hold an exclusive lock on ``controller.lock`` for
+        as long as this controller runs (the kernel drops it when the process dies, however)."""
+        lock = open(state_dir / "controller.lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            lock.close()
+            raise IrisError(
+                f"state directory {state_dir} is in use by the controller {owner}; stop that one first "
+                "(iris cluster --config C stop), or give this one another state directory"
+            ) from None
+        self._lock_file = lock
+        self._record_owner("")
+
+    def _record_owner(self, address: str) -> None:
+        lock = self._lock_file
+        if lock is not None:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"pid {os.getpid()}" + (f" at {address}" if address else ""))
+            lock.flush()
 
     def _state_dir(self) -> Path:
         if self._config.controller.state_dir:
@@ -265,6 +297,9 @@ class ClusterManager:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -47,7 +48,10 @@ def run_forever(config: Any, *, fresh: bool = False) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     url = manager.start()
-    (state_dir / "controller.url").write_text(url + "\n")
+    url_file = state_dir / "controller.url"  # written whole or not at all: readers never see it half-written
+    tmp = url_file.with_name(f"controller.url.{os.getpid()}.tmp")
+    tmp.write_text(url + "\n")
+    os.replace(tmp, url_file)
     print(f"iris controller serving at {url} (state in {state_dir})", flush=True)
     stop.wait()
     print("iris controller stopping; slices keep running", flush=True)
