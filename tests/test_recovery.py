@@ -198,3 +198,37 @@ def test_controller_fresh_moves_saved_state_aside(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_following_logs_survives_a_controller_restart_and_resumes_from_its_cursor(tmp_path: Path) -> None:
+    """A reader following a job's log while its controller is SIGKILLed and restarted keeps
+    going and gets every line once, in order."""
+    import threading
+
+    controller = ControllerProcess(tmp_path, workers=1)
+    url = controller.start()
+    try:
+        with IrisClient.remote(url) as client:
+            code = "import time\nfor i in range(60):\n    print(f'tick {i}', flush=True); time.sleep(0.1)\n"
+            job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=SMALL)
+            seen: list[str] = []
+            failure: list[BaseException] = []
+
+            def follow() -> None:
+                try:
+                    seen.extend(line.data for line in job.logs(follow=True))
+                except BaseException as exc:  # noqa: BLE001  (the assertion below reports it)
+                    failure.append(exc)
+
+            reader = threading.Thread(target=follow, daemon=True)
+            reader.start()
+            assert wait_until(lambda: len(seen) >= 5, timeout=30)
+            controller.kill()
+            controller.start()
+            reader.join(timeout=90)
+            assert not reader.is_alive() and not failure, failure
+            assert seen == [f"tick {i}" for i in range(60)]
+            assert job.wait(timeout=30).state is JobState.SUCCEEDED
+    finally:
+        controller.stop()
+        controller.delete_slices()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -36,10 +37,36 @@ __all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogL
 CONTROLLER_ENV = "IRIS_CONTROLLER_ADDRESS"
 JOB_ENV = "IRIS_JOB_ID"
 _WAIT_SLICE = 10.0
+logger = logging.getLogger(__name__)
 
 
 class ControllerUnavailable(IrisError):
     pass
+
+
+# How long waiting for a job or following its logs keeps retrying a controller that does not
+# answer (restarting, or a network blip) before giving up; the cursor makes the retry exact.
+RECONNECT_SECONDS = 120.0
+_RETRY_FIRST, _RETRY_MAX = 0.1, 2.0
+
+
+def _call_retrying(method: Callable[..., Any], request: Any, address: str, timeout: float | None) -> Any:
+    """:func:`_call` for the long-lived loops: a controller that cannot be reached is retried
+    (backing off to every 2 s) for up to ``RECONNECT_SECONDS`` before the error is raised."""
+    give_up = time.monotonic() + RECONNECT_SECONDS
+    delay = _RETRY_FIRST
+    warned = False
+    while True:
+        try:
+            return _call(method, request, address, timeout)
+        except ControllerUnavailable as exc:
+            if time.monotonic() + delay > give_up:
+                raise
+            if not warned:
+                logger.warning("%s; retrying for up to %.0fs", exc, RECONNECT_SECONDS)
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
 
 
 def _call(method: Callable[..., Any], request: Any, address: str, timeout: float | None = 60.0) -> Any:
@@ -108,7 +135,7 @@ class Job:
         """
         c = self._client
         while True:
-            response = _call(
+            response = _call_retrying(
                 c._stub.GetLogs,
                 controller_pb2.GetLogsRequest(
                     job_id=self.job_id,
@@ -164,8 +191,8 @@ class Job:
         c = self._client
         while True:
             wait = _WAIT_SLICE if deadline is None else max(0.0, min(_WAIT_SLICE, deadline - time.monotonic()))
-            info = _call(
-                c._stub.WaitJob, controller_pb2.WaitJobRequest(job_id=self.job_id, timeout_seconds=wait), c.address, timeout=wait + 30
+            info = _call_retrying(
+                c._stub.WaitJob, controller_pb2.WaitJobRequest(job_id=self.job_id, timeout_seconds=wait), c.address, wait + 30
             )
             status = convert.job_status_from_proto(info)
             if status.state.is_terminal:
