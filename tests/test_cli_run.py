@@ -182,3 +182,11 @@ def test_run_streams_child_job_output_into_the_parent_stream(iris, workspace: Pa
     assert result.stdout.splitlines() == ["parent up", "[kid/0] hello from the child", "child SUCCEEDED"]
     quiet = iris("run", "--provider", "local", "--no-include-children-logs", "--", "python", "parent.py", cwd=workspace)
     assert quiet.stdout.splitlines() == ["parent up", "child SUCCEEDED"]
+
+
+def test_run_marks_where_a_retried_attempt_starts_on_stderr(iris, workspace: Path) -> None:
+    script = 'echo "attempt $IRIS_ATTEMPT_ID line 1"; echo "attempt $IRIS_ATTEMPT_ID line 2"; [ "$IRIS_ATTEMPT_ID" = 1 ]'
+    result = iris("run", "--provider", "local", "--max-retries", "1", "--", "sh", "-c", script, cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["attempt 0 line 1", "attempt 0 line 2", "attempt 1 line 1", "attempt 1 line 2"]
+    assert "iris: attempt 1 (after attempt 0)" in result.stderr.splitlines()

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from iris_cli.attempts import AttemptMarks
 from iris_cli.options import cluster_options, resolve
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
@@ -351,6 +352,7 @@ def logs_command(
         server_since = (since or 0.0) if follow else 0.0
         lines = job.logs(follow=follow, include_children=include_children, since=server_since, tail=tail or 0)
         out = sys.stdout
+        marks = AttemptMarks()
         try:
             for line in lines:
                 if since is not None and line.timestamp < since:
@@ -361,6 +363,10 @@ def logs_command(
                     prefix = f"[{line.task_index}] "
                 else:
                     prefix = ""
+                mark = marks.mark(line, prefix)
+                if mark:
+                    out.flush()
+                    click.echo(mark, err=True)
                 out.write(f"{prefix}{line.data}\n")
                 if follow:
                     out.flush()

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from iris_cli.attempts import AttemptMarks
 from iris_cli.options import cluster_options, resolve
 
 _ENV_FLAGS = ("-e", "--env_vars", "--env-vars")
@@ -247,15 +248,20 @@ def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool, incl
         progress.start()
         prefix = replicas > 1
 
+        marks = AttemptMarks()
+
         def sink(line: Any) -> None:
             progress.saw_output()
             if line.job_id != job.job_id:  # a child job's line: name the child and its task
-                text = f"[{line.job_id.removeprefix(job.job_id + '/')}/{line.task_index}] {line.data}"
+                label = f"[{line.job_id.removeprefix(job.job_id + '/')}/{line.task_index}] "
             elif prefix:
-                text = f"[{line.task_index}] {line.data}"
+                label = f"[{line.task_index}] "
             else:
-                text = line.data
-            sys.stdout.write(text + "\n")
+                label = ""
+            mark = marks.mark(line, label)
+            if mark:
+                click.echo(mark, err=True)
+            sys.stdout.write(label + line.data + "\n")
             sys.stdout.flush()
 
         status = job.wait(stream_logs=True, log_sink=sink, include_children=include_children, raise_on_failure=False)
