@@ -334,3 +334,23 @@ def test_status_counts_a_lost_worker_as_lost_not_live(tmp_path: Path) -> None:
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_job_commands_with_a_config_find_the_cluster_it_started(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"  # port 0, as every example config: the address is found, not fixed
+    config.write_text("name: findme\nscale_groups:\n  g: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n")
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        with IrisClient.remote(started.stdout.strip()) as client:
+            job = client.submit(entrypoint=Entrypoint.from_command("echo", "found"), resources=SMALL)
+            job.wait(timeout=60)
+        for args in (["--config", str(config), "job", "list"], ["job", "logs", job.job_id, "--config", str(config)]):
+            result = iris_cmd(*args, home=home, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            assert (job.job_id if "list" in args else "found") in result.stdout
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr

@@ -53,7 +53,8 @@ def job_group(ctx: click.Context, config: str | None, provider: str | None, cont
 
 
 def _controller_url(ctx: click.Context, config: str | None, controller_url: str | None) -> str:
-    """The controller to talk to: the flag, else the task environment, else the config's fixed address."""
+    """The controller to talk to: the flag, else the task environment, else the cluster the config
+    started (``iris cluster --config C start [--local]``), else the config's fixed address."""
     from iris.client.client import CONTROLLER_ENV
 
     url = resolve(ctx, "controller_url", controller_url) or os.environ.get(CONTROLLER_ENV, "")
@@ -61,13 +62,21 @@ def _controller_url(ctx: click.Context, config: str | None, controller_url: str 
         return url
     path = resolve(ctx, "config", config)
     if path:
+        from iris.cluster.lifecycle import running_controller
+        from iris.cluster.manager import make_local_config
         from iris.config import load_config
 
-        controller = load_config(path).controller
+        loaded = load_config(path)
+        # the cluster `iris cluster --config C start [--local]` started, as `iris --config C run` finds it
+        for candidate in (loaded, make_local_config(loaded, process_workers=True)):
+            info = running_controller(candidate)
+            if info is not None:
+                return info.url
+        controller = loaded.controller
         if not controller.port:
             raise click.UsageError(
-                f"{path}: controller.port is 0 (any free port), so the controller has no fixed address; "
-                "set controller.host and controller.port, or pass --controller-url URL"
+                f"{path}: no controller of this cluster is running (start one with iris cluster --config {path} start), "
+                "and controller.port is 0, so there is no fixed address to try; or pass --controller-url URL"
             )
         return f"http://{controller.host}:{controller.port}"
     raise click.UsageError(
