@@ -433,6 +433,8 @@ class Worker:
             for attempt in [*ended, *polled]:
                 if self._stop.is_set():
                     return
+                if attempt.state is not TaskState.RUNNING:  # recorded already (its descriptor is let go next round)
+                    continue
                 status = self._watch(attempt)
                 if status is not None and not status.running:
                     attempt.report_at = 0.0  # its end is the report
