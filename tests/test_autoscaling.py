@@ -354,3 +354,26 @@ def test_job_commands_with_a_config_find_the_cluster_it_started(tmp_path: Path) 
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_two_configs_with_one_name_never_share_or_stop_each_others_controller(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"  # neither sets name: both are "iris"
+    first.write_text("scale_groups:\n  a: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n")
+    second.write_text("scale_groups:\n  b: {min_slices: 0, max_slices: 2, cpu: 1, memory: 1GB}\n")
+    try:
+        started = iris_cmd("cluster", "--config", str(first), "start", "--local", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        pid = int((home / ".iris" / "iris-local" / "controller.pid").read_text())
+        for args in (["cluster", "--config", str(second), "start", "--local"], ["cluster", "--config", str(second), "stop", "--local"],
+                     ["--config", str(second), "run", "--", "true"], ["--config", str(second), "job", "list"]):
+            result = iris_cmd(*args, home=home, cwd=tmp_path)
+            assert result.returncode != 0, (args, result.stdout)
+            assert "belongs to another config named 'iris'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert pid_alive(pid)  # the first config's controller was neither reused nor stopped
+        again = iris_cmd("cluster", "--config", str(first), "start", "--local", home=home, cwd=tmp_path)
+        assert again.returncode == 0 and again.stdout.strip() == started.stdout.strip(), again.stderr
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(first), "stop", "--local", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr

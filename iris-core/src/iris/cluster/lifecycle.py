@@ -42,8 +42,20 @@ class ControllerProcessInfo:
     state_dir: Path
 
 
+def _identity(config_dict: dict) -> dict:
+    """What makes two configs the same cluster: everything but where its state and port went."""
+    controller = {k: v for k, v in config_dict.get("controller", {}).items() if k not in ("port", "state_dir")}
+    return {**config_dict, "controller": controller}
+
+
 def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
-    """The controller process started for this config, if it is alive."""
+    """The controller process started for this config, if it is alive.
+
+    Raises IrisError if the controller running in this config's state directory was started
+    from a different config (two configs with the same ``name``): it is not this cluster, and
+    nothing should run on it or stop it by accident."""
+    import yaml
+
     state_dir = state_dir_for(config)
     try:
         pid = int((state_dir / "controller.pid").read_text())
@@ -52,6 +64,16 @@ def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
         return None
     if not pid_alive(pid):
         return None
+    try:
+        started_from = yaml.safe_load((state_dir / "cluster.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        started_from = None
+    if isinstance(started_from, dict) and _identity(started_from) != _identity(config_to_dict(config)):
+        raise IrisError(
+            f"the controller running in {state_dir} (pid {pid}, {url}) belongs to another config named "
+            f"{config.name!r} (its config: {state_dir / 'cluster.yaml'}); give this config its own name: "
+            "(or stop that cluster with its own config)"
+        )
     return ControllerProcessInfo(pid, url, state_dir)
 
 
