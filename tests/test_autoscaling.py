@@ -351,6 +351,13 @@ def test_job_commands_with_a_config_find_the_cluster_it_started(tmp_path: Path) 
             result = iris_cmd(*args, home=home, cwd=tmp_path)
             assert result.returncode == 0, result.stderr
             assert (job.job_id if "list" in args else "found") in result.stdout
+        # --local wherever a cluster command takes the config, in any position
+        for args in (["cluster", "--config", str(config), "slice", "list", "--local"],
+                     ["cluster", "--config", str(config), "slice", "--local", "list"],
+                     ["cluster", "--local", "--config", str(config), "slice", "list"]):
+            result = iris_cmd(*args, home=home, cwd=tmp_path)
+            assert result.returncode == 0, (args, result.stderr)
+            assert "iris-g-0" in result.stdout, (args, result.stdout)
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr

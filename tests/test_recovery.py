@@ -16,7 +16,7 @@ import pytest
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState
 from iris.testing import wait_until
-from iris.testing.processes import ControllerProcess, kill_strays
+from iris.testing.processes import ControllerProcess, free_port, kill_strays
 
 JOBS = 200
 SMALL = ResourceSpec(cpu=0.1, memory="16MB")
@@ -232,3 +232,35 @@ def test_following_logs_survives_a_controller_restart_and_resumes_from_its_curso
     finally:
         controller.stop()
         controller.delete_slices()
+
+
+def test_served_controller_on_a_plain_local_config_keeps_running_work_across_a_restart(tmp_path: Path) -> None:
+    """`serve` with a local config that says nothing about worker_mode: its workers are processes
+    of their own, so a job survives a controller restart and is adopted, not re-run."""
+    state = tmp_path / "state"
+    marker = tmp_path / "runs"
+    port = free_port()
+    argv = [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--state-dir", str(state), "--port", str(port)]
+
+    def serve() -> subprocess.Popen:
+        (state / "controller.url").unlink(missing_ok=True)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        assert wait_until(lambda: (state / "controller.url").exists(), timeout=60)
+        return proc
+
+    proc = serve()
+    url = (state / "controller.url").read_text().strip()
+    try:
+        with IrisClient.remote(url) as client:
+            code = f"import time\nopen({str(marker)!r}, 'a').write('run\\n')\ntime.sleep(4)\nprint('done')\n"
+            job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=SMALL)
+            assert wait_until(marker.exists, timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            proc = serve()
+            assert job.wait(timeout=60).state is JobState.SUCCEEDED
+            assert marker.read_text() == "run\n"  # adopted, not run again
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        kill_strays(str(tmp_path))  # the slices it left running (workers and tasks mention this directory)

@@ -32,6 +32,21 @@ def _config(ctx: click.Context, local: bool = False) -> Any:
     return make_local_config(config, process_workers=True) if local else config
 
 
+def _set_local(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        root.obj["cluster_local"] = True
+    return value
+
+
+# `--local` is accepted on every command that takes the cluster's config, in any position
+local_option = click.option(
+    "--local", "_local", is_flag=True, expose_value=False, callback=_set_local,
+    help="The cluster was started with --local (provider local on this machine).",
+)
+
+
 @click.group("cluster", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", metavar="PATH", default=None, help="Cluster config YAML.")
 @click.option("--local", "local", is_flag=True, help="Run this config's cluster on this machine (provider local).")
@@ -42,7 +57,7 @@ def cluster_group(ctx: click.Context, config: str | None, local: bool) -> None:
     root.ensure_object(dict)
     if config:
         root.obj["config"] = config
-    root.obj["cluster_local"] = local
+    root.obj["cluster_local"] = root.obj.get("cluster_local", False) or local
 
 
 @cluster_group.command("start")
@@ -171,11 +186,13 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
 
 
 @cluster_group.group("slice")
+@local_option
 def slice_group() -> None:
     """List, create and terminate slices."""
 
 
 @slice_group.command("list")
+@local_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def slice_list(ctx: click.Context, as_json: bool) -> None:
@@ -200,6 +217,7 @@ def _controller_client(ctx: click.Context) -> Any:
 
 
 @slice_group.command("create")
+@local_option
 @click.option("--scale-group", required=True, metavar="NAME", help="The scale group to add a slice to.")
 @click.pass_context
 def slice_create(ctx: click.Context, scale_group: str) -> None:
@@ -212,6 +230,7 @@ def slice_create(ctx: click.Context, scale_group: str) -> None:
 
 
 @slice_group.command("terminate")
+@local_option
 @click.argument("slice_ids", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Terminate every slice of the cluster.")
 @click.pass_context
