@@ -12,7 +12,9 @@ import pytest
 
 IRIS = str(Path(sys.executable).parent / "iris")
 
+from iris.procfs import pid_start_time
 from iris.testing import wait_until
+from iris.testing.processes import kill_strays
 
 
 def test_run_local_exit_code_and_output_reach_caller(iris, workspace: Path) -> None:
@@ -190,3 +192,34 @@ def test_run_marks_where_a_retried_attempt_starts_on_stderr(iris, workspace: Pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["attempt 0 line 1", "attempt 0 line 2", "attempt 1 line 1", "attempt 1 line 2"]
     assert "iris: attempt 1 (after attempt 0)" in result.stderr.splitlines()
+
+
+def test_run_after_a_sigkilled_run_stops_what_it_left_and_removes_its_directory(iris, workspace: Path, tmp_path: Path) -> None:
+    pid_file = workspace / "task.pid"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    proc = subprocess.Popen(
+        [IRIS, "run", "--provider", "local", "--", "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"],
+        cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    task_pid, task_start = None, None
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=20)
+        task_pid = int(pid_file.read_text())
+        task_start = pid_start_time(task_pid)
+        proc.kill()  # SIGKILL: nothing of iris gets to clean up
+        proc.wait(timeout=10)
+        assert pid_start_time(task_pid) == task_start  # the task lives on, orphaned
+        assert [p.name for p in temp.iterdir() if p.name.startswith("iris-local-")]
+
+        result = iris("run", "--provider", "local", "--", "true", cwd=workspace, env={"TMPDIR": str(temp)})
+        assert result.returncode == 0, result.stderr
+        assert wait_until(lambda: pid_start_time(task_pid) != task_start, timeout=10)  # reaped
+        assert [p.name for p in temp.iterdir() if p.name.startswith("iris-local-")] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_strays(str(workspace))  # the task's wrapper, if the test failed before the reaping
+        if task_pid is not None and task_start is not None and pid_start_time(task_pid) == task_start:
+            os.kill(task_pid, signal.SIGKILL)  # the task itself (its command line no longer names the workspace)

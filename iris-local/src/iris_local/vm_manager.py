@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,7 +43,7 @@ import cattrs
 
 from iris.errors import ConfigError, PluginError
 from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState, VmInfo
-from iris.plugin.records import ProviderContext
+from iris.plugin.records import OWNER_FILE, TEMP_STATE_PREFIX, ProviderContext
 from iris.plugin.worker_host import LABEL_WORKER, InProcessWorker, WorkerLaunch, is_ready, ready_marker
 from iris.procfs import pid_start_time
 
@@ -159,10 +160,40 @@ class LocalVmManager:
         self._state_dir = Path(context.state_dir)
         self._records_dir = self._state_dir / "slices"
         self._children: dict[int, subprocess.Popen] = {}  # worker processes this manager started
+        if self._mode == "thread" and self._state_dir.name.startswith(TEMP_STATE_PREFIX):
+            self._reap_dead_siblings()
 
     @property
     def worker_mode(self) -> str:
         return self._mode
+
+    def _reap_dead_siblings(self) -> None:
+        """An in-process local cluster whose process died (SIGKILL, a crash) leaves its tasks
+        running and its temporary directory behind: stop those tasks and remove the directory.
+        Only directories whose owner process is gone are touched."""
+        for directory in self._state_dir.parent.glob(f"{TEMP_STATE_PREFIX}*"):
+            if directory == self._state_dir:
+                continue
+            try:
+                owner = json.loads((directory / OWNER_FILE).read_text())
+                pid, start_time = int(owner["pid"]), owner["start_time"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not ours, or still being set up
+            if pid_start_time(pid) == start_time:
+                continue  # its owner is alive
+            runtime_root = directory / "runtime"
+            if runtime_root.exists():
+                try:
+                    runtime = self._context.registry.container_runtime(self._runtime_name).factory(runtime_root)
+                    for handle in runtime.list_containers({}):
+                        handle.kill(grace_seconds=1.0)
+                        handle.remove()
+                    runtime.close()
+                except Exception:  # noqa: BLE001  (never fail a new cluster over an old one's leftovers)
+                    logger.warning("could not stop what the dead local cluster in %s left running", directory, exc_info=True)
+                    continue
+            logger.info("removed %s, left by local cluster process %d that is gone", directory, pid)
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _get_runtime(self):  # type: ignore[no-untyped-def]
         if self._runtime is None:

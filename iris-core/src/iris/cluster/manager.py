@@ -12,6 +12,7 @@ gets one group of one slice the size of this machine.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -34,8 +35,9 @@ from iris.cluster.scale_groups import slice_request_for
 from iris.cluster.worker.worker import start_in_process
 from iris.config import ClusterConfig, ScaleGroupConfig
 from iris.errors import IrisError
-from iris.plugin.records import ProviderContext
+from iris.plugin.records import OWNER_FILE, TEMP_STATE_PREFIX, ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
+from iris.procfs import pid_start_time
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +166,10 @@ class ClusterManager:
         if self._config.controller.state_dir:
             path = Path(self._config.controller.state_dir).expanduser()
         elif self.is_local:
-            self._temp_dir = tempfile.mkdtemp(prefix="iris-local-")
+            self._temp_dir = tempfile.mkdtemp(prefix=TEMP_STATE_PREFIX)
             path = Path(self._temp_dir)
+            # who owns it: a later local cluster removes it (and stops what it ran) once this process is gone
+            (path / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start_time": pid_start_time(os.getpid())}))
         else:
             path = Path.home() / ".iris" / self._config.name
         path.mkdir(parents=True, exist_ok=True)

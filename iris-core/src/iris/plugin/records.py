@@ -30,6 +30,13 @@ class ProviderContext:
     start_worker: Any = None
 
 
+#: An in-process local cluster keeps its state in a temporary directory named with this prefix,
+#: holding ``OWNER_FILE`` (JSON: the owning process's ``pid`` and ``start_time``), so that a later
+#: local cluster can stop what a dead one left running and remove its directory.
+TEMP_STATE_PREFIX = "iris-local-"
+OWNER_FILE = "owner.json"
+
+
 @attrs.frozen
 class VmManagerPlugin:
     """A provider: ``factory(ProviderContext) -> VmManager``.
