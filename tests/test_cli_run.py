@@ -223,3 +223,10 @@ def test_run_after_a_sigkilled_run_stops_what_it_left_and_removes_its_directory(
         kill_strays(str(workspace))  # the task's wrapper, if the test failed before the reaping
         if task_pid is not None and task_start is not None and pid_start_time(task_pid) == task_start:
             os.kill(task_pid, signal.SIGKILL)  # the task itself (its command line no longer names the workspace)
+
+
+def test_run_unreachable_controller_is_one_line_exit_1_as_for_job_commands(iris, workspace: Path) -> None:
+    result = iris("run", "--controller-url", "http://127.0.0.1:1", "--", "true", cwd=workspace)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().startswith("iris: error: cannot reach the controller at http://127.0.0.1:1")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

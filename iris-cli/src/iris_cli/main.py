@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(exc, IrisError):
             raise
         click.echo(f"iris: error: {exc}", err=True)
-        code = 2
+        from iris.client.client import ControllerUnavailable
+
+        # one table for every command (docs/cli.md): an unreachable controller is 1, bad input 2
+        code = 1 if isinstance(exc, ControllerUnavailable) else 2
     sys.exit(code or 0)
 
 
