@@ -230,3 +230,31 @@ def test_run_unreachable_controller_is_one_line_exit_1_as_for_job_commands(iris,
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().startswith("iris: error: cannot reach the controller at http://127.0.0.1:1")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_run_bundle_limit_comes_from_the_flag_or_the_config(iris, workspace: Path) -> None:
+    (workspace / "data.bin").write_bytes(os.urandom(300_000))  # incompressible: the bundle stays large
+    (workspace / "small.yaml").write_text("bundle: {max_size: 100KB}\n")
+    (workspace / "roomy.yaml").write_text("bundle: {max_size: 10MB}\n")
+    flag = iris("run", "--provider", "local", "--max-bundle-size", "100KB", "--", "true", cwd=workspace)
+    assert flag.returncode == 2 and "over the bundle limit of 100.0KB; largest: data.bin" in flag.stderr, flag.stderr
+    config = iris("run", "--config", "small.yaml", "--", "true", cwd=workspace)
+    assert config.returncode == 2 and "over the bundle limit of 100.0KB" in config.stderr, config.stderr
+    roomy = iris("run", "--config", "roomy.yaml", "--", "true", cwd=workspace)
+    assert roomy.returncode == 0, roomy.stderr
+    assert iris("run", "--provider", "local", "--max-bundle-size", "lots", "--", "true", cwd=workspace).returncode == 2
+
+
+def test_bundle_progress_is_reported_while_a_slow_bundle_is_made(tmp_path: Path) -> None:
+    from iris.bundle import create_bundle
+
+    for i in range(50):
+        (tmp_path / f"f{i}.txt").write_text("x" * 1000)
+    heard: list[tuple[int, int, int]] = []
+    bundle = create_bundle(tmp_path, progress=lambda *report: heard.append(report), progress_after=0.0, progress_every=0.0)
+    assert bundle.file_count == 50
+    assert heard[0][1] == 50 and heard[-1] == (50, 50, 50_000)
+    assert [done for done, _, _ in heard[:-1]] == sorted(done for done, _, _ in heard[:-1])
+    quiet: list[tuple[int, int, int]] = []
+    create_bundle(tmp_path, progress=lambda *report: quiet.append(report))  # fast: under a second, says nothing
+    assert quiet == []

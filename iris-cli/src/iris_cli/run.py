@@ -66,6 +66,25 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc).removeprefix("--memory: "), ctx=ctx, param=param) from None
 
 
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from iris.cluster.types import parse_memory
+    from iris.errors import ResourceError
+
+    try:
+        return parse_memory(value, field="--max-bundle-size")
+    except ResourceError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--max-bundle-size: "), ctx=ctx, param=param) from None
+
+
+def _bundle_progress(done: int, total: int, done_bytes: int) -> None:
+    """Shown for a workspace that takes more than a second to bundle."""
+    from iris.cluster.types import format_memory
+
+    _status(f"bundling the workspace: {done}/{total} files, {format_memory(done_bytes)}")
+
+
 @click.command(
     "run",
     cls=RunCommand,
@@ -105,6 +124,10 @@ def _memory(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--extra", "extras", multiple=True, metavar="EXTRA", help="Dependency extra for the task environment (repeatable).")
 @click.option("--no-wait", is_flag=True, help="Submit and exit without waiting (needs a cluster that outlives iris).")
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory to bundle (default: the current one).")
+@click.option(
+    "--max-bundle-size", "max_bundle_size", metavar="SIZE", default=None, callback=_size,
+    help="Refuse a workspace bundle larger than this, e.g. 500MB (default: the config's bundle.max_size, else 100MB).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(ctx: click.Context, **opts: Any) -> None:
@@ -162,10 +185,21 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
     verbose = (ctx.find_root().obj or {}).get("verbose", 0)
     _configure_logging(verbose)
 
+    from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES
     from iris.client import IrisClient
 
+    max_bundle = opts["max_bundle_size"]
+    if max_bundle is None and config_path:
+        from iris.config import load_config
+
+        max_bundle = load_config(config_path).bundle.max_bytes
+    bundling = {
+        "workspace": workspace,
+        "max_bundle_bytes": DEFAULT_MAX_BUNDLE_BYTES if max_bundle is None else max_bundle,
+        "bundle_progress": _bundle_progress,
+    }
     if controller_url:
-        client = IrisClient.remote(controller_url, workspace=workspace)
+        client = IrisClient.remote(controller_url, **bundling)
         sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children))
 
     from iris.cluster.manager import ClusterManager
@@ -185,7 +219,7 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
             info = running_controller(candidate)
             if info is not None:
                 _status(f"using the running cluster at {info.url}")
-                client = IrisClient.remote(info.url, workspace=workspace)
+                client = IrisClient.remote(info.url, **bundling)
                 sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children))
     if config.provider.type != "local":
         raise click.UsageError(
@@ -202,7 +236,7 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
     address = manager.start()
     try:
         _status(f"local cluster up at {address} in {time.monotonic() - started:.2f}s")
-        client = IrisClient.remote(address, workspace=workspace)
+        client = IrisClient.remote(address, **bundling)
         code = _submit_and_follow(client, spec, no_wait=False, include_children=follow_children)
     finally:
         manager.stop()

@@ -11,8 +11,10 @@ import hashlib
 import io
 import os
 import subprocess
+import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -91,11 +93,23 @@ def _inside_git(path: Path) -> bool:
     return any((p / ".git").exists() for p in path.parents)
 
 
+# progress(files done, files in all, bytes done), called while a bundle is made
+BundleProgress = Callable[[int, int, int], None]
+
+
 def create_bundle(
-    workspace: Path, *, max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES, excludes: tuple[str, ...] = DEFAULT_EXCLUDES
+    workspace: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+    excludes: tuple[str, ...] = DEFAULT_EXCLUDES,
+    progress: BundleProgress | None = None,
+    progress_after: float = 1.0,
+    progress_every: float = 0.5,
 ) -> Bundle:
     """Zip the workspace deterministically (sorted names, fixed timestamps), so identical
-    content always gives the same id. Refuses, naming the largest files, past ``max_bytes``."""
+    content always gives the same id. Refuses, naming the largest files, past ``max_bytes``.
+    ``progress`` hears how far it is once it has taken ``progress_after`` seconds, then every
+    ``progress_every`` seconds, and once at the end if it heard anything before."""
     workspace = Path(workspace)
     if not workspace.is_dir():
         raise BundleError(f"workspace {workspace} is not a directory")
@@ -113,13 +127,25 @@ def create_bundle(
             f"{format_memory(max_bytes)}; largest: {largest}. Exclude them (.gitignore) or raise the limit"
         )
     buffer = io.BytesIO()
+    started = time.monotonic()
+    next_report = started + progress_after
+    reported = False
+    done_bytes = 0
+    ordered = sorted(sizes, key=lambda s: s[1].as_posix())
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for _, rel in sorted(sizes, key=lambda s: s[1].as_posix()):
+        for done, (size, rel) in enumerate(ordered, 1):
             full = workspace / rel
             info = zipfile.ZipInfo(rel.as_posix(), date_time=_ZIP_DATE)
             info.external_attr = (0o755 if os.access(full, os.X_OK) else 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, full.read_bytes())
+            done_bytes += size
+            if progress is not None and time.monotonic() >= next_report:
+                progress(done, len(ordered), done_bytes)
+                reported = True
+                next_report = time.monotonic() + progress_every
+    if progress is not None and reported:
+        progress(len(ordered), len(ordered), done_bytes)
     data = buffer.getvalue()
     return Bundle(hashlib.sha256(data).hexdigest(), data, len(files))
 

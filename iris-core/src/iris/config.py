@@ -65,6 +65,18 @@ class ControllerConfig:
 
 
 @attrs.define
+class BundleConfig:
+    """The workspace bundle a client uploads: a workspace larger than ``max_size`` is refused,
+    naming its largest files (``iris run --max-bundle-size`` overrides it)."""
+
+    max_size: int | str = "100MB"
+
+    @property
+    def max_bytes(self) -> int:
+        return parse_memory(self.max_size)
+
+
+@attrs.define
 class WorkerConfig:
     """How workers run tasks. ``runtime`` empty = the provider's default runtime."""
 
@@ -117,6 +129,7 @@ class ClusterConfig:
     docker: DockerConfig = attrs.field(factory=DockerConfig)
     controller: ControllerConfig = attrs.field(factory=ControllerConfig)
     worker: WorkerConfig = attrs.field(factory=WorkerConfig)
+    bundle: BundleConfig = attrs.field(factory=BundleConfig)
     autoscaler: AutoscalerConfig = attrs.field(factory=AutoscalerConfig)
     scale_groups: dict[str, ScaleGroupConfig] = attrs.field(factory=dict)
 

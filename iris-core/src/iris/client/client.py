@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import grpc
 
-from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, create_bundle
+from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleProgress, create_bundle
 from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
 from iris.job.records import JobLogLine as LogLine
@@ -252,7 +252,11 @@ class IrisClient:
         workspace: Path | None = None,
         bundle_blob: bytes | None = None,
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+        bundle_progress: BundleProgress | None = None,
     ):
+        """``max_bundle_bytes`` refuses a larger workspace (naming its largest files);
+        ``bundle_progress(files done, files, bytes done)`` hears about a bundle that takes over a
+        second to make."""
         self.address = address if "://" in address else f"http://{address}"
         scheme = self.address.split("://", 1)[0]
         if scheme != "http":
@@ -269,6 +273,7 @@ class IrisClient:
         self._workspace = Path(workspace) if workspace is not None else None
         self._bundle_blob = bundle_blob
         self._max_bundle_bytes = max_bundle_bytes
+        self._bundle_progress = bundle_progress
         self._bundle_id: str | None = None
         self._bundle_lock = threading.Lock()
         self._cluster: Any = None
@@ -276,9 +281,20 @@ class IrisClient:
     # --- constructors -------------------------------------------------------------------
 
     @classmethod
-    def remote(cls, controller_url: str, *, workspace: Path | None = None, bundle_blob: bytes | None = None) -> IrisClient:
+    def remote(
+        cls,
+        controller_url: str,
+        *,
+        workspace: Path | None = None,
+        bundle_blob: bytes | None = None,
+        max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+        bundle_progress: BundleProgress | None = None,
+    ) -> IrisClient:
         """A client for the controller at ``controller_url``, bundling ``workspace`` on first submit."""
-        return cls(controller_url, workspace=workspace, bundle_blob=bundle_blob)
+        return cls(
+            controller_url, workspace=workspace, bundle_blob=bundle_blob, max_bundle_bytes=max_bundle_bytes,
+            bundle_progress=bundle_progress,
+        )
 
     @classmethod
     def from_env(cls, *, workspace: Path | None = None) -> IrisClient:
@@ -327,7 +343,7 @@ class IrisClient:
 
                 bundle_id, data = hashlib.sha256(self._bundle_blob).hexdigest(), self._bundle_blob
             elif self._workspace is not None:
-                bundle = create_bundle(self._workspace, max_bytes=self._max_bundle_bytes)
+                bundle = create_bundle(self._workspace, max_bytes=self._max_bundle_bytes, progress=self._bundle_progress)
                 bundle_id, data = bundle.bundle_id, bundle.data
             else:
                 self._bundle_id = ""
