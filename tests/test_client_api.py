@@ -215,3 +215,49 @@ def test_following_a_killed_job_delivers_what_it_printed_while_stopping(client: 
     follower.join(timeout=30)
     assert not follower.is_alive()
     assert seen[-2:] == ["got TERM, saving", "saved"], seen[-5:]
+
+
+def add(a: int, b: int) -> dict[str, int]:
+    return {"sum": a + b}
+
+
+def own_index() -> int:
+    import os
+
+    return int(os.environ["IRIS_TASK_INDEX"]) * 10
+
+
+class Refusal(Exception):
+    pass
+
+
+def refuse(why: str) -> None:
+    raise Refusal(why)
+
+
+def test_callable_result_comes_back_one_task_and_per_task(client: IrisClient) -> None:
+    job = client.submit(entrypoint=Entrypoint.from_callable(add, 2, b=3), resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    assert job.result(timeout=60) == {"sum": 5}
+    replicas = client.submit(entrypoint=Entrypoint.from_callable(own_index), replicas=3, resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    assert replicas.results(timeout=60) == [0, 10, 20]
+
+
+def test_callable_exception_reraises_its_own_type_with_the_remote_traceback(client: IrisClient) -> None:
+    from iris.client import RemoteTraceback
+
+    job = client.submit(entrypoint=Entrypoint.from_callable(refuse, "not today"), resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    with pytest.raises(Refusal, match="not today") as raised:
+        job.result(timeout=60)
+    cause = raised.value.__cause__
+    assert isinstance(cause, RemoteTraceback) and "in refuse" in str(cause) and "Refusal: not today" in str(cause)
+
+
+def test_command_job_has_no_result_and_says_so(client: IrisClient) -> None:
+    job = client.submit(entrypoint=Entrypoint.from_command("true"), resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    with pytest.raises(IrisError, match="sent no result"):
+        job.result(timeout=60)
+
+
+def test_callable_returning_none_succeeds_with_result_none(client: IrisClient) -> None:
+    job = client.submit(entrypoint=Entrypoint.from_callable(hello), resources=ResourceSpec(cpu=0.1, memory="64MB"))
+    assert job.result(timeout=60) is None

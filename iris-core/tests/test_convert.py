@@ -179,6 +179,7 @@ ROUND_TRIPS = [
         tuple(f"capacity.{name}" for name in _CPU_AND_MEMORY_ONLY),
     ),
     (worker_pb2.ObservedAttempt, convert.observed_attempt_from_proto, convert.observed_attempt_to_proto, ()),
+    (controller_pb2.GetResultsResponse, convert.task_results_from_proto, convert.task_results_to_proto, ()),
     (worker_pb2.AttemptAck, convert.attempt_ack_from_proto, convert.attempt_ack_to_proto, ()),
 ]
 
@@ -233,7 +234,7 @@ DESIRED = DesiredAttempt(task_id="/alice/train/1", attempt_id=1, job_id="/alice/
 ACK = AttemptAck(task_id="/alice/train/1", attempt_id=1, log_offset=100, done=True)
 OBSERVED = ObservedAttempt(
     task_id="/alice/train/1", attempt_id=1, state=TaskState.RUNNING, exit_code=1, error="e", log_offset=5,
-    log_data=b"line\n", log_complete=True, oom=True, ports={"http": 8080},
+    log_data=b"line\n", log_complete=True, oom=True, ports={"http": 8080}, result=b"pickled", result_is_error=True,
 )
 IDENTITY = WorkerIdentity(worker_id="w1", slice_id="s1", cpu=4.0, memory_bytes=16 << 30, attributes={"zone": "us-a"})
 
@@ -295,9 +296,10 @@ ENVELOPES = {
     "UploadBundleResponse", "GetLogsRequest", "ListWorkersRequest", "ListWorkersResponse", "RegisterEndpointRequest",
     "RegisterEndpointResponse", "LookupEndpointRequest", "LookupEndpointResponse", "GetAutoscalerStatusRequest",
     "CreateSliceRequest", "CreateSliceResponse", "TerminateSlicesRequest", "TerminateSlicesResponse",
+    "GetResultsRequest",
 }  # fmt: skip
 # Converted as part of a message checked above.
-NESTED = {"SliceStatus", "ScaleGroupStatus", "DesiredAttempt"}
+NESTED = {"SliceStatus", "ScaleGroupStatus", "DesiredAttempt", "TaskResult"}
 
 
 def test_convert_every_message_is_checked_or_listed_as_an_envelope() -> None:

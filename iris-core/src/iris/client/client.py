@@ -32,7 +32,7 @@ from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSp
 from iris.errors import ConfigError, IrisError, JobNotFound
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 
-__all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "TaskStatus"]
+__all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "RemoteTraceback", "TaskStatus"]
 
 CONTROLLER_ENV = "IRIS_CONTROLLER_ADDRESS"
 JOB_ENV = "IRIS_JOB_ID"
@@ -86,6 +86,13 @@ def _call(method: Callable[..., Any], request: Any, address: str, timeout: float
 FAILURE_TAIL_LINES = 20  # lines of the failing task's output a JobFailed carries
 
 
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a task, attached as the re-raised exception's cause."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0]) if self.args else ""
+
+
 class JobFailed(IrisError):
     """A waited-for job ended without succeeding. ``status`` is its final status; ``output`` the
     last lines of the failing task's output (of its last attempt), also in the message."""
@@ -112,6 +119,44 @@ class Job:
     def status(self) -> JobStatus:
         c = self._client
         return convert.job_status_from_proto(_call(c._stub.GetJob, controller_pb2.GetJobRequest(job_id=self.job_id), c.address))
+
+    def results(self, timeout: float | None = None) -> list[Any]:
+        """What the job's Python callable returned, one value per task (by task index), once
+        the job has SUCCEEDED. A job that did not succeed raises as :meth:`wait` does; if a
+        task's callable raised, its exception is raised again here (the first failing task's),
+        with the remote traceback as a note (``RemoteTraceback`` as its cause)."""
+        import cloudpickle
+
+        status = self.wait(timeout, raise_on_failure=False)
+        c = self._client
+        outcomes = convert.task_results_from_proto(
+            _call(c._stub.GetResults, controller_pb2.GetResultsRequest(job_id=self.job_id), c.address)
+        )
+        for outcome in sorted(outcomes, key=lambda r: r.task_index):
+            if outcome.is_error:
+                exc, remote = cloudpickle.loads(outcome.data)
+                if exc is None:  # the exception could not be pickled: its traceback is all there is
+                    raise JobFailed(status, remote.splitlines()[-FAILURE_TAIL_LINES:])
+                exc.__cause__ = RemoteTraceback(remote)
+                if hasattr(exc, "add_note"):
+                    exc.add_note(f"raised in task {outcome.task_index} of {self.job_id}:\n{remote}")
+                raise exc
+        if not status.succeeded:
+            raise JobFailed(status, self._failure_output(status))
+        values = {r.task_index: cloudpickle.loads(r.data) for r in outcomes if not r.is_error}
+        missing = [t.index for t in status.tasks if t.index not in values]
+        if missing:
+            raise IrisError(
+                f"job {self.job_id}: task(s) {missing} sent no result; results come from Entrypoint.from_callable jobs"
+            )
+        return [values[t.index] for t in status.tasks]
+
+    def result(self, timeout: float | None = None) -> Any:
+        """What a one-task job's callable returned (see :meth:`results`)."""
+        values = self.results(timeout)
+        if len(values) != 1:
+            raise IrisError(f"job {self.job_id} has {len(values)} tasks; use results() for one value per task")
+        return values[0]
 
     def kill(self, *, keep_children: bool = False) -> JobStatus:
         """Kill the job and, unless ``keep_children``, its unfinished child jobs."""

@@ -148,6 +148,19 @@ class ObservedAttempt:
     log_complete: bool = False
     oom: bool = False
     ports: dict[str, int] = attrs.field(factory=dict)
+    result: bytes = b""  # a callable's cloudpickled outcome, with its final state
+    result_is_error: bool = False
+
+
+@attrs.frozen
+class TaskResult:
+    """What a task's Python callable returned (``data`` cloudpickled), or raised
+    (``is_error``: cloudpickled ``(exception, remote traceback)``), in its last attempt."""
+
+    task_index: int
+    attempt_id: int
+    data: bytes
+    is_error: bool = False
 
 
 @attrs.frozen

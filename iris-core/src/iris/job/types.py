@@ -134,8 +134,9 @@ class Entrypoint:
     """What a task runs: a command (argv) or a pickled Python callable.
 
     ``Entrypoint.from_command("python", "train.py")`` or ``from_command(["python", "train.py"])``
-    runs a program; ``Entrypoint.from_callable(fn, *args, **kwargs)`` runs ``fn`` in the task,
-    with its return ignored and an exception failing the task with the traceback in the logs.
+    runs a program; ``Entrypoint.from_callable(fn, *args, **kwargs)`` runs ``fn`` in the task:
+    what it returns comes back through ``job.result()`` / ``job.results()``, and an exception
+    fails the task with the traceback in the logs and is raised again by ``job.result()``.
     """
 
     argv: tuple[str, ...] = ()

@@ -206,6 +206,30 @@ class UploadBundleResponse(_message.Message):
     bundle_url: str
     def __init__(self, bundle_url: _Optional[str] = ...) -> None: ...
 
+class GetResultsRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("task_index", "attempt_id", "data", "is_error")
+    TASK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    IS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    task_index: int
+    attempt_id: int
+    data: bytes
+    is_error: bool
+    def __init__(self, task_index: _Optional[int] = ..., attempt_id: _Optional[int] = ..., data: _Optional[bytes] = ..., is_error: _Optional[bool] = ...) -> None: ...
+
+class GetResultsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TaskResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
+
 class GetLogsRequest(_message.Message):
     __slots__ = ("job_id", "cursor", "max_lines", "wait_seconds", "include_children", "since", "tail")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -75,6 +75,11 @@ class ControllerServiceStub:
                 request_serializer=iris_dot_rpc_dot_controller__pb2.GetLogsRequest.SerializeToString,
                 response_deserializer=iris_dot_rpc_dot_controller__pb2.GetLogsResponse.FromString,
                 _registered_method=True)
+        self.GetResults = channel.unary_unary(
+                '/iris.v1.ControllerService/GetResults',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.GetResultsRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.GetResultsResponse.FromString,
+                _registered_method=True)
         self.ListWorkers = channel.unary_unary(
                 '/iris.v1.ControllerService/ListWorkers',
                 request_serializer=iris_dot_rpc_dot_controller__pb2.ListWorkersRequest.SerializeToString,
@@ -161,6 +166,12 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetResults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListWorkers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -241,6 +252,11 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.GetLogs,
                     request_deserializer=iris_dot_rpc_dot_controller__pb2.GetLogsRequest.FromString,
                     response_serializer=iris_dot_rpc_dot_controller__pb2.GetLogsResponse.SerializeToString,
+            ),
+            'GetResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResults,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.GetResultsRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.GetResultsResponse.SerializeToString,
             ),
             'ListWorkers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWorkers,
@@ -490,6 +506,33 @@ class ControllerService:
             '/iris.v1.ControllerService/GetLogs',
             iris_dot_rpc_dot_controller__pb2.GetLogsRequest.SerializeToString,
             iris_dot_rpc_dot_controller__pb2.GetLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/GetResults',
+            iris_dot_rpc_dot_controller__pb2.GetResultsRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.GetResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

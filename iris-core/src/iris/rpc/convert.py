@@ -26,6 +26,7 @@ from iris.job.records import (
     LogLine,
     ObservedAttempt,
     ReconcileResult,
+    TaskResult,
     TaskStatus,
     TaskView,
     WorkerIdentity,
@@ -377,6 +378,8 @@ def _observed_fields(o: ObservedAttempt) -> dict[str, Any]:
         "log_complete": o.log_complete,
         "oom": o.oom,
         "ports": o.ports,
+        "result": o.result,
+        "result_is_error": o.result_is_error,
     }
 
 
@@ -396,7 +399,22 @@ def observed_attempt_from_proto(p: worker_pb2.ObservedAttempt) -> ObservedAttemp
         log_complete=p.log_complete,
         oom=p.oom,
         ports=dict(p.ports),
+        result=p.result,
+        result_is_error=p.result_is_error,
     )
+
+
+def task_results_to_proto(results: Iterable[TaskResult]) -> controller_pb2.GetResultsResponse:
+    return controller_pb2.GetResultsResponse(
+        results=[
+            controller_pb2.TaskResult(task_index=r.task_index, attempt_id=r.attempt_id, data=r.data, is_error=r.is_error)
+            for r in results
+        ]
+    )
+
+
+def task_results_from_proto(p: controller_pb2.GetResultsResponse) -> list[TaskResult]:
+    return [TaskResult(r.task_index, r.attempt_id, r.data, r.is_error) for r in p.results]
 
 
 def reconcile_request_to_proto(

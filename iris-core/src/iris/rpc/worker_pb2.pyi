@@ -27,7 +27,7 @@ class WorkerIdentity(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., slice_id: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ObservedAttempt(_message.Message):
-    __slots__ = ("task_id", "attempt_id", "state", "exit_code", "error", "log_offset", "log_data", "log_complete", "oom", "ports")
+    __slots__ = ("task_id", "attempt_id", "state", "exit_code", "error", "log_offset", "log_data", "log_complete", "oom", "ports", "result", "result_is_error")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,8 @@ class ObservedAttempt(_message.Message):
     LOG_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     OOM_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_IS_ERROR_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt_id: int
     state: _common_pb2.TaskState
@@ -55,7 +57,9 @@ class ObservedAttempt(_message.Message):
     log_complete: bool
     oom: bool
     ports: _containers.ScalarMap[str, int]
-    def __init__(self, task_id: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., log_offset: _Optional[int] = ..., log_data: _Optional[bytes] = ..., log_complete: _Optional[bool] = ..., oom: _Optional[bool] = ..., ports: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    result: bytes
+    result_is_error: bool
+    def __init__(self, task_id: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., log_offset: _Optional[int] = ..., log_data: _Optional[bytes] = ..., log_complete: _Optional[bool] = ..., oom: _Optional[bool] = ..., ports: _Optional[_Mapping[str, int]] = ..., result: _Optional[bytes] = ..., result_is_error: _Optional[bool] = ...) -> None: ...
 
 class ReconcileRequest(_message.Message):
     __slots__ = ("worker", "attempts", "known_version", "wait_seconds")

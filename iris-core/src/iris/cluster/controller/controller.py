@@ -39,6 +39,7 @@ from iris.cluster.controller.workers import (
     fresh_version,
 )
 from iris.cluster.demand import Demand
+from iris.job.records import TaskResult
 from iris.cluster.types import JobState, TaskState
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,18 @@ class Controller:
             finally:
                 self._commit()
             return job_view(job)
+
+    def task_results(self, job_id: str) -> list[TaskResult]:
+        """What each task's Python callable returned or raised in its last attempt (tasks whose
+        last attempt sent no outcome are left out)."""
+        with self._lock:
+            job = self._jobs.resolve(job_id)
+            out = []
+            for task in job.tasks:
+                attempt = task.current
+                if attempt is not None and attempt.state.is_terminal and (attempt.result or attempt.result_is_error):
+                    out.append(TaskResult(task.index, attempt.attempt_id, attempt.result, attempt.result_is_error))
+            return out
 
     # --- endpoints --------------------------------------------------------------------------
 

@@ -203,6 +203,9 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
     async def GetJob(self, request, context):  # noqa: N802
         return convert.job_view_to_proto(self._controller.get_job(request.job_id))
 
+    async def GetResults(self, request, context):  # noqa: N802
+        return convert.task_results_to_proto(self._controller.task_results(request.job_id))
+
     async def WaitJob(self, request, context):  # noqa: N802
         """Long-poll: answers once the job is terminal or the wait has elapsed."""
         deadline = self._deadline(request.timeout_seconds)

@@ -35,6 +35,8 @@ class Attempt:
     done: bool = False  # final state and full log recorded
     oom: bool = False
     ports: dict[str, int] = attrs.field(factory=dict)
+    result: bytes = b""  # a callable's outcome as the worker sent it (opaque)
+    result_is_error: bool = False
 
 
 @attrs.define(eq=False)

@@ -90,17 +90,20 @@ def task_doc(task: Task) -> str:
 def attempt_doc(a: Attempt) -> str:
     return _dumps(
         [a.worker_id, a.state.value, a.exit_code, a.error, a.started_at, a.finished_at, a.observed, a.stop_requested,
-         a.log_offset, base64.b64encode(a.log_partial).decode() if a.log_partial else "", a.done, a.oom, a.ports]
+         a.log_offset, base64.b64encode(a.log_partial).decode() if a.log_partial else "", a.done, a.oom, a.ports,
+         base64.b64encode(a.result).decode() if a.result else "", a.result_is_error]
     )
 
 
 def _attempt_from(attempt_id: int, doc: str) -> Attempt:
     (worker_id, state, exit_code, error, started_at, finished_at, observed, stop_requested, log_offset, partial, done, oom,
-     ports) = json.loads(doc)
+     ports, *rest) = json.loads(doc)
+    result, result_is_error = (rest + ["", False])[:2]  # rows written before results were kept have neither
     return Attempt(
         attempt_id=attempt_id, worker_id=worker_id, state=TaskState(state), exit_code=exit_code, error=error,
         started_at=started_at, finished_at=finished_at, observed=observed, stop_requested=stop_requested,
         log_offset=log_offset, log_partial=base64.b64decode(partial) if partial else b"", done=done, oom=oom, ports=ports,
+        result=base64.b64decode(result) if result else b"", result_is_error=bool(result_is_error),
     )
 
 

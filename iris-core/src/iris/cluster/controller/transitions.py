@@ -242,6 +242,8 @@ class AttemptEnd:
     exit_code: int | None = None
     error: str = ""
     oom: bool = False
+    result: bytes = b""  # a callable's outcome (opaque)
+    result_is_error: bool = False
 
 
 @attrs.frozen
@@ -260,6 +262,7 @@ def end_attempt(job: Job, task: Task, attempt: Attempt, end: AttemptEnd, now: fl
     attempt.oom = end.oom
     attempt.error = end.error or ("out of memory: killed for exceeding its memory limit" if end.oom else "")
     attempt.finished_at = now
+    attempt.result, attempt.result_is_error = end.result, end.result_is_error
     if attempt.stop_requested or task.state.is_terminal or task.current is not attempt:
         return EndVerdict()  # the controller already decided this task's fate (killed, timed out, restarted)
     outcome = task_after_attempt(

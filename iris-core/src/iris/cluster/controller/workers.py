@@ -137,7 +137,8 @@ class Workers:
                             self._jobs.update(job)
                         news = True
                 elif obs.state.is_terminal and obs.log_complete and log_received:
-                    self.end_attempt(worker, task, attempt, AttemptEnd(obs.state, obs.exit_code, obs.error, obs.oom), now)
+                    end = AttemptEnd(obs.state, obs.exit_code, obs.error, obs.oom, obs.result, obs.result_is_error)
+                    self.end_attempt(worker, task, attempt, end, now)
                     news = True
             if attempt.state.is_terminal and obs.log_complete and log_received:
                 if not attempt.done:

@@ -58,6 +58,8 @@ MONITOR_POLL_SECONDS = 0.05
 # A started attempt is reported RUNNING this long after it starts, unless it has ended by then:
 # a short task then costs one report (its end), not two.
 RUNNING_REPORT_DELAY = 0.005
+RESULT_FILE = "result.pkl"  # where run_callable leaves a callable's outcome (see run_callable.py)
+MAX_RESULT_BYTES = 16 << 20
 START_THREADS = 8
 CLEANUP_THREADS = 2
 KILL_GRACE_SECONDS = 5.0
@@ -80,6 +82,9 @@ class LocalAttempt:
     handle: ContainerHandle | None = None
     exit_fd: int | None = None  # readable once the container ends (the handle's, if it has one)
     report_at: float = 0.0  # when to tell the controller it runs (monotonic; 0 = nothing due)
+    result: bytes = b""  # a callable's outcome (opaque), sent with its end
+    result_is_error: bool = False
+    result_note: str = ""  # why a result could not be kept
     acked_offset: int = 0
     kill_requested: bool = False
     ports: dict[str, int] = attrs.field(factory=dict)
@@ -295,6 +300,8 @@ class Worker:
                     log_complete=complete,
                     oom=a.oom,
                     ports=a.ports,
+                    result=a.result if state.is_terminal else b"",
+                    result_is_error=a.result_is_error,
                 )
             )
         wait = 0.0 if needs_answer else self._wait_seconds
@@ -466,7 +473,31 @@ class Worker:
         attempt.watch_failing = False
         return status
 
+    def _read_result(self, attempt: LocalAttempt) -> None:
+        """A callable's outcome, as run_callable left it, to send with the attempt's end (opaque
+        bytes: the worker never unpickles them)."""
+        if not attempt.spec.entrypoint.callable:
+            return
+        for name, is_error in ((RESULT_FILE, False), (RESULT_FILE + ".error", True)):
+            path = attempt.directory / name
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            if size > MAX_RESULT_BYTES:
+                attempt.result_note = f"the callable's result is {size} bytes, over the {MAX_RESULT_BYTES}-byte limit; it was not kept"
+                return
+            try:
+                attempt.result, attempt.result_is_error = path.read_bytes(), is_error
+            except OSError as exc:
+                attempt.result_note = f"the callable's result could not be read: {exc}"
+            return
+
     def _record_end(self, attempt: LocalAttempt, status: ContainerStatus) -> None:
+        self._read_result(attempt)
+        if attempt.result_note and status.exit_code == 0 and not attempt.kill_requested:
+            self._finish(attempt, TaskState.FAILED, status.exit_code, attempt.result_note)
+            return
         if attempt.kill_requested:
             self._finish(attempt, TaskState.KILLED, status.exit_code, "killed")
         elif status.exit_code == 0 and not status.oom:
@@ -500,7 +531,7 @@ class Worker:
         if spec.entrypoint.callable:
             payload = attempt.directory / "entrypoint.pkl"
             payload.write_bytes(spec.entrypoint.callable)
-            argv = [self._python, "-m", "iris.cluster.worker.run_callable", str(payload)]
+            argv = [self._python, "-m", "iris.cluster.worker.run_callable", str(payload), str(attempt.directory / RESULT_FILE)]
         else:
             argv = list(spec.entrypoint.argv)
         if not argv:
