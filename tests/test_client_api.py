@@ -261,3 +261,13 @@ def test_command_job_has_no_result_and_says_so(client: IrisClient) -> None:
 def test_callable_returning_none_succeeds_with_result_none(client: IrisClient) -> None:
     job = client.submit(entrypoint=Entrypoint.from_callable(hello), resources=ResourceSpec(cpu=0.1, memory="64MB"))
     assert job.result(timeout=60) is None
+
+
+def test_environment_spec_takes_env_as_seed_000_writes_it_or_env_vars_as_the_original(client: IrisClient) -> None:
+    for environment in (EnvironmentSpec(env={"GREETING": "seed"}), EnvironmentSpec(env_vars={"GREETING": "seed"})):
+        job = client.submit(entrypoint=Entrypoint.from_command("sh", "-c", "echo $GREETING"), environment=environment,
+                            resources=ResourceSpec(cpu=0.1, memory="64MB"))
+        assert job.wait(timeout=60).succeeded
+        assert [line.data for line in job.logs()] == ["seed"]
+    with pytest.raises(TypeError, match="not both"):
+        EnvironmentSpec(env={"A": "1"}, env_vars={"A": "2"})

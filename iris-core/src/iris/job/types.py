@@ -121,12 +121,26 @@ class ResourceSpec:
     device: DeviceSpec = attrs.field(factory=DeviceSpec)
 
 
-@attrs.define
+@attrs.define(init=False)
 class EnvironmentSpec:
-    """The task's environment: variables, and extras (dependency groups) to install."""
+    """The task's environment: variables, and extras (dependency groups) to install.
+
+    ``EnvironmentSpec(env={...})`` as seed 000 writes it; ``env_vars={...}`` as the original Iris
+    does is the same thing."""
 
     env: dict[str, str] = attrs.field(factory=dict)
     extras: list[str] = attrs.field(factory=list)
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        extras: list[str] | None = None,
+        *,
+        env_vars: dict[str, str] | None = None,
+    ):
+        if env is not None and env_vars is not None:
+            raise TypeError("EnvironmentSpec: give env or env_vars (the same thing), not both")
+        self.__attrs_init__(env=dict(env if env is not None else env_vars or {}), extras=list(extras or []))
 
 
 @attrs.frozen
