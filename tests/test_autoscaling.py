@@ -384,3 +384,30 @@ def test_two_configs_with_one_name_never_share_or_stop_each_others_controller(tm
     finally:
         stopped = iris_cmd("cluster", "--config", str(first), "stop", "--local", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_stop_kills_running_jobs_on_the_record_and_the_next_start_shows_them_killed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("name: stoptest\nscale_groups:\n  g: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n")
+    runs = tmp_path / "runs"
+    code = f"open({str(runs)!r}, 'a').write('run\\n'); import time; time.sleep(120)"
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        with IrisClient.remote(started.stdout.strip()) as client:
+            job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=SMALL)
+            assert wait_until(runs.exists, timeout=30)
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        again = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        with IrisClient.remote(again.stdout.strip()) as client:
+            status = client.job(job.job_id).status()
+            assert status.state is JobState.KILLED and "the cluster was stopped" in status.error, status
+            assert wait_until(lambda: len(client.list_workers()) >= 1, timeout=30)
+        assert runs.read_text() == "run\n"  # not run again after the restart
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr

@@ -158,10 +158,12 @@ class Job:
             raise IrisError(f"job {self.job_id} has {len(values)} tasks; use results() for one value per task")
         return values[0]
 
-    def kill(self, *, keep_children: bool = False) -> JobStatus:
-        """Kill the job and, unless ``keep_children``, its unfinished child jobs."""
+    def kill(self, *, keep_children: bool = False, reason: str = "") -> JobStatus:
+        """Kill the job and, unless ``keep_children``, its unfinished child jobs; ``reason`` is
+        recorded as its error (default: killed by user)."""
         c = self._client
-        _call(c._stub.KillJob, controller_pb2.KillJobRequest(job_id=self.job_id, keep_children=keep_children), c.address)
+        request = controller_pb2.KillJobRequest(job_id=self.job_id, keep_children=keep_children, reason=reason)
+        _call(c._stub.KillJob, request, c.address)
         return self.status()
 
     def logs(

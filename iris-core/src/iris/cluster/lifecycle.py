@@ -8,6 +8,7 @@ whether or not the controller's state still knows about them. ``status`` compare
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -24,7 +25,10 @@ from iris.config import ClusterConfig, config_to_dict
 from iris.errors import IrisError
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
+from iris.job.types import JobState
 from iris.procfs import pid_alive
+
+logger = logging.getLogger(__name__)
 
 
 def state_dir_for(config: ClusterConfig) -> Path:
@@ -152,9 +156,38 @@ def open_vm_manager(config: ClusterConfig, registry: PluginRegistry | None = Non
     return provider.factory(context)
 
 
+STOPPED_REASON = "killed: the cluster was stopped (iris cluster stop)"
+
+
+def kill_unfinished_jobs(url: str, reason: str = STOPPED_REASON) -> list[str]:
+    """Kill every job that has not ended (with its children), recording ``reason``: stopping a
+    cluster ends its work on the record, so the next start shows it KILLED and does not re-run
+    it. Returns the ids of the jobs killed."""
+    from iris.client import IrisClient
+    from iris.client.client import Job
+
+    killed = []
+    with IrisClient.remote(url) as client:
+        unfinished = client.list_jobs(states=[JobState.PENDING, JobState.RUNNING])
+        ids = {j.job_id for j in unfinished}
+        for status in unfinished:
+            if status.parent_job_id in ids:
+                continue  # killed with its parent
+            Job(client, status.job_id).kill(reason=reason)
+            killed.append(status.job_id)
+    return killed
+
+
 def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
-    """Stop the controller, then delete every slice labelled with this cluster. Returns
-    (whether a controller was running, the slice ids deleted)."""
+    """Kill the jobs still running (recording why), stop the controller, then delete every
+    slice labelled with this cluster. Returns (whether a controller was running, the slice ids
+    deleted)."""
+    info = running_controller(config)
+    if info is not None:
+        try:
+            kill_unfinished_jobs(info.url)
+        except IrisError as exc:  # an unresponsive controller: stop it anyway
+            logger.warning("could not kill the unfinished jobs before stopping: %s", exc)
     was_running = stop_controller(config)
     manager = open_vm_manager(config)
     deleted = []

@@ -167,12 +167,14 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class KillJobRequest(_message.Message):
-    __slots__ = ("job_id", "keep_children")
+    __slots__ = ("job_id", "keep_children", "reason")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KEEP_CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     keep_children: bool
-    def __init__(self, job_id: _Optional[str] = ..., keep_children: _Optional[bool] = ...) -> None: ...
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., keep_children: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class KillJobResponse(_message.Message):
     __slots__ = ("state",)

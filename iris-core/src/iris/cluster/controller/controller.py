@@ -228,11 +228,13 @@ class Controller:
                 pass
             return job_view(job)
 
-    def kill_job(self, job_id: str, *, keep_children: bool = False) -> JobView:
+    def kill_job(self, job_id: str, *, keep_children: bool = False, reason: str = "") -> JobView:
+        """Kill the job (and, unless ``keep_children``, its children); ``reason`` is recorded as
+        its error (default: killed by user)."""
         with self._lock:
             job = self._jobs.resolve(job_id)
             try:
-                self._jobs.kill(job, "killed by user", keep_children=keep_children)
+                self._jobs.kill(job, reason[:1000] or "killed by user", keep_children=keep_children)
             finally:
                 self._commit()
             return job_view(job)

@@ -220,7 +220,7 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
         return controller_pb2.ListJobsResponse(jobs=[convert.job_view_to_proto(j) for j in jobs])
 
     async def KillJob(self, request, context):  # noqa: N802
-        job = self._controller.kill_job(request.job_id, keep_children=request.keep_children)
+        job = self._controller.kill_job(request.job_id, keep_children=request.keep_children, reason=request.reason)
         return controller_pb2.KillJobResponse(state=convert.job_state_to_proto(job.state))
 
     async def HasBundle(self, request, context):  # noqa: N802
