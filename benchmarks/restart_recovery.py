@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from iris.testing.processes import kill_strays  # noqa: E402
 from stats import load_line, machine_line, percentile, summary_line  # noqa: E402
 
 import grpc  # noqa: E402
@@ -291,6 +292,7 @@ def main() -> int:
         controller.stop()
         for sim in sims:
             sim.join()
+        kill_strays(str(state_dir))  # the controller's own local worker outlives it, by design
         shutil.rmtree(state_dir, ignore_errors=True)
 
     print()

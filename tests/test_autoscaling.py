@@ -411,3 +411,24 @@ def test_stop_kills_running_jobs_on_the_record_and_the_next_start_shows_them_kil
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_plain_local_config_started_without_local_flag_shows_and_stops_its_slices(tmp_path: Path) -> None:
+    """`iris cluster start` on a local config that says nothing of worker_mode: its workers are
+    processes; status lists their slice and stop removes it (no worker left behind)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("name: plain\nscale_groups:\n  g: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n")
+    state = home / ".iris" / "plain"
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        status = iris_cmd("cluster", "--config", str(config), "status", home=home, cwd=tmp_path)
+        assert "slice iris-g-0" in status.stdout and "slices: none" not in status.stdout, status.stdout
+        workers = [w for r in sorted((state / "slices").glob("*.json")) for w in json.loads(r.read_text())["workers"]]
+        assert len(workers) == 1
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+    assert wait_until(lambda: not any(pid_start_time(w["pid"]) == w["start_time"] for w in workers), timeout=15)

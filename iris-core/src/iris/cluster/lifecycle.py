@@ -140,8 +140,19 @@ def stop_controller(config: ClusterConfig, timeout: float = 30.0) -> bool:
     return True
 
 
+def served(config: ClusterConfig) -> ClusterConfig:
+    """The config as a long-lived controller runs it: with the local provider, each worker is a
+    process of its own unless ``worker_mode`` says otherwise, so workers and their tasks outlive a
+    restart of the controller (in-process workers are for ``iris run --provider local``)."""
+    if config.provider.type == "local" and "worker_mode" not in config.provider.options:
+        provider = attrs.evolve(config.provider, options={**config.provider.options, "worker_mode": "process"})
+        config = attrs.evolve(config, provider=provider)
+    return config
+
+
 def open_vm_manager(config: ClusterConfig, registry: PluginRegistry | None = None, address: str = "") -> Any:
-    """The provider's VmManager for this config, as the controller builds it."""
+    """The provider's VmManager for this long-lived cluster's config, as its controller builds it."""
+    config = served(config)
     registry = registry or get_registry()
     provider = registry.vm_manager(config.provider.type)
     options = {"runtime": config.worker.runtime or provider.default_runtime, **attrs.asdict(config.provider)}

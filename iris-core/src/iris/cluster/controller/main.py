@@ -34,13 +34,9 @@ def serve(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir or controller.state_dir or Path.home() / ".iris" / config.name).expanduser()
     controller = attrs.evolve(controller, state_dir=str(state_dir))
     config = attrs.evolve(config, controller=controller)
-    if config.provider.type == "local" and "worker_mode" not in config.provider.options:
-        # a long-lived controller's local workers are processes of their own, so they (and their
-        # tasks) outlive a restart of the controller and are adopted; in-process workers are for
-        # `iris run --provider local` and IrisClient.local()
-        provider = attrs.evolve(config.provider, options={**config.provider.options, "worker_mode": "process"})
-        config = attrs.evolve(config, provider=provider)
-    return run_forever(config, fresh=args.fresh)
+    from iris.cluster.lifecycle import served
+
+    return run_forever(served(config), fresh=args.fresh)
 
 
 def run_forever(config: Any, *, fresh: bool = False) -> int:
