@@ -264,14 +264,12 @@ def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool, incl
         click.echo(job.job_id)
         return 0
 
-    interrupted = threading.Event()
     received: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def on_signal(signum: int, frame: Any) -> None:
         # Ctrl-C and SIGTERM alike: kill the attached job, clean up, exit 128 + the signal
         received.append(signum)
-        interrupted.set()
         raise KeyboardInterrupt
 
     for sig in previous:

@@ -8,12 +8,12 @@ table are needed here, so both the cluster manager and the autoscaler import thi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from iris.cluster.tpu import TPU_TOPOLOGIES
 from iris.config import ClusterConfig, ScaleGroupConfig
 from iris.plugin.protocols import SliceRequest
+from iris.plugin.worker_host import machine_cpus, machine_memory_bytes
 
 RequestFor = Callable[[str, ScaleGroupConfig, str], SliceRequest]
 
@@ -53,10 +53,9 @@ def group_vm_count(group: ScaleGroupConfig) -> int:
 
 
 def machine_size() -> tuple[float, int]:
-    """(cpus, memory bytes) of this machine: the size of a local worker whose group gives none.
-    Counted as the local worker counts them (CPUs this process may use, physical memory)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return float(cpus), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """(cpus, memory bytes) of this machine: the size of a local worker whose group gives none,
+    counted as the worker counts it."""
+    return float(machine_cpus()), machine_memory_bytes()
 
 
 def slice_request_for(cluster: ClusterConfig) -> RequestFor:

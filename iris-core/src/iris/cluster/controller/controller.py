@@ -27,7 +27,7 @@ from iris.cluster.controller.jobs import AlreadyExists, InvalidRequest, Jobs
 from iris.cluster.controller.logs import MAX_LOG_LINES_PER_READ, BadCursor, Logs, decode_cursor, encode_cursor
 from iris.cluster.controller.scheduler import CapacityOracle, Scheduler
 from iris.cluster.controller.snapshots import JobView, WorkerView, job_view, worker_view
-from iris.cluster.controller.state import ClusterState, Endpoint, Job, JobSpec, LogLine, worker_key
+from iris.cluster.controller.state import ClusterState, Endpoint, Job, JobSpec, LogLine
 from iris.cluster.controller.store import Store
 from iris.cluster.controller.workers import (
     AttemptAck,
@@ -440,8 +440,3 @@ class Controller:
                     self._scheduler.schedule()
             finally:
                 self._commit()
-
-
-def worker_wait_key(worker_id: str) -> str:
-    """The key announced when a worker's desired set changes."""
-    return worker_key(worker_id)

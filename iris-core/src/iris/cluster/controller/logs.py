@@ -81,10 +81,6 @@ class Logs:
             positions[job.job_id] = min(indices) if indices else len(job.logs)
 
     @staticmethod
-    def has_new(jobs: list[Job], positions: dict[str, int]) -> bool:
-        return any(positions.get(j.job_id, 0) < len(j.logs) for j in jobs)
-
-    @staticmethod
     def read(
         jobs: list[Job], positions: dict[str, int], max_lines: int, since: float, settled: Callable[[Job], bool]
     ) -> tuple[list[tuple[str, LogLine]], bool]:

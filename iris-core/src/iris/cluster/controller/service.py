@@ -28,7 +28,8 @@ import grpc
 
 from iris import faults
 from iris.bundle import bundle_problem
-from iris.cluster.controller.controller import AlreadyExists, BadCursor, Controller, InvalidRequest, worker_wait_key
+from iris.cluster.controller.controller import AlreadyExists, BadCursor, Controller, InvalidRequest
+from iris.cluster.controller.state import worker_key
 from iris.errors import IrisError, JobNotFound
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert, worker_pb2_grpc
 
@@ -281,7 +282,7 @@ class WorkerServicer(_Servicer, worker_pb2_grpc.WorkerServiceServicer):
         version, acks, awaited = controller.exchange(identity, observed)
         known = request.known_version
         if not awaited and version == known and request.wait_seconds > 0:
-            deadline, key = self._deadline(request.wait_seconds), worker_wait_key(identity.worker_id)
+            deadline, key = self._deadline(request.wait_seconds), worker_key(identity.worker_id)
             lost = False
             while version == known and not lost and await self._wakeups.wait((key,), deadline):
                 version, lost = controller.worker_version(identity.worker_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from iris.cluster.controller import transitions
 from iris.cluster.controller.jobs import Jobs
@@ -251,7 +251,3 @@ class Workers:
 
     def busy_slices(self) -> set[str]:
         return {w.slice_id for w in self._state.workers.values() if w.attempts and not w.lost}
-
-    @staticmethod
-    def observed_keys(observed: Iterable[ObservedAttempt]) -> set[tuple[str, int]]:
-        return {(o.task_id, o.attempt_id) for o in observed}
