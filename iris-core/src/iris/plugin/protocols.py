@@ -98,6 +98,13 @@ class ContainerSpec:
 
     ``argv`` runs with ``cwd`` as its working directory (the unpacked bundle) and exactly
     ``env`` as its environment. ``memory_bytes`` = 0 means no limit.
+
+    For runtimes that run images (``docker``): ``image`` is the task image (empty: the
+    runtime's default); ``cwd`` and every path in ``mounts`` (the task's Python environment, the
+    callable runner) must be visible inside the container at the same path, ``mounts``
+    read-only. ``device`` is the accelerator the task asked for (kind ``gpu`` or ``tpu``,
+    variant, count); runtimes that cannot provide it raise TaskStartError. Runtimes that run
+    processes on this machine ignore ``image`` and ``mounts``.
     """
 
     container_id: str
@@ -107,6 +114,11 @@ class ContainerSpec:
     cpu: float = 0.0
     memory_bytes: int = 0
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    image: str = ""
+    mounts: Sequence[Path] = ()
+    device_kind: str = "cpu"
+    device_variant: str = ""
+    device_count: int = 0
 
 
 @attrs.frozen

@@ -564,6 +564,9 @@ class Worker:
             env=env,
             cpu=spec.resources.cpu,
             memory_bytes=spec.resources.memory_bytes,
+            device_kind=spec.resources.device_kind or "cpu",
+            device_variant=spec.resources.device_variant,
+            device_count=spec.resources.device_count,
             labels={LABEL_WORKER: self.worker_id, LABEL_TASK: attempt.task_id, LABEL_ATTEMPT: str(attempt.attempt_id)},
         )
 
