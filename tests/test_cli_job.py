@@ -209,9 +209,13 @@ def test_job_status_shows_tasks_and_every_attempt_by_short_or_full_id(client: Ir
     tasks = lines[lines.index("tasks:") + 1 :]
     assert tasks[0] == "  0  FAILED"
     worker = status.tasks[0].attempts[0].worker_id
+    # how the worker holds tasks to their memory limit: the kernel's cgroup where it can
+    (summary,) = [w for w in client.list_workers() if w.worker_id == worker]
+    limits = {"cgroup-v1": "held by the kernel (cgroup v1)", "cgroup-v2": "held by the kernel (cgroup v2)", "sampled": "sampled (a short spike can pass)"}
+    memory = limits[summary.attributes["memory-limits"]]
     for attempt_id, line in enumerate(tasks[1:]):
         port = status.tasks[0].attempts[attempt_id].ports["http"]
-        assert line == f"     attempt {attempt_id}, worker {worker}, FAILED, exit 3, ports http={port}, error: exited with code 3"
+        assert line == f"     attempt {attempt_id}, worker {worker}, FAILED, exit 3, memory limit {memory}, ports http={port}, error: exited with code 3"
     assert len(tasks) == 3
 
 

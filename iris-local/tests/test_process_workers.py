@@ -374,7 +374,7 @@ def test_worker_main_sigterm_kills_its_attempts_and_exits_0(state_dir: Path, loc
         assert process.stdout.readline().startswith(f"iris worker w1 running (pid {process.pid})")
         assert json.loads(ready_marker(work).read_text())["pid"] == process.pid
         assert wait_until(lambda: registered(local_controller) == {"w1"}, TIMEOUT)
-        assert local_controller.controller.list_workers()[0].attributes == {"zone": "here"}
+        assert local_controller.controller.list_workers()[0].attributes["zone"] == "here"
         job_id = launch(local_controller, "sleeper", "sleep 60")
         assert wait_until(lambda: first_attempt_running(local_controller, job_id), TIMEOUT)
         [task] = ProcessRuntime(state_dir / "runtime").list_containers({LABEL_WORKER: "w1"})

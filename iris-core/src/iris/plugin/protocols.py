@@ -197,6 +197,15 @@ class ContainerRuntime(Protocol):
     def close(self) -> None:
         """Release runtime resources; running containers keep running."""
 
+    # Optional (looked up with getattr):
+    #
+    # memory_enforcement: str
+    #     How a container is held to ``memory_bytes``: e.g. ``cgroup-v1``/``cgroup-v2`` (the
+    #     kernel's limit: any spike over it ends the container as OOM) or ``sampled`` (usage is
+    #     looked at periodically; a shorter spike can pass). Workers publish it as their
+    #     ``memory-limits`` attribute, which ``iris job status`` shows per attempt and
+    #     constraints can require.
+
 
 # --- BundleStore ----------------------------------------------------------------------------
 

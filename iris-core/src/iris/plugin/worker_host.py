@@ -44,6 +44,9 @@ __all__ = [
 
 #: The label on every container a worker starts; its value is the worker id.
 LABEL_WORKER = "iris.worker"
+# The worker attribute saying how its runtime holds a task to its memory limit (the runtime's
+# optional ``memory_enforcement``: cgroup-v1, cgroup-v2, sampled, ...).
+ATTRIBUTE_MEMORY_LIMITS = "memory-limits"
 #: The module a worker process runs: ``python -m iris.cluster.worker.main ...``.
 WORKER_MODULE = "iris.cluster.worker.main"
 _READY_FILE = "worker.ready"

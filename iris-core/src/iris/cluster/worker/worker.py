@@ -45,7 +45,7 @@ from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
-from iris.plugin.worker_host import LABEL_WORKER, WorkerLaunch
+from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS, LABEL_WORKER, WorkerLaunch
 from iris.rpc import convert, worker_pb2, worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -134,8 +134,12 @@ class Worker:
         self._runtime = runtime
         self._bundle_store_for = bundle_store_for
         self._work_dir = Path(work_dir)
+        attributes = dict(attributes or {})
+        enforcement = getattr(runtime, "memory_enforcement", None)  # optional: how memory limits hold
+        if isinstance(enforcement, str) and enforcement:
+            attributes.setdefault(ATTRIBUTE_MEMORY_LIMITS, enforcement)
         self._identity = WorkerIdentity(
-            worker_id=worker_id, slice_id=slice_id, cpu=cpu, memory_bytes=memory_bytes, attributes=dict(attributes or {})
+            worker_id=worker_id, slice_id=slice_id, cpu=cpu, memory_bytes=memory_bytes, attributes=attributes
         )
         self._wait_seconds = wait_seconds
         self._python = python
@@ -194,6 +198,12 @@ class Worker:
         os.close(self._monitor_wake_r)
         os.close(self._monitor_wake_w)
         self._cleanups.shutdown(wait=True)
+        if kill_attempts:  # nothing of theirs stays: containers, attempt directories, ports
+            with self._lock:
+                attempts = list(self._attempts.values())
+                self._attempts.clear()
+            for attempt in attempts:
+                self._cleanup_attempt(attempt)
         if self._channel is not None:
             self._channel.close()
 
