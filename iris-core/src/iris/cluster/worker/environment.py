@@ -263,9 +263,11 @@ class EnvironmentBuilder:
             tail = (tail + [line])[-20:]
         code = proc.wait()
         if code != 0:
-            errors = [ln for ln in tail if ln.strip()]
-            detail = "\n".join(errors[-8:]) or f"exit status {code}"
-            raise TaskStartError(f"the task environment could not be built (uv {argv[0]} failed):\n{detail}")
+            lines = [ln for ln in tail if ln.strip()]
+            first_error = next((i for i, ln in enumerate(lines) if ln.startswith("error:")), None)
+            detail = "\n".join(lines[first_error:] if first_error is not None else lines[-8:]) or f"exit status {code}"
+            command = " ".join(argv[:2] if argv[0] == "pip" else argv[:1])
+            raise TaskStartError(f"the task environment could not be built (uv {command} failed):\n{detail}")
 
 
 def _say(log: BinaryIO, message: str) -> None:
