@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from iris.client import IrisClient
-from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState
+from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, TaskState
 from iris.cluster.worker.environment import MARKER, EnvironmentBuilder, find_uv
 from iris.job.records import ENVIRONMENT_LOG_PREFIX
+from iris.testing import wait_until
 
 IRIS_CORE = Path(__file__).resolve().parents[1] / "iris-core"
 
@@ -214,6 +215,68 @@ def test_callable_runs_in_the_task_environment_not_irises(cluster: IrisClient, t
     assert where["iris"] is False
     assert Path(where["prefix"]) != Path(sys.prefix)
     assert os.environ["IRIS_ENV_DIR"] in where["prefix"]
+
+
+def _answer() -> str:
+    import cloudpickle
+    import marin
+
+    return f"{marin.NAME} with cloudpickle {cloudpickle.__version__}"
+
+
+def test_callable_in_a_project_environment_gets_cloudpickle_without_declaring_it(cluster: IrisClient, tmp_path: Path, deps: Path) -> None:
+    ws = _workspace(tmp_path, deps)  # declares no cloudpickle
+    remote = IrisClient.remote(cluster.address, workspace=ws)
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        answer = remote.submit(Entrypoint.from_callable(_answer)).result(timeout=300)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert answer.startswith("marin from the bundle with cloudpickle ")
+
+
+SLOW_BACKEND = """
+import os, time
+from hatchling.build import *  # noqa: F403
+from hatchling.build import build_wheel as _build_wheel
+
+
+def build_wheel(*args, **kwargs):
+    while not os.path.exists({release!r}):  # held until the test has seen the task BUILDING
+        time.sleep(0.05)
+    return _build_wheel(*args, **kwargs)
+"""
+
+
+def test_task_is_building_while_its_environment_builds_and_its_log_shows_the_progress(cluster: IrisClient, tmp_path: Path) -> None:
+    # a dependency whose build waits for a file: the environment's build lasts until the test says
+    slow = _package(tmp_path, "slow_pkg")
+    release = tmp_path / "release"
+    (slow / "slow_backend.py").write_text(SLOW_BACKEND.format(release=str(release)))
+    pyproject = (slow / "pyproject.toml").read_text().replace(
+        'build-backend = "hatchling.build"', 'build-backend = "slow_backend"\nbackend-path = ["."]'
+    )
+    (slow / "pyproject.toml").write_text(pyproject)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "pyproject.toml").write_text(
+        '[project]\nname = "waits"\nversion = "0"\nrequires-python = ">=3.11"\ndependencies = ["slow_pkg"]\n\n'
+        f'[tool.uv.sources]\nslow_pkg = {{ path = "{slow}" }}\n'
+    )
+    remote = IrisClient.remote(cluster.address, workspace=ws)
+    job = remote.submit(Entrypoint.from_command("python", "-c", "import slow_pkg; print(slow_pkg.WHO)"))
+    try:
+        assert wait_until(
+            lambda: job.status().tasks[0].state is TaskState.BUILDING and any("slow_pkg" in ln for ln in _env_lines(job)), timeout=120
+        ), (job.status(), _env_lines(job))
+        assert not any(ln.startswith("built the environment") for ln in _env_lines(job))
+    finally:
+        release.touch()
+    status = job.wait(timeout=300, raise_on_failure=False)
+    assert status.state is JobState.SUCCEEDED, (status.error, _env_lines(job))
+    assert _output(job) == ["slow_pkg"]
 
 
 def test_task_environment_build_failure_fails_the_task_with_uvs_error(cluster: IrisClient, tmp_path: Path, deps: Path) -> None:

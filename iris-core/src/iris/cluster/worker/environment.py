@@ -22,6 +22,7 @@ own bundle's code.
 from __future__ import annotations
 
 import fcntl
+import functools
 import glob
 import hashlib
 import json
@@ -159,7 +160,7 @@ class EnvironmentBuilder:
             "python": self.python_id(),
             "extras": sorted(set(extras)),
             "packages": list(packages),
-            "runner": hashlib.sha256(_RUNNER_SOURCE.read_bytes()).hexdigest(),
+            "runner": _runner_digest(),
             "pyprojects": {} if project is None else {k: hashlib.sha256(v).hexdigest() for k, v in sorted(project.pyprojects.items())},
             "lock": None if project is None or project.lock is None else hashlib.sha256(project.lock).hexdigest(),
         }
@@ -268,6 +269,11 @@ class EnvironmentBuilder:
             detail = "\n".join(lines[first_error:] if first_error is not None else lines[-8:]) or f"exit status {code}"
             command = " ".join(argv[:2] if argv[0] == "pip" else argv[:1])
             raise TaskStartError(f"the task environment could not be built (uv {command} failed):\n{detail}")
+
+
+@functools.cache
+def _runner_digest() -> str:
+    return hashlib.sha256(_RUNNER_SOURCE.read_bytes()).hexdigest()
 
 
 def _say(log: BinaryIO, message: str) -> None:

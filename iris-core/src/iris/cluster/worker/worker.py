@@ -727,7 +727,8 @@ def _task_env(environment: TaskEnvironment, task_env: Mapping[str, str]) -> dict
     """The task's variables: this worker's, without what points at Iris's own virtualenv, with
     the environment's ``bin`` first on PATH and the bundle's projects on PYTHONPATH; then the
     job's own variables."""
-    own_bin = os.path.dirname(sys.executable)
+    # the bin directory of Iris's virtualenv (when it runs in one; never e.g. /usr/bin)
+    own_bin = os.path.join(sys.prefix, "bin") if sys.prefix != sys.base_prefix else None
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT")}
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != own_bin]
     env["PATH"] = os.pathsep.join([str(environment.bin_dir), *path])
