@@ -411,3 +411,21 @@ def test_environment_key_follows_lock_extras_and_packages(tmp_path: Path, deps: 
     assert builder.key(project, ["gpu"], ["numpy"]) != base
     (ws / "uv.lock").write_text((ws / "uv.lock").read_text() + "\n# changed\n")
     assert builder.key(_read_project(ws), ["gpu"], []) != base
+
+
+@pytest.mark.parametrize("worker_mode", ["thread", "process"])
+def test_config_worker_task_python_and_env_dir_reach_the_workers(iris, tmp_path: Path, worker_mode: str) -> None:  # noqa: ANN001
+    task_python = Path(sys.base_prefix) / "bin" / "python3"  # the interpreter Iris's own venv came from
+    env_dir = tmp_path / "configured-envs"
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "c.yaml").write_text(
+        f"provider: {{type: local, options: {{worker_mode: {worker_mode}}}}}\n"
+        f"worker: {{task_python: {task_python}, env_dir: {env_dir}}}\n"
+    )
+    probe = "import os, sys; print(os.path.realpath(sys.executable)); print(sys.prefix)"
+    result = iris("run", "--config", "c.yaml", "--", "python", "-c", probe, cwd=ws, timeout=300)
+    assert result.returncode == 0, result.stderr
+    executable, prefix = result.stdout.splitlines()
+    assert executable == os.path.realpath(task_python)
+    assert Path(prefix).parent == env_dir
