@@ -279,6 +279,48 @@ def test_task_is_building_while_its_environment_builds_and_its_log_shows_the_pro
     assert _output(job) == ["slow_pkg"]
 
 
+def test_task_killed_while_its_environment_builds_stops_the_build(cluster: IrisClient, tmp_path: Path) -> None:
+    slow = _package(tmp_path, "slow_pkg")
+    release = tmp_path / "release"
+    (slow / "slow_backend.py").write_text(SLOW_BACKEND.format(release=str(release)))
+    (slow / "pyproject.toml").write_text(
+        (slow / "pyproject.toml").read_text().replace('build-backend = "hatchling.build"', 'build-backend = "slow_backend"\nbackend-path = ["."]')
+    )
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "pyproject.toml").write_text(
+        '[project]\nname = "killed"\nversion = "0"\nrequires-python = ">=3.11"\ndependencies = ["slow_pkg"]\n\n'
+        f'[tool.uv.sources]\nslow_pkg = {{ path = "{slow}" }}\n'
+    )
+    job = IrisClient.remote(cluster.address, workspace=ws).submit(Entrypoint.from_command("python", "-c", "print('never')"))
+    try:
+        assert wait_until(lambda: any("slow_pkg" in ln for ln in _env_lines(job)), timeout=120), _env_lines(job)
+        assert wait_until(lambda: _processes_mentioning(str(slow)), timeout=60)  # the backend waits for the file
+        job.kill()
+        status = job.wait(timeout=60, raise_on_failure=False)
+        assert status.state is JobState.KILLED
+        # the worker stops the build and reports how the attempt ended
+        assert wait_until(lambda: job.status().tasks[0].attempts[0].state is TaskState.KILLED, timeout=30), job.status()
+        assert job.status().tasks[0].attempts[0].error == "killed while its environment was building"
+        # the build (uv and the backend it ran) is gone, not left waiting for the file
+        assert wait_until(lambda: not _processes_mentioning(str(slow)), timeout=30), _processes_mentioning(str(slow))
+    finally:
+        release.touch()
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if text in cmdline or cwd.startswith(text):
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
 def test_task_environment_build_failure_fails_the_task_with_uvs_error(cluster: IrisClient, tmp_path: Path, deps: Path) -> None:
     ws = _workspace(tmp_path, deps)
     job, status = _run(cluster, ws, "print('never')", extras=["nosuch"])

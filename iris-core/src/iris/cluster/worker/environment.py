@@ -29,13 +29,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import attrs
 
@@ -53,6 +55,8 @@ RUNNER = Path("iris-runner") / "run_callable.py"
 #: clients can tell the build's output from the task's (``iris run`` prints it on stderr).
 LOG_PREFIX = ENVIRONMENT_LOG_PREFIX
 _RUNNER_SOURCE = Path(__file__).with_name("run_callable.py")
+_POLL_SECONDS = 0.05  # how often a build (or the wait for another's) looks for a cancellation
+_KILL_GRACE_SECONDS = 2.0
 # Variables of the worker's own environment that would point uv at the wrong interpreter,
 # environment or mode.
 _UV_ENV_DROP = ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT", "UV_PYTHON",
@@ -88,6 +92,11 @@ def find_uv() -> str:
         if found is None:
             raise RuntimeError("uv is not installed on this worker (pip install uv)") from None
         return found
+
+
+class BuildCancelled(Exception):
+    """The attempt was killed while its environment was building (or waiting for another
+    attempt's build); the build was stopped and what it left removed."""
 
 
 @attrs.frozen
@@ -169,13 +178,21 @@ class EnvironmentBuilder:
 
     # --- building ----------------------------------------------------------------------------
 
-    def prepare(self, app: Path | None, extras: Sequence[str], packages: Sequence[str], log: BinaryIO) -> TaskEnvironment:
+    def prepare(
+        self,
+        app: Path | None,
+        extras: Sequence[str],
+        packages: Sequence[str],
+        log: BinaryIO,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> TaskEnvironment:
         """The environment for a task whose bundle is unpacked in ``app`` (None: no bundle),
         built now if it is not cached. What the build prints goes to ``log``, each line
         prefixed with :data:`LOG_PREFIX`.
 
         Raises TaskStartError when the task's own declaration cannot be built (uv's error is
-        the message); any other exception is this machine's trouble."""
+        the message), BuildCancelled once ``cancelled()`` turns true during a build or the wait
+        for one; any other exception is this machine's trouble."""
         for extra in extras:
             if problem := extra_problem(extra):
                 raise TaskStartError(problem)
@@ -198,7 +215,7 @@ class EnvironmentBuilder:
             return TaskEnvironment(path=path, key=key, cached=True, source_paths=sources)
         self.env_dir.mkdir(parents=True, exist_ok=True)
         with open(self.env_dir / f"{key}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one build per key; the others wait, then find it built
+            _lock(lock, cancelled)  # one build per key; the others wait, then find it built
             if (path / MARKER).exists():
                 _say(log, f"using the cached environment {key[:12]} ({what}), built meanwhile by another attempt")
                 return TaskEnvironment(path=path, key=key, cached=True, source_paths=sources)
@@ -207,7 +224,7 @@ class EnvironmentBuilder:
             started = time.monotonic()
             _say(log, f"building the environment {key[:12]} ({what}) with {self.task_python}")
             try:
-                self._build(path, app, project, extras, packages, log)
+                self._build(path, app, project, extras, packages, log, cancelled)
             except BaseException:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
@@ -215,7 +232,7 @@ class EnvironmentBuilder:
         return TaskEnvironment(path=path, key=key, cached=False, source_paths=sources)
 
     def _build(self, path: Path, app: Path | None, project: _Project | None, extras: Sequence[str],
-               packages: Sequence[str], log: BinaryIO) -> None:  # fmt: skip
+               packages: Sequence[str], log: BinaryIO, cancelled: Callable[[], bool]) -> None:  # fmt: skip
         python = self.task_python
         if project is not None:
             assert app is not None
@@ -227,12 +244,12 @@ class EnvironmentBuilder:
                 argv.append("--all-packages")
             for extra in extras:
                 argv += ["--extra", extra.split(":", 1)[-1]]
-            self._uv_run(argv, cwd=app, env_path=path, log=log)
+            self._uv_run(argv, cwd=app, env_path=path, log=log, cancelled=cancelled)
         else:
-            self._uv_run(["venv", "--python", python, str(path)], cwd=self.env_dir, env_path=path, log=log)
+            self._uv_run(["venv", "--python", python, str(path)], cwd=self.env_dir, env_path=path, log=log, cancelled=cancelled)
         self._uv_run(
             ["pip", "install", "--python", str(path / "bin" / "python"), "cloudpickle", *packages],
-            cwd=app or self.env_dir, env_path=path, log=log,
+            cwd=app or self.env_dir, env_path=path, log=log, cancelled=cancelled,
         )  # fmt: skip
         runner = path / RUNNER
         runner.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +259,7 @@ class EnvironmentBuilder:
         (path / (MARKER + ".tmp")).write_text(json.dumps(marker, indent=1))
         os.replace(path / (MARKER + ".tmp"), path / MARKER)
 
-    def _uv_run(self, argv: list[str], *, cwd: Path, env_path: Path, log: BinaryIO) -> None:
+    def _uv_run(self, argv: list[str], *, cwd: Path, env_path: Path, log: BinaryIO, cancelled: Callable[[], bool]) -> None:
         uv = self._uv or find_uv()
         env = {k: v for k, v in os.environ.items() if k not in _UV_ENV_DROP}
         env.update({"UV_PROJECT_ENVIRONMENT": str(env_path), "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1",
@@ -250,25 +267,69 @@ class EnvironmentBuilder:
         if self._uv_cache_dir is not None:
             env["UV_CACHE_DIR"] = str(self._uv_cache_dir)
         _say(log, "$ uv " + " ".join(argv))
-        try:
+        try:  # in a session of its own, so a cancel stops uv and the builds it started
             proc = subprocess.Popen([uv, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         except OSError as exc:
             raise RuntimeError(f"uv ({uv}) cannot be run: {exc}") from exc
-        assert proc.stdout is not None
         tail: list[str] = []
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            log.write((LOG_PREFIX + line + "\n").encode())
-            log.flush()
-            tail = (tail + [line])[-20:]
-        code = proc.wait()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                log.write((LOG_PREFIX + line + "\n").encode())
+                log.flush()
+                tail[:] = (tail + [line])[-20:]
+
+        reader = threading.Thread(target=pump, name="iris-env-build-log", daemon=True)
+        reader.start()
+        while True:
+            try:
+                code = proc.wait(_POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                if cancelled():
+                    _stop_group(proc)
+                    reader.join()
+                    raise BuildCancelled("killed while its environment was building") from None
+        reader.join()
         if code != 0:
             lines = [ln for ln in tail if ln.strip()]
             first_error = next((i for i, ln in enumerate(lines) if ln.startswith("error:")), None)
             detail = "\n".join(lines[first_error:] if first_error is not None else lines[-8:]) or f"exit status {code}"
             command = " ".join(argv[:2] if argv[0] == "pip" else argv[:1])
             raise TaskStartError(f"the task environment could not be built (uv {command} failed):\n{detail}")
+
+
+def _lock(lock: IO[str], cancelled: Callable[[], bool]) -> None:
+    """Take the exclusive lock on ``lock``, waiting as long as another holds it, unless cancelled."""
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if cancelled():
+                raise BuildCancelled("killed while waiting for its environment to be built") from None
+            time.sleep(_POLL_SECONDS)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM uv's process group, SIGKILL it after a grace period; reap uv."""
+    for sig, grace in ((signal.SIGTERM, _KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+            if sig == signal.SIGTERM:
+                os.killpg(proc.pid, signal.SIGKILL)  # what uv started may outlive it
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
 
 
 @functools.cache

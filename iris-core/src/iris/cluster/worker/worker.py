@@ -11,9 +11,13 @@ monitor thread watches every running attempt (``status()``, which does not block
 a small pool of their own; each kill gets a short-lived thread, so a kill never waits behind
 another kill, a start or a watch; cleanups run on their own pool.
 
+Before it starts, an attempt's Python environment is built (or found cached) from its bundle
+while the attempt is BUILDING (:mod:`iris.cluster.worker.environment`); what the build prints is
+the start of the attempt's log.
+
 An attempt that cannot start is FAILED when the cause is the task's own (its bundle does not
-unpack, its command cannot be run: :class:`~iris.plugin.protocols.TaskStartError`), so the job's
-``max_retries`` applies; it is WORKER_FAILED when the cause is this machine's (the bundle store
+unpack, its environment does not build, its command cannot be run:
+:class:`~iris.plugin.protocols.TaskStartError`), so the job's ``max_retries`` applies; it is WORKER_FAILED when the cause is this machine's (the bundle store
 cannot be reached, the runtime fails), so it is retried on the preemption budget.
 """
 
@@ -41,7 +45,7 @@ import grpc
 from iris import faults
 from iris.bundle import BAD_ZIP_ERRORS, bundle_problem, extract_bundle, split_bundle_url
 from iris.job.records import ObservedAttempt, WorkerIdentity
-from iris.cluster.worker.environment import EnvironmentBuilder, TaskEnvironment
+from iris.cluster.worker.environment import BuildCancelled, EnvironmentBuilder, TaskEnvironment
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
@@ -368,6 +372,9 @@ class Worker:
                 return
             faults.inject("worker.container_start")
             handle = self._runtime.start(container)
+        except BuildCancelled as exc:
+            self._finish(attempt, TaskState.KILLED, None, str(exc))
+            return
         except TaskStartError as exc:  # the task's own fault: the job's max_retries applies
             logger.info("attempt %s/%d cannot start: %s", attempt.task_id, attempt.attempt_id, exc)
             self._finish(attempt, TaskState.FAILED, exc.exit_code, str(exc))
@@ -593,7 +600,9 @@ class Worker:
         with open(log_path, "ab") as log:
             attempt.build_log = log_path
             self._wake()
-            environment = self._environments.prepare(app, list(spec.extras), list(spec.pip_packages), log)
+            environment = self._environments.prepare(
+                app, list(spec.extras), list(spec.pip_packages), log, cancelled=lambda: attempt.kill_requested
+            )
         if not environment.cached:
             logger.info("attempt %s/%d: built environment %s", attempt.task_id, attempt.attempt_id, environment.key[:12])
         return environment
