@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import glob
 import hashlib
 import json
 import os
@@ -128,7 +127,6 @@ class _Project:
     pyprojects: dict[str, bytes]  # relative path -> contents
     lock: bytes | None
     members: dict[str, tuple[Path, dict]]  # project name -> (directory, parsed pyproject)
-    root_is_project: bool
 
 
 class EnvironmentBuilder:
@@ -376,22 +374,34 @@ def _read_project(app: Path) -> _Project | None:
     if "project" in data and isinstance(data["project"], dict) and "name" in data["project"]:
         members[_normalize(str(data["project"]["name"]))] = (app, data)
     if isinstance(workspace, dict):
-        excluded = {Path(p).resolve() for pattern in workspace.get("exclude", []) for p in glob.glob(str(app / pattern))}
-        for pattern in workspace.get("members", []):
-            for match in sorted(glob.glob(str(app / pattern))):
-                directory = Path(match)
-                member = directory / "pyproject.toml"
-                if directory.resolve() in excluded or not member.is_file():
-                    continue
-                relative = str(member.relative_to(app))
-                pyprojects[relative] = member.read_bytes()
-                parsed = _load_toml(member, relative)
-                name = parsed.get("project", {}).get("name")
-                if name:
-                    members[_normalize(str(name))] = (directory, parsed)
+        excluded = {p.resolve() for p in _glob(app, workspace, "exclude")}
+        for directory in _glob(app, workspace, "members"):
+            member = directory / "pyproject.toml"
+            if directory.resolve() in excluded or not member.is_file():
+                continue
+            relative = str(member.relative_to(app))
+            pyprojects[relative] = member.read_bytes()
+            parsed = _load_toml(member, relative)
+            project = parsed.get("project")
+            name = project.get("name") if isinstance(project, dict) else None
+            if name:
+                members[_normalize(str(name))] = (directory, parsed)
     lock = app / "uv.lock"
-    return _Project(pyprojects=pyprojects, lock=lock.read_bytes() if lock.is_file() else None, members=members,
-                    root_is_project="project" in data)  # fmt: skip
+    return _Project(pyprojects=pyprojects, lock=lock.read_bytes() if lock.is_file() else None, members=members)
+
+
+def _glob(app: Path, workspace: dict, field: str) -> list[Path]:
+    """The directories ``tool.uv.workspace.<field>`` names (glob patterns relative to the root)."""
+    patterns = workspace.get(field, [])
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise TaskStartError(f"pyproject.toml: tool.uv.workspace.{field} is {patterns!r}; it must be a list of glob patterns such as \"packages/*\"")
+    found: list[Path] = []
+    for pattern in patterns:
+        try:
+            found += sorted(p for p in app.glob(pattern) if p.is_dir())
+        except (ValueError, NotImplementedError) as exc:
+            raise TaskStartError(f"pyproject.toml: tool.uv.workspace.{field}: pattern {pattern!r} is invalid: {exc}") from None
+    return found
 
 
 def _normalize(name: str) -> str:
@@ -410,6 +420,7 @@ def _check_member_extras(project: _Project, extras: Sequence[str]) -> None:
             known = ", ".join(sorted(project.members)) or "none"
             raise TaskStartError(f"extra {extra!r}: the bundle has no project named {package!r} (its projects: {known})")
         defined = member[1].get("project", {}).get("optional-dependencies", {})
+        defined = defined if isinstance(defined, dict) else {}
         if _normalize(name) not in {_normalize(k) for k in defined}:
             known = ", ".join(sorted(defined)) or "none"
             raise TaskStartError(f"extra {extra!r}: project {package!r} defines no extra {name!r} (its extras: {known})")
