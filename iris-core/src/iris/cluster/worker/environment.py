@@ -282,16 +282,20 @@ class EnvironmentBuilder:
 
         reader = threading.Thread(target=pump, name="iris-env-build-log", daemon=True)
         reader.start()
-        while True:
-            try:
-                code = proc.wait(_POLL_SECONDS)
-                break
-            except subprocess.TimeoutExpired:
-                if cancelled():
-                    _stop_group(proc)
-                    reader.join()
-                    raise BuildCancelled("killed while its environment was building") from None
-        reader.join()
+        try:
+            while True:
+                try:
+                    code = proc.wait(_POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    if cancelled():
+                        _stop_group(proc)
+                        reader.join()
+                        raise BuildCancelled("killed while its environment was building") from None
+            reader.join()
+        finally:
+            assert proc.stdout is not None
+            proc.stdout.close()
         if code != 0:
             lines = [ln for ln in tail if ln.strip()]
             first_error = next((i for i, ln in enumerate(lines) if ln.startswith("error:")), None)
