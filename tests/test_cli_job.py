@@ -254,6 +254,16 @@ def test_job_logs_prints_lines_and_prefixes_task_index_for_several_tasks(client:
     assert sorted(job_cli("logs", two.job_id).stdout.splitlines()) == ["[0] hi from 0", "[1] hi from 1"]
 
 
+def test_job_logs_prints_the_task_environment_lines_on_stderr(client: IrisClient, job_cli) -> None:
+    job = submit(client, "env-lines", "sh", "-c", "echo out")
+    job.wait(timeout=120)
+    result = job_cli("logs", job.job_id)
+    assert result.stdout == "out\n"
+    # building it, or the cached one it used: said by the worker, shown as status
+    env_lines = [ln for ln in result.stderr.splitlines() if ln.startswith("[iris env] ")]
+    assert env_lines and ("using the cached environment" in env_lines[0] or "building the environment" in env_lines[0]), result.stderr
+
+
 def test_job_logs_follow_streams_every_line_once_in_order(client: IrisClient, job_cli, tmp_path: Path) -> None:
     half_way = tmp_path / "half-way"
     code = (

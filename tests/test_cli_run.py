@@ -171,7 +171,8 @@ def test_help_does_not_import_grpc_or_google(iris, workspace: Path) -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_run_streams_child_job_output_into_the_parent_stream(iris, workspace: Path) -> None:
+def test_run_streams_child_job_output_into_the_parent_stream(iris, iris_workspace: Path) -> None:
+    workspace = iris_workspace
     (workspace / "parent.py").write_text(
         "from iris.client import IrisClient\n"
         "from iris.cluster.types import Entrypoint\n"

@@ -373,7 +373,7 @@ def logs_command(
         # lines older than `since` after it cuts a batch; so filter here and ask for `since` only
         # when following (where an empty batch does not end the stream).
         server_since = (since or 0.0) if follow else 0.0
-        lines = job.logs(follow=follow, include_children=include_children, since=server_since, tail=tail or 0)
+        lines = job.logs(follow=follow, include_children=include_children, since=server_since, tail=tail or 0, environment=True)
         out = sys.stdout
         marks = AttemptMarks()
         try:
@@ -390,6 +390,10 @@ def logs_command(
                 if mark:
                     out.flush()
                     click.echo(mark, err=True)
+                if line.is_environment:  # the environment's build: status, not the job's output
+                    out.flush()
+                    click.echo(f"{prefix}{line.data}", err=True)
+                    continue
                 out.write(f"{prefix}{line.data}\n")
                 if follow:
                     out.flush()
