@@ -599,7 +599,8 @@ class Worker:
             labels={LABEL_WORKER: self.worker_id, LABEL_TASK: attempt.task_id, LABEL_ATTEMPT: str(attempt.attempt_id)},
             # what the task reads outside its cwd: its environment, and the attempt's directory
             # (a callable's payload, where its result goes)
-            mounts=(environment.path, attempt.directory),
+            mounts=(environment.path,),
+            writable_mounts=(attempt.directory,),
         )
 
     def _build_environment(self, attempt: LocalAttempt, app: Path | None) -> TaskEnvironment:
