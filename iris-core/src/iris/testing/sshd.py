@@ -39,10 +39,11 @@ def ensure_sshd() -> str:
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         raise SshdUnavailable(f"{SSHD} is missing and cannot be installed here (needs apt-get and root)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"]
+    result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
+    if result.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, env=env, timeout=600)
+        result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
     if result.returncode != 0 or not os.access(SSHD, os.X_OK):
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise SshdUnavailable(f"installing openssh-server failed: {' / '.join(tail)}")
