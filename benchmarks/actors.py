@@ -47,8 +47,17 @@ server.stop()
 """
 
 
-def actor_run(calls: int, threads: int) -> tuple[list[float], float]:
-    """(sequential call latencies in seconds, calls/s from ``threads`` threads) on a fresh server."""
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process, in seconds (``/proc/<pid>/stat``)."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def actor_run(calls: int, threads: int) -> tuple[list[float], float, float, float]:
+    """(sequential call latencies in seconds, calls/s from ``threads`` threads, client and server
+    CPU seconds per call in the threaded phase) on a fresh server."""
     from iris.actor import ActorClient, FixedResolver
 
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -68,13 +77,15 @@ def actor_run(calls: int, threads: int) -> tuple[list[float], float]:
                 client.ping(i)
 
         workers = [threading.Thread(target=hammer) for _ in range(threads)]
+        cpu_client, cpu_server = time.process_time(), process_cpu(server.pid)
         started = time.perf_counter()
         for w in workers:
             w.start()
         for w in workers:
             w.join()
         rate = threads * calls / (time.perf_counter() - started)
-        return latencies, rate
+        total = threads * calls
+        return latencies, rate, (time.process_time() - cpu_client) / total, (process_cpu(server.pid) - cpu_server) / total
     finally:
         server.stdin.close()
         server.wait(timeout=30)
@@ -116,21 +127,28 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     print(machine_line())
 
-    p50s, p90s, p99s, rates = [], [], [], []
+    p50s, p90s, p99s, rates, client_cpu, server_cpu = [], [], [], [], [], []
     for run in range(args.runs):
-        latencies, rate = actor_run(args.calls, args.threads)
+        latencies, rate, per_client, per_server = actor_run(args.calls, args.threads)
+        client_cpu.append(per_client * 1e6)
+        server_cpu.append(per_server * 1e6)
         p50s.append(percentile(latencies, 50) * 1e3)
         p90s.append(percentile(latencies, 90) * 1e3)
         p99s.append(percentile(latencies, 99) * 1e3)
         rates.append(rate)
         print(f"run {run + 1}: call p50 {p50s[-1]:.3f} ms, p90 {p90s[-1]:.3f} ms, p99 {p99s[-1]:.3f} ms; "
-              f"{rate:,.0f} calls/s from {args.threads} threads; {load_line()}")
+              f"{rate:,.0f} calls/s from {args.threads} threads (CPU per call: client {client_cpu[-1]:.0f} us, "
+              f"server {server_cpu[-1]:.0f} us); {load_line()}")
     p50, rate = statistics.median(p50s), statistics.median(rates)
     print(f"actor call p50: median {p50:.3f} ms (runs {', '.join(f'{x:.3f}' for x in p50s)}; p90 {statistics.median(p90s):.3f}, "
           f"p99 {statistics.median(p99s):.3f}) | Ray 2.60 {RAY['p50_ms']} ms | target <= {TARGET['p50_ms']} ms: {verdict(p50, TARGET['p50_ms'])}")
     print(f"calls/s from {args.threads} threads: median {rate:,.0f} (runs {', '.join(f'{x:,.0f}' for x in rates)}) | "
           f"Ray 2.60 {RAY['calls_per_s']:,.0f} | target >= {TARGET['calls_per_s']:,.0f}: "
           f"{verdict(rate, TARGET['calls_per_s'], lower_is_better=False)}")
+
+    worst = max(statistics.median(client_cpu), statistics.median(server_cpu))
+    print(f"CPU per call from {args.threads} threads: client {statistics.median(client_cpu):.0f} us, server "
+          f"{statistics.median(server_cpu):.0f} us (median): with a core each, at most {1e6 / worst:,.0f} calls/s")
 
     if not args.skip_pool:
         from iris.client import IrisClient
