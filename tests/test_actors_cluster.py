@@ -207,7 +207,8 @@ def fail_on_seven(x: int) -> int:
     return x
 
 
-def test_worker_pool_maps_a_thousand_calls_and_survives_losing_a_worker(client: IrisClient) -> None:
+def test_worker_pool_maps_a_thousand_calls_and_survives_losing_a_worker(client: IrisClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="iris.client.worker_pool")
     with WorkerPool(client, 4, resources=SMALL, name="pool") as pool:
         assert list(pool.map(square, range(1000), timeout=120)) == [x * x for x in range(1000)]
 
@@ -217,6 +218,7 @@ def test_worker_pool_maps_a_thousand_calls_and_survives_losing_a_worker(client: 
         results = [f.result(timeout=180) for f in futures]
         assert [value for value, _ in results] == [x * x for x in range(1000)]
         assert len({pid for _, pid in results} - {victim}) >= 2  # the others carried on
+        assert any("lost" in r.getMessage() and "run again" in r.getMessage() for r in caplog.records)
 
         with pytest.raises(ValueError, match=r"seven is not allowed") as info:
             list(pool.map(fail_on_seven, range(10), timeout=60))

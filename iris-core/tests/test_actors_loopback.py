@@ -253,3 +253,35 @@ def test_iris_ctx_outside_a_task_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
         iris_ctx()
     with pytest.raises(IrisError, match=r"needs a client and a namespace"):
         ClusterResolver()
+
+
+# --- the credential seam (issue 11 plugs its interceptor and token in here) ------------------
+
+
+class RequireToken(__import__("grpc").ServerInterceptor):
+    """A stand-in for the auth interceptor: rejects calls without ``authorization: Bearer s3cret``."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        import grpc
+
+        if ("authorization", "Bearer s3cret") in tuple(handler_call_details.invocation_metadata or ()):
+            return continuation(handler_call_details)
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
+
+        return grpc.unary_unary_rpc_method_handler(deny)
+
+
+def test_server_interceptor_and_client_metadata_hook_carry_a_credential() -> None:
+    with ActorServer(interceptors=[RequireToken()]) as guarded:
+        guarded.register("counter", Counter())
+        resolver = FixedResolver({"counter": guarded.address})
+        with_token = ActorClient(resolver, "counter", metadata=lambda: [("authorization", "Bearer s3cret")])
+        assert with_token.add(1) == 1
+        started = time.monotonic()
+        with pytest.raises(ActorCallError, match=r"counter.add at .* failed: UNAUTHENTICATED: missing or wrong token"):
+            ActorClient(resolver, "counter", connect_timeout=30).add(1)
+        assert time.monotonic() - started < 5  # refused at once, not retried as if unavailable
+        pool = ActorPool(resolver, "counter", metadata=lambda: [("authorization", "Bearer s3cret")])
+        assert pool.call.add(1) == 2

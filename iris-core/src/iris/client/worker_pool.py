@@ -141,7 +141,8 @@ class WorkerPool(Executor):
         return item.future
 
     def map(self, fn: Callable[..., Any], *iterables: Any, timeout: float | None = None, chunksize: int = 1) -> Any:
-        """As ``Executor.map``: results in order, submitted all at once, under one lock."""
+        """As ``Executor.map``: results in order; every call queued at once (``chunksize`` is
+        ignored: the pool batches by itself)."""
         items = [_Item(fn, args, {}) for args in zip(*iterables)]
         with self._cond:
             if self._shutdown:
