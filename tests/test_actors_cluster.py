@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from iris.actor import ActorClient, ActorPool, RemoteTraceback
+from iris.actor import ActorClient, ActorPool, ActorServer, RemoteTraceback
 from iris.actor.server import serve_forever
 from iris.client import ClusterResolver, IrisClient, WorkerPool, iris_ctx
 from iris.cluster.types import Entrypoint, EnvironmentSpec, ResourceSpec, TaskState
@@ -114,6 +114,32 @@ def test_actor_task_killed_mid_run_comes_back_and_calls_resume(client: IrisClien
         task = job.status().tasks[0]
         assert [a.attempt_id for a in task.attempts] == [0, 1]
         assert task.state is TaskState.RUNNING
+    finally:
+        job.kill()
+
+
+def serve_then_leave_on_task_one() -> None:
+    """Task 0 serves; task 1 registers the same actor, then ends (its endpoint must go)."""
+    if iris_ctx().task_index == 0:
+        serve_forever({"replica": Replica()})
+    server = ActorServer("actor")
+    server.register("replica", Replica())
+    server.serve()
+    server.stop()
+
+
+def test_endpoint_of_an_ended_task_disappears_while_its_job_runs(client: IrisClient) -> None:
+    job = client.submit(Entrypoint.from_callable(serve_then_leave_on_task_one), name="leaver", resources=SMALL, replicas=2, ports=["actor"])
+    try:
+        resolver = ClusterResolver(client, namespace=job.job_id)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            tasks = job.status().tasks
+            if tasks[1].state is TaskState.SUCCEEDED and tasks[0].state is TaskState.RUNNING and resolver.resolve("replica"):
+                break
+            time.sleep(0.1)
+        assert [t.state for t in job.status().tasks] == [TaskState.RUNNING, TaskState.SUCCEEDED]
+        assert [e.task_index for e in resolver.resolve("replica")] == [0]
     finally:
         job.kill()
 
