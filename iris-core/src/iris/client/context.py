@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IrisContext", "JobInfo", "NotInTask", "get_job_info", "iris_ctx", "root_job_id"]
 
+
 class NotInTask(IrisError):
     """``iris_ctx()`` was called in a process that no Iris worker started."""
 

@@ -21,7 +21,7 @@ from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
 from iris.actor import protocol
-from iris.actor.client import _Retryable, connection, invoke
+from iris.actor.client import CallMetadata, _Retryable, connection, invoke
 from iris.errors import IrisError
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ class WorkerPool(Executor):
 
     ``client``: where to submit the workers' job (inside a task, ``iris_ctx().client`` makes it
     a child job). ``batch_size``: the most calls one RPC carries. ``max_call_retries``: how many
-    lost workers a call survives."""
+    lost workers a call survives. ``metadata``: the credential hook, as for ``ActorClient``.
+    Call :meth:`shutdown` (or use ``with``): until then the workers' job runs."""
 
     def __init__(
         self,
@@ -95,6 +96,7 @@ class WorkerPool(Executor):
         batch_size: int = 256,
         max_call_retries: int = 3,
         max_task_retries: int = 3,
+        metadata: CallMetadata | None = None,
     ):
         from iris.client.resolver import ClusterResolver
         from iris.cluster.types import Entrypoint, ResourceSpec
@@ -103,6 +105,7 @@ class WorkerPool(Executor):
             raise IrisError(f"WorkerPool: num_workers must be at least 1, not {num_workers}")
         self._batch_size = max(1, batch_size)
         self._max_call_retries = max_call_retries
+        self._metadata = metadata
         self._pending: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
         self._shutdown = False
@@ -214,7 +217,7 @@ class WorkerPool(Executor):
     def _answers(self, address: str) -> bool:
         payload = protocol.encode_request(WORKER_ACTOR, "ping", (), {})
         try:
-            invoke(address, connection(address).call, payload, timeout=2.0, metadata=None, where="worker ping")
+            invoke(address, connection(address).call, payload, timeout=2.0, metadata=self._metadata, where="worker ping")
         except (_Retryable, protocol.ActorError):
             return False
         return True
@@ -278,7 +281,9 @@ class WorkerPool(Executor):
                     return False
             return True
         try:
-            answer = invoke(address, connection(address).call, payload, timeout=None, metadata=None, where=f"worker pool {self.job.job_id}")
+            answer = invoke(
+                address, connection(address).call, payload, timeout=None, metadata=self._metadata, where=f"worker pool {self.job.job_id}"
+            )
             outcomes = protocol.decode_outcome(answer, f"worker at {address}")
         except (_Retryable, protocol.ActorCallError) as exc:
             self._requeue_lost(address, batch, exc)
