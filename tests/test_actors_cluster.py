@@ -215,6 +215,23 @@ def test_coordinator_and_eight_workers_exchange_ten_thousand_calls_without_timeo
     assert outcome["tags"] == ["from-the-driver"]  # the driver's env reached its children's children
 
 
+def test_child_job_inherits_parents_env_and_extras(client: IrisClient) -> None:
+    parent = client.submit(
+        Entrypoint.from_command("sleep", "60"), name="parent-env", resources=SMALL,
+        environment=EnvironmentSpec(env={"A": "parent", "B": "parent"}, extras=["gpu", "eval"]),
+    )
+    try:
+        child = client.submit(
+            Entrypoint.from_command("true"), name="child", resources=SMALL, parent_job_id=parent.job_id,
+            environment=EnvironmentSpec(env={"B": "child"}, extras=["eval", "extra"]),
+        )
+        spec = client._cluster.controller.get_job(child.job_id).spec  # what the controller runs it with
+        assert spec.environment.env == {"A": "parent", "B": "child"}
+        assert spec.environment.extras == ["gpu", "eval", "extra"]
+    finally:
+        parent.kill()
+
+
 # --- WorkerPool ---------------------------------------------------------------------------
 
 

@@ -131,12 +131,14 @@ class Jobs:
             if parent.state.is_terminal:
                 raise InvalidRequest(f"parent job {parent.job_id} is {parent.state.value}; it cannot start children")
             job_id = f"{parent.job_id}/{spec.name}"
-            # children inherit the parent's bundle and environment (their own values win)
+            # children inherit the parent's bundle and environment: variables (their own values
+            # win) and extras (the parent's first, then their own)
             env = {**parent.spec.environment.env, **spec.environment.env}
+            extras = list(dict.fromkeys([*parent.spec.environment.extras, *spec.environment.extras]))
             spec = attrs.evolve(
                 spec,
                 bundle_id=spec.bundle_id or parent.spec.bundle_id,
-                environment=attrs.evolve(spec.environment, env=env),
+                environment=attrs.evolve(spec.environment, env=env, extras=extras),
                 user=spec.user or parent.spec.user,
             )
         else:
