@@ -19,8 +19,9 @@ host, the user and the SSH error.
 Provider settings: ``hosts``, ``ssh_user`` (default: your user), ``ssh_key`` (default: the SSH
 agent and ``~/.ssh`` keys); ``options``: ``python`` (default ``python3``: must import
 ``iris.cluster.worker.main``, i.e. have ``iris-core`` and ``iris-local`` installed),
-``remote_dir``, ``ssh_known_hosts`` (default ``~/.ssh/known_hosts``), ``ready_timeout``
-(seconds, default 60), ``stop_grace`` (seconds, default 20).
+``remote_dir``, ``ssh_known_hosts`` (default ``~/.ssh/known_hosts``), ``env`` (variables for the
+worker processes on top of the SSH session's: proxies, certificate bundles, caches),
+``ready_timeout`` (seconds, default 60), ``stop_grace`` (seconds, default 20).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ elif action == "start":
     os.makedirs(vm_dir, mode=0o700, exist_ok=True)
     with open(os.path.join(vm_dir, "worker.log"), "ab") as log:
         child = subprocess.Popen(spec["argv"], cwd=vm_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                 start_new_session=True, env=dict(os.environ, **spec["env"], PYTHONUNBUFFERED="1"))
     rec = dict(spec["record"], pid=child.pid, start_time=start_time(child.pid))
     tmp = os.path.join(vm_dir, "vm.json.tmp")
     with open(tmp, "w") as f:
@@ -178,6 +179,10 @@ class ManualVmManager:
         self._ready_timeout = float(options.get("ready_timeout", 60.0))
         self._stop_grace = float(options.get("stop_grace", 20.0))
         self._runtime = str(options.get("runtime") or "process")
+        env = options.get("env") or {}
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ConfigError(f"provider.options.env: {env!r} is not a mapping of variable names to strings")
+        self._env = dict(env)
         self._clients: dict[Host, paramiko.SSHClient] = {}
         self._homes: dict[Host, str] = {}
         self._lock = threading.Lock()  # guards _clients/_homes
@@ -314,7 +319,7 @@ class ManualVmManager:
                     "index": index, "count": request.vm_count, "attributes": attributes,
                     "cleanup": [*launch.argv(), "--cleanup"],
                 }  # fmt: skip
-                spec = json.dumps({"argv": launch.argv(), "record": record}).encode()
+                spec = json.dumps({"argv": launch.argv(), "record": record, "env": self._env}).encode()
                 self._agent(host, "start", root, vm_id, stdin=spec)
                 started.append((host, vm_id))
                 logger.info("manual provider: started worker %s on %s", vm_id, host.where)
