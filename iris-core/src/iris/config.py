@@ -15,6 +15,7 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
+from iris.job.records import DEFAULT_MAX_BUNDLE_FILES, BundleLimits
 from iris.job.types import parse_memory
 from iris.errors import ConfigError, ResourceError
 
@@ -67,13 +68,22 @@ class ControllerConfig:
 @attrs.define
 class BundleConfig:
     """The workspace bundle a client uploads: a workspace larger than ``max_size`` is refused,
-    naming its largest files (``iris run --max-bundle-size`` overrides it)."""
+    naming its largest files (``iris run --max-bundle-size`` overrides it). A worker unpacks at
+    most ``max_unpacked_size`` bytes in at most ``max_files`` entries from one bundle; past either,
+    the task fails saying which limit it crossed."""
 
     max_size: int | str = "100MB"
+    max_unpacked_size: int | str = "1GB"
+    max_files: int = DEFAULT_MAX_BUNDLE_FILES
 
     @property
     def max_bytes(self) -> int:
         return parse_memory(self.max_size)
+
+    @property
+    def limits(self) -> BundleLimits:
+        """What workers are told to unpack at most (sent with every attempt)."""
+        return BundleLimits(max_unpacked_bytes=parse_memory(self.max_unpacked_size), max_files=self.max_files)
 
 
 @attrs.define
@@ -297,6 +307,11 @@ def _validate(config: ClusterConfig, source: str) -> None:
             )
         if group.vms_per_slice < 1:
             raise ConfigError(f"{where}.vms_per_slice: {group.vms_per_slice}; must be >= 1")
+    for field, value in (("max_size", config.bundle.max_bytes), ("max_unpacked_size", config.bundle.limits.max_unpacked_bytes)):
+        if value <= 0:
+            raise ConfigError(f"{source}: bundle.{field}: {value}; must be a size above 0, e.g. 100MB")
+    if config.bundle.max_files < 1:
+        raise ConfigError(f"{source}: bundle.max_files: {config.bundle.max_files}; must be >= 1")
     if not 0 <= config.controller.port <= 65535:
         raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
 

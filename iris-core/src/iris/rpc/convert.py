@@ -15,6 +15,7 @@ from typing import Any
 from iris.job.constraints import Constraint, ConstraintError, Op
 from iris.job.records import (
     AttemptAck,
+    BundleLimits,
     AttemptStatus,
     AttemptView,
     DesiredAttempt,
@@ -437,8 +438,9 @@ def attempt_ack_from_proto(p: worker_pb2.AttemptAck) -> AttemptAck:
     return AttemptAck(task_id=p.task_id, attempt_id=p.attempt_id, log_offset=p.log_offset, done=p.done)
 
 
-def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str) -> worker_pb2.AttemptSpec:
-    """Everything a worker needs to start the attempt ``d`` (whose ``spec`` is set)."""
+def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str, limits: BundleLimits = BundleLimits()) -> worker_pb2.AttemptSpec:
+    """Everything a worker needs to start the attempt ``d`` (whose ``spec`` is set), and how
+    much it may unpack from the bundle."""
     spec = d.spec
     if spec is None:
         raise ValueError(f"attempt {d.task_id}/{d.attempt_id}: no spec to send")
@@ -452,14 +454,25 @@ def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str) -> worker_pb2.Atte
         bundle_url=bundle_url,
         timeout_seconds=spec.timeout_seconds,
         ports=list(spec.ports),
+        bundle_max_unpacked_bytes=limits.max_unpacked_bytes,
+        bundle_max_files=limits.max_files,
     )
 
 
-def desired_attempt_to_proto(d: DesiredAttempt, bundle_url: str) -> worker_pb2.DesiredAttempt:
+def bundle_limits_from_attempt_spec(p: worker_pb2.AttemptSpec) -> BundleLimits:
+    """The unpacking limits an attempt carries (a controller that sends none: the defaults)."""
+    default = BundleLimits()
+    return BundleLimits(
+        max_unpacked_bytes=p.bundle_max_unpacked_bytes or default.max_unpacked_bytes,
+        max_files=p.bundle_max_files or default.max_files,
+    )
+
+
+def desired_attempt_to_proto(d: DesiredAttempt, bundle_url: str, limits: BundleLimits = BundleLimits()) -> worker_pb2.DesiredAttempt:
     """``bundle_url`` locates ``d.spec.bundle_id`` (unused when the worker already has the spec)."""
     desired = worker_pb2.DesiredAttempt(task_id=d.task_id, attempt_id=d.attempt_id)
     if d.spec is not None:
-        desired.spec.CopyFrom(attempt_spec_to_proto(d, bundle_url))
+        desired.spec.CopyFrom(attempt_spec_to_proto(d, bundle_url, limits))
     return desired
 
 
@@ -468,6 +481,6 @@ def reconcile_result_to_proto(result: ReconcileResult, bundle_url_for: Callable[
     response = worker_pb2.ReconcileResponse(version=result.version)
     for d in result.desired:
         bundle_id = d.spec.bundle_id if d.spec is not None else ""
-        response.attempts.append(desired_attempt_to_proto(d, bundle_url_for(bundle_id) if bundle_id else ""))
+        response.attempts.append(desired_attempt_to_proto(d, bundle_url_for(bundle_id) if bundle_id else "", result.bundle_limits))
     response.acks.extend(attempt_ack_to_proto(a) for a in result.acks)
     return response
