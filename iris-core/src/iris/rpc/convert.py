@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from iris.errors import InvalidRequest
 from iris.job.constraints import Constraint, ConstraintError, Op
 from iris.job.records import (
     AttemptAck,
@@ -34,6 +35,7 @@ from iris.job.records import (
     WorkerView,
 )
 from iris.job.types import DeviceSpec, Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
+from iris.job.validation import show
 from iris.rpc import common_pb2, controller_pb2, worker_pb2
 
 # --- values (common.proto) -------------------------------------------------------------------
@@ -79,8 +81,18 @@ def task_state_to_proto(s: TaskState) -> int:
     return common_pb2.TaskState.Value(f"TASK_STATE_{s.value}")
 
 
-def task_state_from_proto(v: int) -> TaskState:
-    name = common_pb2.TaskState.Name(v).removeprefix("TASK_STATE_")
+def _enum_name(enum_type: Any, value: int, field: str, prefix: str = "") -> str:
+    """The name of ``value`` in a protobuf enum, or InvalidRequest naming the field and the
+    accepted names (a newer peer may send a value this one does not know)."""
+    try:
+        return enum_type.Name(value).removeprefix(prefix)
+    except ValueError:
+        accepted = ", ".join(n.removeprefix(prefix) for n in enum_type.keys() if not n.endswith("UNSPECIFIED"))
+        raise InvalidRequest(f"{field}: {value} is not a known value; use one of {accepted}") from None
+
+
+def task_state_from_proto(v: int, field: str = "task state") -> TaskState:
+    name = _enum_name(common_pb2.TaskState, v, field, "TASK_STATE_")
     return TaskState.PENDING if name == "UNSPECIFIED" else TaskState(name)
 
 
@@ -88,8 +100,8 @@ def job_state_to_proto(s: JobState) -> int:
     return common_pb2.JobState.Value(f"JOB_STATE_{s.value}")
 
 
-def job_state_from_proto(v: int) -> JobState:
-    name = common_pb2.JobState.Name(v).removeprefix("JOB_STATE_")
+def job_state_from_proto(v: int, field: str = "job state") -> JobState:
+    name = _enum_name(common_pb2.JobState, v, field, "JOB_STATE_")
     return JobState.PENDING if name == "UNSPECIFIED" else JobState(name)
 
 
@@ -98,9 +110,10 @@ def constraint_to_proto(c: Constraint) -> common_pb2.Constraint:
 
 
 def constraint_from_proto(p: common_pb2.Constraint) -> Constraint:
-    name = common_pb2.Constraint.Op.Name(p.op)
+    key = show(p.key)
+    name = _enum_name(common_pb2.Constraint.Op, p.op, f"constraint on {key}: op")
     if name == "OP_UNSPECIFIED":
-        raise ConstraintError(f"constraint on {p.key!r}: the operator is missing")
+        raise ConstraintError(f"constraint on {key}: the operator is missing")
     return Constraint(p.key, Op(name), tuple(p.values))
 
 
