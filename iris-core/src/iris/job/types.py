@@ -54,15 +54,19 @@ def env_name_problem(name: str) -> str | None:
 MAX_SIZE_BYTES = (1 << 63) - 1  # what a size field holds on the wire (int64)
 
 
-def _shown(value: object) -> str:
+def show(value: object, limit: int = 60) -> str:
+    """``value`` for an error message: a string or bytes cut to ``limit`` characters, so an
+    error stays small whatever was sent."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value)} {'characters' if isinstance(value, str) else 'bytes'})"
     text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "..."
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
     """Parse a memory size such as ``2GB``, ``512MiB`` or ``1073741824`` into bytes."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ResourceError(f"{field}: {_shown(value)} is not a size; use a number of bytes or e.g. 2GB, 512MB, 1GiB")
+        raise ResourceError(f"{field}: {show(value)} is not a size; use a number of bytes or e.g. 2GB, 512MB, 1GiB")
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
             raise ResourceError(f"{field}: {value!r} is not a finite size; use a number of bytes or e.g. 2GB")
@@ -74,12 +78,12 @@ def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
         unit = match.group(2).upper() if match else None
         if not match or unit not in _MEMORY_UNITS:
             raise ResourceError(
-                f"{field}: {_shown(value)} is not a size; use a number with an optional unit "
+                f"{field}: {show(value)} is not a size; use a number with an optional unit "
                 "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 2GB or 512MiB"
             )
         size = int(float(match.group(1)) * _MEMORY_UNITS[unit])
     if size > MAX_SIZE_BYTES:
-        raise ResourceError(f"{field}: {_shown(value)} is too large; at most {MAX_SIZE_BYTES} bytes")
+        raise ResourceError(f"{field}: {show(value)} is too large; at most {MAX_SIZE_BYTES} bytes")
     return size
 
 
@@ -95,7 +99,7 @@ def format_memory(num_bytes: int) -> str:
 
 def _device_count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
-        raise ResourceError(f"device count: {_shown(value)}; must be a whole number >= 0")
+        raise ResourceError(f"device count: {show(value)}; must be a whole number >= 0")
     return value
 
 
@@ -123,11 +127,11 @@ def _cpu_converter(value: Any) -> float:
     try:
         cpu = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise ResourceError(f"cpu: {_shown(value)} is not a number; use e.g. 1 or 0.5") from None
+        raise ResourceError(f"cpu: {show(value)} is not a number; use e.g. 1 or 0.5") from None
     if not math.isfinite(cpu):
-        raise ResourceError(f"cpu: {_shown(value)} is not a finite number; use e.g. 1 or 0.5")
+        raise ResourceError(f"cpu: {show(value)} is not a finite number; use e.g. 1 or 0.5")
     if cpu < 0:
-        raise ResourceError(f"cpu: {_shown(value)} is negative; cpu must be >= 0")
+        raise ResourceError(f"cpu: {show(value)} is negative; cpu must be >= 0")
     return cpu
 
 

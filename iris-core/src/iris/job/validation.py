@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from iris.errors import InvalidRequest
 from iris.job.records import JobSpec
-from iris.job.types import ENV_NAME_RE
+from iris.job.types import ENV_NAME_RE, show
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -32,14 +32,6 @@ MAX_ITEMS = 10_000  # entries in a list or map field without a limit of its own
 MAX_REPLICAS = 100_000
 MAX_BYTES = (1 << 63) - 1  # int64 on the wire
 MAX_INT32 = (1 << 31) - 1
-SHOWN_CHARS = 60
-
-
-def show(value: object, limit: int = SHOWN_CHARS) -> str:
-    """``value`` for an error message: a string or bytes cut to ``limit`` characters."""
-    if isinstance(value, (str, bytes)) and len(value) > limit:
-        return repr(value[:limit]) + f"... ({len(value)} {'characters' if isinstance(value, str) else 'bytes'})"
-    return repr(value)
 
 
 def refuse(field: str, value: object, problem: str) -> InvalidRequest:
