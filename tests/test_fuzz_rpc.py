@@ -266,20 +266,20 @@ def server() -> Iterator[Server]:
 
 
 # Drawing a whole job spec or reconcile request costs hypothesis a few milliseconds (the RPC
-# itself well under one), so these two run 800 cases each; the other RPCs 1,500 together.
-@fuzz(800)
+# itself well under one), so these two run 600 cases each; the other RPCs 1,200 together.
+@fuzz(600)
 @given(spec=job_specs())
 def test_fuzz_launch_job_answers_deliberately_and_refusals_change_nothing(server: Server, spec: controller_pb2.JobSpec) -> None:
     server.call(C + "LaunchJob", controller_pb2.LaunchJobRequest(spec=spec))
 
 
-@fuzz(800)
+@fuzz(600)
 @given(request=reconciles())
 def test_fuzz_reconcile_answers_deliberately_and_refusals_change_nothing(server: Server, request: worker_pb2.ReconcileRequest) -> None:
     server.call("/iris.v1.WorkerService/Reconcile", request)
 
 
-@fuzz(1500)
+@fuzz(1200)
 @given(call=others)
 def test_fuzz_other_rpcs_answer_deliberately_and_refusals_change_nothing(server: Server, call: tuple[str, Any]) -> None:
     server.call(*call)

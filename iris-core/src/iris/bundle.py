@@ -155,7 +155,9 @@ def create_bundle(
 
 
 # What zipfile and zlib raise on bytes that are not a readable zip.
-BAD_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
+BAD_ZIP_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, IndexError
+)  # fmt: skip
 MAX_LINK_TARGET = 4096
 _REFUSED_KINDS = {
     stat.S_IFCHR: "a character device",
@@ -194,6 +196,8 @@ def _entries(zf: zipfile.ZipFile, limits: BundleLimits | None) -> list[_Entry]:
     declared = 0
     for info in infos:
         name = info.filename
+        if not name:  # zipfile itself fails on it (ZipInfo.is_dir)
+            raise BundleError("an entry has an empty name")
         pure = PurePosixPath(name.replace("\\", "/"))
         if pure.is_absolute() or ".." in pure.parts or "\0" in name:
             raise BundleError(f"entry {_show(name)} escapes the task directory")

@@ -11,6 +11,7 @@ import math
 import re
 import shlex
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -81,7 +82,7 @@ def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
                 f"{field}: {show(value)} is not a size; use a number with an optional unit "
                 "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 2GB or 512MiB"
             )
-        size = int(float(match.group(1)) * _MEMORY_UNITS[unit])
+        size = int(Fraction(match.group(1)) * _MEMORY_UNITS[unit])  # exact, where a float would round
     if size > MAX_SIZE_BYTES:
         raise ResourceError(f"{field}: {show(value)} is too large; at most {MAX_SIZE_BYTES} bytes")
     return size
