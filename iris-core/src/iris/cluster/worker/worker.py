@@ -66,7 +66,7 @@ CLEANUP_THREADS = 2
 KILL_GRACE_SECONDS = 5.0
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
-_STAMP_SETTLE_NS = 2_000_000_000  # a cached bundle's file stamp younger than this is not trusted
+_STAMP_SETTLE_NS = 100_000_000  # a cached bundle's file stamp younger than this is not trusted
 # Errors unpacking a bundle that say this machine is in trouble, not that the bundle is bad.
 _MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
@@ -630,9 +630,10 @@ class Worker:
         Hashing a copy on every use would cost a read of the whole bundle per task start, so a
         copy verified once is trusted while its file stamp (inode, size, mtime, ctime) is the
         one seen then: any write to the file, or a replacement, changes its ctime, which no
-        user can set back. A stamp less than ``_STAMP_SETTLE_NS`` old is not trusted (a write in
-        the same clock tick as the check could leave it unchanged; git treats "racily clean"
-        index entries the same way), so such a copy is hashed again."""
+        user can set back. A stamp less than ``_STAMP_SETTLE_NS`` old when checked is not
+        trusted (a write in the same timestamp tick, up to a jiffy on Linux filesystems, could
+        leave it unchanged; git treats "racily clean" index entries the same way), so such a
+        copy is hashed again at its next use."""
         try:
             copy = open(cached, "rb")  # noqa: SIM115 (the caller closes it)
         except FileNotFoundError:
