@@ -167,7 +167,9 @@ def test_cached_copy_is_reused_while_it_is_intact(client: IrisClient, submit, st
 
 
 def escaping(root: Path) -> list[str]:
-    return sorted(str(p) for p in root.rglob("*") if "escaped" in p.name)
+    """Anything named like a hostile entry under ``root`` (os.walk: attempt directories vanish
+    while they are walked, as finished attempts are cleaned up)."""
+    return sorted(os.path.join(d, n) for d, dirs, files in os.walk(root) for n in dirs + files if "escaped" in n)
 
 
 HOSTILE = {
