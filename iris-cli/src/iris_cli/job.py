@@ -110,6 +110,12 @@ def _lookup(client: Any, job_id: str) -> tuple[Any, Any]:
 
 # --- formatting -------------------------------------------------------------------------
 
+_MEMORY_LIMITS = {
+    "cgroup-v1": "held by the kernel (cgroup v1)",
+    "cgroup-v2": "held by the kernel (cgroup v2)",
+    "sampled": "sampled (a short spike can pass)",
+}
+
 
 def _time(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
@@ -289,6 +295,12 @@ def status_command(
     """Show JOB (a full id like /alice/train, or just train) with its tasks and their attempts."""
     with _connect(ctx, config, controller_url) as client:
         _, status = _lookup(client, job_id)
+        from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS
+
+        limits: dict[str, str] = {}
+        if not as_json and any(t.attempts for t in status.tasks):
+            # how each attempt's worker holds it to its memory limit (its memory-limits attribute)
+            limits = {w.worker_id: w.attributes[ATTRIBUTE_MEMORY_LIMITS] for w in client.list_workers() if ATTRIBUTE_MEMORY_LIMITS in w.attributes}
     if as_json:
         _echo_json(_status_json(status))
         return
@@ -324,6 +336,8 @@ def status_command(
                 parts.append(f"exit {a.exit_code}")
             if a.oom:
                 parts.append("OOM")
+            if status.resources is not None and status.resources.memory and a.worker_id in limits:
+                parts.append(f"memory limit {_MEMORY_LIMITS.get(limits[a.worker_id], limits[a.worker_id])}")
             if a.ports:
                 parts.append("ports " + " ".join(f"{name}={port}" for name, port in sorted(a.ports.items())))
             if a.error:
@@ -359,7 +373,7 @@ def logs_command(
         # lines older than `since` after it cuts a batch; so filter here and ask for `since` only
         # when following (where an empty batch does not end the stream).
         server_since = (since or 0.0) if follow else 0.0
-        lines = job.logs(follow=follow, include_children=include_children, since=server_since, tail=tail or 0)
+        lines = job.logs(follow=follow, include_children=include_children, since=server_since, tail=tail or 0, environment=True)
         out = sys.stdout
         marks = AttemptMarks()
         try:
@@ -376,6 +390,10 @@ def logs_command(
                 if mark:
                     out.flush()
                     click.echo(mark, err=True)
+                if line.is_environment:  # the environment's build: status, not the job's output
+                    out.flush()
+                    click.echo(f"{prefix}{line.data}", err=True)
+                    continue
                 out.write(f"{prefix}{line.data}\n")
                 if follow:
                     out.flush()

@@ -88,10 +88,16 @@ class BundleConfig:
 
 @attrs.define
 class WorkerConfig:
-    """How workers run tasks. ``runtime`` empty = the provider's default runtime."""
+    """How workers run tasks. ``runtime`` empty = the provider's default runtime.
+
+    ``task_python``: the interpreter task environments are built from (empty: ``/usr/bin/python3``
+    when it exists, else ``python3`` on PATH outside Iris's virtualenv); ``env_dir``: where workers
+    cache task environments (empty: each worker's ``work_dir/envs``). See docs/environments.md."""
 
     runtime: str = ""
     reconcile_wait_seconds: float = 2.0
+    task_python: str = ""
+    env_dir: str = ""
 
 
 @attrs.define

@@ -175,11 +175,14 @@ class Job:
         include_children: bool = False,
         since: float = 0.0,
         tail: int = 0,
+        environment: bool = False,
     ) -> Iterator[LogLine]:
         """Log lines from ``cursor`` on (children's too if asked), in arrival order.
 
         With ``follow``, keeps reading until every job read is over and all its lines returned.
-        ``since`` (unix time) skips older lines; ``tail`` starts with the last N lines.
+        ``since`` (unix time) skips older lines; ``tail`` starts with the last N lines. The lines
+        the worker wrote about the task's environment (its build, or the cached one it used;
+        ``line.is_environment``) come only with ``environment=True``.
         """
         c = self._client
         while True:
@@ -197,7 +200,9 @@ class Job:
                 timeout=_WAIT_SLICE + 30,
             )
             for ln in response.lines:
-                yield convert.log_line_from_proto(ln)
+                line = convert.log_line_from_proto(ln)
+                if environment or not line.is_environment:
+                    yield line
             advanced = response.cursor != cursor
             cursor = response.cursor
             if response.finished or (not follow and not advanced):
@@ -211,13 +216,17 @@ class Job:
         raise_on_failure: bool = True,
         log_sink: Callable[[LogLine], None] | None = None,
         include_children: bool = False,
+        environment: bool | None = None,
     ) -> JobStatus:
         """Block until the job ends and return its final status; optionally print its logs (and
         its child jobs' logs, with ``include_children``) as they come.
 
         As in the original Iris, a job that does not succeed raises :class:`JobFailed` (with its
         status and the last lines of the failing task's output) unless ``raise_on_failure=False``;
-        a job still running after ``timeout`` seconds raises ``TimeoutError``."""
+        a job still running after ``timeout`` seconds raises ``TimeoutError``.
+
+        ``environment`` (default: True when printing, False with a ``log_sink``) includes the
+        lines about the task's environment (see :meth:`logs`); printed, they go to stderr."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if stream_logs:
             sink = log_sink or _print_line
@@ -225,7 +234,8 @@ class Job:
 
             def pump() -> None:
                 try:
-                    for line in self.logs(follow=True, include_children=include_children):
+                    with_environment = log_sink is None if environment is None else environment
+                    for line in self.logs(follow=True, include_children=include_children, environment=with_environment):
                         sink(line)
                 finally:
                     done.set()
@@ -265,8 +275,9 @@ class Job:
 
 
 def _print_line(line: LogLine) -> None:
-    sys.stdout.write(line.data + "\n")
-    sys.stdout.flush()
+    out = sys.stderr if line.is_environment else sys.stdout
+    out.write(line.data + "\n")
+    out.flush()
 
 
 def current_user() -> str:

@@ -126,7 +126,12 @@ class ClusterManager:
         self._server = ControllerServer(controller, bundles, host=config.controller.host, port=config.controller.port)
         address = self._server.start()
         self._record_owner(address)
-        options = {"runtime": config.worker.runtime or provider.default_runtime, **attrs.asdict(config.provider)}
+        options = {
+            "runtime": config.worker.runtime or provider.default_runtime,
+            "task_python": config.worker.task_python,
+            "env_dir": config.worker.env_dir,
+            **attrs.asdict(config.provider),
+        }
         context = ProviderContext(
             controller_address=address,
             state_dir=state_dir,

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from iris.errors import InvalidRequest
 from iris.job.records import JobSpec
-from iris.job.types import ENV_NAME_RE, show
+from iris.job.types import ENV_NAME_RE, extra_problem, package_problem, show
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -127,9 +127,16 @@ def check_job_spec(spec: JobSpec) -> None:
             raise InvalidRequest(f"environment variable {key}: the value contains a NUL byte; an environment cannot carry one")
         if len(value.encode("utf-8", "surrogateescape")) > MAX_ARG_BYTES:
             raise InvalidRequest(f"environment variable {key}: the value is longer than {MAX_ARG_BYTES} bytes")
-    check_items("extras", spec.environment.extras)
+    check_items("extras", spec.environment.extras, 256)
     for extra in spec.environment.extras:
-        check_text("extra", extra, max_chars=MAX_NAME_CHARS, required=True, accepted="name a dependency group")
+        check_text("extra", extra, max_chars=MAX_NAME_CHARS)
+        if problem := extra_problem(extra):
+            raise InvalidRequest(problem)
+    check_items("pip packages", spec.environment.pip_packages, 1000)
+    for package in spec.environment.pip_packages:
+        check_text("pip package", package, max_chars=MAX_TEXT_CHARS)
+        if problem := package_problem(package):
+            raise InvalidRequest(problem)
     check_items("ports", len(spec.ports), 64)
     for port in spec.ports:
         check_text(

@@ -44,6 +44,9 @@ __all__ = [
 
 #: The label on every container a worker starts; its value is the worker id.
 LABEL_WORKER = "iris.worker"
+# The worker attribute saying how its runtime holds a task to its memory limit (the runtime's
+# optional ``memory_enforcement``: cgroup-v1, cgroup-v2, sampled, ...).
+ATTRIBUTE_MEMORY_LIMITS = "memory-limits"
 #: The module a worker process runs: ``python -m iris.cluster.worker.main ...``.
 WORKER_MODULE = "iris.cluster.worker.main"
 _READY_FILE = "worker.ready"
@@ -135,7 +138,12 @@ class WorkerLaunch:
     :ivar runtime_root: the runtime's files; default ``work_dir/runtime``. Workers sharing it
         (and the provider) see each other's containers, told apart by ``LABEL_WORKER``.
     :ivar wait_seconds: how long one reconcile call may wait for news (long-poll).
-    :ivar python: the interpreter that runs the worker process.
+    :ivar python: the interpreter that runs the worker process (not the tasks').
+    :ivar task_python: the interpreter task environments are built from (empty: the worker's
+        ``$IRIS_TASK_PYTHON``, else ``/usr/bin/python3``, else ``python3`` on PATH outside Iris's
+        own virtualenv). Container runtimes need the same interpreter at the same path in the image.
+    :ivar env_dir: where task environments are cached (None: the worker's ``$IRIS_ENV_DIR``,
+        else ``work_dir/envs``); workers of one machine may share it.
     """
 
     worker_id: str
@@ -149,6 +157,8 @@ class WorkerLaunch:
     runtime_root: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     wait_seconds: float = 2.0
     python: str = sys.executable
+    task_python: str = ""
+    env_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
 
     @property
     def capacity(self) -> tuple[float, int]:
@@ -173,6 +183,10 @@ class WorkerLaunch:
             argv += ["--memory-bytes", str(int(self.memory_bytes))]
         if self.runtime_root is not None:
             argv += ["--runtime-root", str(self.runtime_root)]
+        if self.task_python:
+            argv += ["--task-python", self.task_python]
+        if self.env_dir is not None:
+            argv += ["--env-dir", str(self.env_dir)]
         return argv
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:

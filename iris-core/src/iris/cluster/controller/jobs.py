@@ -61,12 +61,20 @@ class Jobs:
             if parent.state.is_terminal:
                 raise InvalidRequest(f"parent job {parent.job_id} is {parent.state.value}; it cannot start children")
             job_id = f"{parent.job_id}/{spec.name}"
-            # children inherit the parent's bundle and environment (their own values win)
-            env = {**parent.spec.environment.env, **spec.environment.env}
+            # children inherit the parent's bundle and environment (their own values win; extras
+            # and packages are inherited as a whole unless the child sets its own)
+            inherited = parent.spec.environment
+            env = {**inherited.env, **spec.environment.env}
+            own_python = bool(spec.environment.extras or spec.environment.pip_packages)
             spec = attrs.evolve(
                 spec,
                 bundle_id=spec.bundle_id or parent.spec.bundle_id,
-                environment=attrs.evolve(spec.environment, env=env),
+                environment=attrs.evolve(
+                    spec.environment,
+                    env=env,
+                    extras=list(spec.environment.extras if own_python else inherited.extras),
+                    pip_packages=list(spec.environment.pip_packages if own_python else inherited.pip_packages),
+                ),
                 user=spec.user or parent.spec.user,
             )
         else:

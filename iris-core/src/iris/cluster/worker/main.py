@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attributes", type=_attributes, default={}, help="worker attributes as a JSON object")
     parser.add_argument("--runtime", default="process", help="ContainerRuntime plugin name (default: process)")
     parser.add_argument("--runtime-root", type=Path, default=None, help="the runtime's files; default: WORK_DIR/runtime")
+    parser.add_argument("--task-python", default="", help="interpreter task environments are built from; default: $IRIS_TASK_PYTHON, else /usr/bin/python3, else python3 on PATH")
+    parser.add_argument("--env-dir", type=Path, default=None, help="task environment cache; default: $IRIS_ENV_DIR, else WORK_DIR/envs")
     parser.add_argument("--wait-seconds", type=_non_negative_float, default=2.0, help="reconcile long-poll seconds")
     return parser
 
@@ -148,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         attributes=args.attributes,
         slice_id=args.slice_id,
         wait_seconds=args.wait_seconds,
+        task_python=args.task_python,
+        env_dir=args.env_dir,
     )
     worker.start()
     write_ready(work_dir, args.worker_id)
