@@ -209,3 +209,13 @@ def test_hostile_bundle_in_the_store_fails_the_task_and_writes_nothing_outside(s
     failed_saying(submit(blob, max_retries=1), 2, f"bundle {sha(blob)} does not unpack", why)
     assert escaping(root) == []
     assert cached_copies(state, blob) == []
+
+
+def test_bundle_over_the_unpack_limits_is_refused_at_upload_naming_the_setting(client: IrisClient) -> None:
+    bomb = zip_bytes({"run.sh": b"echo x\n", "zeros.bin": bytes(3_000_000)})  # not the planted one above
+    with IrisClient.remote(client.address, bundle_blob=bomb) as submitter:
+        with pytest.raises(Exception) as raised:
+            submitter.submit(entrypoint=RUN, resources=SMALL)
+    assert f"bundle {sha(bomb)} is not a usable bundle: the bundle unpacks to 3.0MB, over the limit of 1.0MB" in str(raised.value)
+    assert "raise bundle.max_unpacked_size in the cluster config" in str(raised.value)
+    assert not stored(client, bomb).exists()

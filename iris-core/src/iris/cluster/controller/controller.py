@@ -79,7 +79,7 @@ class Controller:
         change through to it before acknowledging it. ``bundle_limits`` go to workers with every
         attempt: how much they may unpack from its bundle."""
         self._clock = clock
-        self._bundle_limits = bundle_limits
+        self.bundle_limits = bundle_limits
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._listeners: list[Listener] = []
@@ -353,7 +353,7 @@ class Controller:
         with self._lock:
             worker = self._state.workers[worker_id]
             keys = {(o.task_id, o.attempt_id) for o in observed}
-            return ReconcileResult(worker.version, self._workers.desired(worker, keys), acks, self._bundle_limits)
+            return ReconcileResult(worker.version, self._workers.desired(worker, keys), acks, self.bundle_limits)
 
     def worker_version(self, worker_id: str) -> tuple[int, bool]:
         """The worker's desired-set version and whether it is lost."""

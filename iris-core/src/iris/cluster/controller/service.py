@@ -236,7 +236,7 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
         actual = hashlib.sha256(data).hexdigest()
         if actual != bundle_id:
             raise InvalidRequest(f"bundle id {bundle_id} does not match its content (sha256 {actual})")
-        problem = bundle_problem(io.BytesIO(data))
+        problem = bundle_problem(io.BytesIO(data), self._controller.bundle_limits)
         if problem is not None:  # it could never be unpacked: refuse it now, not 101 attempts later
             raise InvalidRequest(f"bundle {bundle_id} is not a usable bundle: {problem}")
         url = self._bundles.put(bundle_id, data)
