@@ -23,7 +23,6 @@ from iris.errors import InvalidRequest, IrisError
 from iris.job.validation import (
     BUNDLE_ID_RE,
     MAX_ID_CHARS,
-    MAX_ITEMS,
     MAX_NAME_CHARS,
     MAX_TEXT_CHARS,
     check_count,
