@@ -7,24 +7,23 @@ Derandomized and without an example database, so CI runs the same cases every ti
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import stat
 import string
 import tempfile
-import typing
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iris.bundle import BAD_ZIP_ERRORS, bundle_problem, extract_bundle
-from iris.config import ClusterConfig, load_config, parse_config
+from iris.config import ClusterConfig, config_to_dict, load_config, parse_config
 from iris.errors import BundleError, ConfigError, ResourceError
 from iris.job.constraints import Constraint, ConstraintError, parse_constraint
 from iris.job.records import BundleLimits
@@ -49,7 +48,8 @@ def one_line(message: str) -> None:
 
 
 def mostly(valid: st.SearchStrategy[Any], weird: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.integers(0, 4).flatmap(lambda i: weird if i == 0 else valid)
+    """``valid`` four times in five, else ``weird`` (one_of picks a branch evenly)."""
+    return st.one_of(valid, valid, valid, valid, weird)
 
 
 ALPHABET = string.ascii_letters + string.digits + " ./_-=!<>,:\t\n\0éü€"
@@ -133,43 +133,78 @@ def test_fuzz_parse_constraint_returns_a_constraint_or_a_constraint_error(value:
 # --- the config loader ---------------------------------------------------------------------------
 
 junk = st.recursive(
-    st.one_of(st.none(), st.booleans(), numbers, long_text),
+    st.one_of(st.none(), st.booleans(), numbers, text, st.just("x" * 300)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(text, inner, max_size=3)),
     max_leaves=6,
 )
 
 
-def for_type(kind: Any) -> st.SearchStrategy[Any]:
-    """Values of the YAML shape ``kind`` takes, four times in five; anything otherwise."""
-    if attrs.has(kind):
-        hints = typing.get_type_hints(kind)
-        optional = {f.name: for_type(hints[f.name]) for f in attrs.fields(kind)}
-        valid: st.SearchStrategy[Any] = st.fixed_dictionaries({}, optional=optional)
-        valid = st.one_of(valid, st.builds(lambda d, extra: {**d, **extra}, valid, st.dictionaries(text, junk, max_size=1)))
-    elif kind is bool:
-        valid = st.booleans()
-    elif kind is int:
-        valid = st.integers(-5, 70000)
-    elif kind is float:
-        valid = st.one_of(st.floats(-1, 1e4), st.integers(0, 100))
-    elif kind is str:
-        valid = st.one_of(st.sampled_from(["local", "gcp", "manual", "", "tpu", "cpu"]), text)
-    elif kind == int | str:
-        valid = st.one_of(size_text, st.integers(-5, 2**40))
-    elif typing.get_origin(kind) is list:
-        valid = st.lists(for_type(typing.get_args(kind)[0]), max_size=3)
-    elif typing.get_origin(kind) is dict:
-        valid = st.dictionaries(text, for_type(typing.get_args(kind)[1]), max_size=2)
-    else:  # Any
-        valid = junk
-    return mostly(valid, junk)
+# A full config (every section, a CPU and a TPU scale group) with one to three mutations: a
+# value replaced (by one of its own type four times in five, else by anything), a field
+# removed, or an unknown field added. Cheaper to draw than a config built from nothing, and each
+# case is one odd value among valid ones, so every field's own check is reached.
+BASE = config_to_dict(
+    parse_config(
+        {
+            "provider": {"type": "local"},
+            "scale_groups": {
+                "cpu": {"min_slices": 1, "max_slices": 2, "cpu": 4, "memory": "8GB", "zones": ["a"], "attributes": {"k": "v"}},
+                "tpu": {"accelerator_type": "tpu", "accelerator_variant": "v5litepod-16", "vms_per_slice": 4, "template": {"x": 1}},
+            },
+        }
+    )
+)
 
 
-configs = for_type(ClusterConfig)
+def _paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for key, value in node.items():
+        out.append((*prefix, key))
+        if isinstance(value, dict):
+            out.extend(_paths(value, (*prefix, key)))
+    return out
+
+
+PATHS = _paths(BASE)
+_OF_TYPE: dict[type, st.SearchStrategy[Any]] = {
+    bool: st.booleans(),
+    int: st.integers(-5, 70000),
+    float: st.one_of(st.floats(-1, 1e4), st.integers(0, 100)),
+    str: st.one_of(st.sampled_from(["local", "gcp", "", "tpu", "cpu", "2GB", "v5litepod-16"]), size_text, text),
+    list: st.lists(text, max_size=3),
+    dict: st.dictionaries(text, junk, max_size=2),
+}
+
+
+def _at(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(PATHS))
+        parent = _at(data, path[:-1])
+        if not isinstance(parent, dict):
+            continue  # an earlier mutation replaced it
+        action = draw(st.sampled_from(["set", "set", "set", "remove", "add"]))
+        if action == "remove":
+            parent.pop(path[-1], None)
+        elif action == "add":
+            parent[draw(text)] = draw(junk)
+        else:
+            kind = type(_at(BASE, path))
+            parent[path[-1]] = draw(mostly(_OF_TYPE.get(kind, junk), junk))
+    return data
 
 
 @fuzz(2000)
-@given(data=configs)
+@given(data=configs())
 def test_fuzz_parse_config_returns_a_config_or_a_config_error_naming_the_source(data: Any) -> None:
     try:
         config = parse_config(data, "fuzz.yaml")
@@ -182,7 +217,7 @@ def test_fuzz_parse_config_returns_a_config_or_a_config_error_naming_the_source(
 
 
 @fuzz(300)
-@given(document=st.one_of(st.text(ALPHABET + "{}[]#&*|>'\"%@`", max_size=80), configs.map(lambda d: yaml.safe_dump(d, allow_unicode=True))))
+@given(document=st.one_of(st.text(ALPHABET + "{}[]#&*|>'\"%@`", max_size=80), configs().map(lambda d: yaml.safe_dump(d, allow_unicode=True))))
 def test_fuzz_load_config_reads_any_file_as_a_config_or_a_config_error(document: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.yaml"
