@@ -54,11 +54,13 @@ class ControllerConfig:
 
     ``port`` 0 picks a free port. ``state_dir`` defaults to ``~/.iris/<cluster name>``
     (a temporary directory for the in-process local cluster). ``bundle_prefix`` defaults to
-    ``file://<state_dir>/bundles``.
+    ``file://<state_dir>/bundles``. ``tunnel`` is how clients reach ``host:port``: a Tunnel
+    plugin (``direct``, ``ssh``, ...; empty = the provider's default), given the provider section.
     """
 
     host: str = "127.0.0.1"
     port: int = 0
+    tunnel: str = ""
     state_dir: str = ""
     bundle_prefix: str = ""
     worker_timeout_seconds: float = 60.0

@@ -30,7 +30,7 @@ from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskSt
 from iris.job.records import JobLogLine as LogLine
 from iris.job.validation import check_job_spec
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
-from iris.errors import ConfigError, IrisError, JobNotFound
+from iris.errors import ConfigError, IrisError, JobNotFound, RemoteTraceback
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 
 __all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "RemoteTraceback", "TaskStatus"]
@@ -85,13 +85,6 @@ def _call(method: Callable[..., Any], request: Any, address: str, timeout: float
 
 
 FAILURE_TAIL_LINES = 20  # lines of the failing task's output a JobFailed carries
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a task, attached as the re-raised exception's cause."""
-
-    def __str__(self) -> str:
-        return "\n" + str(self.args[0]) if self.args else ""
 
 
 class JobFailed(IrisError):
@@ -510,8 +503,13 @@ class IrisClient:
 
     def lookup_endpoint(self, name: str) -> list[str]:
         """Addresses registered under ``name`` by jobs still running (empty if none)."""
-        response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address)
-        return [convert.endpoint_from_proto(e).address for e in response.endpoints]
+        return [e.address for e in self.lookup_endpoints(name)]
+
+    def lookup_endpoints(self, name: str) -> list[Endpoint]:
+        """The endpoints (address, job, task index, metadata) registered under ``name`` by jobs
+        still running."""
+        response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address, timeout=30)
+        return [convert.endpoint_from_proto(e) for e in response.endpoints]
 
     def list_workers(self) -> list[controller_pb2.WorkerSummary]:
         return list(_call(self._stub.ListWorkers, controller_pb2.ListWorkersRequest(), self.address).workers)

@@ -137,6 +137,10 @@ class Jobs:
         if attempt is not None:
             self.stop_attempt(task)
 
+    def attempt_ended(self, job: Job, task: Task) -> None:
+        """A task's attempt ended: what it registered is no longer there."""
+        self._endpoints.drop_task(job.job_id, task.index)
+
     def update(self, job: Job) -> None:
         """Derive the job's state; when it ends, stop what still runs, end its children (unless
         kept) and drop its endpoints."""
