@@ -227,7 +227,9 @@ def test_child_job_inherits_parents_env_and_extras(client: IrisClient) -> None:
         )
         spec = client._cluster.controller.get_job(child.job_id).spec  # what the controller runs it with
         assert spec.environment.env == {"A": "parent", "B": "child"}
-        assert spec.environment.extras == ["gpu", "eval", "extra"]
+        assert spec.environment.extras == ["eval", "extra"]  # its own extras replace the parent's
+        plain = client.submit(Entrypoint.from_command("true"), name="plain-child", resources=SMALL, parent_job_id=parent.job_id)
+        assert client._cluster.controller.get_job(plain.job_id).spec.environment.extras == ["gpu", "eval"]  # inherited
     finally:
         parent.kill()
 

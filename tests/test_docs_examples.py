@@ -50,11 +50,12 @@ ACTORS_EXPECTED = {  # a line each example of docs/actors.md prints, in order of
 
 
 @pytest.mark.parametrize("index", sorted(ACTORS_EXPECTED))
-def test_docs_examples_actors_page_runs_as_written(index: int, tmp_path: Path) -> None:
+def test_docs_examples_actors_page_runs_as_written(index: int, iris_workspace: Path) -> None:
     blocks = python_blocks(ROOT / "docs" / "actors.md")
     assert len(blocks) == len(ACTORS_EXPECTED), "docs/actors.md gained or lost an example: list what it prints here"
-    script = tmp_path / "example.py"
+    # a workspace with the page's pyproject.toml (iris-core from this checkout)
+    script = iris_workspace / "example.py"
     script.write_text(blocks[index])
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(script)], cwd=iris_workspace, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert ACTORS_EXPECTED[index] in result.stdout
