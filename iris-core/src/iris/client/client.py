@@ -28,6 +28,7 @@ from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleProgress, create_bundle
 from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
 from iris.job.records import JobLogLine as LogLine
+from iris.job.validation import check_job_spec
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
 from iris.errors import ConfigError, IrisError, JobNotFound, RemoteTraceback
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
@@ -445,7 +446,6 @@ class IrisClient:
             entrypoint=entrypoint,
             resources=resources,
             environment=environment,
-            bundle_id=self._ensure_bundle(),
             replicas=replicas,
             max_retries=max_retries,
             timeout_seconds=timeout,
@@ -459,6 +459,8 @@ class IrisClient:
             # a child job belongs to its parent's user unless told otherwise
             user=(current_user() if not parent_job_id else "") if user is None else user,
         )
+        check_job_spec(spec)  # the controller's own checks, before a bundle is uploaded
+        spec = attrs.evolve(spec, bundle_id=self._ensure_bundle())
         response = _call(self._stub.LaunchJob, controller_pb2.LaunchJobRequest(spec=convert.job_spec_to_proto(spec)), self.address)
         return Job(self, response.job_id)
 
