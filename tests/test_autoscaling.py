@@ -428,6 +428,10 @@ def test_plain_local_config_started_without_local_flag_shows_and_stops_its_slice
         assert "slice iris-g-0" in status.stdout and "slices: none" not in status.stdout, status.stdout
         workers = [w for r in sorted((state / "slices").glob("*.json")) for w in json.loads(r.read_text())["workers"]]
         assert len(workers) == 1
+        vms = iris_cmd("cluster", "--config", str(config), "vm", "status", home=home, cwd=tmp_path)
+        assert vms.returncode == 0 and vms.stdout.split()[:3] == ["iris-g-0-0", "slice", "iris-g-0"], vms.stdout + vms.stderr
+        logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", "iris-g-0-0", "--tail", "5", home=home, cwd=tmp_path)
+        assert logs.returncode == 0 and "iris worker iris-g-0-0 running" in logs.stdout, logs.stdout + logs.stderr
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr

@@ -84,6 +84,20 @@ def test_manual_cluster_starts_runs_adopts_after_a_controller_kill_and_stops_cle
         assert ran.returncode == 0, ran.stderr
         assert sorted(line.split("on ")[1] for line in ran.stdout.splitlines() if "on " in line) == sorted(r["vm_id"] for r in records)
 
+        # seed 001's operations, read from the hosts
+        vms = iris_cmd("cluster", "--config", str(config), "vm", "status", home=home, cwd=tmp_path)
+        assert vms.returncode == 0, vms.stderr
+        assert sorted(line.split()[0] for line in vms.stdout.splitlines()) == sorted(r["vm_id"] for r in records)
+        logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", "iris-hosts-0-0", home=home, cwd=tmp_path)
+        assert logs.returncode == 0 and "iris worker iris-hosts-0-0 running" in logs.stdout, logs.stdout + logs.stderr
+        got = iris_cmd("cluster", "--config", str(config), "vm", "get", "iris-hosts-1-0", home=home, cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["address"] in ADDRESSES and json.loads(got.stdout)["state"] == "READY"
+        one = iris_cmd("cluster", "--config", str(config), "slice", "get", "iris-hosts-2", home=home, cwd=tmp_path)
+        assert one.returncode == 0 and "slice iris-hosts-2  group hosts  READY" in one.stdout, one.stdout + one.stderr
+        missing = iris_cmd("cluster", "--config", str(config), "vm", "logs", "nope", home=home, cwd=tmp_path)
+        assert missing.returncode == 2 and "no VM 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+
         # the controller dies; a new one on the same state adopts the workers (none started anew)
         controller_pid = int((home / ".iris" / "manualtest" / "controller.pid").read_text())
         os.kill(controller_pid, signal.SIGKILL)

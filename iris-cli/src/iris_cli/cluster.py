@@ -2,7 +2,8 @@
 
     iris cluster --config C start [--local] [--fresh]
     iris cluster --config C stop | restart | status [--json]
-    iris cluster --config C slice list | create --scale-group G | terminate SLICE... | terminate --all
+    iris cluster --config C slice list | get SLICE | create --scale-group G | terminate SLICE... | terminate --all
+    iris cluster --config C vm status | get VM | logs VM [--tail N]
     iris cluster --config C controller run-local
 """
 
@@ -244,6 +245,121 @@ def slice_terminate(ctx: click.Context, slice_ids: tuple[str, ...], all_: bool) 
             click.echo(f"terminated {slice_id}")
     finally:
         client.close()
+
+
+def _slice_json(info: Any) -> dict[str, Any]:
+    return {
+        "slice_id": info.slice_id,
+        "scale_group": info.scale_group,
+        "state": info.state.value,
+        "labels": dict(info.labels),
+        "error": info.error,
+        "vms": [{"vm_id": vm.vm_id, "address": vm.address, "state": vm.state.value, "attributes": dict(vm.attributes)} for vm in info.vms],
+    }
+
+
+def _vm_manager(ctx: click.Context) -> Any:
+    from iris.cluster.lifecycle import open_vm_manager
+
+    return open_vm_manager(_config(ctx))
+
+
+def _not_found(message: str) -> click.ClickException:
+    """An id the cluster does not know: exit 2, as for an unknown job (docs/cli.md)."""
+    error = click.ClickException(message)
+    error.exit_code = 2
+    return error
+
+
+def _find_vm(manager: Any, vm_id: str) -> tuple[Any, Any]:
+    for info in manager.list_slices({}):
+        for vm in info.vms:
+            if vm.vm_id == vm_id:
+                return info, vm
+    raise _not_found(f"no VM {vm_id!r} in this cluster; `iris cluster --config C vm status` lists them")
+
+
+@slice_group.command("get")
+@local_option
+@click.argument("slice_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def slice_get(ctx: click.Context, slice_id: str, as_json: bool) -> None:
+    """One slice as the provider reports it: state, labels, and each VM's address and state."""
+    manager = _vm_manager(ctx)
+    try:
+        info = manager.describe_slice(slice_id)
+    finally:
+        manager.close()
+    if info is None:
+        raise _not_found(f"no slice {slice_id!r} in this cluster; `iris cluster --config C slice list` lists them")
+    data = _slice_json(info)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"slice {data['slice_id']}  group {data['scale_group']}  {data['state']}" + (f"  error: {data['error']}" if data["error"] else ""))
+    for vm in data["vms"]:
+        click.echo(f"  {vm['vm_id']}  {vm['address'] or '-'}  {vm['state']}")
+
+
+@cluster_group.group("vm")
+@local_option
+def vm_group() -> None:
+    """The machines (VMs, hosts) of the cluster's slices: state, details, worker logs."""
+
+
+@vm_group.command("status")
+@local_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def vm_status(ctx: click.Context, as_json: bool) -> None:
+    """Every VM of every slice, with its slice, address and state."""
+    manager = _vm_manager(ctx)
+    try:
+        slices = [_slice_json(info) for info in manager.list_slices({})]
+    finally:
+        manager.close()
+    vms = [{**vm, "slice_id": s["slice_id"], "scale_group": s["scale_group"]} for s in slices for vm in s["vms"]]
+    if as_json:
+        click.echo(json.dumps(vms, indent=2))
+        return
+    if not vms:
+        click.echo("no VMs")
+    for vm in vms:
+        click.echo(f"{vm['vm_id']}  slice {vm['slice_id']}  {vm['address'] or '-'}  {vm['state']}")
+
+
+@vm_group.command("get")
+@local_option
+@click.argument("vm_id")
+@click.pass_context
+def vm_get(ctx: click.Context, vm_id: str) -> None:
+    """One VM (JSON): its slice, address, state and attributes."""
+    manager = _vm_manager(ctx)
+    try:
+        info, vm = _find_vm(manager, vm_id)
+    finally:
+        manager.close()
+    data = {"vm_id": vm.vm_id, "slice_id": info.slice_id, "scale_group": info.scale_group, "address": vm.address,
+            "state": vm.state.value, "attributes": dict(vm.attributes)}  # fmt: skip
+    click.echo(json.dumps(data, indent=2))
+
+
+@vm_group.command("logs")
+@local_option
+@click.argument("vm_id")
+@click.option("--tail", type=click.IntRange(min=1), default=100, show_default=True, metavar="N", help="How many of the last lines.")
+@click.pass_context
+def vm_logs(ctx: click.Context, vm_id: str, tail: int) -> None:
+    """The worker's log on that VM (read from its host)."""
+    manager = _vm_manager(ctx)
+    try:
+        reader = getattr(manager, "vm_logs", None)
+        if reader is None:
+            raise click.ClickException(f"provider {_config(ctx).provider.type!r} cannot show VM logs")
+        click.echo(reader(vm_id, tail), nl=False)
+    finally:
+        manager.close()
 
 
 @cluster_group.group("controller")

@@ -293,6 +293,20 @@ class LocalVmManager:
         for worker in entry[1]:
             worker.stop(kill_attempts=True)
 
+    def vm_logs(self, vm_id: str, tail_lines: int = 100) -> str:
+        """The last ``tail_lines`` lines of a process-mode VM's worker log."""
+        if self._mode != "process":
+            raise PluginError("provider local: thread-mode workers log into the cluster's own process; there is no VM log")
+        for record in self._read_records():
+            for worker in record.workers:
+                if worker.vm_id == vm_id:
+                    try:
+                        lines = (Path(worker.work_dir) / WORKER_LOG).read_text(errors="replace").splitlines()
+                    except OSError as exc:
+                        raise PluginError(f"provider local: cannot read the log of {vm_id}: {exc}") from None
+                    return "".join(f"{line}\n" for line in lines[-tail_lines:])
+        raise PluginError(f"provider local: no VM {vm_id!r}; `iris cluster vm status` lists them")
+
     def close(self) -> None:
         """Thread mode: delete every slice (its workers cannot outlive this process). Process
         mode: the slices keep running for the next manager on this state_dir."""

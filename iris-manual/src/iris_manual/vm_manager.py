@@ -178,7 +178,9 @@ class ManualVmManager:
         self._remote_dir = str(options.get("remote_dir") or f"~/.iris/manual/{context.label_prefix}/{{host}}")
         self._ready_timeout = float(options.get("ready_timeout", 60.0))
         self._stop_grace = float(options.get("stop_grace", 20.0))
-        self._runtime = str(options.get("runtime") or "process")
+        self._runtime = str(section.get("runtime") or options.get("runtime") or "process")
+        self._task_python = str(section.get("task_python") or "")
+        self._env_dir = section.get("env_dir") or None
         env = options.get("env") or {}
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise ConfigError(f"provider.options.env: {env!r} is not a mapping of variable names to strings")
@@ -313,6 +315,7 @@ class ManualVmManager:
                     worker_id=vm_id, controller_address=self._context.controller_address,
                     work_dir=f"{root}/{vm_id}", slice_id=request.slice_id, cpu=request.cpu,
                     memory_bytes=request.memory_bytes, attributes=attributes, runtime=self._runtime, python=self._python,
+                    task_python=self._task_python, env_dir=self._env_dir,
                 )  # fmt: skip
                 record = {
                     "slice_id": request.slice_id, "scale_group": request.scale_group, "labels": labels, "vm_id": vm_id,
@@ -350,6 +353,18 @@ class ManualVmManager:
         if cleanup:
             args.append(json.dumps(cleanup))
         self._agent(host, *args, timeout=grace + 120)
+
+    def vm_logs(self, vm_id: str, tail_lines: int = 100) -> str:
+        """The last ``tail_lines`` lines of the VM's worker log, read from its host."""
+        for record in self._records():
+            if record["vm_id"] == vm_id:
+                host = Host(**record["host"])
+                log = f"{self._root(host)}/{vm_id}/worker.log"
+                status, out, err = ssh.run(self._client(host), ["tail", "-n", str(tail_lines), log], host.where)
+                if status != 0:
+                    raise ssh.SshError(f"{host.where}: cannot read {log}: {err.strip()}")
+                return out
+        raise PluginError(f"manual provider: no VM {vm_id!r} on any host; `iris cluster vm status` lists them")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
