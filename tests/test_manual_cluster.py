@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from iris.client import IrisClient
+from iris.cluster.types import Entrypoint, JobState, ResourceSpec
 from iris.procfs import pid_alive
 from iris.testing import wait_until
 from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
@@ -114,3 +115,63 @@ def test_manual_cluster_starts_runs_adopts_after_a_controller_kill_and_stops_cle
     assert stopped.returncode == 0, stopped.stderr
     assert not any(pid_alive(r["pid"]) for r in records), "a worker outlived iris cluster stop"
     assert worker_records(remote) == [] and list(remote.glob("*/*")) == []
+
+
+def test_manual_gang_spans_a_slices_hosts_and_a_task_on_a_host_that_dies_runs_again_elsewhere(tmp_path: Path) -> None:
+    try:
+        ensure_sshd()
+    except SshdUnavailable as exc:
+        pytest.skip(str(exc))
+    servers = [SshServer(tmp_path / f"host{i}", address=f"127.0.0.4{i}").start() for i in range(4)]
+    for server in servers[1:]:
+        (server.directory / "authorized_keys").write_text(Path(f"{servers[0].key_path}.pub").read_text())
+    home = tmp_path / "home"
+    home.mkdir()
+    remote = tmp_path / "remote"
+    config = tmp_path / "manual.yaml"
+    config.write_text(
+        "name: manualgang\n"
+        "provider:\n  type: manual\n"
+        f"  hosts: [{', '.join(f'{h.address}:{h.port}' for h in servers)}]\n"
+        f"  ssh_user: {servers[0].user}\n  ssh_key: {servers[0].key_path}\n"
+        f"  options: {{python: {sys.executable}, remote_dir: '{remote}/{{host}}', ssh_known_hosts: {tmp_path / 'known_hosts'}, stop_grace: 5,\n"
+        f"             env: {json.dumps(session_env())}}}\n"
+        "controller: {worker_timeout_seconds: 3}\n"
+        "autoscaler: {evaluation_interval_seconds: 0.5, backoff_initial_seconds: 1}\n"
+        "scale_groups:\n"
+        "  pair: {min_slices: 1, max_slices: 1, vms_per_slice: 2, cpu: 1, memory: 1GB}\n"
+        "  single: {min_slices: 2, max_slices: 2, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
+    )
+    gate = tmp_path / "gate"
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        with IrisClient.remote(started.stdout.strip()) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 4, timeout=120)
+        # a gang of two on the two hosts of the pair's slice, its output streamed back
+        gang = iris_cmd("--config", str(config), "run", "--replicas", "2", "--coschedule", "slice", "--constraint", "scale-group=pair",
+                        "--cpu", "1", "--memory", "64MB", "--", "sh", "-c", "echo gang $IRIS_WORKER_ID", home=home, cwd=tmp_path)  # fmt: skip
+        assert gang.returncode == 0, gang.stderr
+        assert sorted(line.split("gang ")[1] for line in gang.stdout.splitlines() if "gang " in line) == ["iris-pair-0-0", "iris-pair-0-1"]
+
+        # a task whose host dies mid-run (its worker killed, its sshd gone) runs again on another host
+        code = f"import os, time\nprint('on', os.environ['IRIS_WORKER_ID'], flush=True)\nwhile os.environ['IRIS_ATTEMPT_ID'] == '0' and not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
+        with IrisClient.remote(started.stdout.strip()) as client:
+            job = client.submit(Entrypoint.from_command(sys.executable, "-c", code), constraints=["scale-group=single"],
+                                resources=ResourceSpec(cpu=1, memory="64MB"))  # fmt: skip
+            assert wait_until(lambda: any(ln.data.startswith("on ") for ln in job.logs()), timeout=60)
+            first = [ln.data for ln in job.logs()][0].split()[1]
+            (record,) = [r for r in worker_records(remote) if r["vm_id"] == first]
+            (down,) = [s for s in servers if f"/{s.address}-{s.port}/" in str(next(remote.glob(f"*/{first}/vm.json")))]
+            os.kill(record["pid"], signal.SIGKILL)
+            down.stop()
+            status = job.wait(timeout=120)
+            assert status.state is JobState.SUCCEEDED
+            (task,) = status.tasks
+            assert len(task.attempts) == 2 and task.attempts[1].worker_id != first
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+        for server in servers:
+            server.stop()
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(pid_alive(r["pid"]) for r in worker_records(remote)), "a worker outlived iris cluster stop"

@@ -241,16 +241,36 @@ class ManualVmManager:
 
     # --- records --------------------------------------------------------------------------
 
-    def _records(self) -> list[dict[str, Any]]:
-        """Every VM record on every host (in parallel); an unreachable host raises SshError."""
+    def _read_hosts(self) -> tuple[list[dict[str, Any]], list[Host], list[ssh.SshError]]:
+        """Every VM record on the hosts that answer (read in parallel), those hosts, and the
+        errors of those that do not."""
 
-        def read(host: Host) -> list[dict[str, Any]]:
-            records = json.loads(self._agent(host, "list", self._root(host), ready_marker(".").name))
+        def read(host: Host) -> list[dict[str, Any]] | ssh.SshError:
+            try:
+                records = json.loads(self._agent(host, "list", self._root(host), ready_marker(".").name))
+            except ssh.SshError as exc:
+                return exc
             for record in records:
                 record["host"] = attrs.asdict(host)
             return records
 
-        return [r for records in self._pool.map(read, self._hosts) for r in records]
+        results = list(self._pool.map(read, self._hosts))
+        errors = [r for r in results if isinstance(r, ssh.SshError)]
+        answered = [h for h, r in zip(self._hosts, results) if not isinstance(r, ssh.SshError)]
+        records = [record for r in results if not isinstance(r, ssh.SshError) for record in r]
+        return records, answered, errors
+
+    def _records(self, strict: bool = True) -> list[dict[str, Any]]:
+        """Every VM record on every host. An unreachable host raises SshError; with
+        ``strict=False`` it is logged and left out (a host that is down runs nothing of ours),
+        unless no host answers: then the problem is most likely on this side (the key, the
+        network) and the first host's error is raised."""
+        records, answered, errors = self._read_hosts()
+        if errors and (strict or not answered):
+            raise errors[0]
+        for error in errors:
+            logger.warning("manual provider: leaving out a host that does not answer: %s", error)
+        return records
 
     def _slice_info(self, slice_id: str, records: list[dict[str, Any]]) -> SliceInfo:
         vms = []
@@ -277,9 +297,12 @@ class ManualVmManager:
 
     def create_slice(self, request: SliceRequest) -> SliceInfo:
         with self._create_lock:
-            slices = self._by_slice(self._records())
+            records, answered, errors = self._read_hosts()
+            if not answered:
+                raise errors[0]
+            slices = self._by_slice(records)
             if request.slice_id not in slices:
-                self._start_slice(request, slices)
+                self._start_slice(request, slices, answered, errors)
         deadline = time.monotonic() + self._ready_timeout
         while True:
             info = self.describe_slice(request.slice_id)
@@ -290,13 +313,16 @@ class ManualVmManager:
             raise PluginError(f"manual provider: slice {request.slice_id} vanished while it started")
         return info
 
-    def _start_slice(self, request: SliceRequest, slices: dict[str, list[dict[str, Any]]]) -> None:
+    def _start_slice(
+        self, request: SliceRequest, slices: dict[str, list[dict[str, Any]]], answered: list[Host], errors: list[ssh.SshError]
+    ) -> None:
         held = {(r["host"]["address"], r["host"]["port"]) for records in slices.values() for r in records}
-        free = [h for h in self._hosts if (h.address, h.port) not in held]
+        free = [h for h in answered if (h.address, h.port) not in held]
         if len(free) < request.vm_count:
+            down = f"; {len(errors)} do not answer ({errors[0]})" if errors else ""
             raise QuotaExceeded(
                 f"manual provider: slice {request.slice_id} needs {request.vm_count} host(s); {len(free)} of "
-                f"{len(self._hosts)} are free ({', '.join(h.address for h in free) or 'none'})"
+                f"{len(self._hosts)} are free ({', '.join(h.address for h in free) or 'none'}){down}"
             )
         chosen = free[: request.vm_count]
         for host in chosen:
@@ -335,15 +361,15 @@ class ManualVmManager:
             raise
 
     def list_slices(self, labels: Mapping[str, str]) -> list[SliceInfo]:
-        infos = [self._slice_info(sid, records) for sid, records in self._by_slice(self._records()).items()]
+        infos = [self._slice_info(sid, records) for sid, records in self._by_slice(self._records(strict=False)).items()]
         return [info for info in infos if all(info.labels.get(k) == v for k, v in labels.items())]
 
     def describe_slice(self, slice_id: str) -> SliceInfo | None:
-        records = self._by_slice(self._records()).get(slice_id)
+        records = self._by_slice(self._records(strict=False)).get(slice_id)
         return self._slice_info(slice_id, records) if records else None
 
     def delete_slice(self, slice_id: str) -> None:
-        records = self._by_slice(self._records()).get(slice_id, [])
+        records = self._by_slice(self._records(strict=False)).get(slice_id, [])
         futures = [self._pool.submit(self._stop_vm, Host(**r["host"]), r["vm_id"], self._stop_grace, r.get("cleanup")) for r in records]
         for future in futures:
             future.result()
