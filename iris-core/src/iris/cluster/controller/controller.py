@@ -26,7 +26,7 @@ from iris.cluster.controller.endpoints import Endpoints
 from iris.cluster.controller.jobs import AlreadyExists, InvalidRequest, Jobs
 from iris.cluster.controller.logs import MAX_LOG_LINES_PER_READ, BadCursor, Logs, decode_cursor, encode_cursor
 from iris.cluster.controller.scheduler import CapacityOracle, Scheduler
-from iris.cluster.controller.snapshots import JobView, WorkerView, job_view, worker_view
+from iris.cluster.controller.snapshots import JobPage, JobView, WorkerView, job_summary, job_view, worker_view
 from iris.cluster.controller.state import ClusterState, Endpoint, Job, JobSpec, LogLine
 from iris.cluster.controller.store import Store
 from iris.cluster.controller.workers import (
@@ -220,6 +220,24 @@ class Controller:
             jobs.sort(key=lambda j: j.submitted_at)
             return [job_view(j) for j in jobs]
 
+    def page_jobs(
+        self, *, states: Iterable[JobState] = (), user: str = "", prefix: str = "", offset: int = 0, limit: int = 50
+    ) -> JobPage:
+        """One page of jobs, newest first, filtered by state, user and id prefix, as summaries (no
+        task snapshots), with the total and the count of each state under the user/prefix filter.
+        Cheap with many jobs: only the page's jobs are summarised."""
+        wanted = set(states)
+        with self._lock:
+            matching = [j for j in self._state.jobs.values() if j.job_id.startswith(prefix) and (not user or j.spec.user == user)]
+            counts: dict[str, int] = {}
+            for job in matching:
+                counts[job.state.value] = counts.get(job.state.value, 0) + 1
+            if wanted:
+                matching = [j for j in matching if j.state in wanted]
+            matching.sort(key=lambda j: j.submitted_at, reverse=True)
+            page = matching[max(0, offset) : max(0, offset) + max(0, limit)]
+            return JobPage(len(matching), counts, tuple(job_summary(j) for j in page))
+
     def wait_job(self, job_id: str, timeout: float, active: Callable[[], bool] = lambda: True) -> JobView:
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
@@ -266,6 +284,10 @@ class Controller:
     def lookup_endpoint(self, name: str) -> list[Endpoint]:
         with self._lock:
             return self._endpoints.lookup(name)
+
+    def list_endpoints(self) -> list[Endpoint]:
+        with self._lock:
+            return sorted(self._endpoints.all(), key=lambda e: (e.name, e.job_id, e.task_index))
 
     # --- logs -------------------------------------------------------------------------------
 
