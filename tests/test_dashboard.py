@@ -332,19 +332,31 @@ def test_kill_button_kills_the_job(cluster: Cluster, browser: Any, screenshots: 
 
 
 def test_workers_scale_groups_and_endpoints_pages_show_the_cluster(cluster: Cluster, browser: Any, screenshots: Any) -> None:
-    _, workers = get(cluster.http_url + "/api/workers")
-    worker_id = next(w["worker_id"] for w in workers["workers"] if not w["lost"])
-    open_page(browser, cluster.http_url + "/#/workers")
-    until(lambda: worker_id in text_of(browser, "#workers"), timeout=UI_TIMEOUT)
-    screenshots(browser, "workers")
-    browser.find_element("css selector", 'nav a[data-page="scale-groups"]').click()
-    until(lambda: text_of(browser, '#groups tr[data-group="cpu"]') != "", timeout=UI_TIMEOUT)
-    assert "READY" in text_of(browser, "#slices") or "BOOTING" in text_of(browser, "#slices")
-    screenshots(browser, "scale-groups")
-    browser.find_element("css selector", 'nav a[data-page="endpoints"]').click()
-    until(lambda: "No endpoints registered" in text_of(browser, "#endpoints") or "Address" in text_of(browser, "#endpoints"), timeout=UI_TIMEOUT)
-    screenshots(browser, "endpoints")
-    assert not_reloaded(browser)
+    from iris.client import IrisClient
+
+    server = cluster.submit("sh", "-c", "sleep 600")
+    until(lambda: cluster.job_status(server)["state"] == "RUNNING", timeout=UI_TIMEOUT)
+    with IrisClient.remote(cluster.url) as client:  # what an ActorServer in the task does
+        client.register_endpoint("dash-test-actor", "127.0.0.1:45678", job_id=server, metadata={"kind": "actor"})
+    try:
+        _, workers = get(cluster.http_url + "/api/workers")
+        worker = next(w for w in workers["workers"] if not w["lost"])
+        assert worker["running_attempts"] >= 1 and worker["free_cpu"] < worker["cpu"]
+        open_page(browser, cluster.http_url + "/#/workers")
+        until(lambda: worker["worker_id"] in text_of(browser, "#workers"), timeout=UI_TIMEOUT)
+        screenshots(browser, "workers")
+        browser.find_element("css selector", 'nav a[data-page="scale-groups"]').click()
+        until(lambda: text_of(browser, '#groups tr[data-group="cpu"]') != "", timeout=UI_TIMEOUT)
+        assert "iris-cpu-0" in text_of(browser, "#slices")
+        screenshots(browser, "scale-groups")
+        browser.find_element("css selector", 'nav a[data-page="endpoints"]').click()
+        until(lambda: "dash-test-actor" in text_of(browser, "#endpoints"), timeout=UI_TIMEOUT)
+        row = text_of(browser, "#endpoints tbody tr")
+        assert "127.0.0.1:45678" in row and server in row and "kind=actor" in row
+        screenshots(browser, "endpoints")
+        assert not_reloaded(browser)
+    finally:
+        cluster.iris("job", "kill", "--controller-url", cluster.url, server)
 
 
 def test_jobs_page_filters_by_state_and_pages_without_a_reload(cluster: Cluster, browser: Any) -> None:

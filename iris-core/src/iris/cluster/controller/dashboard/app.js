@@ -140,6 +140,7 @@ function tasksByState(counts) {
 }
 
 async function jobsPage(mine) {
+  const started = performance.now();
   const q = new URLSearchParams();
   for (const name of ["state", "user", "prefix", "page", "per_page"]) if (route.params.get(name)) q.set(name, route.params.get(name));
   const data = await api(`/api/jobs?${q}`);
@@ -157,6 +158,11 @@ async function jobsPage(mine) {
   document.getElementById("page-info").textContent = `page ${data.page} of ${data.pages} (${data.total} job${data.total === 1 ? "" : "s"})`;
   document.getElementById("prev").disabled = data.page <= 1;
   document.getElementById("next").disabled = data.page >= data.pages;
+  // for benchmarks/dashboard.py: when the first table was on screen (ms since navigation), and
+  // how long each poll (API + render) took
+  const done = performance.now();
+  window.irisTimings = window.irisTimings || { firstJobsTable: done, polls: [] };
+  window.irisTimings.polls.push(done - started);
 }
 
 // --- one job --------------------------------------------------------------------------------
