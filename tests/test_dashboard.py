@@ -191,6 +191,35 @@ def test_dashboard_assets_are_served_from_the_package_and_nothing_else(cluster: 
     assert get(cluster.http_url + "/static/..%2fhttp_server.py")[0] == 404
 
 
+def test_http_port_off_serves_no_http_and_dashboard_says_how_to_turn_it_on(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    c.config.write_text(c.config.read_text().replace("controller: {", "controller: {http_port: -1, "))
+    try:
+        started = c.cluster("start")
+        assert started.returncode == 0, started.stderr
+        assert not (tmp_path / "state" / "controller.http_url").exists()
+        shown = c.cluster("dashboard", "--no-open")
+        assert shown.returncode == 1
+        assert shown.stderr.strip().count("\n") == 0 and "controller.http_port is -1" in shown.stderr
+        assert "dashboard:" not in c.cluster("status").stdout
+    finally:
+        c.cluster("stop")
+    stopped = c.cluster("dashboard", "--no-open")
+    assert stopped.returncode == 1 and "not running" in stopped.stderr and "Traceback" not in stopped.stderr
+
+
+def test_in_process_local_cluster_serves_no_http(tmp_path: Path) -> None:
+    from iris.cluster.manager import ClusterManager, make_local_config
+    from iris.config import ClusterConfig
+
+    manager = ClusterManager(make_local_config(ClusterConfig()))
+    manager.start()
+    try:
+        assert manager.http_url == ""
+    finally:
+        manager.stop()
+
+
 # --- the dashboard in headless Chromium -----------------------------------------------------------
 
 

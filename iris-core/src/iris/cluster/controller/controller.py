@@ -234,8 +234,10 @@ class Controller:
                 counts[job.state.value] = counts.get(job.state.value, 0) + 1
             if wanted:
                 matching = [j for j in matching if j.state in wanted]
+            if limit <= 0:  # only the counts
+                return JobPage(len(matching), counts, ())
             matching.sort(key=lambda j: j.submitted_at, reverse=True)
-            page = matching[max(0, offset) : max(0, offset) + max(0, limit)]
+            page = matching[max(0, offset) : max(0, offset) + limit]
             return JobPage(len(matching), counts, tuple(job_summary(j) for j in page))
 
     def wait_job(self, job_id: str, timeout: float, active: Callable[[], bool] = lambda: True) -> JobView:

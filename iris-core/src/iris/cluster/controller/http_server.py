@@ -59,6 +59,10 @@ class Unauthorized(IrisError):
     """The request's token is missing, unknown, or lacks the role for this request."""
 
 
+class Forbidden(IrisError):
+    """A request a browser was made to send by another site (wrong Host, cross-origin POST)."""
+
+
 class BadRequest(IrisError):
     """A query value outside what the API accepts (the message names field, value, accepted)."""
 
@@ -97,6 +101,19 @@ def _version() -> str:
         return version("iris-core")
     except PackageNotFoundError:
         return "unknown"
+
+
+def _local_name(name: str, bound: str) -> bool:
+    """A Host name this server answers to: an IP address, localhost, or the host it was bound to."""
+    import ipaddress
+
+    if name in ("localhost", bound.lower()):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _int(query: dict[str, list[str]], field: str, default: int, low: int, high: int) -> int:
@@ -159,6 +176,7 @@ class HttpServer:
         self.controller = controller
         self.cluster = cluster
         self.authorize = authorize
+        self.host = host
         self.version = _version()
         self.started = time.time()
         handler = type("Handler", (_Handler,), {"app": self})
@@ -341,10 +359,26 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")
 
+    def _check_origin(self, method: str) -> None:
+        """Refuse what another web site could make a browser send here: a Host that is not this
+        server's (DNS rebinding), and a cross-origin or non-JSON POST (a form or fetch from another
+        page: a JSON body forces the browser to ask first, and this server never says yes)."""
+        host = (self.headers.get("Host") or "").strip()
+        name = urlsplit(f"//{host}").hostname or ""
+        if not _local_name(name, self.app.host):
+            raise Forbidden(f"Host {host!r} is not this controller's; use an IP address, localhost or {self.app.host}")
+        if method == "POST":
+            origin = self.headers.get("Origin")
+            if origin and urlsplit(origin).netloc != host:
+                raise Forbidden(f"cross-origin request from {origin} refused")
+            if (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/json":
+                raise BadRequest("Content-Type", self.headers.get("Content-Type", ""), "application/json")
+
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         path = url.path
         try:
+            self._check_origin(method)
             self.app.authorize(self._token(), method, path)
             if method == "GET" and path in _GET_ROUTES:
                 self._json(200, _GET_ROUTES[path](self.app, parse_qs(url.query, keep_blank_values=True)))
@@ -359,6 +393,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(404, f"no such page or API: {path}", accepted="/health, /api/jobs, /api/job, /api/logs, /api/workers, /api/scale-groups, /api/endpoints, /api/kill, /")
         except Unauthorized as exc:
             self._error(401, str(exc))
+        except Forbidden as exc:
+            self._error(403, str(exc))
         except BadRequest as exc:
             status = 404 if isinstance(exc, NotFound) else 400
             self._error(status, str(exc), field=exc.field, value=exc.value, accepted=exc.accepted)

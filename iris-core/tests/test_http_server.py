@@ -1,0 +1,138 @@
+"""The controller's HTTP side against a real controller (in memory, no workers) over loopback:
+paging and filtering, the authorization hook, and what a browser on another site cannot do."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from iris.cluster.controller.controller import Controller
+from iris.cluster.controller.http_server import HttpServer, Unauthorized
+from iris.job.records import JobSpec
+from iris.job.types import Entrypoint, JobState
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec(name: str, user: str = "alice", replicas: int = 1) -> JobSpec:
+    return JobSpec(name=name, entrypoint=Entrypoint.from_command("true"), user=user, replicas=replicas)
+
+
+@pytest.fixture
+def controller() -> Controller:
+    clock = Clock()
+    c = Controller(clock=clock)
+    for i in range(7):
+        clock.now += 1
+        c.launch_job(spec(f"j{i}", user="alice" if i % 2 == 0 else "bob", replicas=2))
+    c.kill_job("/alice/j0")
+    c.kill_job("/bob/j1")
+    return c
+
+
+def request(server: HttpServer, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if response.getheader("Content-Type", "").startswith("application/json") else data
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def server(controller: Controller) -> Iterator[HttpServer]:
+    s = HttpServer(controller)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_page_jobs_filters_counts_and_pages_newest_first(controller: Controller) -> None:
+    page = controller.page_jobs(limit=3)
+    assert page.total == 7 and page.counts == {"PENDING": 5, "KILLED": 2}
+    assert [j.job_id for j in page.jobs] == ["/alice/j6", "/bob/j5", "/alice/j4"]
+    second = controller.page_jobs(offset=3, limit=3)
+    assert [j.job_id for j in second.jobs] == ["/bob/j3", "/alice/j2", "/bob/j1"]
+    bob = controller.page_jobs(user="bob", states=[JobState.PENDING])
+    assert [j.job_id for j in bob.jobs] == ["/bob/j5", "/bob/j3"] and bob.counts == {"PENDING": 2, "KILLED": 1}
+    assert controller.page_jobs(prefix="/alice/j").total == 4
+    summary = controller.page_jobs(prefix="/alice/j6").jobs[0]
+    assert summary.tasks_by_state == {"PENDING": 2} and summary.pending_reason and summary.replicas == 2
+    killed = controller.page_jobs(states=[JobState.KILLED], user="alice").jobs[0]
+    assert killed.state == "KILLED" and killed.error == "killed by user" and killed.pending_reason == ""
+
+
+def test_api_jobs_answers_the_page_and_its_bounds(server: HttpServer) -> None:
+    status, body = request(server, "GET", "/api/jobs?per_page=2&page=4")
+    assert status == 200 and body["pages"] == 4 and [j["job_id"] for j in body["jobs"]] == ["/alice/j0"]
+    status, body = request(server, "GET", "/api/jobs?per_page=2&page=5")
+    assert status == 400 and body["field"] == "page" and "1 to 4" in body["accepted"]
+    status, body = request(server, "GET", "/api/jobs?state=killed,PENDING&user=bob")
+    assert status == 200 and body["total"] == 3
+
+
+def test_authorize_hook_sees_bearer_token_or_cookie_and_refuses_with_401(controller: Controller) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def authorize(token: str, method: str, path: str) -> None:
+        seen.append((token, method, path))
+        if token != "s3cret":
+            raise Unauthorized("a valid token is required (Authorization: Bearer TOKEN)")
+
+    s = HttpServer(controller, authorize=authorize)
+    s.start()
+    try:
+        status, body = request(s, "GET", "/api/jobs")
+        assert status == 401 and "token is required" in body["error"]
+        assert request(s, "GET", "/", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert request(s, "GET", "/health", headers={"Authorization": "Bearer s3cret"})[0] == 200
+        assert request(s, "GET", "/api/workers", headers={"Cookie": "theme=dark; iris_token=s3cret"})[0] == 200
+        status, _ = request(s, "POST", "/api/kill", b'{"job_id": "/alice/j2"}', {"Content-Type": "application/json"})
+        assert status == 401 and controller.job_state("/alice/j2")[1] is JobState.PENDING
+    finally:
+        s.stop()
+    assert ("", "GET", "/api/jobs") in seen and ("s3cret", "GET", "/api/workers") in seen and ("", "POST", "/api/kill") in seen
+
+
+def test_another_site_cannot_kill_through_the_browser(server: HttpServer, controller: Controller) -> None:
+    body = b'{"job_id": "/alice/j2"}'
+    status, answer = request(server, "POST", "/api/kill", body, {"Content-Type": "text/plain"})  # a "simple" cross-site request
+    assert status == 400 and answer["field"] == "Content-Type"
+    status, answer = request(server, "POST", "/api/kill", body, {"Content-Type": "application/json", "Origin": "https://evil.example"})
+    assert status == 403 and "cross-origin" in answer["error"]
+    status, answer = request(server, "GET", "/api/jobs", headers={"Host": "evil.example"})  # DNS rebinding
+    assert status == 403 and "evil.example" in answer["error"]
+    assert controller.job_state("/alice/j2")[1] is JobState.PENDING
+    origin = f"http://127.0.0.1:{server.port}"
+    status, answer = request(server, "POST", "/api/kill", body, {"Content-Type": "application/json", "Origin": origin})
+    assert status == 200 and answer == {"job_id": "/alice/j2", "state": "KILLED"}
+    assert controller.get_job("/alice/j2").error == "killed from the dashboard"
+
+
+def test_static_files_come_from_the_package_and_nothing_outside_it(server: HttpServer) -> None:
+    status, page = request(server, "GET", "/")
+    assert status == 200 and b"/static/app.js" in page
+    assert request(server, "GET", "/static/app.js")[0] == 200
+    for path in ("/static/../http_server.py", "/static/%2e%2e/controller.py", "/static/missing.js", "/static/app.py"):
+        assert request(server, "GET", path)[0] == 404, path
+
+
+def test_http_server_refuses_a_port_in_use_with_one_line(controller: Controller, server: HttpServer) -> None:
+    from iris.errors import IrisError
+
+    with pytest.raises(IrisError, match=rf"controller.http_port: cannot listen on 127.0.0.1:{server.port}"):
+        HttpServer(controller, port=server.port)
