@@ -68,9 +68,11 @@ class Cluster:
     def cluster(self, *args: str) -> subprocess.CompletedProcess:
         return self.iris("cluster", "--config", str(self.config), *args)
 
-    def submit(self, *command: str) -> str:
+    def submit(self, *command: str, replicas: int = 1) -> str:
         """``iris run --no-wait`` through the CLI; the job id it prints."""
-        ran = self.iris("--controller-url", self.url, "run", "--no-wait", "--cpu", "0.2", "--memory", "64MB", "--", *command)
+        ran = self.iris(
+            "--controller-url", self.url, "run", "--no-wait", "--cpu", "0.2", "--memory", "64MB", "--replicas", str(replicas), "--", *command
+        )
         assert ran.returncode == 0, ran.stderr
         return ran.stdout.strip().splitlines()[-1]
 
@@ -371,8 +373,10 @@ def test_workers_scale_groups_and_endpoints_pages_show_the_cluster(cluster: Clus
         _, workers = get(cluster.http_url + "/api/workers")
         worker = next(w for w in workers["workers"] if not w["lost"])
         assert worker["running_attempts"] >= 1 and worker["free_cpu"] < worker["cpu"]
+        assert {"task_id": f"{server}/0", "attempt_id": 0, "state": "RUNNING"} in worker["attempts"]
         open_page(browser, cluster.http_url + "/#/workers")
         until(lambda: worker["worker_id"] in text_of(browser, "#workers"), timeout=UI_TIMEOUT)
+        until(lambda: server in text_of(browser, f'tr[data-worker-id="{worker["worker_id"]}"] .attempts'), timeout=UI_TIMEOUT)
         screenshots(browser, "workers")
         browser.find_element("css selector", 'nav a[data-page="scale-groups"]').click()
         until(lambda: text_of(browser, '#groups tr[data-group="cpu"]') != "", timeout=UI_TIMEOUT)
@@ -401,3 +405,19 @@ def test_jobs_page_filters_by_state_and_pages_without_a_reload(cluster: Cluster,
     until(lambda: row_state(browser, failed) == "" and "page 1 of" in text_of(browser, "#page-info"), timeout=UI_TIMEOUT)
     assert set(e.text for e in browser.find_elements("css selector", "#jobs .state-cell")) <= {"SUCCEEDED"}
     assert not_reloaded(browser)
+
+
+def test_job_page_pages_the_tasks_of_a_big_job(cluster: Cluster, browser: Any) -> None:
+    job_id = cluster.submit("sleep", "600", replicas=150)  # 10 run at once on the 2-cpu worker, the rest wait
+    try:
+        open_page(browser, f"{cluster.http_url}/#/job/{job_id}")
+        until(lambda: "Tasks (150)" in text_of(browser, "#job-body"), timeout=UI_TIMEOUT)
+        assert len(browser.find_elements("css selector", "#tasks tr.task")) == 100
+        assert "pending" in text_of(browser, "#job-body h2")  # the tasks by state, over all 150
+        browser.find_element("css selector", 'button[data-task-step="1"]').click()
+        until(lambda: browser.find_elements("css selector", '#tasks tr.task[data-task="149"]') != [], timeout=UI_TIMEOUT)
+        assert len(browser.find_elements("css selector", "#tasks tr.task")) == 50
+        assert "page 2 of 2" in text_of(browser, "#job-body .pager")
+        assert not_reloaded(browser)
+    finally:
+        cluster.iris("job", "kill", "--controller-url", cluster.url, job_id)

@@ -85,6 +85,20 @@ def test_api_jobs_answers_the_page_and_its_bounds(server: HttpServer) -> None:
     assert status == 200 and body["total"] == 3
 
 
+def test_api_job_pages_the_tasks_of_a_big_job(controller: Controller, server: HttpServer) -> None:
+    controller.launch_job(spec("big", replicas=250))
+    status, body = request(server, "GET", "/api/job?id=/alice/big")
+    assert status == 200
+    assert body["task_count"] == 250 and body["tasks_by_state"] == {"PENDING": 250} and body["task_pages"] == 3
+    assert [t["index"] for t in body["tasks"]] == list(range(100))
+    status, body = request(server, "GET", "/api/job?id=/alice/big&task_page=3")
+    assert [t["index"] for t in body["tasks"]] == list(range(200, 250))
+    status, body = request(server, "GET", "/api/job?id=/alice/big&task_page=4")
+    assert status == 400 and body["field"] == "task_page" and "250 tasks" in body["accepted"]
+    status, body = request(server, "GET", "/api/job?id=/alice/big&tasks_per_page=0")
+    assert status == 400 and body["field"] == "tasks_per_page"
+
+
 def test_authorize_hook_sees_bearer_token_or_cookie_and_refuses_with_401(controller: Controller) -> None:
     seen: list[tuple[str, str, str]] = []
 

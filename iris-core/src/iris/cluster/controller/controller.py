@@ -207,6 +207,18 @@ class Controller:
         with self._lock:
             return job_view(self._jobs.resolve(job_id))
 
+    def get_job_page(self, job_id: str, task_offset: int = 0, task_limit: int = 0) -> tuple[JobView, dict[str, int]]:
+        """The job with only tasks ``[task_offset, task_offset + task_limit)`` in its view (all
+        with ``task_limit`` 0), and how many of all its tasks are in each state: a job of 10,000
+        tasks can be shown a page at a time."""
+        with self._lock:
+            job = self._jobs.resolve(job_id)
+            counts: dict[str, int] = {}
+            for task in job.tasks:
+                counts[task.state.value] = counts.get(task.state.value, 0) + 1
+            end = task_offset + task_limit if task_limit > 0 else len(job.tasks)
+            return job_view(job, job.tasks[max(0, task_offset) : end]), counts
+
     def job_state(self, job_id: str) -> tuple[str, JobState]:
         """The full id and state of a job (cheap: no snapshot of its tasks)."""
         with self._lock:
@@ -352,6 +364,14 @@ class Controller:
     def list_workers(self) -> list[WorkerView]:
         with self._lock:
             return [worker_view(w) for w in self._state.workers.values()]
+
+    def worker_attempts(self) -> dict[str, list[tuple[str, int, str]]]:
+        """Worker id -> (task id, attempt id, state) of each attempt it holds and has not finished."""
+        with self._lock:
+            return {
+                w.worker_id: sorted((task.task_id, attempt.attempt_id, attempt.state.value) for task, attempt in w.attempts.values())
+                for w in self._state.workers.values()
+            }
 
     def exchange(self, identity: WorkerIdentity, observed: list[ObservedAttempt]) -> tuple[int, list[AttemptAck], bool]:
         """The first half of a reconcile: record what the worker observes. Returns its desired

@@ -4,7 +4,8 @@ dashboard's static files (shipped in this package, under ``dashboard/``).
     GET  /health                        ok, version, uptime, counts (for probes and bootstrap scripts)
     GET  /api/jobs?state=&user=&prefix=&page=&per_page=
                                         one page of job summaries, newest first
-    GET  /api/job?id=JOB                one job: tasks, attempts, children
+    GET  /api/job?id=JOB&task_page=&tasks_per_page=
+                                        one job: a page of its tasks with their attempts, children
     GET  /api/logs?job=JOB&cursor=C&max_lines=N&children=1
                                         a job's log lines after a cursor (the gRPC GetLogs cursor)
     GET  /api/workers                   every worker, lost ones included
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 50
+DEFAULT_TASKS_PER_PAGE = 100
 MAX_LOG_LINES = 5_000
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_COOKIE = "iris_token"
@@ -228,7 +230,14 @@ class HttpServer:
 
     def job(self, query: dict[str, list[str]]) -> dict[str, Any]:
         job_id = _required(query, "id")
-        view = _resolving("id", job_id, lambda: self.controller.get_job(job_id))
+        task_page = _int(query, "task_page", 1, 1, 10**9)
+        per_page = _int(query, "tasks_per_page", DEFAULT_TASKS_PER_PAGE, 1, MAX_PER_PAGE)
+        offset = (task_page - 1) * per_page
+        view, by_state = _resolving("id", job_id, lambda: self.controller.get_job_page(job_id, offset, per_page))
+        task_count = sum(by_state.values())
+        task_pages = max(1, -(-task_count // per_page))
+        if task_page > task_pages:
+            raise BadRequest("task_page", task_page, f"a page from 1 to {task_pages} ({task_count} tasks, {per_page} per page)")
         spec = view.spec
         return {
             "job_id": view.job_id,
@@ -246,6 +255,11 @@ class HttpServer:
             "resources": _plain(spec.resources),
             "replicas": spec.replicas,
             "max_retries": spec.max_retries,
+            "task_count": task_count,
+            "tasks_by_state": by_state,
+            "task_page": task_page,
+            "task_pages": task_pages,
+            "tasks_per_page": per_page,
             "tasks": _plain(view.tasks),
         }
 
@@ -269,9 +283,11 @@ class HttpServer:
     def workers(self, query: dict[str, list[str]]) -> dict[str, Any]:
         now = time.time()
         workers = sorted(self.controller.list_workers(), key=lambda w: (w.lost, w.worker_id))
+        attempts = self.controller.worker_attempts()
         out = []
         for w in workers:
             row = _plain(w)
+            row["attempts"] = [{"task_id": t, "attempt_id": a, "state": s} for t, a, s in attempts.get(w.worker_id, [])]
             row.update(free_cpu=max(0.0, w.cpu - w.used_cpu), free_memory=max(0, w.memory_bytes - w.used_memory), seen_ago=max(0.0, now - w.last_seen))
             out.append(row)
         return {"workers": out}

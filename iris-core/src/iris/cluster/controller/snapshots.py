@@ -6,6 +6,8 @@ any other reader) can convert or inspect it at leisure while the controller move
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from iris.cluster.controller.state import Attempt, Job, Task, WorkerRecord
@@ -78,11 +80,12 @@ def task_view(t: Task) -> TaskView:
     )
 
 
-def job_view(job: Job) -> JobView:
+def job_view(job: Job, tasks: Iterable[Task] | None = None) -> JobView:
+    """The job's view; with ``tasks``, only those tasks are in it (a page of a big job)."""
     exit_code = job_exit_code(job.state, (t.exit_code for t in job.tasks)) if job.state.is_terminal else 0
     return JobView(
         job.job_id, job.spec, job.submitted_at, job.state, job.started_at, job.finished_at, job.error, exit_code,
-        tuple(map(task_view, job.tasks)), tuple(job.children),
+        tuple(map(task_view, job.tasks if tasks is None else tasks)), tuple(job.children),
     )
 
 

@@ -11,7 +11,9 @@ const app = document.getElementById("app");
 let route = null;   // {page, params, key}
 let timer = null;
 let generation = 0; // bumps on navigation: a poll of the previous page must not draw on this one
-let log = null;     // {jobId, cursor, finished, lines}
+let log = null;     // {jobId, cursor, finished, count}
+let taskPage = 1;   // the job page's page of tasks
+const MAX_LOG_LINES_SHOWN = 20000; // older lines leave the page (the API still has them)
 
 function esc(value) {
   return String(value === null || value === undefined ? "" : value)
@@ -175,7 +177,15 @@ function setupJob() {
     <h2>Log <span class="muted" id="log-status"></span></h2>
     <pre id="log"></pre>`;
   log = { jobId: route.id, cursor: "", finished: false, count: 0 };
+  taskPage = 1;
   document.getElementById("kill").addEventListener("click", killJob);
+  document.getElementById("job-body").addEventListener("click", (e) => {
+    const step = e.target.dataset && e.target.dataset.taskStep;
+    if (!step) return;
+    taskPage = Math.max(1, taskPage + Number(step));
+    clearTimeout(timer);
+    poll();
+  });
 }
 
 async function killJob() {
@@ -195,7 +205,13 @@ async function killJob() {
 }
 
 async function jobPage(mine) {
-  const [job] = await Promise.all([api(`/api/job?id=${encodeURIComponent(route.id)}`), readLog(mine)]);
+  let job;
+  try {
+    [job] = await Promise.all([api(`/api/job?id=${encodeURIComponent(route.id)}&task_page=${taskPage}`), readLog(mine)]);
+  } catch (e) {
+    if (taskPage > 1 && /task_page/.test(e.message)) { taskPage = 1; return; } // the job has fewer tasks now
+    throw e;
+  }
   if (mine !== generation) return;
   document.getElementById("job-state").innerHTML = badge(job.state);
   const kill = document.getElementById("kill");
@@ -213,7 +229,7 @@ async function jobPage(mine) {
   if (job.error) facts.push(["Error", `<span id="job-error">${esc(job.error)}</span>`]);
   document.getElementById("job-body").innerHTML = `
     <dl class="facts">${facts.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("")}</dl>
-    <h2>Tasks (${job.tasks.length})</h2>
+    <h2>Tasks (${job.task_count}) <span class="counts">${tasksByState(job.tasks_by_state)}</span></h2>
     <table id="tasks"><thead><tr><th class="num">Task</th><th>State</th><th class="num">Exit code</th><th>Error / pending reason</th>
       <th class="num">Failures</th><th class="num">Preemptions</th><th class="num">Attempts</th></tr></thead><tbody>
       ${job.tasks.map(t => `<tr class="task" data-task="${t.index}"><td class="num">${t.index}</td><td>${badge(t.state)}</td>
@@ -221,7 +237,11 @@ async function jobPage(mine) {
         <td class="error">${esc(t.state === "PENDING" ? t.pending_reason : t.error)}</td>
         <td class="num">${t.failures}</td><td class="num">${t.preemptions}</td><td class="num">${t.attempts.length}</td></tr>`).join("")}
     </tbody></table>
-    <h2>Attempts (${attempts.length})</h2>
+    ${job.task_pages > 1 ? `<div class="pager"><button data-task-step="-1" ${job.task_page <= 1 ? "disabled" : ""}>‹ Previous tasks</button>
+      <span class="muted">tasks ${(job.task_page - 1) * job.tasks_per_page}–${Math.min(job.task_count, job.task_page * job.tasks_per_page) - 1}
+      (page ${job.task_page} of ${job.task_pages})</span>
+      <button data-task-step="1" ${job.task_page >= job.task_pages ? "disabled" : ""}>Next tasks ›</button></div>` : ""}
+    <h2>Attempts of these tasks (${attempts.length})</h2>
     <table id="attempts"><thead><tr><th class="num">Task</th><th class="num">Attempt</th><th>Worker</th><th>State</th>
       <th class="num">Exit code</th><th>OOM</th><th>Error</th><th>Started</th><th>Ran for</th></tr></thead><tbody>
       ${attempts.map(([t, a]) => `<tr class="attempt" data-task="${t.index}" data-attempt="${a.attempt_id}">
@@ -259,6 +279,7 @@ function appendLog(lines, state) {
   }).join("");
   el.insertAdjacentHTML("beforeend", html);
   state.count += lines.length;
+  while (el.childElementCount > MAX_LOG_LINES_SHOWN) el.firstElementChild.remove();
   if (atBottom) el.scrollTop = el.scrollHeight;
 }
 
@@ -270,12 +291,13 @@ async function workersPage(mine) {
   const live = data.workers.filter(w => !w.lost).length;
   app.innerHTML = `<h1>Workers <span class="muted">(${live} live, ${data.workers.length - live} lost)</span></h1>
     <table id="workers"><thead><tr><th>Worker</th><th>Slice</th><th>State</th><th class="num">CPU used / total</th><th class="num">CPU free</th>
-      <th class="num">Memory used / total</th><th class="num">Memory free</th><th class="num">Running attempts</th><th>Last reconcile</th><th>Attributes</th></tr></thead><tbody>
+      <th class="num">Memory used / total</th><th class="num">Memory free</th><th>Attempts</th><th>Last reconcile</th><th>Attributes</th></tr></thead><tbody>
     ${data.workers.map(w => `<tr data-worker-id="${esc(w.worker_id)}"><td>${esc(w.worker_id)}</td><td>${esc(w.slice_id)}</td>
       <td>${w.lost ? badge("lost") : badge("READY")}</td>
       <td class="num">${esc(w.used_cpu)} / ${esc(w.cpu)}</td><td class="num">${esc(w.free_cpu)}</td>
       <td class="num">${esc(bytes(w.used_memory))} / ${esc(bytes(w.memory_bytes))}</td><td class="num">${esc(bytes(w.free_memory))}</td>
-      <td class="num">${w.running_attempts}</td><td>${esc(ago(w.last_seen))}</td>
+      <td class="attempts">${w.attempts.map(a => `<div>${jobLink(a.task_id.slice(0, a.task_id.lastIndexOf("/")))}<span class="muted">/${esc(a.task_id.slice(a.task_id.lastIndexOf("/") + 1))} #${a.attempt_id}</span> ${badge(a.state)}</div>`).join("") || '<span class="muted">idle</span>'}</td>
+      <td>${esc(ago(w.last_seen))}</td>
       <td>${Object.entries(w.attributes).map(([k, v]) => `<code>${esc(k)}=${esc(v)}</code>`).join(" ")}</td></tr>`).join("")
       || `<tr><td colspan="10" class="muted">No workers have checked in.</td></tr>`}
     </tbody></table>`;
