@@ -419,5 +419,8 @@ def test_job_page_pages_the_tasks_of_a_big_job(cluster: Cluster, browser: Any) -
         assert len(browser.find_elements("css selector", "#tasks tr.task")) == 50
         assert "page 2 of 2" in text_of(browser, "#job-body .pager")
         assert not_reloaded(browser)
+        # the waiting tasks are demand on the only group (at its max): the scale groups page says so
+        browser.find_element("css selector", 'nav a[data-page="scale-groups"]').click()
+        until(lambda: int(text_of(browser, '#groups tr[data-group="cpu"] td:nth-child(4)') or 0) >= 100, timeout=UI_TIMEOUT)
     finally:
         cluster.iris("job", "kill", "--controller-url", cluster.url, job_id)

@@ -249,7 +249,7 @@ class ClusterManager:
         demand: dict[str, int] = {}
         if self._server is not None:
             for d in self.controller.unmet_demand():
-                group = autoscaler.route(d)[0]
+                group = autoscaler.route(d)[0]  # per job: a job keeps the group it was routed to
                 if group is not None:
                     demand[group] = demand.get(group, 0) + d.tasks
         out = []

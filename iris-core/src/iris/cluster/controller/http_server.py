@@ -334,6 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
     app: HttpServer
     server_version = "iris-controller"
     protocol_version = "HTTP/1.1"
+    timeout = 60  # an idle kept-alive browser connection gives its thread back after this
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         logger.debug("http %s " + format, self.client_address[0], *args)
