@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from iris.cluster.controller.controller import Controller
-from iris.cluster.controller.http_server import HttpServer, Unauthorized
+from iris.cluster.controller.http_server import Forbidden, HttpRequest, HttpServer, Unauthorized
 from iris.job.records import JobSpec
 from iris.job.types import Entrypoint, JobState
 
@@ -99,27 +99,39 @@ def test_api_job_pages_the_tasks_of_a_big_job(controller: Controller, server: Ht
     assert status == 400 and body["field"] == "tasks_per_page"
 
 
-def test_authorize_hook_sees_bearer_token_or_cookie_and_refuses_with_401(controller: Controller) -> None:
-    seen: list[tuple[str, str, str]] = []
+def test_authorize_hook_sees_token_and_job_and_refuses_with_401_or_403(controller: Controller) -> None:
+    seen: list[HttpRequest] = []
+    users = {"s3cret": "alice", "b0b": "bob"}
 
-    def authorize(token: str, method: str, path: str) -> None:
-        seen.append((token, method, path))
-        if token != "s3cret":
+    def authorize(request: HttpRequest) -> None:  # what an auth plugin would pass: tokens, then owners
+        seen.append(request)
+        user = users.get(request.token)
+        if user is None:
             raise Unauthorized("a valid token is required (Authorization: Bearer TOKEN)")
+        if request.path == "/api/kill" and controller.get_job(request.job_id).spec.user != user:
+            raise Forbidden(f"{user} may kill only their own jobs")
 
     s = HttpServer(controller, authorize=authorize)
     s.start()
+    json_body = {"Content-Type": "application/json"}
     try:
         status, body = request(s, "GET", "/api/jobs")
         assert status == 401 and "token is required" in body["error"]
         assert request(s, "GET", "/", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert request(s, "GET", "/health", headers={"Authorization": "Bearer s3cret"})[0] == 200
-        assert request(s, "GET", "/api/workers", headers={"Cookie": "theme=dark; iris_token=s3cret"})[0] == 200
-        status, _ = request(s, "POST", "/api/kill", b'{"job_id": "/alice/j2"}', {"Content-Type": "application/json"})
+        assert request(s, "GET", "/api/job?id=/bob/j3", headers={"Cookie": "theme=dark; iris_token=s3cret"})[0] == 200
+        status, _ = request(s, "POST", "/api/kill", b'{"job_id": "/alice/j2"}', json_body)
         assert status == 401 and controller.job_state("/alice/j2")[1] is JobState.PENDING
+        status, body = request(s, "POST", "/api/kill", b'{"job_id": "/alice/j2"}', {**json_body, "Authorization": "Bearer b0b"})
+        assert status == 403 and "only their own" in body["error"]
+        assert controller.job_state("/alice/j2")[1] is JobState.PENDING
+        status, _ = request(s, "POST", "/api/kill", b'{"job_id": "/alice/j2"}', {**json_body, "Authorization": "Bearer s3cret"})
+        assert status == 200 and controller.job_state("/alice/j2")[1] is JobState.KILLED
     finally:
         s.stop()
-    assert ("", "GET", "/api/jobs") in seen and ("s3cret", "GET", "/api/workers") in seen and ("", "POST", "/api/kill") in seen
+    assert HttpRequest("", "GET", "/api/jobs") in seen
+    assert HttpRequest("s3cret", "GET", "/api/job", "/bob/j3") in seen
+    assert HttpRequest("b0b", "POST", "/api/kill", "/alice/j2") in seen
 
 
 def test_another_site_cannot_kill_through_the_browser(server: HttpServer, controller: Controller) -> None:

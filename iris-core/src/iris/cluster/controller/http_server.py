@@ -50,11 +50,25 @@ MAX_LOG_LINES = 5_000
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_COOKIE = "iris_token"
 
-#: ``authorize(token, method, path) -> None`` raises :class:`Unauthorized` to refuse a request.
-#: ``token`` is the bearer token of the ``Authorization`` header, else the ``iris_token``
-#: cookie, else "". The default allows everything (auth off); the auth interceptor's token check
-#: is meant to be passed here so the dashboard sits behind the same authentication as the RPCs.
-Authorizer = Callable[[str, str, str], None]
+@attrs.frozen
+class HttpRequest:
+    """What the authorization hook sees of a request.
+
+    ``token``: the bearer token of the ``Authorization`` header, else the ``iris_token`` cookie,
+    else "". ``job_id``: the job the request reads or acts on (``id``/``job`` in the query, the
+    body's ``job_id`` for a kill), "" for the others, so an owner check (kill only your own job)
+    needs nothing else."""
+
+    token: str
+    method: str
+    path: str
+    job_id: str = ""
+
+
+#: ``authorize(request) -> None`` raises :class:`Unauthorized` (401) or :class:`Forbidden` (403)
+#: to refuse a request. The default allows everything (auth off); the RPCs' token and role check
+#: is meant to be passed here, so the dashboard sits behind the same authentication as the RPCs.
+Authorizer = Callable[[HttpRequest], None]
 
 
 class Unauthorized(IrisError):
@@ -62,7 +76,8 @@ class Unauthorized(IrisError):
 
 
 class Forbidden(IrisError):
-    """A request a browser was made to send by another site (wrong Host, cross-origin POST)."""
+    """A request refused whoever sends it: one a browser was made to send by another site (wrong
+    Host, cross-origin POST), or one the caller's role does not allow."""
 
 
 class BadRequest(IrisError):
@@ -88,7 +103,7 @@ def _resolving(field: str, job_id: str, call: Callable[[], Any]) -> Any:
         raise NotFound(field, job_id) from None
 
 
-def allow_all(token: str, method: str, path: str) -> None:
+def allow_all(request: HttpRequest) -> None:
     """Auth off: every request is allowed."""
 
 
@@ -396,11 +411,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         try:
             self._check_origin(method)
-            self.app.authorize(self._token(), method, path)
+            query = parse_qs(url.query, keep_blank_values=True)
+            body = self._body() if method == "POST" and path in _POST_ROUTES else {}
+            job_id = body.get("job_id") if isinstance(body.get("job_id"), str) else (query.get("id") or query.get("job") or [""])[-1]
+            self.app.authorize(HttpRequest(self._token(), method, path, job_id))
             if method == "GET" and path in _GET_ROUTES:
-                self._json(200, _GET_ROUTES[path](self.app, parse_qs(url.query, keep_blank_values=True)))
+                self._json(200, _GET_ROUTES[path](self.app, query))
             elif method == "POST" and path in _POST_ROUTES:
-                self._json(200, _POST_ROUTES[path](self.app, self._body()))
+                self._json(200, _POST_ROUTES[path](self.app, body))
             elif method == "GET" and (path in ("/", "/index.html") or path.startswith("/static/")):
                 self._static(path)
             elif path in _GET_ROUTES or path in _POST_ROUTES:
