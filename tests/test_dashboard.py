@@ -424,3 +424,12 @@ def test_job_page_pages_the_tasks_of_a_big_job(cluster: Cluster, browser: Any) -
         until(lambda: int(text_of(browser, '#groups tr[data-group="cpu"] td:nth-child(4)') or 0) >= 100, timeout=UI_TIMEOUT)
     finally:
         cluster.iris("job", "kill", "--controller-url", cluster.url, job_id)
+
+
+def test_jobs_page_past_the_last_page_falls_back_to_the_first(cluster: Cluster, browser: Any) -> None:
+    done = cluster.submit("true")
+    until(lambda: cluster.job_status(done)["state"] == "SUCCEEDED", timeout=UI_TIMEOUT)
+    open_page(browser, cluster.http_url + "/#/jobs?page=99999")
+    until(lambda: "page 1 of" in text_of(browser, "#page-info") and row_state(browser, done) == "SUCCEEDED", timeout=UI_TIMEOUT)
+    assert "page=" not in browser.current_url
+    assert not_reloaded(browser)

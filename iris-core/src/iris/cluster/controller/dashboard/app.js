@@ -145,7 +145,18 @@ async function jobsPage(mine) {
   const started = performance.now();
   const q = new URLSearchParams();
   for (const name of ["state", "user", "prefix", "page", "per_page"]) if (route.params.get(name)) q.set(name, route.params.get(name));
-  const data = await api(`/api/jobs?${q}`);
+  let data;
+  try {
+    data = await api(`/api/jobs?${q}`);
+  } catch (e) {
+    if (q.get("page") && e.message.startsWith("page:")) { // fewer jobs match now: back to the first page
+      const keep = new URLSearchParams(route.params);
+      keep.delete("page");
+      if (mine === generation) location.hash = `#/jobs${keep.toString() ? "?" + keep : ""}`;
+      return;
+    }
+    throw e;
+  }
   if (mine !== generation) return;
   document.querySelector("#jobs tbody").innerHTML = data.jobs.map(j => `
     <tr data-job-id="${esc(j.job_id)}">
