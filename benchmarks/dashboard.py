@@ -7,7 +7,9 @@ and KILLED jobs with pending reasons and errors), served by the controller's ``H
 127.0.0.1. Then:
 
 * the API: ``--calls`` sequential ``GET /api/jobs`` (the first page of 50, what the page asks
-  for), the same filtered by ``state=KILLED``, by a user, and the 100th page; per-call times;
+  for), the same filtered by ``state=KILLED``, by a user, and the 100th page; ``/health`` (the
+  page polls it too); and the first page of tasks of one more job, of 10,000 tasks (the job
+  page's poll); per-call times;
 * the page: ``--runs`` fresh loads of ``/#/jobs`` in headless Chromium (Debian's ``chromium``
   and ``chromium-driver``, driven by Selenium), each read from the page itself
   (``window.irisTimings.firstJobsTable``: ms from navigation start, so the HTML, script and
@@ -51,7 +53,8 @@ def fill(jobs: int):
         job_id = controller.launch_job(spec)
         if i % 3 == 0:
             controller.kill_job(job_id, reason="benchmark: killed")
-    print(f"launched {jobs} jobs in {time.perf_counter() - started:.1f} s")
+    controller.launch_job(JobSpec(name="big", entrypoint=entrypoint, resources=ResourceSpec(cpu=1, memory="1GB"), user="user0", replicas=10_000))
+    print(f"launched {jobs} jobs and one of 10,000 tasks in {time.perf_counter() - started:.1f} s")
     return controller
 
 
@@ -110,6 +113,8 @@ def main() -> int:
             ("state=KILLED", "/api/jobs?state=KILLED"),
             ("user=user2", "/api/jobs?user=user2"),
             ("page 100", "/api/jobs?page=100"),
+            ("/health", "/health"),
+            ("10,000-task job", "/api/job?id=/user0/big"),
         ):
             print("  " + summary_line(label, time_api(base + query, args.calls), unit="ms", scale=1000, digits=1, width=18))
         if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
