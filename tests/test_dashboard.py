@@ -36,10 +36,10 @@ def until(predicate: Any, timeout: float) -> None:
     assert wait_until(predicate, timeout=timeout, interval=0.2), f"not true within {timeout:.0f}s: the condition at line {predicate.__code__.co_firstlineno}"
 
 
-def iris_cmd(*args: str, home: Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("IRIS_CONTROLLER_ADDRESS", "HF_TOKEN", "WANDB_API_KEY")}
-    env["HOME"] = str(home)
-    return subprocess.run([IRIS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def iris_cmd(*args: str, home: Path, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k not in ("IRIS_CONTROLLER_ADDRESS", "HF_TOKEN", "WANDB_API_KEY", "BROWSER")}
+    full.update(HOME=str(home), **(env or {}))
+    return subprocess.run([IRIS, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
 class Cluster:
@@ -62,8 +62,8 @@ class Cluster:
         self.url = ""
         self.http_url = ""
 
-    def iris(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return iris_cmd(*args, home=self.home, cwd=self.work, timeout=timeout)
+    def iris(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return iris_cmd(*args, home=self.home, cwd=self.work, timeout=timeout, env=env)
 
     def cluster(self, *args: str) -> subprocess.CompletedProcess:
         return self.iris("cluster", "--config", str(self.config), *args)
@@ -125,6 +125,17 @@ def test_cluster_status_and_dashboard_command_print_the_http_url(cluster: Cluste
     as_json = json.loads(cluster.cluster("status", "--json").stdout)
     assert as_json["controller"]["dashboard"] == cluster.http_url
     assert (cluster.root / "state" / "controller.http_url").read_text().strip() == cluster.http_url
+
+
+def test_dashboard_command_opens_the_url_in_the_users_browser(cluster: Cluster, tmp_path: Path) -> None:
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser.sh"  # $BROWSER, as Python's webbrowser honours it
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    shown = cluster.iris("cluster", "--config", str(cluster.config), "dashboard", env={"BROWSER": str(browser)})
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == cluster.http_url
+    until(lambda: opened.exists() and opened.read_text().strip() == cluster.http_url, timeout=30)
 
 
 def test_health_answers_ok_with_version_uptime_and_counts(cluster: Cluster) -> None:
