@@ -364,7 +364,12 @@ def test_kill_button_kills_the_job(cluster: Cluster, browser: Any, screenshots: 
     kill = browser.find_element("css selector", "#kill")
     assert kill.is_displayed()
     kill.click()
-    browser.switch_to.alert.accept()
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    alert = WebDriverWait(browser, 30).until(expected_conditions.alert_is_present())  # "Kill ... and its children?"
+    assert job_id in alert.text
+    alert.accept()
     until(lambda: text_of(browser, "#job-state") == "KILLED", timeout=UI_TIMEOUT)
     status = cluster.job_status(job_id)  # the controller, asked through the CLI, agrees
     assert status["state"] == "KILLED"
