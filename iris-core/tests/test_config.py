@@ -175,3 +175,26 @@ def test_load_config_invalid_field_error_names_the_file(tmp_path: Path) -> None:
         ConfigError, match="^" + re.escape(f"{path}: scale_groups.tpu.max_slices: expected int, got 'many'") + "$"
     ):
         load_config(path)
+
+
+def test_parse_config_bundle_limits_default_and_parse() -> None:
+    from iris.job.records import BundleLimits
+
+    assert parse_config({"provider": {"type": "local"}}).bundle.limits == BundleLimits(1000 * 1000 * 1000, 100_000)
+    config = parse_config({"provider": {"type": "local"}, "bundle": {"max_unpacked_size": "2GiB", "max_files": 500}})
+    assert config.bundle.limits == BundleLimits(max_unpacked_bytes=2 * 1024**3, max_files=500)
+
+
+@pytest.mark.parametrize(
+    ("bundle", "message"),
+    [
+        ({"max_unpacked_size": "lots"}, "cluster.yaml: bundle.max_unpacked_size: expected a size such as 2GB or 512MiB, got 'lots'"),
+        ({"max_unpacked_size": 0}, "cluster.yaml: bundle.max_unpacked_size: 0; must be a size above 0, e.g. 100MB"),
+        ({"max_files": 0}, "cluster.yaml: bundle.max_files: 0; must be >= 1"),
+        ({"max_files": "many"}, "cluster.yaml: bundle.max_files: expected int, got 'many'"),
+    ],
+)
+def test_parse_config_bad_bundle_limit_names_the_field(bundle: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"provider": {"type": "local"}, "bundle": bundle}, "cluster.yaml")
+    assert str(raised.value) == message

@@ -193,8 +193,8 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
 @click.option("--no-open", is_flag=True, help="Only print the URL; do not open a browser.")
 @click.pass_context
 def dashboard_command(ctx: click.Context, local: bool, no_open: bool) -> None:
-    """Print the dashboard's URL and open it in a browser, through the provider's tunnel (a
-    tunnel that is more than a direct connection stays open until Ctrl-C)."""
+    """Print the dashboard's URL and open it in a browser, through the config's tunnel
+    (controller.tunnel, else the provider's); a tunnel other than direct stays open until Ctrl-C."""
     from iris.cluster.lifecycle import running_controller
 
     config = _config(ctx, local)
@@ -206,21 +206,17 @@ def dashboard_command(ctx: click.Context, local: bool, no_open: bool) -> None:
             f"the controller at {info.url} serves no dashboard (controller.http_port is -1, or it predates the dashboard); "
             "set controller.http_port to 0 or a port and restart it (iris cluster --config C restart)"
         )
-    from iris.plugin.registry import get_registry
+    from iris.cluster.lifecycle import reach_controller
 
-    import attrs
-
-    registry = get_registry()
-    provider = registry.vm_manager(config.provider.type)
-    tunnel = registry.tunnel(provider.default_tunnel).factory(attrs.asdict(config.provider))
-    with tunnel.connect(info.http_url) as url:
+    direct = (config.controller.tunnel or _default_tunnel(config)) == "direct"
+    with reach_controller(config, info.http_url) as url:  # the same tunnel the CLI's RPCs use
         click.echo(url)
         if not no_open:
             import webbrowser
 
             if not webbrowser.open(url):
                 click.echo("iris: no browser found here; open the URL above yourself", err=True)
-        if provider.default_tunnel != "direct":
+        if not direct:
             click.echo("iris: the tunnel stays open until Ctrl-C", err=True)
             try:
                 import threading
@@ -228,6 +224,12 @@ def dashboard_command(ctx: click.Context, local: bool, no_open: bool) -> None:
                 threading.Event().wait()
             except KeyboardInterrupt:
                 pass
+
+
+def _default_tunnel(config: Any) -> str:
+    from iris.plugin.registry import get_registry
+
+    return get_registry().vm_manager(config.provider.type).default_tunnel
 
 
 @cluster_group.group("slice")

@@ -11,7 +11,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import click
@@ -52,14 +52,15 @@ def job_group(ctx: click.Context, config: str | None, provider: str | None, cont
             ctx.obj[name] = value
 
 
-def _controller_url(ctx: click.Context, config: str | None, controller_url: str | None) -> str:
+def _controller_target(ctx: click.Context, config: str | None, controller_url: str | None) -> tuple[str, Any]:
     """The controller to talk to: the flag, else the task environment, else the cluster the config
-    started (``iris cluster --config C start [--local]``), else the config's fixed address."""
+    started (``iris cluster --config C start [--local]``), else the config's fixed address. With
+    the config (second item) when the address is the config's, reached through its tunnel."""
     from iris.client.client import CONTROLLER_ENV
 
     url = resolve(ctx, "controller_url", controller_url) or os.environ.get(CONTROLLER_ENV, "")
     if url:
-        return url
+        return url, None
     path = resolve(ctx, "config", config)
     if path:
         from iris.cluster.lifecycle import running_controller
@@ -71,14 +72,14 @@ def _controller_url(ctx: click.Context, config: str | None, controller_url: str 
         for candidate in (loaded, make_local_config(loaded, process_workers=True)):
             info = running_controller(candidate)
             if info is not None:
-                return info.url
+                return info.url, None
         controller = loaded.controller
         if not controller.port:
             raise click.UsageError(
                 f"{path}: no controller of this cluster is running (start one with iris cluster --config {path} start), "
                 "and controller.port is 0, so there is no fixed address to try; or pass --controller-url URL"
             )
-        return f"http://{controller.host}:{controller.port}"
+        return f"http://{controller.host}:{controller.port}", loaded
     raise click.UsageError(
         "no controller given; pass --controller-url URL (or a --config with controller.host and controller.port). "
         "A local cluster from `iris run --provider local` lives only as long as that command"
@@ -87,17 +88,24 @@ def _controller_url(ctx: click.Context, config: str | None, controller_url: str 
 
 @contextmanager
 def _connect(ctx: click.Context, config: str | None, controller_url: str | None) -> Iterator[Any]:
-    """An IrisClient for the controller; an unreachable controller ends the command with one line, exit 1."""
+    """An IrisClient for the controller (through the config's tunnel when its address is the
+    config's); an unreachable controller ends the command with one line, exit 1."""
     from iris.client import IrisClient
     from iris.client.client import ControllerUnavailable
 
-    client = IrisClient.remote(_controller_url(ctx, config, controller_url))
-    try:
-        yield client
-    except ControllerUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        client.close()
+    url, loaded = _controller_target(ctx, config, controller_url)
+    with ExitStack() as stack:
+        if loaded is not None:
+            from iris.cluster.lifecycle import reach_controller
+
+            url = stack.enter_context(reach_controller(loaded, url))
+        client = IrisClient.remote(url)
+        try:
+            yield client
+        except ControllerUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            client.close()
 
 
 def _lookup(client: Any, job_id: str) -> tuple[Any, Any]:

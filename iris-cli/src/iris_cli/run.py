@@ -234,6 +234,14 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
                 _status(f"using the running cluster at {info.url}")
                 client = IrisClient.remote(info.url, **bundling)
                 sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children))
+    if config.provider.type != "local" and config.controller.port:
+        # a cluster elsewhere: the config's fixed address, through its tunnel (controller.tunnel)
+        from iris.cluster.lifecycle import reach_controller
+
+        with reach_controller(config, f"http://{config.controller.host}:{config.controller.port}") as url:
+            client = IrisClient.remote(url, **bundling)
+            code = _submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children)
+        sys.exit(code)
     if config.provider.type != "local":
         raise click.UsageError(
             f"provider {config.provider.type!r}: no controller of this cluster is running; start one with "

@@ -15,7 +15,8 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from iris.job.types import parse_memory
+from iris.job.records import DEFAULT_MAX_BUNDLE_FILES, BundleLimits
+from iris.job.types import parse_memory, show
 from iris.errors import ConfigError, ResourceError
 
 
@@ -55,12 +56,14 @@ class ControllerConfig:
     dashboard) of a long-lived controller, on the same host: 0 picks a free port, -1 turns it off
     (the in-process cluster of ``iris run --provider local`` has none). ``state_dir`` defaults to ``~/.iris/<cluster name>``
     (a temporary directory for the in-process local cluster). ``bundle_prefix`` defaults to
-    ``file://<state_dir>/bundles``.
+    ``file://<state_dir>/bundles``. ``tunnel`` is how clients reach ``host:port``: a Tunnel
+    plugin (``direct``, ``ssh``, ...; empty = the provider's default), given the provider section.
     """
 
     host: str = "127.0.0.1"
     port: int = 0
     http_port: int = 0
+    tunnel: str = ""
     state_dir: str = ""
     bundle_prefix: str = ""
     worker_timeout_seconds: float = 60.0
@@ -70,13 +73,22 @@ class ControllerConfig:
 @attrs.define
 class BundleConfig:
     """The workspace bundle a client uploads: a workspace larger than ``max_size`` is refused,
-    naming its largest files (``iris run --max-bundle-size`` overrides it)."""
+    naming its largest files (``iris run --max-bundle-size`` overrides it). A worker unpacks at
+    most ``max_unpacked_size`` bytes in at most ``max_files`` entries from one bundle; past either,
+    the task fails saying which limit it crossed."""
 
     max_size: int | str = "100MB"
+    max_unpacked_size: int | str = "1GB"
+    max_files: int = DEFAULT_MAX_BUNDLE_FILES
 
     @property
     def max_bytes(self) -> int:
         return parse_memory(self.max_size)
+
+    @property
+    def limits(self) -> BundleLimits:
+        """What workers are told to unpack at most (sent with every attempt)."""
+        return BundleLimits(max_unpacked_bytes=parse_memory(self.max_unpacked_size), max_files=self.max_files)
 
 
 @attrs.define
@@ -149,11 +161,11 @@ def _make_converter() -> cattrs.Converter:
     def strict(kind: type) -> Any:
         def structure(value: Any, _: type) -> Any:
             if isinstance(value, bool) and kind is not bool:
-                raise ValueError(f"expected {kind.__name__}, got {value!r}")
+                raise ValueError(f"expected {kind.__name__}, got {show(value)}")
             if kind is float and isinstance(value, int):
                 return float(value)
             if not isinstance(value, kind):
-                raise ValueError(f"expected {kind.__name__}, got {value!r}")
+                raise ValueError(f"expected {kind.__name__}, got {show(value)}")
             return value
 
         return structure
@@ -165,7 +177,7 @@ def _make_converter() -> cattrs.Converter:
         try:
             parse_memory(value)
         except ResourceError:
-            raise ValueError(f"expected a size such as 2GB or 512MiB, got {value!r}") from None
+            raise ValueError(f"expected a size such as 2GB or 512MiB, got {show(value)}") from None
         return value
 
     converter.register_structure_hook(typing.Union[int, str], memory)
@@ -175,7 +187,7 @@ def _make_converter() -> cattrs.Converter:
 
         def structure(value: Any, type_: Any) -> Any:
             if not isinstance(value, expected):
-                raise ValueError(f"expected {what}, got {value!r}")
+                raise ValueError(f"expected {what}, got {show(value)}")
             return base(value, type_)
 
         converter.register_structure_hook_func(lambda t: t == kind, structure)
@@ -193,10 +205,20 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
+def _field_name(name: str) -> str:
+    """A field name as written, quoted (and shortened) if it is not a plain word."""
+    return name if name.isidentifier() and len(name) <= 60 else show(name)
+
+
+def _printable(message: str) -> str:
+    """One line whatever the YAML held: control characters escaped."""
+    return "".join(c if 32 <= ord(c) != 127 else repr(c)[1:-1] for c in message)
+
+
 def _format_exception(exc: BaseException, type_: Any) -> str:
     if isinstance(exc, ForbiddenExtraKeysError):
         accepted = ", ".join(a.name for a in attrs.fields(exc.cl))
-        return f"unknown field {', '.join(sorted(exc.extra_fields))}; accepted: {accepted}"
+        return f"unknown field {', '.join(_field_name(f) for f in sorted(map(str, exc.extra_fields)))}; accepted: {accepted}"
     if isinstance(exc, KeyError):
         return "required field missing"
     if isinstance(exc, ValueError) and str(exc).startswith("expected"):
@@ -254,7 +276,10 @@ def normalize_seed_shape(data: dict[str, Any], source: str) -> dict[str, Any]:
         if "image" in vm:
             section["image"] = vm.pop("image")
         if vm:
-            raise ConfigError(f"{source}: controller_vm: unknown field {', '.join(sorted(vm))}; accepted: gcp, manual, local, image, bundle_prefix")
+            raise ConfigError(
+                f"{source}: controller_vm: unknown field {', '.join(_field_name(f) for f in sorted(map(str, vm)))}; "
+                "accepted: gcp, manual, local, image, bundle_prefix"
+            )
         if section:
             controller["vm"] = section
         data["controller"] = controller
@@ -288,7 +313,7 @@ def parse_config(data: Any, source: str = "config") -> ClusterConfig:
         path = path.removeprefix("$").lstrip(".") or "(top level)"
         path = path.replace("['", ".").replace("']", "")
         more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
-        raise ConfigError(f"{source}: {path}: {detail}{more}") from None
+        raise ConfigError(_printable(f"{source}: {path}: {detail}{more}")) from None
     _validate(config, source)
     return config
 
@@ -306,6 +331,11 @@ def _validate(config: ClusterConfig, source: str) -> None:
             )
         if group.vms_per_slice < 1:
             raise ConfigError(f"{where}.vms_per_slice: {group.vms_per_slice}; must be >= 1")
+    for field, value in (("max_size", config.bundle.max_bytes), ("max_unpacked_size", config.bundle.limits.max_unpacked_bytes)):
+        if value <= 0:
+            raise ConfigError(f"{source}: bundle.{field}: {value}; must be a size above 0, e.g. 100MB")
+    if config.bundle.max_files < 1:
+        raise ConfigError(f"{source}: bundle.max_files: {config.bundle.max_files}; must be >= 1")
     if not 0 <= config.controller.port <= 65535:
         raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
     if not -1 <= config.controller.http_port <= 65535:

@@ -23,5 +23,18 @@ class BundleError(IrisError):
     """The workspace cannot be bundled (too large, unreadable)."""
 
 
+class InvalidRequest(IrisError):
+    """A request refused for what it asks (a field out of range, a name that cannot be used);
+    the message names the field, the value and what is accepted. gRPC: INVALID_ARGUMENT."""
+
+
 class JobNotFound(IrisError):
     """A job id that the controller does not know."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a task or an actor, attached as the re-raised
+    exception's cause."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0]) if self.args else ""

@@ -28,8 +28,9 @@ from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleProgress, create_bundle
 from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
 from iris.job.records import JobLogLine as LogLine
+from iris.job.validation import check_job_spec
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
-from iris.errors import ConfigError, IrisError, JobNotFound
+from iris.errors import ConfigError, IrisError, JobNotFound, RemoteTraceback
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 
 __all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "RemoteTraceback", "TaskStatus"]
@@ -84,13 +85,6 @@ def _call(method: Callable[..., Any], request: Any, address: str, timeout: float
 
 
 FAILURE_TAIL_LINES = 20  # lines of the failing task's output a JobFailed carries
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a task, attached as the re-raised exception's cause."""
-
-    def __str__(self) -> str:
-        return "\n" + str(self.args[0]) if self.args else ""
 
 
 class JobFailed(IrisError):
@@ -452,7 +446,6 @@ class IrisClient:
             entrypoint=entrypoint,
             resources=resources,
             environment=environment,
-            bundle_id=self._ensure_bundle(),
             replicas=replicas,
             max_retries=max_retries,
             timeout_seconds=timeout,
@@ -466,6 +459,8 @@ class IrisClient:
             # a child job belongs to its parent's user unless told otherwise
             user=(current_user() if not parent_job_id else "") if user is None else user,
         )
+        check_job_spec(spec)  # the controller's own checks, before a bundle is uploaded
+        spec = attrs.evolve(spec, bundle_id=self._ensure_bundle())
         response = _call(self._stub.LaunchJob, controller_pb2.LaunchJobRequest(spec=convert.job_spec_to_proto(spec)), self.address)
         return Job(self, response.job_id)
 
@@ -508,8 +503,13 @@ class IrisClient:
 
     def lookup_endpoint(self, name: str) -> list[str]:
         """Addresses registered under ``name`` by jobs still running (empty if none)."""
-        response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address)
-        return [convert.endpoint_from_proto(e).address for e in response.endpoints]
+        return [e.address for e in self.lookup_endpoints(name)]
+
+    def lookup_endpoints(self, name: str) -> list[Endpoint]:
+        """The endpoints (address, job, task index, metadata) registered under ``name`` by jobs
+        still running."""
+        response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address, timeout=30)
+        return [convert.endpoint_from_proto(e) for e in response.endpoints]
 
     def list_workers(self) -> list[controller_pb2.WorkerSummary]:
         return list(_call(self._stub.ListWorkers, controller_pb2.ListWorkersRequest(), self.address).workers)

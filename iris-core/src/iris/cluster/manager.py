@@ -125,7 +125,9 @@ class ClusterManager:
         self._store = Store(db_path)
         bundle_prefix = config.controller.bundle_prefix or f"file://{state_dir / 'bundles'}"
         bundles = self._registry.open_bundle_store(bundle_prefix)
-        controller = Controller(store=self._store, worker_timeout=config.controller.worker_timeout_seconds)
+        controller = Controller(
+            store=self._store, worker_timeout=config.controller.worker_timeout_seconds, bundle_limits=config.bundle.limits
+        )
         self._server = ControllerServer(controller, bundles, host=config.controller.host, port=config.controller.port)
         address = self._server.start()
         self._record_owner(address)

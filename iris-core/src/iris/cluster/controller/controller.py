@@ -39,7 +39,7 @@ from iris.cluster.controller.workers import (
     fresh_version,
 )
 from iris.cluster.demand import Demand
-from iris.job.records import TaskResult
+from iris.job.records import BundleLimits, TaskResult
 from iris.cluster.types import JobState, TaskState
 
 logger = logging.getLogger(__name__)
@@ -73,10 +73,13 @@ class Controller:
         clock: Callable[[], float] = time.time,
         worker_timeout: float = 60.0,
         store: Store | None = None,
+        bundle_limits: BundleLimits = BundleLimits(),
     ):
         """With a ``store``, the controller starts from the state saved there and writes every
-        change through to it before acknowledging it."""
+        change through to it before acknowledging it. ``bundle_limits`` go to workers with every
+        attempt: how much they may unpack from its bundle."""
         self._clock = clock
+        self.bundle_limits = bundle_limits
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._listeners: list[Listener] = []
@@ -394,7 +397,7 @@ class Controller:
         with self._lock:
             worker = self._state.workers[worker_id]
             keys = {(o.task_id, o.attempt_id) for o in observed}
-            return ReconcileResult(worker.version, self._workers.desired(worker, keys), acks)
+            return ReconcileResult(worker.version, self._workers.desired(worker, keys), acks, self.bundle_limits)
 
     def worker_version(self, worker_id: str) -> tuple[int, bool]:
         """The worker's desired-set version and whether it is lost."""

@@ -32,6 +32,7 @@ from iris.cluster.controller.controller import AlreadyExists, BadCursor, Control
 from iris.cluster.controller.state import worker_key
 from iris.errors import IrisError, JobNotFound
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert, worker_pb2_grpc
+from iris.rpc.validate import RequestValidator
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
         actual = hashlib.sha256(data).hexdigest()
         if actual != bundle_id:
             raise InvalidRequest(f"bundle id {bundle_id} does not match its content (sha256 {actual})")
-        problem = bundle_problem(io.BytesIO(data))
+        problem = bundle_problem(io.BytesIO(data), self._controller.bundle_limits)
         if problem is not None:  # it could never be unpacked: refuse it now, not 101 attempts later
             raise InvalidRequest(f"bundle {bundle_id} is not a usable bundle: {problem}")
         url = self._bundles.put(bundle_id, data)
@@ -319,7 +320,7 @@ class ControllerServer:
     async def _build(self, bundle_store: Any, host: str, port: int) -> int:
         """Create the server on the loop (grpc.aio binds a server to the loop it is made on)."""
         self.wakeups = Wakeups(asyncio.get_running_loop())
-        self._server = grpc.aio.server(interceptors=[_ErrorInterceptor()], options=SERVER_OPTIONS)
+        self._server = grpc.aio.server(interceptors=[_ErrorInterceptor(), RequestValidator()], options=SERVER_OPTIONS)
         self.servicer = ControllerServicer(self.controller, bundle_store, self.wakeups, self._pool)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(self.servicer, self._server)
         worker_servicer = WorkerServicer(self.controller, bundle_store, self.wakeups, self._pool)

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task-python", default="", help="interpreter task environments are built from; default: $IRIS_TASK_PYTHON, else /usr/bin/python3, else python3 on PATH")
     parser.add_argument("--env-dir", type=Path, default=None, help="task environment cache; default: $IRIS_ENV_DIR, else WORK_DIR/envs")
     parser.add_argument("--wait-seconds", type=_non_negative_float, default=2.0, help="reconcile long-poll seconds")
+    parser.add_argument(
+        "--cleanup", action="store_true",
+        help="do not run: kill and remove every container this worker left in its runtime (after it was killed), then exit",
+    )  # fmt: skip
     return parser
 
 
@@ -135,6 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PluginError as exc:
         parser.error(f"--runtime: {exc}")
     work_dir: Path = args.work_dir
+    if args.cleanup:
+        runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
+        _kill_containers(runtime, args.worker_id)
+        for handle in runtime.list_containers({LABEL_WORKER: args.worker_id}):
+            try:
+                handle.remove()
+            except Exception:
+                logger.exception("failed to remove container %s", handle.container_id)
+        runtime.close()
+        return 0
     work_dir.mkdir(parents=True, exist_ok=True)
     ready = ready_marker(work_dir)
     ready.unlink(missing_ok=True)

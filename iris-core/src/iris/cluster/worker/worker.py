@@ -16,8 +16,9 @@ while the attempt is BUILDING (:mod:`iris.cluster.worker.environment`); what the
 the start of the attempt's log.
 
 An attempt that cannot start is FAILED when the cause is the task's own (its bundle does not
-unpack, its environment does not build, its command cannot be run:
-:class:`~iris.plugin.protocols.TaskStartError`), so the job's ``max_retries`` applies; it is WORKER_FAILED when the cause is this machine's (the bundle store
+unpack or is not what was uploaded, its environment does not build, its command cannot be
+run: :class:`~iris.plugin.protocols.TaskStartError`), so the job's ``max_retries`` applies; it is
+WORKER_FAILED when the cause is this machine's (the bundle store
 cannot be reached, the runtime fails), so it is retried on the preemption budget.
 """
 
@@ -37,14 +38,14 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 import grpc
 
 from iris import faults
 from iris.bundle import BAD_ZIP_ERRORS, bundle_problem, extract_bundle, split_bundle_url
-from iris.job.records import ObservedAttempt, WorkerIdentity
+from iris.job.records import BundleLimits, ObservedAttempt, WorkerIdentity
 from iris.cluster.worker.environment import BuildCancelled, EnvironmentBuilder, TaskEnvironment
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
@@ -71,6 +72,7 @@ CLEANUP_THREADS = 2
 KILL_GRACE_SECONDS = 5.0
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
+_STAMP_SETTLE_NS = 100_000_000  # a cached bundle's file stamp younger than this is not trusted
 # Errors unpacking a bundle that say this machine is in trouble, not that the bundle is bad.
 _MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
@@ -176,6 +178,7 @@ class Worker:
         os.set_blocking(self._monitor_wake_w, False)
         self._channel: grpc.Channel | None = None
         self._bundle_lock = threading.Lock()
+        self._verified: dict[str, tuple[int, ...]] = {}  # bundle id -> stamp of its cached copy when it hashed right
         self._known_version = 0
         # What the last request carried, per attempt (touched by the loop thread only).
         self._sent_offsets: dict[tuple[str, int], int] = {}
@@ -560,7 +563,7 @@ class Worker:
             attempt.directory.mkdir()
         if spec.bundle_url:
             app.mkdir()
-            self._unpack_bundle(spec.bundle_url, app)
+            self._unpack_bundle(spec.bundle_url, app, convert.bundle_limits_from_attempt_spec(spec))
         environment = self._build_environment(attempt, app if spec.bundle_url else None)
         if spec.entrypoint.callable:
             payload = attempt.directory / "entrypoint.pkl"
@@ -620,8 +623,8 @@ class Worker:
 
     # --- bundles ------------------------------------------------------------------------
 
-    def _unpack_bundle(self, url: str, dest: Path) -> None:
-        """Fetch (or reuse) the bundle and unpack it into ``dest``.
+    def _unpack_bundle(self, url: str, dest: Path, limits: BundleLimits) -> None:
+        """Fetch (or reuse) the bundle and unpack it into ``dest``, at most ``limits``.
 
         Content that does not unpack is the task's fault (TaskStartError) and the copy leaves the
         cache; a store that cannot be reached, or a full disk, is this machine's."""
@@ -629,40 +632,89 @@ class Worker:
             prefix, bundle_id = split_bundle_url(url)
         except BundleError as exc:
             raise TaskStartError(str(exc)) from exc
-        cached = self._fetch_bundle(prefix, bundle_id)
-        try:
-            extract_bundle(cached, dest)
-        except OSError as exc:
-            if exc.errno in _MACHINE_ERRNOS:
-                raise
-            cached.unlink(missing_ok=True)
-            raise _unpack_error(bundle_id, exc) from exc
-        except (BundleError, *BAD_ZIP_ERRORS) as exc:
-            cached.unlink(missing_ok=True)
-            raise _unpack_error(bundle_id, exc) from exc
+        with self._open_bundle(prefix, bundle_id) as copy:
+            try:
+                extract_bundle(copy, dest, limits)
+            except OSError as exc:
+                if exc.errno in _MACHINE_ERRNOS:
+                    raise
+                self._evict_bundle(bundle_id)
+                raise _unpack_error(bundle_id, exc) from exc
+            except (BundleError, *BAD_ZIP_ERRORS) as exc:
+                self._evict_bundle(bundle_id)
+                raise _unpack_error(bundle_id, exc) from exc
 
-    def _fetch_bundle(self, prefix: str, bundle_id: str) -> Path:
-        """The cached copy of the bundle, fetched and checked first if absent. Only a copy whose
-        sha256 is its id and that is a zip of safe paths enters the cache."""
-        cache_dir = self._work_dir / "bundles"
-        cached = cache_dir / f"{bundle_id}.zip"
+    def _cached_path(self, bundle_id: str) -> Path:
+        return self._work_dir / "bundles" / f"{bundle_id}.zip"
+
+    def _evict_bundle(self, bundle_id: str) -> None:
         with self._bundle_lock:
-            if cached.exists():
-                return cached
-            staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".fetch-"))
+            self._cached_path(bundle_id).unlink(missing_ok=True)
+            self._verified.pop(bundle_id, None)
+
+    def _open_bundle(self, prefix: str, bundle_id: str) -> BinaryIO:
+        """An open copy of the bundle whose sha256 is its id: the cached one if it still is (a
+        damaged cached copy is evicted), else a fresh one fetched and checked into the cache.
+        Open, so an eviction by another start cannot pull it away while it is unpacked."""
+        cached = self._cached_path(bundle_id)
+        with self._bundle_lock:
+            copy = self._open_cached(cached, bundle_id)
+            if copy is not None:
+                return copy
+            staging = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".fetch-"))
             try:
                 fetched = self._download_bundle(prefix, bundle_id, staging)
                 _check_bundle(fetched, bundle_id)
                 os.replace(fetched, cached)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        return cached
+            copy = open(cached, "rb")  # noqa: SIM115 (the caller closes it)
+            self._remember_verified(bundle_id, os.fstat(copy.fileno()))
+            return copy
+
+    def _open_cached(self, cached: Path, bundle_id: str) -> BinaryIO | None:
+        """The cached copy, open, if its bytes still hash to its id (called under the lock).
+
+        Hashing a copy on every use would cost a read of the whole bundle per task start, so a
+        copy verified once is trusted while its file stamp (inode, size, mtime, ctime) is the
+        one seen then: any write to the file, or a replacement, changes its ctime, which no
+        user can set back. A stamp less than ``_STAMP_SETTLE_NS`` old when checked is not
+        trusted (a write in the same timestamp tick, up to a jiffy on Linux filesystems, could
+        leave it unchanged; git treats "racily clean" index entries the same way), so such a
+        copy is hashed again at its next use."""
+        try:
+            copy = open(cached, "rb")  # noqa: SIM115 (the caller closes it)
+        except FileNotFoundError:
+            return None
+        stat = os.fstat(copy.fileno())
+        if self._verified.get(bundle_id) == _stamp(stat):
+            return copy
+        digest, size = _sha256(copy)
+        copy.seek(0)
+        if digest == bundle_id:
+            self._remember_verified(bundle_id, stat)
+            return copy
+        copy.close()
+        logger.warning("the cached copy of bundle %s is damaged (%d bytes, sha256 %s); evicting it and fetching it again", bundle_id, size, digest)
+        cached.unlink(missing_ok=True)
+        self._verified.pop(bundle_id, None)
+        return None
+
+    def _remember_verified(self, bundle_id: str, stat: os.stat_result) -> None:
+        if time.time_ns() - stat.st_ctime_ns > _STAMP_SETTLE_NS:
+            self._verified[bundle_id] = _stamp(stat)
+        else:
+            self._verified.pop(bundle_id, None)
 
     def _download_bundle(self, prefix: str, bundle_id: str, staging: Path) -> Path:
         """A copy of the bundle in ``staging`` whose sha256 is its id, retrying a few times with
-        backoff before giving up on this machine (OSError: WORKER_FAILED)."""
+        backoff. A store that cannot serve it is this machine's trouble (OSError: WORKER_FAILED);
+        a store that serves other bytes on every try holds a bundle changed or truncated after
+        upload, which is never run (TaskStartError: FAILED, on the job's retries)."""
         delay = 0.05
         copy = staging / "bundle.zip"
+        wrong = ""
+        error: BaseException | None = None
         for attempt in range(BUNDLE_TRIES):
             try:
                 faults.inject("worker.bundle_download")
@@ -672,17 +724,24 @@ class Worker:
                         os.replace(path, copy)
                     else:
                         shutil.copyfile(path, copy)
-                digest = _sha256(copy)
-                if digest != bundle_id:
-                    raise OSError(f"the store returned bytes with sha256 {digest}")
-                return copy
+                with open(copy, "rb") as f:
+                    digest, size = _sha256(f)
+                if digest == bundle_id:
+                    return copy
+                wrong, error = f"{size} bytes with sha256 {digest}", None
             except Exception as exc:
-                if attempt == BUNDLE_TRIES - 1:
-                    raise OSError(f"could not fetch bundle {bundle_id} after {BUNDLE_TRIES} tries: {exc}") from exc
-                logger.warning("fetching bundle %s failed (%s); retrying", bundle_id, exc)
+                wrong, error = "", exc
+            if attempt < BUNDLE_TRIES - 1:
+                logger.warning("fetching bundle %s failed (%s); retrying", bundle_id, wrong or error)
                 time.sleep(delay)
                 delay *= 2
-        raise AssertionError("unreachable")
+        if wrong:
+            raise TaskStartError(
+                f"bundle {bundle_id} in the store is not the bundle that was uploaded (the store holds {wrong}): "
+                f"it was changed or truncated after upload, so it is not run; restore or delete {prefix}/{bundle_id}.zip "
+                "and upload it again"
+            )
+        raise OSError(f"could not fetch bundle {bundle_id} after {BUNDLE_TRIES} tries: {error}") from error
 
     # --- kills and cleanups -------------------------------------------------------------
 
@@ -762,12 +821,18 @@ def _task_env(environment: TaskEnvironment, task_env: Mapping[str, str]) -> dict
     return env
 
 
-def _sha256(path: Path) -> str:
+def _sha256(f: BinaryIO) -> tuple[str, int]:
+    """The sha256 hex digest and size of what ``f`` holds from its position on."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    size = 0
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_store_for: Any) -> Worker:
