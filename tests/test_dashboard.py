@@ -221,6 +221,24 @@ def test_http_port_off_serves_no_http_and_dashboard_says_how_to_turn_it_on(tmp_p
     assert stopped.returncode == 1 and "not running" in stopped.stderr and "Traceback" not in stopped.stderr
 
 
+def test_http_port_in_use_fails_the_start_with_one_line_naming_the_field(tmp_path: Path) -> None:
+    import socket
+
+    c = Cluster(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        c.config.write_text(c.config.read_text().replace("controller: {", f"controller: {{http_port: {port}, "))
+        try:
+            started = c.cluster("start")
+            assert started.returncode != 0
+            assert f"controller.http_port: cannot listen on 127.0.0.1:{port}" in started.stderr
+            assert "Traceback" not in started.stderr
+        finally:
+            c.cluster("stop")
+
+
 def test_in_process_local_cluster_serves_no_http(tmp_path: Path) -> None:
     from iris.cluster.manager import ClusterManager, make_local_config
     from iris.config import ClusterConfig
