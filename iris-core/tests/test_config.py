@@ -101,6 +101,8 @@ def test_config_to_dict_round_trips_through_parse_config(tmp_path: Path) -> None
         ({"scale_groups": {"tpu": {"min_slices": -1}}}, ["scale_groups.tpu.min_slices", "-1", "negative"]),
         ({"scale_groups": {"tpu": {"vms_per_slice": 0}}}, ["scale_groups.tpu.vms_per_slice", "0", ">= 1"]),
         ({"controller": {"port": 70000}}, ["controller.port", "70000", "65535"]),
+        ({"controller": {"http_port": -2}}, ["controller.http_port", "-2", "-1 (off)"]),
+        ({"controller": {"http_port": "8080"}}, ["controller.http_port", "expected int", "'8080'"]),
         ({"provider": {"type": ""}}, ["provider.type", "local, gcp or manual"]),
     ],
 )

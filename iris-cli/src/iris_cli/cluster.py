@@ -2,6 +2,7 @@
 
     iris cluster --config C start [--local] [--fresh]
     iris cluster --config C stop | restart | status [--json]
+    iris cluster --config C dashboard [--no-open]
     iris cluster --config C slice list | get SLICE | create --scale-group G | terminate SLICE... | terminate --all
     iris cluster --config C vm status | get VM | logs VM [--tail N]
     iris cluster --config C controller run-local
@@ -114,7 +115,7 @@ def _status(config: Any) -> dict[str, Any]:
     if info is not None:
         from iris.client import IrisClient
 
-        controller: dict[str, Any] = {"url": info.url, "pid": info.pid, "healthy": False}
+        controller: dict[str, Any] = {"url": info.url, "pid": info.pid, "dashboard": info.http_url, "healthy": False}
         client = IrisClient.remote(info.url)
         try:
             workers = client.list_workers()
@@ -172,6 +173,8 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
     else:
         health = "healthy" if controller.get("healthy") else f"unhealthy: {controller.get('error', '')}"
         click.echo(f"controller: {controller['url']} pid {controller['pid']} {health}")
+        if controller.get("dashboard"):
+            click.echo(f"dashboard: {controller['dashboard']}")
         if controller.get("healthy"):
             jobs = ", ".join(f"{n} {s}" for s, n in controller["jobs"].items()) or "none"
             lost = f" ({controller['lost_workers']} lost)" if controller.get("lost_workers") else ""
@@ -184,6 +187,50 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
         flag = "  NOT IN CONTROLLER STATE" if s["unknown_to_controller"] else ""
         error = f"  ({s['error']})" if s["error"] else ""
         click.echo(f"slice {s['slice_id']}  group {s['scale_group']}  {s['state']}  {s['vms']} vm(s){error}{flag}")
+
+
+@cluster_group.command("dashboard")
+@click.option("--local", is_flag=True, help="The cluster was started with --local.")
+@click.option("--no-open", is_flag=True, help="Only print the URL; do not open a browser.")
+@click.pass_context
+def dashboard_command(ctx: click.Context, local: bool, no_open: bool) -> None:
+    """Print the dashboard's URL and open it in a browser, through the config's tunnel
+    (controller.tunnel, else the provider's); a tunnel other than direct stays open until Ctrl-C."""
+    from iris.cluster.lifecycle import running_controller
+
+    config = _config(ctx, local)
+    info = running_controller(config)
+    if info is None:
+        raise click.ClickException("the cluster's controller is not running; start it with iris cluster --config C start")
+    if not info.http_url:
+        raise click.ClickException(
+            f"the controller at {info.url} serves no dashboard (controller.http_port is -1, or it predates the dashboard); "
+            "set controller.http_port to 0 or a port and restart it (iris cluster --config C restart)"
+        )
+    from iris.cluster.lifecycle import reach_controller
+
+    direct = (config.controller.tunnel or _default_tunnel(config)) == "direct"
+    with reach_controller(config, info.http_url) as url:  # the same tunnel the CLI's RPCs use
+        click.echo(url)
+        if not no_open:
+            import webbrowser
+
+            if not webbrowser.open(url):
+                click.echo("iris: no browser found here; open the URL above yourself", err=True)
+        if not direct:
+            click.echo("iris: the tunnel stays open until Ctrl-C", err=True)
+            try:
+                import threading
+
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+
+
+def _default_tunnel(config: Any) -> str:
+    from iris.plugin.registry import get_registry
+
+    return get_registry().vm_manager(config.provider.type).default_tunnel
 
 
 @cluster_group.group("slice")

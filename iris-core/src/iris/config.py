@@ -52,7 +52,9 @@ class ControllerVmConfig:
 class ControllerConfig:
     """Where the controller listens and keeps its state.
 
-    ``port`` 0 picks a free port. ``state_dir`` defaults to ``~/.iris/<cluster name>``
+    ``port`` 0 picks a free port. ``http_port`` is the HTTP side (``/health``, the JSON API, the
+    dashboard) of a long-lived controller, on the same host: 0 picks a free port, -1 turns it off
+    (the in-process cluster of ``iris run --provider local`` has none). ``state_dir`` defaults to ``~/.iris/<cluster name>``
     (a temporary directory for the in-process local cluster). ``bundle_prefix`` defaults to
     ``file://<state_dir>/bundles``. ``tunnel`` is how clients reach ``host:port``: a Tunnel
     plugin (``direct``, ``ssh``, ...; empty = the provider's default), given the provider section.
@@ -60,6 +62,7 @@ class ControllerConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
+    http_port: int = 0
     tunnel: str = ""
     state_dir: str = ""
     bundle_prefix: str = ""
@@ -335,6 +338,8 @@ def _validate(config: ClusterConfig, source: str) -> None:
         raise ConfigError(f"{source}: bundle.max_files: {config.bundle.max_files}; must be >= 1")
     if not 0 <= config.controller.port <= 65535:
         raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
+    if not -1 <= config.controller.http_port <= 65535:
+        raise ConfigError(f"{source}: controller.http_port: {config.controller.http_port}; must be -1 (off), 0 (any) or a port up to 65535")
 
 
 def load_config(path: str | Path) -> ClusterConfig:

@@ -46,11 +46,12 @@ class ControllerProcessInfo:
     pid: int
     url: str
     state_dir: Path
+    http_url: str = ""  # the dashboard and /health ("" = the controller serves no HTTP)
 
 
 def _identity(config_dict: dict) -> dict:
     """What makes two configs the same cluster: everything but where its state and port went."""
-    controller = {k: v for k, v in config_dict.get("controller", {}).items() if k not in ("port", "state_dir")}
+    controller = {k: v for k, v in config_dict.get("controller", {}).items() if k not in ("port", "http_port", "state_dir")}
     return {**config_dict, "controller": controller}
 
 
@@ -80,7 +81,14 @@ def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
             f"{config.name!r} (its config: {state_dir / 'cluster.yaml'}); give this config its own name: "
             "(or stop that cluster with its own config)"
         )
-    return ControllerProcessInfo(pid, url, state_dir)
+    return ControllerProcessInfo(pid, url, state_dir, _http_url(state_dir))
+
+
+def _http_url(state_dir: Path) -> str:
+    try:
+        return (state_dir / "controller.http_url").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _free_port(host: str) -> int:
@@ -104,11 +112,20 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
     if port == 0:  # keep one port across restarts: workers reconnect to the address they know
         port = int(port_file.read_text()) if port_file.exists() else _free_port(config.controller.host)
     port_file.write_text(str(port))
-    config = attrs.evolve(config, controller=attrs.evolve(config.controller, port=port, state_dir=str(state_dir)))
+    http_port_file = state_dir / "controller.http_port"
+    http_port = config.controller.http_port
+    if http_port == 0:  # the dashboard keeps its address across restarts too
+        http_port = int(http_port_file.read_text()) if http_port_file.exists() else _free_port(config.controller.host)
+    if http_port > 0:
+        http_port_file.write_text(str(http_port))
+    config = attrs.evolve(
+        config, controller=attrs.evolve(config.controller, port=port, http_port=http_port, state_dir=str(state_dir))
+    )
     config_path = state_dir / "cluster.yaml"
     config_path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     url_file = state_dir / "controller.url"
     url_file.unlink(missing_ok=True)
+    (state_dir / "controller.http_url").unlink(missing_ok=True)
     log = open(state_dir / "controller.log", "ab")
     command = [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--config", str(config_path)]
     if fresh:
@@ -119,7 +136,7 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if url_file.exists():
-            return ControllerProcessInfo(proc.pid, url_file.read_text().strip(), state_dir)
+            return ControllerProcessInfo(proc.pid, url_file.read_text().strip(), state_dir, _http_url(state_dir))
         if proc.poll() is not None:
             tail = (state_dir / "controller.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise IrisError(f"the controller exited with code {proc.returncode} while starting: {' | '.join(tail)}")
@@ -210,7 +227,7 @@ def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
             deleted.append(info.slice_id)
     finally:
         manager.close()
-    for name in ("controller.pid", "controller.url"):
+    for name in ("controller.pid", "controller.url", "controller.http_url"):
         (state_dir_for(config) / name).unlink(missing_ok=True)
     return was_running, deleted
 

@@ -60,10 +60,15 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
 
 
 class ClusterManager:
-    def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None, *, fresh: bool = False):
-        """``fresh`` starts with empty controller state, moving any saved state aside."""
+    def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None, *, fresh: bool = False, serve_http: bool = False):
+        """``fresh`` starts with empty controller state, moving any saved state aside.
+        ``serve_http`` also serves the HTTP side (health, API, dashboard) on ``controller.http_port``
+        unless that is -1; its URL is then :attr:`http_url`."""
         self._config = config
         self._fresh = fresh
+        self._serve_http = serve_http
+        self._http: Any = None
+        self.http_url = ""
         self._store: Any = None
         self._autoscaler: Any = None
         self._autoscale_thread: threading.Thread | None = None
@@ -126,6 +131,11 @@ class ClusterManager:
         self._server = ControllerServer(controller, bundles, host=config.controller.host, port=config.controller.port)
         address = self._server.start()
         self._record_owner(address)
+        if self._serve_http and config.controller.http_port >= 0:
+            from iris.cluster.controller.http_server import HttpServer
+
+            self._http = HttpServer(controller, host=config.controller.host, port=config.controller.http_port, cluster=self)
+            self.http_url = self._http.start()
         options = {
             "runtime": config.worker.runtime or provider.default_runtime,
             "task_python": config.worker.task_python,
@@ -232,9 +242,20 @@ class ClusterManager:
     # --- the autoscaler RPCs (iris cluster status / slice create / slice terminate) ----------
 
     def autoscaler_status(self) -> list[dict[str, Any]]:
+        """Each scale group and its slices, as plain dicts (times are unix times; ``demand`` is
+        the tasks waiting that this group would serve)."""
+        autoscaler = self._autoscaler
+        if autoscaler is None:  # not started yet, or stopping
+            return []
         groups = self._groups()
+        demand: dict[str, int] = {}
+        if self._server is not None:
+            for d in self.controller.unmet_demand():
+                group = autoscaler.route(d)[0]  # per job: a job keeps the group it was routed to
+                if group is not None:
+                    demand[group] = demand.get(group, 0) + d.tasks
         out = []
-        for g in self._autoscaler.status():
+        for g in autoscaler.status():
             config = groups.get(g.name)
 
             def wall(t: float | None, at: float = g.at) -> float:  # the autoscaler's clock -> unix time
@@ -247,11 +268,20 @@ class ClusterManager:
                     "detail": getattr(g, "detail", ""),
                     "min_slices": config.min_slices if config else 0,
                     "max_slices": config.max_slices if config else 0,
+                    "priority": g.priority,
+                    "counts": dict(g.counts),
+                    "failures": g.failures,
+                    "backoff_until": wall(g.backoff_until),
+                    "quota_until": wall(g.quota_until),
+                    "last_error": g.last_error,
+                    "demand": demand.get(g.name, 0),
                     "slices": [
                         {
                             "slice_id": sl.slice_id,
                             "state": getattr(sl.state, "value", str(sl.state)),
                             "created_at": wall(sl.created_at),
+                            "ready_at": wall(sl.ready_at),
+                            "adopted": sl.adopted,
                             "idle_since": wall(sl.idle_since),
                             "error": sl.error or "",
                             "vms": getattr(sl, "vms", 0),
@@ -302,6 +332,10 @@ class ClusterManager:
             self._vm_manager.close()
             self._vm_manager = None
         self._autoscaler = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+            self.http_url = ""
         if self._server is not None:
             self._server.stop()
             self._server = None
