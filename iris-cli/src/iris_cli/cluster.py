@@ -17,6 +17,14 @@ import click
 from iris_cli.options import resolve
 
 
+def info_token(info: Any) -> str | None:
+    """The token for a cluster found through its config: ``$IRIS_TOKEN``, else ``iris login``'s
+    for its URL, else the admin token its controller wrote for the user who started it."""
+    from iris.auth import find_token
+
+    return find_token(info.url, fallback=info.token) or None
+
+
 def _config(ctx: click.Context, local: bool = False) -> Any:
     from iris.cluster.manager import make_local_config
     from iris.config import load_config
@@ -114,7 +122,7 @@ def _status(config: Any) -> dict[str, Any]:
         from iris.client import IrisClient
 
         controller: dict[str, Any] = {"url": info.url, "pid": info.pid, "healthy": False}
-        client = IrisClient.remote(info.url)
+        client = IrisClient.remote(info.url, token=info_token(info))
         try:
             workers = client.list_workers()
             jobs = client.list_jobs()
@@ -213,7 +221,7 @@ def _controller_client(ctx: click.Context) -> Any:
     info = running_controller(_config(ctx))
     if info is None:
         raise click.UsageError("the cluster's controller is not running; start it with iris cluster --config C start")
-    return IrisClient.remote(info.url)
+    return IrisClient.remote(info.url, token=info_token(info))
 
 
 @slice_group.command("create")

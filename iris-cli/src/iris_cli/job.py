@@ -71,6 +71,7 @@ def _controller_url(ctx: click.Context, config: str | None, controller_url: str 
         for candidate in (loaded, make_local_config(loaded, process_workers=True)):
             info = running_controller(candidate)
             if info is not None:
+                ctx.meta["iris_owner_token"] = info.token  # used if no other token is given
                 return info.url
         controller = loaded.controller
         if not controller.port:
@@ -91,7 +92,10 @@ def _connect(ctx: click.Context, config: str | None, controller_url: str | None)
     from iris.client import IrisClient
     from iris.client.client import ControllerUnavailable
 
-    client = IrisClient.remote(_controller_url(ctx, config, controller_url))
+    from iris.auth import find_token
+
+    url = _controller_url(ctx, config, controller_url)
+    client = IrisClient.remote(url, token=find_token(url, fallback=ctx.meta.get("iris_owner_token", "")) or None)
     try:
         yield client
     except ControllerUnavailable as exc:
@@ -170,6 +174,7 @@ def _status_json(status: Any) -> dict[str, Any]:
         },
         "constraints": [c.describe() for c in status.constraints],
         "coschedule_by": status.coschedule_by or None,
+        "env_names": list(status.env_names),
         "tasks": [
             {
                 "index": t.index,
@@ -306,6 +311,7 @@ def status_command(
         ("entrypoint", status.entrypoint),
         ("resources", _resources(status.resources)),
         ("constraints", ", ".join(c.describe() for c in status.constraints) or "-"),
+        ("env", ", ".join(status.env_names) + "  (names only)" if status.env_names else "-"),
     ]
     if status.coschedule_by:
         rows.append(("coscheduled", f"by {status.coschedule_by}"))

@@ -231,6 +231,7 @@ class LocalVmManager:
             attributes=self._vm_attributes(request, index),
             runtime=self._runtime_name,
             runtime_root=self._state_dir / "runtime",
+            token=self._context.worker_token(vm_id) if self._context.worker_token else "",
         )
 
     # --- the VmManager protocol -----------------------------------------------------------
@@ -402,7 +403,7 @@ class LocalVmManager:
         return record
 
     def _spawn_worker(self, launch: WorkerLaunch) -> WorkerProcess:
-        launch.work_dir.mkdir(parents=True, exist_ok=True)
+        launch.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         ready_marker(launch.work_dir).unlink(missing_ok=True)
         with open(launch.work_dir / WORKER_LOG, "ab") as log:
             child = subprocess.Popen(

@@ -30,6 +30,8 @@ from typing import Protocol
 
 import attrs
 
+from iris.auth import TOKEN_ENV, WORKER_TOKEN_ENV
+
 __all__ = [
     "LABEL_WORKER",
     "InProcessWorker",
@@ -136,6 +138,9 @@ class WorkerLaunch:
         (and the provider) see each other's containers, told apart by ``LABEL_WORKER``.
     :ivar wait_seconds: how long one reconcile call may wait for news (long-poll).
     :ivar python: the interpreter that runs the worker process.
+    :ivar token: the worker's credential, bound to ``worker_id`` (``ProviderContext.worker_token``
+        mints it; empty when the controller runs without auth). It reaches a worker process in
+        its environment (``IRIS_WORKER_TOKEN``, see :meth:`env`), never on its command line.
     """
 
     worker_id: str
@@ -149,6 +154,7 @@ class WorkerLaunch:
     runtime_root: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     wait_seconds: float = 2.0
     python: str = sys.executable
+    token: str = attrs.field(default="", repr=False)
 
     @property
     def capacity(self) -> tuple[float, int]:
@@ -177,9 +183,16 @@ class WorkerLaunch:
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment for the worker process: ``base`` (default: this process's) with
-        unbuffered output, so its log is complete when it dies."""
-        return {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
+        unbuffered output, so its log is complete when it dies, and the worker's credential.
+        Whatever token ``base`` holds for someone else (``IRIS_TOKEN``) is left out."""
+        env = {k: v for k, v in (os.environ if base is None else base).items() if k not in (TOKEN_ENV, WORKER_TOKEN_ENV)}
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.token:
+            env[WORKER_TOKEN_ENV] = self.token
+        return env
 
     def command(self) -> str:
-        """:meth:`argv` as one shell command line, for an SSH session or a startup script."""
-        return "PYTHONUNBUFFERED=1 " + shlex.join(self.argv())
+        """:meth:`argv` as one shell command line, for an SSH session or a startup script (with
+        the credential as an environment assignment: keep the line out of shared logs)."""
+        token = f"{WORKER_TOKEN_ENV}={shlex.quote(self.token)} " if self.token else ""
+        return f"PYTHONUNBUFFERED=1 {token}" + shlex.join(self.argv())

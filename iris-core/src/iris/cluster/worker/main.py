@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from iris.auth import WORKER_TOKEN_ENV
 from iris.errors import PluginError
 from iris.plugin.worker_host import LABEL_WORKER, machine_cpus, machine_memory_bytes, ready_marker, write_ready
 
@@ -133,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PluginError as exc:
         parser.error(f"--runtime: {exc}")
     work_dir: Path = args.work_dir
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # the credential the provider handed this worker; out of the environment, so tasks never see it
+    token = os.environ.pop(WORKER_TOKEN_ENV, "")
     ready = ready_marker(work_dir)
     ready.unlink(missing_ok=True)
     runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
@@ -148,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         attributes=args.attributes,
         slice_id=args.slice_id,
         wait_seconds=args.wait_seconds,
+        token=token,
     )
     worker.start()
     write_ready(work_dir, args.worker_id)

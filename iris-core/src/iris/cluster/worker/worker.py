@@ -46,7 +46,9 @@ from iris.cluster.types import TaskState
 from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
 from iris.plugin.worker_host import LABEL_WORKER, WorkerLaunch
+from iris.auth import TOKEN_ENV, WORKER_TOKEN_ENV
 from iris.rpc import convert, worker_pb2, worker_pb2_grpc
+from iris.rpc.channel import authorized_channel
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ RESULT_FILE = "result.pkl"  # where run_callable leaves a callable's outcome (se
 MAX_RESULT_BYTES = 16 << 20
 START_THREADS = 8
 CLEANUP_THREADS = 2
+AUTH_RETRY_SECONDS = 5.0  # a refused credential is retried slowly: someone has to fix it
 KILL_GRACE_SECONDS = 5.0
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
@@ -127,9 +130,12 @@ class Worker:
         wait_seconds: float = 2.0,
         python: str = sys.executable,
         ports: PortAllocator | None = None,
+        token: str = "",
     ):
-        """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix."""
+        """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix;
+        ``token`` is the worker's credential (bound to ``worker_id``; empty when auth is off)."""
         self.worker_id = worker_id
+        self._token = token
         self._address = controller_address.removeprefix("http://")
         self._runtime = runtime
         self._bundle_store_for = bundle_store_for
@@ -162,11 +168,15 @@ class Worker:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        # attempts hold the tasks' environments and logs: the worker's user only
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._work_dir, 0o700)
         (self._work_dir / "attempts").mkdir(parents=True, exist_ok=True)
         (self._work_dir / "bundles").mkdir(parents=True, exist_ok=True)
         self._adopt()
-        self._channel = grpc.insecure_channel(
+        self._channel = authorized_channel(
             self._address,
+            self._token,
             options=[("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20)],
         )
         self._monitor_thread = threading.Thread(target=self._monitor_loop, name=f"iris-monitor-{self.worker_id}", daemon=True)
@@ -233,7 +243,8 @@ class Worker:
                 if exc.code() == grpc.StatusCode.CANCELLED:
                     continue
                 logger.warning("worker %s: reconcile failed: %s; retrying", self.worker_id, exc.details() or exc.code())
-                self._stop.wait(backoff)
+                refused = exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+                self._stop.wait(AUTH_RETRY_SECONDS if refused else backoff)
                 backoff = min(backoff * 2, 0.5)  # a restarted controller is found within half a second
                 continue
             backoff = 0.05
@@ -538,7 +549,8 @@ class Worker:
             raise TaskStartError("the task has no command to run", exit_code=127)
         if spec.ports and not attempt.ports:
             attempt.ports = self._ports.allocate(list(spec.ports))
-        env = dict(os.environ)
+        # no credential of the worker's process reaches a task; the task gets its own below
+        env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, WORKER_TOKEN_ENV)}
         # `python` in a task is the interpreter running this worker, so tasks can import iris
         python_dir = os.path.dirname(self._python)
         if env.get("PATH", "").split(os.pathsep)[0] != python_dir:
@@ -557,6 +569,8 @@ class Worker:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if spec.token:
+            env[TOKEN_ENV] = spec.token
         return ContainerSpec(
             container_id=f"{self.worker_id}.{_safe_name(attempt.task_id, attempt.attempt_id)}",
             argv=argv,
@@ -693,6 +707,7 @@ def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_
         slice_id=launch.slice_id,
         wait_seconds=launch.wait_seconds,
         python=launch.python,
+        token=launch.token,
     )
     worker.start()
     return worker
