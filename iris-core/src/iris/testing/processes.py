@@ -67,6 +67,13 @@ class ControllerProcess:
         assert self.proc.poll() is None, self.log()
         return self.url
 
+    @property
+    def token(self) -> str:
+        """The admin token the controller wrote for whoever started it (its owner)."""
+        from iris.auth import OWNER_TOKEN_FILE, read_token_file
+
+        return read_token_file(self.state_dir / OWNER_TOKEN_FILE)
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

@@ -305,6 +305,7 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
     async def ListJobs(self, request, context):  # noqa: N802
         states = [convert.job_state_from_proto(s) for s in request.states]
         who = principal()
+        access.require_person(who, "list jobs")
         visible = None if who.role in (Role.ADMIN, Role.OPEN) else functools.partial(access.may_see, who)
         jobs = self._controller.list_jobs(states=states, prefix=request.prefix, visible=visible)
         return controller_pb2.ListJobsResponse(jobs=[convert.job_view_to_proto(j) for j in jobs])

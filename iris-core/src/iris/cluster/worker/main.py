@@ -84,6 +84,27 @@ def _worker_id(text: str) -> str:
     return text
 
 
+def take_secret_env(name: str) -> str:
+    """Remove ``name`` from this process's environment and return its value: tasks (which get a
+    copy of the environment) never see it, and the bytes the kernel shows in
+    ``/proc/<pid>/environ`` are overwritten, so a task of the same OS user cannot read it there."""
+    value = os.environ.get(name, "")
+    if not value:
+        return ""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.getenv.restype = ctypes.c_void_p
+        address = libc.getenv(name.encode())
+        if address:
+            ctypes.memset(address, 0, len(value.encode()))
+    except (OSError, AttributeError):  # no libc to reach: the value stays in /proc/<pid>/environ
+        logger.warning("could not scrub %s from this process's initial environment", name)
+    del os.environ[name]
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run one Iris worker until SIGTERM or SIGINT.")
     parser.add_argument("--controller", required=True, help="controller URL, e.g. http://127.0.0.1:10000")
@@ -135,8 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--runtime: {exc}")
     work_dir: Path = args.work_dir
     work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # the credential the provider handed this worker; out of the environment, so tasks never see it
-    token = os.environ.pop(WORKER_TOKEN_ENV, "")
+    token = take_secret_env(WORKER_TOKEN_ENV)
     ready = ready_marker(work_dir)
     ready.unlink(missing_ok=True)
     runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
