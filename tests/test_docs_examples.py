@@ -37,3 +37,13 @@ def test_docs_examples_result_example_runs(doc: str, tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_docs_examples_security_token_example_runs(tmp_path: Path) -> None:
+    """docs/security.md: an admin mints a user's token and the user presents it."""
+    (block,) = [b for b in python_blocks(ROOT / "docs" / "security.md") if "create_token" in b]
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "user alice"
