@@ -81,6 +81,13 @@ def start_command(ctx: click.Context, local: bool, fresh: bool) -> None:
     info = start_cluster(config, fresh=fresh)
     word = "already running" if already else "started"
     click.echo(f"iris: controller {word} at {info.url} (pid {info.pid}, state in {info.state_dir})", err=True)
+    if info.token:
+        path = resolve(ctx, "config", None)
+        click.echo(
+            f"iris: auth is on; your admin token is in {info.state_dir / 'owner.token'} (other users: "
+            f"iris --config {path} token create NAME, then they run iris login)",
+            err=True,
+        )
     click.echo(info.url)
 
 

@@ -174,6 +174,8 @@ class ClusterManager:
             if not is_loopback(host):
                 logger.warning("controller on %s without auth (auth.allow_unauthenticated_remote): anyone who reaches it may do anything", host)
             return None
+        if not is_loopback(host):
+            logger.warning("controller on %s: tokens, job environments and logs travel as plaintext gRPC; use a tunnel or a trusted network", host)
         static = load_static_tokens(config.auth.tokens_file) if config.auth.tokens_file else {}
         for i, entry in enumerate(config.auth.tokens):
             digest, who = static_entry(entry.token, entry.role, entry.name, f"auth.tokens[{i}]")
