@@ -135,7 +135,7 @@ class SimulatedWorker:
                 self.version = response.version
                 desired = {(d.task_id, d.attempt_id) for d in response.attempts}
                 for key in desired - self.attempts.keys():
-                    self.attempts[key] = SUCCEEDED if key[0].startswith("/done-") else RUNNING
+                    self.attempts[key] = SUCCEEDED if "/done-" in key[0] else RUNNING  # /done-N, or /<user>/done-N with auth
                 for ack in response.acks:
                     key = (ack.task_id, ack.attempt_id)
                     if ack.done and self.attempts.get(key) == SUCCEEDED:
