@@ -407,3 +407,21 @@ def test_auth_cli_owner_login_tokens_and_refusals(tmp_path: Path, iris) -> None:
     finally:
         stopped = iris("cluster", "--config", str(config), "stop", "--local", cwd=ws, env=env)
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_auth_static_token_from_the_config_acts_as_its_user(tmp_path: Path) -> None:
+    """``auth.tokens`` in the config: the token works as its user, whose jobs run under that name."""
+    from iris.client import IrisClient
+    from iris.errors import IrisError
+
+    ops = "o" * 32
+    config = parse_config({"auth": {"enabled": True, "tokens": [{"name": "dana", "role": "user", "token": ops}]}})
+    with IrisClient.local(config) as admin:
+        with IrisClient.remote(admin.address, token=ops) as dana:
+            assert (dana.whoami().role, dana.whoami().name) == ("user", "dana")
+            job = dana.submit(Entrypoint.from_command("true"), name="static")
+            assert job.job_id == "/dana/static"
+            with pytest.raises(IrisError, match="admins only"):
+                dana.create_token("eve")
+        with pytest.raises(IrisError, match="is not a valid user name"):
+            admin.create_token("no spaces")

@@ -35,6 +35,7 @@ from iris.auth import OPEN, GRANTABLE, Authenticator, PermissionDenied, Principa
 from iris.bundle import bundle_problem
 from iris.cluster.controller import access
 from iris.cluster.controller.controller import AlreadyExists, BadCursor, Controller, InvalidRequest
+from iris.cluster.controller.jobs import JOB_NAME_RE
 from iris.cluster.controller.state import worker_key
 from iris.errors import IrisError, JobNotFound
 from iris.job.records import DesiredAttempt
@@ -240,14 +241,14 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
         try:
             role = Role(request.role or "user")
         except ValueError:
-            raise InvalidRequest(f"role {request.role!r} is not one of: {accepted}") from None
+            role = None
+        access.check_mint(principal(), role or Role.USER, request.name)
         if role not in GRANTABLE:
             raise InvalidRequest(f"role {request.role!r} is not one of: {accepted}")
-        if not request.name or any(c.isspace() or c == "/" for c in request.name):
-            raise InvalidRequest(f"name {request.name!r}: give a user name without spaces or '/'")
+        if not JOB_NAME_RE.match(request.name):
+            raise InvalidRequest(f"name {request.name!r} is not a valid user name; use letters, digits, '.', '_' or '-'")
         if request.ttl_seconds < 0:
             raise InvalidRequest(f"ttl_seconds {request.ttl_seconds:g}: must be >= 0 (0 = does not expire)")
-        access.check_mint(principal(), role, request.name)
         if self._auth is None:
             raise InvalidRequest("this controller runs without auth; there are no tokens to create")
         token = self._auth.mint(Principal(role, request.name), request.ttl_seconds)
