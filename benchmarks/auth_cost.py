@@ -4,10 +4,12 @@
    (HMAC-SHA256 check and payload parse), the same token again (the cache), and a static token.
 2. Two real controller servers (``ControllerServer`` over gRPC on 127.0.0.1), one with auth and
    one without, each holding ``--jobs`` jobs; ``--rounds`` rounds, each timing ``--calls``
-   sequential ``GetJob`` calls on each server in turn (so load from other processes falls on
-   both alike), then the median per-call latency of each, and the difference.
+   sequential ``GetJob`` calls on each server in turn (alternating which goes first) (so load from other processes falls on
+   both alike), then the median per-call latency of each, and the difference. Client and
+   servers share this process, so its CPU time per call (client and server together) is
+   printed too: on a loaded machine it moves much less than wall time.
 
-    uv run python benchmarks/auth_cost.py [--calls 500] [--rounds 7] [--jobs 10]
+    uv run python benchmarks/auth_cost.py [--calls 1000] [--rounds 11] [--jobs 10]
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ from stats import load_line, machine_line
 
 
 def per_call_us(fn, n: int) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
+    return per_call(fn, n)[0]
+
+
+def per_call(fn, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(wall, CPU time of this process) per call, in microseconds."""
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         fn()
-    return (time.perf_counter() - started) / n * 1e6
+    return (time.perf_counter() - started) / n * 1e6, (time.process_time() - cpu) / n * 1e6
 
 
 def token_checks(n: int) -> None:
@@ -54,8 +61,8 @@ def token_checks(n: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=500, help="sequential calls per server per round (default 500)")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds (default 7)")
+    parser.add_argument("--calls", type=int, default=1000, help="sequential calls per server per round (default 1000)")
+    parser.add_argument("--rounds", type=int, default=11, help="rounds (default 11)")
     parser.add_argument("--jobs", type=int, default=10, help="jobs each controller holds (default 10)")
     args = parser.parse_args()
     print(machine_line())
@@ -76,18 +83,22 @@ def main() -> int:
                 job_ids[kind] = stub.LaunchJob(controller_pb2.LaunchJobRequest(spec=spec), timeout=30).job_id
             stubs[kind] = stub
         samples: dict[str, list[float]] = {"off": [], "on": []}
-        for _ in range(args.rounds):
-            for kind in ("off", "on"):
+        cpu: dict[str, list[float]] = {"off": [], "on": []}
+        for i in range(args.rounds):
+            for kind in ("off", "on") if i % 2 else ("on", "off"):  # alternate who goes first
                 request = controller_pb2.GetJobRequest(job_id=job_ids[kind])
                 call = stubs[kind].GetJob
                 call(request, timeout=30)  # warm
-                samples[kind].append(per_call_us(lambda: call(request, timeout=30), args.calls))
-        off, on = statistics.median(samples["off"]), statistics.median(samples["on"])
+                wall, used = per_call(lambda: call(request, timeout=30), args.calls)
+                samples[kind].append(wall)
+                cpu[kind].append(used)
         print(f"{args.rounds} rounds of {args.calls} sequential GetJob calls per server")
-        for kind in ("off", "on"):
-            print(f"  auth {kind:<3}: median {statistics.median(samples[kind]):.0f} us per call "
-                  f"(rounds: {', '.join(f'{v:.0f}' for v in samples[kind])})")
-        print(f"  difference: {on - off:+.0f} us per call ({(on - off) / off * 100:+.1f}%)")
+        for label, figures in (("wall", samples), ("CPU (client + server)", cpu)):
+            off, on = statistics.median(figures["off"]), statistics.median(figures["on"])
+            for kind in ("off", "on"):
+                print(f"  {label}, auth {kind:<3}: median {statistics.median(figures[kind]):.0f} us per call "
+                      f"(rounds: {', '.join(f'{v:.0f}' for v in figures[kind])})")
+            print(f"  {label}, difference: {on - off:+.0f} us per call ({(on - off) / off * 100:+.1f}%)")
     finally:
         for channel in channels:
             channel.close()
