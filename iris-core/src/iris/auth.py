@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -237,6 +238,18 @@ def bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
             scheme, _, token = text.partition(" ")
             return token.strip() if scheme.lower() == "bearer" else ""
     return ""
+
+
+def current_user() -> str:
+    """This process's OS user, as a job's user: the first component of top-level job ids
+    (``/user/name``) when auth is off, and the name on the owner token of a controller it starts."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except Exception:
+        name = "user"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "user"
 
 
 # --- files ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
 from iris.job.records import JobLogLine as LogLine
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
-from iris.auth import PermissionDenied, Unauthenticated, find_token
+from iris.auth import PermissionDenied, Unauthenticated, current_user, find_token
 from iris.errors import ConfigError, IrisError, JobNotFound
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 from iris.rpc.channel import authorized_channel
@@ -272,17 +272,6 @@ class Job:
 def _print_line(line: LogLine) -> None:
     sys.stdout.write(line.data + "\n")
     sys.stdout.flush()
-
-
-def current_user() -> str:
-    """The submitting user, used as the first component of top-level job ids (``/user/name``)."""
-    import getpass
-
-    try:
-        name = getpass.getuser()
-    except Exception:
-        name = "user"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "user"
 
 
 def default_job_name(entrypoint: Entrypoint) -> str:

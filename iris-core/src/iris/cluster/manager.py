@@ -34,7 +34,7 @@ from iris.cluster.scale_groups import group_attributes as group_attributes, grou
 from iris.cluster.scale_groups import slice_request_for
 from iris.cluster.worker.worker import start_in_process
 from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSigner, cluster_secret, load_static_tokens
-from iris.auth import read_token_file, write_private
+from iris.auth import current_user, read_token_file, write_private
 from iris.auth import _static_entry as static_entry
 from iris.config import ClusterConfig, ScaleGroupConfig, is_loopback
 from iris.errors import ConfigError, IrisError
@@ -185,8 +185,6 @@ class ClusterManager:
         token = read_token_file(owner_file)
         who = auth.authenticate(token) if token else None
         if who is None or who.role is not Role.ADMIN:  # none yet, expired, or the secret was rotated
-            from iris.client.client import current_user
-
             token = auth.mint(Principal(Role.ADMIN, current_user()), config.auth.owner_token_ttl_seconds)
             write_private(owner_file, token + "\n")
         self.owner_token = token
