@@ -154,10 +154,12 @@ def parse_static_token(line: str, where: str) -> tuple[str, Principal]:
     if len(fields) != 3:
         raise ConfigError(f"{where}: expected 'TOKEN ROLE NAME', got {len(fields)} field(s)")
     token, role_text, name = fields
-    return _static_entry(token, role_text, name, where)
+    return static_token_entry(token, role_text, name, where)
 
 
-def _static_entry(token: str, role_text: str, name: str, where: str) -> tuple[str, Principal]:
+def static_token_entry(token: str, role_text: str, name: str, where: str) -> tuple[str, Principal]:
+    """One static token (``auth.tokens`` entry or tokens-file line) checked: (sha256 of the token,
+    its principal), or ConfigError naming ``where``."""
     accepted = ", ".join(r.value for r in GRANTABLE)
     try:
         role = Role(role_text)

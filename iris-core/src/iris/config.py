@@ -15,6 +15,7 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
+from iris.auth import static_token_entry
 from iris.job.types import parse_memory
 from iris.errors import ConfigError, ResourceError
 
@@ -340,10 +341,8 @@ def _validate(config: ClusterConfig, source: str) -> None:
             raise ConfigError(f"{where}.vms_per_slice: {group.vms_per_slice}; must be >= 1")
     if not 0 <= config.controller.port <= 65535:
         raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
-    from iris.auth import _static_entry
-
     for i, entry in enumerate(config.auth.tokens):
-        _static_entry(entry.token, entry.role, entry.name, f"{source}: auth.tokens[{i}]")
+        static_token_entry(entry.token, entry.role, entry.name, f"{source}: auth.tokens[{i}]")
     if config.auth.owner_token_ttl_seconds < 0:
         raise ConfigError(f"{source}: auth.owner_token_ttl_seconds: {config.auth.owner_token_ttl_seconds:g}; must be >= 0")
 

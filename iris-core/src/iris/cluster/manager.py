@@ -35,7 +35,7 @@ from iris.cluster.scale_groups import slice_request_for
 from iris.cluster.worker.worker import start_in_process
 from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSigner, cluster_secret, load_static_tokens
 from iris.auth import current_user, read_token_file, write_private
-from iris.auth import _static_entry as static_entry
+from iris.auth import static_token_entry
 from iris.config import ClusterConfig, ScaleGroupConfig, is_loopback
 from iris.errors import ConfigError, IrisError
 from iris.plugin.records import OWNER_FILE, TEMP_STATE_PREFIX, ProviderContext
@@ -178,7 +178,7 @@ class ClusterManager:
             logger.warning("controller on %s: tokens, job environments and logs travel as plaintext gRPC; use a tunnel or a trusted network", host)
         static = load_static_tokens(config.auth.tokens_file) if config.auth.tokens_file else {}
         for i, entry in enumerate(config.auth.tokens):
-            digest, who = static_entry(entry.token, entry.role, entry.name, f"auth.tokens[{i}]")
+            digest, who = static_token_entry(entry.token, entry.role, entry.name, f"auth.tokens[{i}]")
             static[digest] = who
         auth = Authenticator(TokenSigner(cluster_secret(state_dir)), static)
         owner_file = state_dir / OWNER_TOKEN_FILE
