@@ -23,7 +23,7 @@ import zipfile
 
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
-from clusters import CLUSTER_KINDS, cluster
+from clusters import CLUSTER_KINDS, add_auth_option, cluster
 from stats import load_line, machine_line, percentile, verdict
 
 TARGET_P50_MS = 30.0
@@ -65,6 +65,7 @@ def main() -> int:
         "--cluster", choices=CLUSTER_KINDS, default="in-process",
         help="in-process: IrisClient.local(); processes: controller and worker as their own processes (default in-process)",
     )
+    add_auth_option(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -76,7 +77,10 @@ def main() -> int:
     print(f"job: `true`, requested cpu={resources.cpu:g} memory={args.memory}; {bundle_note}")
 
     started = time.perf_counter()
-    with cluster(args.cluster) as cluster_client, IrisClient.remote(cluster_client.address, bundle_blob=blob) as client:
+    print(f"cluster {args.cluster}, auth {args.auth}")
+    with cluster(args.cluster, args.auth) as cluster_client, IrisClient.remote(
+        cluster_client.address, bundle_blob=blob, token=cluster_client.token
+    ) as client:
         print(f"local cluster up in {time.perf_counter() - started:.3f} s")
         for _ in range(args.warmup):
             one_job(client, entrypoint, resources)

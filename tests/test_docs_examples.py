@@ -59,3 +59,11 @@ def test_docs_examples_actors_page_runs_as_written(index: int, iris_workspace: P
     result = subprocess.run([sys.executable, str(script)], cwd=iris_workspace, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert ACTORS_EXPECTED[index] in result.stdout
+def test_docs_examples_security_token_example_runs(tmp_path: Path) -> None:
+    """docs/security.md: an admin mints a user's token and the user presents it."""
+    (block,) = [b for b in python_blocks(ROOT / "docs" / "security.md") if "create_token" in b]
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "user alice"

@@ -198,3 +198,25 @@ def test_parse_config_bad_bundle_limit_names_the_field(bundle: dict, message: st
     with pytest.raises(ConfigError) as raised:
         parse_config({"provider": {"type": "local"}, "bundle": bundle}, "cluster.yaml")
     assert str(raised.value) == message
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ({"enabled": "yes"}, "config: auth.enabled: expected true, false or null, got 'yes'"),
+        ({"tokens": "abc"}, "config: auth.tokens: expected a list, got 'abc'"),
+        ({"tokens": [{"name": "w", "role": "worker", "token": "t" * 32}]}, "config: auth.tokens[0]: role 'worker' is not one of: admin, user"),
+        ({"tokens": [{"name": "a", "token": "short"}]}, "config: auth.tokens[0]: the token is 5 characters; use at least 16"),
+        ({"tokens": [{"name": "a", "token": "sha256:abc"}]}, "config: auth.tokens[0]: sha256:<hex> must be 64 hex digits"),
+        ({"owner_token_ttl_seconds": -1}, "config: auth.owner_token_ttl_seconds: -1; must be >= 0"),
+        ({"bogus": 1}, "config: auth: unknown field bogus; accepted: enabled, tokens_file, tokens"),
+    ],
+)
+def test_parse_config_bad_auth_field_error_names_the_field(auth: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"auth": auth})
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_parse_config_auth_defaults_to_unset_and_accepts_tokens() -> None:
+    assert parse_config({}).auth.enabled is None
+    config = parse_config({"auth": {"enabled": False, "tokens": [{"name": "ops", "role": "admin", "token": "x" * 32}]}})
+    assert config.auth.enabled is False and config.auth.tokens[0].role == "admin"

@@ -19,6 +19,14 @@ import click
 from iris_cli.options import resolve
 
 
+def info_token(info: Any) -> str | None:
+    """The token for a cluster found through its config: ``$IRIS_TOKEN``, else ``iris login``'s
+    for its URL, else the admin token its controller wrote for the user who started it."""
+    from iris.auth import find_token
+
+    return find_token(info.url, fallback=info.token) or None
+
+
 def _config(ctx: click.Context, local: bool = False) -> Any:
     from iris.cluster.manager import make_local_config
     from iris.config import load_config
@@ -75,6 +83,13 @@ def start_command(ctx: click.Context, local: bool, fresh: bool) -> None:
     info = start_cluster(config, fresh=fresh)
     word = "already running" if already else "started"
     click.echo(f"iris: controller {word} at {info.url} (pid {info.pid}, state in {info.state_dir})", err=True)
+    if info.token:
+        path = resolve(ctx, "config", None)
+        click.echo(
+            f"iris: auth is on; your admin token is in {info.state_dir / 'owner.token'} (other users: "
+            f"iris --config {path} token create NAME, then they run iris login)",
+            err=True,
+        )
     click.echo(info.url)
 
 
@@ -116,7 +131,7 @@ def _status(config: Any) -> dict[str, Any]:
         from iris.client import IrisClient
 
         controller: dict[str, Any] = {"url": info.url, "pid": info.pid, "dashboard": info.http_url, "healthy": False}
-        client = IrisClient.remote(info.url)
+        client = IrisClient.remote(info.url, token=info_token(info))
         try:
             workers = client.list_workers()
             jobs = client.list_jobs()
@@ -261,7 +276,7 @@ def _controller_client(ctx: click.Context) -> Any:
     info = running_controller(_config(ctx))
     if info is None:
         raise click.UsageError("the cluster's controller is not running; start it with iris cluster --config C start")
-    return IrisClient.remote(info.url)
+    return IrisClient.remote(info.url, token=info_token(info))
 
 
 @slice_group.command("create")

@@ -15,6 +15,7 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
+from iris.auth import static_token_entry
 from iris.job.records import DEFAULT_MAX_BUNDLE_FILES, BundleLimits
 from iris.job.types import parse_memory, show
 from iris.errors import ConfigError, ResourceError
@@ -143,6 +144,35 @@ class ScaleGroupConfig:
 
 
 @attrs.define
+class StaticTokenConfig:
+    """A token given in the config (``auth.tokens``): ``token`` is the token itself or
+    ``sha256:<hex>`` of it; ``role`` admin or user; ``name`` the user it stands for."""
+
+    name: str = ""
+    role: str = "user"
+    token: str = ""
+
+
+@attrs.define
+class AuthConfig:
+    """Who may call the controller (docs/security.md).
+
+    ``enabled`` unset (null) = on for every controller but the in-process local cluster
+    (``iris run --provider local``, ``IrisClient.local()``). ``tokens_file``: static tokens,
+    ``TOKEN ROLE NAME`` per line. ``allow_unauthenticated_remote``: let a controller without auth
+    listen on a non-loopback ``controller.host`` (anyone who reaches it may do anything).
+    ``owner_token_ttl_seconds``: the lifetime of the admin token written for the user who starts
+    the controller (0 = it does not expire).
+    """
+
+    enabled: bool | None = None
+    tokens_file: str = ""
+    tokens: list[StaticTokenConfig] = attrs.field(factory=list)
+    allow_unauthenticated_remote: bool = False
+    owner_token_ttl_seconds: float = 0.0
+
+
+@attrs.define
 class ClusterConfig:
     name: str = "iris"
     label_prefix: str = "iris"
@@ -153,6 +183,7 @@ class ClusterConfig:
     bundle: BundleConfig = attrs.field(factory=BundleConfig)
     autoscaler: AutoscalerConfig = attrs.field(factory=AutoscalerConfig)
     scale_groups: dict[str, ScaleGroupConfig] = attrs.field(factory=dict)
+    auth: AuthConfig = attrs.field(factory=AuthConfig)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -196,7 +227,18 @@ def _make_converter() -> cattrs.Converter:
     checked(list[str], list, "a list")
     checked(dict[str, str], dict, "a mapping")
     checked(dict[str, Any], dict, "a mapping")
-    for cls in (ProviderConfig, DockerConfig, ControllerVmConfig, ControllerConfig, WorkerConfig, AutoscalerConfig, ScaleGroupConfig):
+    def optional_bool(value: Any, _: type) -> bool | None:
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"expected true, false or null, got {value!r}")
+        return value
+
+    converter.register_structure_hook(typing.Optional[bool], optional_bool)
+    checked(StaticTokenConfig, dict, "a mapping of fields")
+    checked(list[StaticTokenConfig], list, "a list")
+    for cls in (
+        ProviderConfig, DockerConfig, ControllerVmConfig, ControllerConfig, WorkerConfig, AutoscalerConfig, ScaleGroupConfig,
+        AuthConfig, StaticTokenConfig,
+    ):  # fmt: skip
         checked(cls, dict, "a mapping of fields")
     checked(dict[str, ScaleGroupConfig], dict, "a mapping of scale group names to settings")
     return converter
@@ -340,6 +382,22 @@ def _validate(config: ClusterConfig, source: str) -> None:
         raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
     if not -1 <= config.controller.http_port <= 65535:
         raise ConfigError(f"{source}: controller.http_port: {config.controller.http_port}; must be -1 (off), 0 (any) or a port up to 65535")
+    for i, entry in enumerate(config.auth.tokens):
+        static_token_entry(entry.token, entry.role, entry.name, f"{source}: auth.tokens[{i}]")
+    if config.auth.owner_token_ttl_seconds < 0:
+        raise ConfigError(f"{source}: auth.owner_token_ttl_seconds: {config.auth.owner_token_ttl_seconds:g}; must be >= 0")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | Path) -> ClusterConfig:

@@ -233,6 +233,7 @@ class LocalVmManager:
             runtime_root=self._state_dir / "runtime",
             task_python=str(self._context.options.get("task_python") or ""),
             env_dir=self._context.options.get("env_dir") or None,
+            token=self._context.worker_token(vm_id) if self._context.worker_token else "",
         )
 
     # --- the VmManager protocol -----------------------------------------------------------
@@ -418,7 +419,7 @@ class LocalVmManager:
         return record
 
     def _spawn_worker(self, launch: WorkerLaunch) -> WorkerProcess:
-        launch.work_dir.mkdir(parents=True, exist_ok=True)
+        launch.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         ready_marker(launch.work_dir).unlink(missing_ok=True)
         with open(launch.work_dir / WORKER_LOG, "ab") as log:
             child = subprocess.Popen(

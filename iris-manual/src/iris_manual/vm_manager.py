@@ -342,13 +342,17 @@ class ManualVmManager:
                     work_dir=f"{root}/{vm_id}", slice_id=request.slice_id, cpu=request.cpu,
                     memory_bytes=request.memory_bytes, attributes=attributes, runtime=self._runtime, python=self._python,
                     task_python=self._task_python, env_dir=self._env_dir,
+                    token=self._context.worker_token(vm_id) if self._context.worker_token else "",
                 )  # fmt: skip
                 record = {
                     "slice_id": request.slice_id, "scale_group": request.scale_group, "labels": labels, "vm_id": vm_id,
                     "index": index, "count": request.vm_count, "attributes": attributes,
                     "cleanup": [*launch.argv(), "--cleanup"],
                 }  # fmt: skip
-                spec = json.dumps({"argv": launch.argv(), "record": record, "env": self._env}).encode()
+                # the worker's credential travels in its environment, over the SSH channel's stdin:
+                # never on a command line (visible to every user of the host)
+                env = {**self._env, **launch.env({})}
+                spec = json.dumps({"argv": launch.argv(), "record": record, "env": env}).encode()
                 self._agent(host, "start", root, vm_id, stdin=spec)
                 started.append((host, vm_id))
                 logger.info("manual provider: started worker %s on %s", vm_id, host.where)

@@ -246,6 +246,7 @@ class JobStatus:
     constraints: tuple[Constraint, ...] = ()
     coschedule_by: str = ""
     replicas: int = 0
+    env_names: tuple[str, ...] = ()  # the job's environment variables, names only
 
     @property
     def succeeded(self) -> bool:

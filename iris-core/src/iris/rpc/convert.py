@@ -225,6 +225,7 @@ def job_view_to_proto(job: JobView) -> controller_pb2.JobInfo:
         started_at=job.started_at,
         constraints=[constraint_to_proto(c) for c in spec.constraints],
         coscheduling=coscheduling_to_proto(spec.coschedule_by),
+        env_names=sorted(spec.environment.env),
     )
     for t in job.tasks:  # filled in place: no copy of each task's message
         task = info.tasks.add(**_task_fields(t))
@@ -277,6 +278,7 @@ def job_status_from_proto(p: controller_pb2.JobInfo) -> JobStatus:
         constraints=tuple(constraint_from_proto(c) for c in p.constraints),
         coschedule_by=coscheduling_from_proto(p.coscheduling),
         replicas=p.replicas,
+        env_names=tuple(p.env_names),
     )
 
 
@@ -451,9 +453,11 @@ def attempt_ack_from_proto(p: worker_pb2.AttemptAck) -> AttemptAck:
     return AttemptAck(task_id=p.task_id, attempt_id=p.attempt_id, log_offset=p.log_offset, done=p.done)
 
 
-def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str, limits: BundleLimits = BundleLimits()) -> worker_pb2.AttemptSpec:
-    """Everything a worker needs to start the attempt ``d`` (whose ``spec`` is set), and how
-    much it may unpack from the bundle."""
+def attempt_spec_to_proto(
+    d: DesiredAttempt, bundle_url: str, limits: BundleLimits = BundleLimits(), token: str = ""
+) -> worker_pb2.AttemptSpec:
+    """Everything a worker needs to start the attempt ``d`` (whose ``spec`` is set), how much it
+    may unpack from the bundle, and ``token``, the task's credential (empty when auth is off)."""
     spec = d.spec
     if spec is None:
         raise ValueError(f"attempt {d.task_id}/{d.attempt_id}: no spec to send")
@@ -471,6 +475,7 @@ def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str, limits: BundleLimi
         ports=list(spec.ports),
         bundle_max_unpacked_bytes=limits.max_unpacked_bytes,
         bundle_max_files=limits.max_files,
+        token=token,
     )
 
 
@@ -483,19 +488,29 @@ def bundle_limits_from_attempt_spec(p: worker_pb2.AttemptSpec) -> BundleLimits:
     )
 
 
-def desired_attempt_to_proto(d: DesiredAttempt, bundle_url: str, limits: BundleLimits = BundleLimits()) -> worker_pb2.DesiredAttempt:
+def desired_attempt_to_proto(
+    d: DesiredAttempt, bundle_url: str, limits: BundleLimits = BundleLimits(), token: str = ""
+) -> worker_pb2.DesiredAttempt:
     """``bundle_url`` locates ``d.spec.bundle_id`` (unused when the worker already has the spec)."""
     desired = worker_pb2.DesiredAttempt(task_id=d.task_id, attempt_id=d.attempt_id)
     if d.spec is not None:
-        desired.spec.CopyFrom(attempt_spec_to_proto(d, bundle_url, limits))
+        desired.spec.CopyFrom(attempt_spec_to_proto(d, bundle_url, limits, token))
     return desired
 
 
-def reconcile_result_to_proto(result: ReconcileResult, bundle_url_for: Callable[[str], str]) -> worker_pb2.ReconcileResponse:
-    """``bundle_url_for(bundle_id)`` is where workers fetch a job's bundle."""
+def reconcile_result_to_proto(
+    result: ReconcileResult,
+    bundle_url_for: Callable[[str], str],
+    token_for: Callable[[DesiredAttempt], str] | None = None,
+) -> worker_pb2.ReconcileResponse:
+    """``bundle_url_for(bundle_id)`` is where workers fetch a job's bundle; ``token_for(d)``
+    mints the credential of the task an attempt runs (None: auth is off)."""
     response = worker_pb2.ReconcileResponse(version=result.version)
     for d in result.desired:
         bundle_id = d.spec.bundle_id if d.spec is not None else ""
-        response.attempts.append(desired_attempt_to_proto(d, bundle_url_for(bundle_id) if bundle_id else "", result.bundle_limits))
+        token = token_for(d) if token_for is not None and d.spec is not None else ""
+        response.attempts.append(
+            desired_attempt_to_proto(d, bundle_url_for(bundle_id) if bundle_id else "", result.bundle_limits, token)
+        )
     response.acks.extend(attempt_ack_to_proto(a) for a in result.acks)
     return response

@@ -228,10 +228,26 @@ class Controller:
             job = self._jobs.resolve(job_id)
             return job.job_id, job.state
 
-    def list_jobs(self, states: Iterable[JobState] = (), prefix: str = "") -> list[JobView]:
+    def job_owner(self, job_id: str) -> tuple[str, str]:
+        """The full id of a job and the user it runs as (cheap: what authorization needs)."""
+        with self._lock:
+            job = self._jobs.resolve(job_id)
+            return job.job_id, job.spec.user
+
+    def list_jobs(
+        self, states: Iterable[JobState] = (), prefix: str = "", visible: Callable[[str, str], bool] | None = None
+    ) -> list[JobView]:
+        """Jobs in ``states`` (all if empty) whose id starts with ``prefix``; with ``visible``,
+        only those for which ``visible(job_id, user)`` holds."""
         wanted = set(states)
         with self._lock:
-            jobs = [j for j in self._state.jobs.values() if (not wanted or j.state in wanted) and j.job_id.startswith(prefix)]
+            jobs = [
+                j
+                for j in self._state.jobs.values()
+                if (not wanted or j.state in wanted)
+                and j.job_id.startswith(prefix)
+                and (visible is None or visible(j.job_id, j.spec.user))
+            ]
             jobs.sort(key=lambda j: j.submitted_at)
             return [job_view(j) for j in jobs]
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from iris.auth import WORKER_TOKEN_ENV
 from iris.errors import PluginError
 from iris.plugin.worker_host import LABEL_WORKER, machine_cpus, machine_memory_bytes, ready_marker, write_ready
 
@@ -81,6 +82,27 @@ def _worker_id(text: str) -> str:
     if not text or "/" in text or "\0" in text or text in (".", ".."):
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid id; it must be non-empty without '/'")
     return text
+
+
+def take_secret_env(name: str) -> str:
+    """Remove ``name`` from this process's environment and return its value: tasks (which get a
+    copy of the environment) never see it, and the bytes the kernel shows in
+    ``/proc/<pid>/environ`` are overwritten, so a task of the same OS user cannot read it there."""
+    value = os.environ.get(name, "")
+    if not value:
+        return ""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.getenv.restype = ctypes.c_void_p
+        address = libc.getenv(name.encode())
+        if address:
+            ctypes.memset(address, 0, len(value.encode()))
+    except (OSError, AttributeError):  # no libc to reach: the value stays in /proc/<pid>/environ
+        logger.warning("could not scrub %s from this process's initial environment", name)
+    del os.environ[name]
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.exception("failed to remove container %s", handle.container_id)
         runtime.close()
         return 0
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = take_secret_env(WORKER_TOKEN_ENV)
     ready = ready_marker(work_dir)
     ready.unlink(missing_ok=True)
     runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
@@ -166,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_seconds=args.wait_seconds,
         task_python=args.task_python,
         env_dir=args.env_dir,
+        token=token,
     )
     worker.start()
     write_ready(work_dir, args.worker_id)

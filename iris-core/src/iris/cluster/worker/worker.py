@@ -51,8 +51,10 @@ from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
+from iris.auth import TOKEN_ENV, WORKER_TOKEN_ENV
 from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS, LABEL_WORKER, WorkerLaunch
 from iris.rpc import convert, worker_pb2, worker_pb2_grpc
+from iris.rpc.channel import authorized_channel
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ ENVIRONMENT_LOG = "environment.log"  # the environment build's output: the start
 MAX_RESULT_BYTES = 16 << 20
 START_THREADS = 8
 CLEANUP_THREADS = 2
+AUTH_RETRY_SECONDS = 5.0  # a refused credential is retried slowly: someone has to fix it
 KILL_GRACE_SECONDS = 5.0
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
@@ -140,13 +143,16 @@ class Worker:
         task_python: str = "",
         env_dir: Path | None = None,
         ports: PortAllocator | None = None,
+        token: str = "",
     ):
-        """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix.
+        """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix;
+        ``token`` is the worker's credential (bound to ``worker_id``; empty when auth is off).
 
         Task environments are built from ``task_python`` (default: ``$IRIS_TASK_PYTHON``, else
         :func:`~iris.cluster.worker.environment.default_task_python`) and cached in ``env_dir``
         (default: ``$IRIS_ENV_DIR``, else ``work_dir/envs``; workers on one machine may share it)."""
         self.worker_id = worker_id
+        self._token = token
         self._address = controller_address.removeprefix("http://")
         self._runtime = runtime
         self._bundle_store_for = bundle_store_for
@@ -187,11 +193,15 @@ class Worker:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        # attempts hold the tasks' environments and logs: the worker's user only
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._work_dir, 0o700)
         (self._work_dir / "attempts").mkdir(parents=True, exist_ok=True)
         (self._work_dir / "bundles").mkdir(parents=True, exist_ok=True)
         self._adopt()
-        self._channel = grpc.insecure_channel(
+        self._channel = authorized_channel(
             self._address,
+            self._token,
             options=[("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20)],
         )
         self._monitor_thread = threading.Thread(target=self._monitor_loop, name=f"iris-monitor-{self.worker_id}", daemon=True)
@@ -264,7 +274,8 @@ class Worker:
                 if exc.code() == grpc.StatusCode.CANCELLED:
                     continue
                 logger.warning("worker %s: reconcile failed: %s; retrying", self.worker_id, exc.details() or exc.code())
-                self._stop.wait(backoff)
+                refused = exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+                self._stop.wait(AUTH_RETRY_SECONDS if refused else backoff)
                 backoff = min(backoff * 2, 0.5)  # a restarted controller is found within half a second
                 continue
             backoff = 0.05
@@ -575,7 +586,7 @@ class Worker:
             raise TaskStartError("the task has no command to run", exit_code=127)
         if spec.ports and not attempt.ports:
             attempt.ports = self._ports.allocate(list(spec.ports))
-        env = _task_env(environment, spec.env)
+        env = _task_env(environment, spec.env)  # no credential of this process: the task gets its own below
         env.update({f"IRIS_PORT_{name.upper()}": str(port) for name, port in attempt.ports.items()})
         env.update(
             {
@@ -589,6 +600,8 @@ class Worker:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if spec.token:
+            env[TOKEN_ENV] = spec.token
         return ContainerSpec(
             container_id=f"{self.worker_id}.{_safe_name(attempt.task_id, attempt.attempt_id)}",
             argv=argv,
@@ -803,12 +816,14 @@ def _read_log(a: LocalAttempt, offset: int, max_bytes: int) -> bytes:
 
 
 def _task_env(environment: TaskEnvironment, task_env: Mapping[str, str]) -> dict[str, str]:
-    """The task's variables: this worker's, without what points at Iris's own virtualenv, with
+    """The task's variables: this worker's, without what points at Iris's own virtualenv or is a
+    credential of this process (the task gets its own token), with
     the environment's ``bin`` first on PATH and the bundle's projects on PYTHONPATH; then the
     job's own variables."""
     # the bin directory of Iris's virtualenv (when it runs in one; never e.g. /usr/bin)
     own_bin = os.path.join(sys.prefix, "bin") if sys.prefix != sys.base_prefix else None
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT")}
+    dropped = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT", TOKEN_ENV, WORKER_TOKEN_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != own_bin]
     env["PATH"] = os.pathsep.join([str(environment.bin_dir), *path])
     env["VIRTUAL_ENV"] = str(environment.path)
@@ -853,6 +868,7 @@ def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_
         wait_seconds=launch.wait_seconds,
         task_python=launch.task_python,
         env_dir=launch.env_dir,
+        token=launch.token,
     )
     worker.start()
     return worker
