@@ -7,11 +7,14 @@ as a worker; a worker's credential reconciles only as the worker it names (PERMI
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import stat
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,6 +207,16 @@ def test_auth_slices_and_tokens_are_admin_only(server: ControllerServer, callers
 # --- workers and tasks ------------------------------------------------------------------------
 
 
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("a.txt", "a")
+    return buffer.getvalue()
+
+
+ZIP = _zip()  # a well-formed bundle: the refusal below is about who sends it
+
+
 def test_auth_worker_credential_reconciles_only_as_its_own_worker(callers: dict[str, Caller]) -> None:
     w1 = callers["w1"]
     error = refused(w1.worker.Reconcile, reconcile("w2", cpu=1000))
@@ -212,7 +225,7 @@ def test_auth_worker_credential_reconciles_only_as_its_own_worker(callers: dict[
     for call, request in [
         (w1.controller.ListJobs, controller_pb2.ListJobsRequest()),
         (w1.controller.LaunchJob, launch("as-worker")),
-        (w1.controller.UploadBundle, controller_pb2.UploadBundleRequest(bundle_id="0" * 64, data=b"")),
+        (w1.controller.UploadBundle, controller_pb2.UploadBundleRequest(bundle_id=hashlib.sha256(ZIP).hexdigest(), data=ZIP)),
     ]:
         assert refused(call, request).code() == grpc.StatusCode.PERMISSION_DENIED
     for name in ("alice", "admin"):  # nobody but a worker reconciles
@@ -423,5 +436,5 @@ def test_auth_static_token_from_the_config_acts_as_its_user(tmp_path: Path) -> N
             assert job.job_id == "/dana/static"
             with pytest.raises(IrisError, match="admins only"):
                 dana.create_token("eve")
-        with pytest.raises(IrisError, match="is not a valid user name"):
+        with pytest.raises(IrisError, match="name 'no spaces' is invalid"):
             admin.create_token("no spaces")

@@ -35,7 +35,7 @@ from iris.auth import OPEN, GRANTABLE, Authenticator, PermissionDenied, Principa
 from iris.bundle import bundle_problem
 from iris.cluster.controller import access
 from iris.cluster.controller.controller import AlreadyExists, BadCursor, Controller, InvalidRequest
-from iris.cluster.controller.jobs import JOB_NAME_RE
+from iris.job.validation import JOB_NAME_RE
 from iris.cluster.controller.state import worker_key
 from iris.errors import IrisError, JobNotFound
 from iris.job.records import DesiredAttempt
@@ -286,6 +286,8 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
                 except JobNotFound:
                     raise InvalidRequest(f"parent job {spec.parent_job_id!r} not found") from None
             spec = access.check_launch(who, spec, parent)
+        elif not spec.user and not spec.parent_job_id:  # without auth the client names the user
+            raise InvalidRequest("user is empty; a top-level job needs a user (its id is /USER/NAME); the client sends the login name")
         if spec.bundle_id and not await self._off_loop(self._bundles.exists, spec.bundle_id):
             raise InvalidRequest(f"bundle {spec.bundle_id} is not uploaded; upload it before launching the job")
         return controller_pb2.LaunchJobResponse(job_id=self._controller.launch_job(spec))
