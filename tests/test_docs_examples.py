@@ -153,6 +153,10 @@ def doc_blocks(doc: Path) -> list[Block]:
             arg = text[len(directive) :].strip()
         blocks.append(Block(doc, i + 1, fence.group(1), "\n".join(lines[i + 1 : end]) + "\n", directive, arg))
         i = end + 1
+    fences = [n for n, line in enumerate(lines, 1) if line.lstrip().startswith("```")]
+    parsed = {n for block in blocks for n in (block.line, block.line + block.text.count("\n") + 1)}
+    stray = [n for n in fences if n not in parsed]
+    assert not stray, f"{doc.relative_to(ROOT)}:{stray[0]}: a fence this test does not read (write ```LANG alone on its line)"
     return blocks
 
 
@@ -448,12 +452,10 @@ def check_block(block: Block, ws: Path, home: Path, cluster: Cluster) -> str | N
         return check_transcript(block, ws, env)
     if shell:
         controller = cluster.start() if block.directive == "cluster" else None
-        if controller:
-            (ws / "cluster.yaml").write_text(FIXTURES["cluster.yaml"])
         return check_script(block, ws, example_env(home, controller), controller)
     if block.lang == "" and all(line.startswith("iris ") for line in block.text.splitlines()):
         return check_usage(block, ws, env)
-    return f"no rule runs a {block.lang or 'untagged'} block like this; give it a directive (see {Path(__file__).name})"
+    return f"no rule runs {f'a {block.lang}' if block.lang else 'an untagged'} block like this; give it a directive (see {Path(__file__).name})"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: str(d.relative_to(ROOT)))
@@ -472,3 +474,28 @@ def test_docs_examples_every_block_runs_as_written(doc: Path, home: Path, cluste
     failures = [f"{block.where}: {problem}" for block in blocks if (problem := check_block(block, ws, home, cluster))]
     assert not failures, "\n\n".join(failures)
 
+
+
+BROKEN = {
+    "python that raises": ("python", "", "raise SystemExit(1)\n"),
+    "a value comment that is wrong": ("python", "", "1 + 1  # 3\n"),
+    "a task that fails": ("python", "task", "import sys\nsys.exit(4)\n"),
+    "a command that fails": ("bash", "", "iris run --provider local -- false\n"),
+    "a command that does not exit as its comment says": ("bash", "", "iris run --provider local -- true   # exits 1\n"),
+    "a transcript that differs": ("", "", "$ iris run --provider local -- echo hi\nho\n"),
+    "a usage line with an unknown option": ("", "", "iris job list [--nope]\n"),
+    "a config with a bad field": ("yaml", "", "scale_groups:\n  cpu: {min_slices: two}\n"),
+    "bad TOML": ("toml", "", "name = \n"),
+    "an unknown directive": ("python", "wiht client", "pass\n"),
+    "a skip without its reason": ("bash", "skip", "true\n"),
+    "text no rule handles": ("", "", "just some words\n"),
+    "an unknown language": ("rust", "", "fn main() {}\n"),
+}
+
+
+@pytest.mark.parametrize("kind", BROKEN)
+def test_docs_examples_broken_example_is_reported(kind: str, home: Path, cluster: Cluster, tmp_path: Path) -> None:
+    """The checks above can fail: a broken example of each kind is reported, not passed."""
+    lang, directive, text = BROKEN[kind]
+    block = Block(ROOT / "README.md", 1, lang, text, directive)
+    assert check_block(block, tmp_path, home, cluster)
