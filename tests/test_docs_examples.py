@@ -30,6 +30,9 @@ Directives:
 - ``file PATH``: the block is the file PATH of the workspace (written before any block of the
   doc runs, so a command may come first). A python file is compiled, a YAML one read as a
   config; the examples that use them run them.
+- ``plugin PATH``: a python block that is the plugin module PATH of the workspace (written as
+  ``file`` does): it must import and pass Iris's checks for a plugin
+  (``PluginRegistry.register``), registering at least one implementation.
 - ``with client``: a python fragment run inside ``with IrisClient.local() as client:`` (with
   ``IrisClient``, ``Entrypoint``, ``ResourceSpec`` and ``Path`` imported).
 - ``task [IRIS RUN OPTIONS]``: a python block that is a task's code: run as
@@ -75,7 +78,7 @@ BIN = Path(sys.executable).parent
 IRIS = str(BIN / "iris")
 TIMEOUT = 180
 
-DIRECTIVES = {"file", "with client", "task", "cluster", "output", "skip"}
+DIRECTIVES = {"file", "plugin", "with client", "task", "cluster", "output", "skip"}
 
 FIXTURES = {
     "cluster.yaml": """\
@@ -270,6 +273,8 @@ def check_python(block: Block, ws: Path, env: dict[str, str]) -> str | None:
     if block.directive in ("file", "skip"):
         return None
     code = with_value_checks(code)
+    if block.directive == "plugin":
+        return check_plugin(block, ws, env)
     if block.directive == "with client":
         code = CLIENT_PREAMBLE + "".join(f"    {line}\n" for line in code.splitlines())
     if block.directive == "task":
@@ -282,6 +287,27 @@ def check_python(block: Block, ws: Path, env: dict[str, str]) -> str | None:
         script.unlink()
     if result.returncode != 0:
         return f"exited {result.returncode}:\n{tail(result.stdout)}"
+    return None
+
+
+PLUGIN_CHECK = """\
+import importlib, sys
+from iris.plugin import hookspecs
+from iris.plugin.registry import PluginRegistry
+
+registry = PluginRegistry(plugins=[])
+registry.register(importlib.import_module(sys.argv[1]), "example")
+names = {seam: list(registry.names(seam)) for seam in hookspecs.SEAMS}
+print(names)
+sys.exit(0 if any(names.values()) else 1)
+"""
+
+
+def check_plugin(block: Block, ws: Path, env: dict[str, str]) -> str | None:
+    module = block.arg.removesuffix(".py").replace("/", ".")
+    result = run([sys.executable, "-c", PLUGIN_CHECK, module], ws, dict(env, PYTHONPATH=str(ws)))
+    if result.returncode != 0:
+        return f"is not a plugin Iris accepts (or registers nothing):\n{tail(result.stdout)}"
     return None
 
 
@@ -466,7 +492,7 @@ def test_docs_examples_every_block_runs_as_written(doc: Path, home: Path, cluste
         (ws / name).write_text(text)
     blocks = doc_blocks(doc)
     for block in blocks:
-        if block.directive == "file":
+        if block.directive in ("file", "plugin"):
             path = ws / block.arg
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(block.text)
@@ -480,6 +506,7 @@ BROKEN = {
     "python that raises": ("python", "", "raise SystemExit(1)\n"),
     "a value comment that is wrong": ("python", "", "1 + 1  # 3\n"),
     "a task that fails": ("python", "task", "import sys\nsys.exit(4)\n"),
+    "a plugin that breaks the rules": ("python", "plugin", "from iris.plugin import hookimpl\n\n@hookimpl\ndef iris_register_tunnel(register):\n    pass\n"),
     "a command that fails": ("bash", "", "iris run --provider local -- false\n"),
     "a command that does not exit as its comment says": ("bash", "", "iris run --provider local -- true   # exits 1\n"),
     "a transcript that differs": ("", "", "$ iris run --provider local -- echo hi\nho\n"),
@@ -497,5 +524,7 @@ BROKEN = {
 def test_docs_examples_broken_example_is_reported(kind: str, home: Path, cluster: Cluster, tmp_path: Path) -> None:
     """The checks above can fail: a broken example of each kind is reported, not passed."""
     lang, directive, text = BROKEN[kind]
-    block = Block(ROOT / "README.md", 1, lang, text, directive)
+    block = Block(ROOT / "README.md", 1, lang, text, directive, "broken_plugin.py" if directive == "plugin" else "")
+    if directive == "plugin":
+        (tmp_path / block.arg).write_text(text)
     assert check_block(block, tmp_path, home, cluster)
