@@ -235,23 +235,27 @@ def cluster(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
 
 
 def with_value_checks(code: str) -> str:
-    """Turn ``EXPR  # LITERAL`` lines into asserts that EXPR == LITERAL."""
+    """Turn ``EXPR  # LITERAL`` lines (a whole expression statement on one line, its comment a
+    Python literal) into asserts that EXPR == LITERAL."""
+    one_line_expressions = {
+        node.lineno
+        for node in ast.walk(ast.parse(code))
+        if isinstance(node, ast.Expr) and node.lineno == node.end_lineno and not isinstance(node.value, ast.Constant)
+    }
     lines = code.splitlines()
     for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-        if tok.type != tokenize.COMMENT:
-            continue
         row, col = tok.start
-        source = lines[row - 1][:col].rstrip()
+        if tok.type != tokenize.COMMENT or row not in one_line_expressions:
+            continue
+        expected = tok.string[1:].strip()
         try:
-            expected = tok.string[1:].strip()
             ast.literal_eval(expected)
-            statement = ast.parse(source.strip()).body
         except (SyntaxError, ValueError):
             continue
-        if len(statement) == 1 and isinstance(statement[0], ast.Expr) and not isinstance(statement[0].value, ast.Constant):
-            indent = source[: len(source) - len(source.lstrip())]
-            doc_line = lines[row - 1].strip()
-            lines[row - 1] = f"{indent}_value = ({source.strip()}); assert _value == ({expected}), ({doc_line!r}, 'is', _value)"
+        source = lines[row - 1][:col].rstrip()
+        indent = source[: len(source) - len(source.lstrip())]
+        doc_line = lines[row - 1].strip()
+        lines[row - 1] = f"{indent}_value = ({source.strip()}); assert _value == ({expected}), ({doc_line!r}, 'is', _value)"
     return "\n".join(lines) + "\n"
 
 
