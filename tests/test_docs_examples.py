@@ -7,7 +7,8 @@ none of the rules below handles fails the test, naming its file and line.
 
 Without a directive:
 
-- ``python``: run as a script with this environment's python, in the workspace. A line that is
+- ``python``: run as a script with this environment's python, in the workspace; what some print
+  is checked (``PRINTS``). A line that is
   a bare expression followed by a comment that is a Python literal (``report.requested  #
   ('iris-tpu-v5e-16-0',)``) asserts that the expression equals it; so does ``print(EXPR)  # 6``
   (and still prints).
@@ -127,6 +128,16 @@ import time
 time.sleep(3)
 print("done")
 """,
+}
+
+PRINTS = {  # a line a standalone python example prints, by page and the example's place among its python blocks
+    ("docs/actors.md", 0): "task 1 of 2 attempt 0 ['actor']",
+    ("docs/actors.md", 1): "raised in the actor:",
+    ("docs/actors.md", 2): "remote: ZeroDivisionError('division by zero') with cause RemoteTraceback",
+    ("docs/actors.md", 3): "cancelled: stopped at step",
+    ("docs/actors.md", 4): "(200, 2646700)",
+    ("docs/actors.md", 5): "raised in a worker: negative: -1",
+    ("README.md", 1): "Hello from Iris!",
 }
 
 FENCE = re.compile(r"^```([\w-]*)\s*$")
@@ -316,6 +327,10 @@ def check_python(block: Block, ws: Path, env: dict[str, str]) -> str | None:
         script.unlink()
     if result.returncode != 0:
         return f"exited {result.returncode}:\n{tail(result.stdout)}"
+    python_blocks = [b.line for b in doc_blocks(block.doc) if b.lang == "python"]
+    expected = PRINTS.get((str(block.doc.relative_to(ROOT)), python_blocks.index(block.line)), "")
+    if expected not in result.stdout:
+        return f"did not print {expected!r}:\n{tail(result.stdout)}"
     return None
 
 
@@ -516,21 +531,7 @@ def check_block(block: Block, ws: Path, home: Path, cluster: Cluster) -> str | N
     return f"no rule runs {f'a {block.lang}' if block.lang else 'an untagged'} block like this; give it a directive (see {Path(__file__).name})"
 
 
-KNOWN_BROKEN = {
-    "docs/actors.md": "its examples submit callables that import iris from IrisClient.local() without a "
-    "workspace, so the task runs in a plain environment without iris (docs/environments.md) and fails",
-}
-
-
-@pytest.mark.parametrize(
-    "doc",
-    [
-        pytest.param(doc, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[name]) if name in KNOWN_BROKEN else ())
-        for doc in DOCS
-        if (name := str(doc.relative_to(ROOT)))
-    ],
-    ids=lambda d: str(d.relative_to(ROOT)),
-)
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: str(d.relative_to(ROOT)))
 def test_docs_examples_every_block_runs_as_written(doc: Path, home: Path, cluster: Cluster, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -543,12 +544,7 @@ def test_docs_examples_every_block_runs_as_written(doc: Path, home: Path, cluste
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(block.text)
     shutil.copytree(ROOT / "docs" / "examples", ws / "docs" / "examples")  # examples name them so
-    failures = []
-    for block in blocks:
-        if problem := check_block(block, ws, home, cluster):
-            failures.append(f"{block.where}: {problem}")
-            if str(doc.relative_to(ROOT)) in KNOWN_BROKEN:
-                break  # the first failure is enough for a page known to be broken
+    failures = [f"{block.where}: {problem}" for block in blocks if (problem := check_block(block, ws, home, cluster))]
     assert not failures, "\n\n".join(failures)
 
 
