@@ -8,10 +8,9 @@ none of the rules below handles fails the test, naming its file and line.
 Without a directive:
 
 - ``python``: run as a script with this environment's python, in the workspace; what some print
-  is checked (``PRINTS``). A line that is
-  a bare expression followed by a comment that is a Python literal (``report.requested  #
-  ('iris-tpu-v5e-16-0',)``) asserts that the expression equals it; so does ``print(EXPR)  # 6``
-  (and still prints).
+  is checked (``PRINTS``). A line that is a bare expression followed by a comment that is a
+  Python literal (``report.requested  # ('iris-tpu-v5e-16-0',)``) asserts that the expression
+  equals it; so does ``print(EXPR)  # 6`` (and still prints).
 - ``bash``/``sh``: run as one bash script in the workspace, with ``iris`` and ``python`` from this
   environment first on PATH and a leading ``scripts/dev`` dropped (these tests run in the
   environment it sets up). Every command must exit 0, except one whose line's comment says
@@ -19,11 +18,11 @@ Without a directive:
 - a transcript (a ``bash``/``sh`` or untagged block whose first line starts with ``$ ``): each
   ``$ COMMAND`` runs on its own; every output line shown must be among the lines it printed
   (stdout and stderr together, order free), and every other line it printed must be an
-  ``iris:`` or ``[iris env]`` status line (progress, on stderr). Job ids, durations and this
-  machine's size are normalised, and so are
-  runs of spaces; a shown ``...`` stands for anything. A command shown without output must exit
-  0. ``$ cat FILE`` of a file the workspace does not have creates it with the lines shown; of a
-  fixture file, it is taken as shown (the fixture stands for it).
+  ``iris:`` or ``[iris env]`` status line (progress, on stderr). Job ids, durations, this
+  machine's size and runs of spaces are normalised; a shown ``...`` stands for anything. A
+  command shown without output must exit 0. ``$ cat FILE`` of a file the workspace does not
+  have creates it with the lines shown; of a fixture file, it is taken as shown (the fixture
+  stands for it).
 - untagged, every line starting with ``iris ``: usage lines. ``iris SUBCOMMAND... --help`` must
   succeed and mention every ``--option`` shown.
 - ``yaml``: a cluster config, or a part of one, read with ``iris.config.load_config``.
