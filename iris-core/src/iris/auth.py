@@ -336,4 +336,23 @@ def find_token(url: str, explicit: str | None = None, fallback: str = "") -> str
     env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
         return env
-    return _load_credentials().get(normalize_url(url), "") or fallback
+    return _load_credentials().get(normalize_url(url), "") or fallback or _owner_token_for(url)
+
+
+def _owner_token_for(url: str) -> str:
+    """The owner token of a cluster this user started on this machine (``~/.iris/<name>/``)
+    whose controller is at ``url``: whoever can read it started that controller, so
+    ``iris job list --controller-url URL`` works for them as ``--config`` does."""
+    root = Path.home() / ".iris"
+    wanted = normalize_url(url)
+    try:
+        state_dirs = [d for d in root.iterdir() if d.is_dir()]
+    except OSError:
+        return ""
+    for state_dir in state_dirs:
+        try:
+            if normalize_url((state_dir / "controller.url").read_text().strip()) == wanted:
+                return (state_dir / OWNER_TOKEN_FILE).read_text().strip()
+        except OSError:
+            continue
+    return ""
