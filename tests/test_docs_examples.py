@@ -66,6 +66,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tokenize
@@ -232,6 +233,8 @@ class Cluster:
         self.home, self.root, self.url, self.started = home, root, "", False
 
     def start(self) -> str:
+        if self.url and not self._answers():  # an example stopped it (its own `cluster stop`): again
+            self.url = ""
         if not self.url:
             (self.root / "cluster.yaml").write_text(FIXTURES["cluster.yaml"])
             self.started = True
@@ -240,6 +243,14 @@ class Cluster:
             assert result.returncode == 0 and urls, f"cannot start the docs' cluster:\n{result.stdout}"
             self.url = urls[0]
         return self.url
+
+    def _answers(self) -> bool:
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.started:
