@@ -372,7 +372,8 @@ def test_auth_served_cluster_tasks_get_their_own_credential_and_secrets_stay_pri
 
 def test_auth_cli_owner_login_tokens_and_refusals(tmp_path: Path, iris) -> None:  # type: ignore[no-untyped-def]
     """`iris cluster start --local` turns auth on; the owner's commands through --config just
-    work; a bare --controller-url is refused with one line (exit 3) until `iris login`; an
+    work, and so does --controller-url for them; another user's bare --controller-url is refused
+    with one line (exit 3) until `iris login`; an
     admin mints a user's token; that user cannot read the owner's job; status shows env names."""
     home = tmp_path / "home"
     home.mkdir()
@@ -392,7 +393,11 @@ def test_auth_cli_owner_login_tokens_and_refusals(tmp_path: Path, iris) -> None:
         assert "API_KEY" in status.stdout and "hunter2" not in status.stdout
         job_id = next(line.split()[-1] for line in status.stdout.splitlines() if line.startswith("job:"))
 
-        bare = iris("job", "list", "--controller-url", url, cwd=ws, env=env)
+        owner = iris("job", "list", "--controller-url", url, cwd=ws, env=env)  # the owner: found by URL in ~/.iris
+        assert owner.returncode == 0 and "secret" in owner.stdout, owner.stderr
+        stranger = tmp_path / "stranger"
+        stranger.mkdir()
+        bare = iris("job", "list", "--controller-url", url, cwd=ws, env={**env, "HOME": str(stranger)})
         assert bare.returncode == 3 and bare.stderr.count("\n") == 1, bare.stderr
         assert "unauthenticated: this controller requires a token" in bare.stderr and "Traceback" not in bare.stderr
 

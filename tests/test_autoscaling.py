@@ -465,7 +465,7 @@ def test_stop_leaves_nothing_of_a_task_that_escaped_its_process_group(tmp_path: 
     try:
         started = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
         assert started.returncode == 0, started.stderr
-        with IrisClient.remote(started.stdout.strip()) as client:
+        with IrisClient.remote(started.stdout.strip(), token=owner_token(home, "escapes-local")) as client:
             job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", script), resources=SMALL)
             assert wait_until(report.exists, timeout=30), (job.status(), [ln.data for ln in job.logs()])
         daemon, forked, temp_file = report.read_text().split()

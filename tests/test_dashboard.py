@@ -63,7 +63,9 @@ class Cluster:
         self.http_url = ""
 
     def iris(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return iris_cmd(*args, home=self.home, cwd=self.work, timeout=timeout, env=env)
+        owner = self.root / "state" / "owner.token"  # the controller runs with auth: present its owner's token
+        token = {"IRIS_TOKEN": owner.read_text().strip()} if owner.exists() else {}
+        return iris_cmd(*args, home=self.home, cwd=self.work, timeout=timeout, env={**token, **(env or {})})
 
     def cluster(self, *args: str) -> subprocess.CompletedProcess:
         return self.iris("cluster", "--config", str(self.config), *args)
@@ -401,7 +403,7 @@ def test_workers_scale_groups_and_endpoints_pages_show_the_cluster(cluster: Clus
 
     server = cluster.submit("sh", "-c", "sleep 600")
     until(lambda: cluster.job_status(server)["state"] == "RUNNING", timeout=UI_TIMEOUT)
-    with IrisClient.remote(cluster.url) as client:  # what an ActorServer in the task does
+    with IrisClient.remote(cluster.url, token=(cluster.root / "state" / "owner.token").read_text().strip()) as client:  # what an ActorServer in the task does
         client.register_endpoint("dash-test-actor", "127.0.0.1:45678", job_id=server, metadata={"kind": "actor"})
     try:
         _, workers = get(cluster.http_url + "/api/workers")

@@ -43,6 +43,11 @@ def iris_cmd(*args: str, home: Path, cwd: Path, timeout: float = 180) -> subproc
     return subprocess.run([str(Path(sys.executable).parent / "iris"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def owner_token(home: Path, name: str) -> str:
+    """The admin token the controller started by this HOME's user wrote in its state directory."""
+    return (home / ".iris" / name / "owner.token").read_text().strip()
+
+
 def session_env() -> dict[str, str]:
     """What an SSH session here lacks for the workers' uv to reach the package index (this
     machine's certificate bundle), as a real config would pass a proxy or a cache directory."""
@@ -73,7 +78,7 @@ def test_manual_cluster_starts_runs_adopts_after_a_controller_kill_and_stops_cle
         started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
         assert started.returncode == 0, started.stderr
         url = started.stdout.strip()
-        with IrisClient.remote(url) as client:
+        with IrisClient.remote(url, token=owner_token(home, "manualtest")) as client:
             assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=120)
         records = worker_records(remote)
         assert sorted(r["vm_id"] for r in records) == ["iris-hosts-0-0", "iris-hosts-1-0", "iris-hosts-2-0"]
@@ -105,7 +110,7 @@ def test_manual_cluster_starts_runs_adopts_after_a_controller_kill_and_stops_cle
         assert wait_until(lambda: not pid_alive(controller_pid), timeout=10)
         again = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        with IrisClient.remote(again.stdout.strip()) as client:
+        with IrisClient.remote(again.stdout.strip(), token=owner_token(home, "manualtest")) as client:
             assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=120)
         assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
         status = iris_cmd("cluster", "--config", str(config), "status", home=home, cwd=tmp_path)
@@ -146,7 +151,7 @@ def test_manual_gang_spans_a_slices_hosts_and_a_task_on_a_host_that_dies_runs_ag
     try:
         started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
         assert started.returncode == 0, started.stderr
-        with IrisClient.remote(started.stdout.strip()) as client:
+        with IrisClient.remote(started.stdout.strip(), token=owner_token(home, "manualgang")) as client:
             assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 4, timeout=120)
         # a gang of two on the two hosts of the pair's slice, its output streamed back
         gang = iris_cmd("--config", str(config), "run", "--replicas", "2", "--coschedule", "slice", "--constraint", "scale-group=pair",
@@ -156,7 +161,7 @@ def test_manual_gang_spans_a_slices_hosts_and_a_task_on_a_host_that_dies_runs_ag
 
         # a task whose host dies mid-run (its worker killed, its sshd gone) runs again on another host
         code = f"import os, time\nprint('on', os.environ['IRIS_WORKER_ID'], flush=True)\nwhile os.environ['IRIS_ATTEMPT_ID'] == '0' and not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
-        with IrisClient.remote(started.stdout.strip()) as client:
+        with IrisClient.remote(started.stdout.strip(), token=owner_token(home, "manualgang")) as client:
             job = client.submit(Entrypoint.from_command(sys.executable, "-c", code), constraints=["scale-group=single"],
                                 resources=ResourceSpec(cpu=1, memory="64MB"))  # fmt: skip
             assert wait_until(lambda: any(ln.data.startswith("on ") for ln in job.logs()), timeout=60)

@@ -95,7 +95,7 @@ elif action == "start":
     os.makedirs(vm_dir, mode=0o700, exist_ok=True)
     with open(os.path.join(vm_dir, "worker.log"), "ab") as log:
         child = subprocess.Popen(spec["argv"], cwd=vm_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, env=dict(os.environ, **spec["env"], PYTHONUNBUFFERED="1"))
+                                 start_new_session=True, env={**os.environ, **spec["env"], "PYTHONUNBUFFERED": "1"})
     rec = dict(spec["record"], pid=child.pid, start_time=start_time(child.pid))
     tmp = os.path.join(vm_dir, "vm.json.tmp")
     with open(tmp, "w") as f:
