@@ -1,0 +1,3 @@
+"""Fixtures every test directory of the workspace can use."""
+
+pytest_plugins = ["iris.testing.docker_pytest"]
