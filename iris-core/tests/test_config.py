@@ -102,6 +102,7 @@ def test_config_to_dict_round_trips_through_parse_config(tmp_path: Path) -> None
         ({"scale_groups": {"tpu": {"vms_per_slice": 0}}}, ["scale_groups.tpu.vms_per_slice", "0", ">= 1"]),
         ({"controller": {"port": 70000}}, ["controller.port", "70000", "65535"]),
         ({"provider": {"type": ""}}, ["provider.type", "local, gcp or manual"]),
+        ({"docker": {"image": "Iris Worker"}}, ["docker.image", "'Iris Worker'", "not a valid image reference", "NAME[:TAG]"]),
     ],
 )
 def test_parse_config_invalid_field_error_names_path_and_value(data: dict, fragments: list[str]) -> None:

@@ -15,7 +15,7 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from iris.job.types import parse_memory
+from iris.job.types import image_reference_problem, parse_memory
 from iris.errors import ConfigError, ResourceError
 
 
@@ -35,6 +35,9 @@ class ProviderConfig:
 
 @attrs.define
 class DockerConfig:
+    """``image``: the image tasks run in when their job names none, on workers whose runtime
+    runs images (``worker.runtime: docker``)."""
+
     image: str = ""
     worker_port: int = 10001
 
@@ -297,6 +300,8 @@ def _validate(config: ClusterConfig, source: str) -> None:
             )
         if group.vms_per_slice < 1:
             raise ConfigError(f"{where}.vms_per_slice: {group.vms_per_slice}; must be >= 1")
+    if config.docker.image and (problem := image_reference_problem(config.docker.image)):
+        raise ConfigError(f"{source}: docker.image: {problem}")
     if not 0 <= config.controller.port <= 65535:
         raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
 

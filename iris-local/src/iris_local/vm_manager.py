@@ -231,6 +231,7 @@ class LocalVmManager:
             attributes=self._vm_attributes(request, index),
             runtime=self._runtime_name,
             runtime_root=self._state_dir / "runtime",
+            task_image=str(self._context.options.get("docker_image") or ""),
         )
 
     # --- the VmManager protocol -----------------------------------------------------------

@@ -124,7 +124,11 @@ class ClusterManager:
         self._server = ControllerServer(controller, bundles, host=config.controller.host, port=config.controller.port)
         address = self._server.start()
         self._record_owner(address)
-        options = {"runtime": config.worker.runtime or provider.default_runtime, **attrs.asdict(config.provider)}
+        options = {
+            "runtime": config.worker.runtime or provider.default_runtime,
+            "docker_image": config.docker.image,
+            **attrs.asdict(config.provider),
+        }
         context = ProviderContext(
             controller_address=address,
             state_dir=state_dir,

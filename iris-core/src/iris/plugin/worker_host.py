@@ -136,6 +136,8 @@ class WorkerLaunch:
         (and the provider) see each other's containers, told apart by ``LABEL_WORKER``.
     :ivar wait_seconds: how long one reconcile call may wait for news (long-poll).
     :ivar python: the interpreter that runs the worker process.
+    :ivar task_image: the image of tasks whose job names none (runtimes that run images: the
+        cluster's ``docker.image``).
     """
 
     worker_id: str
@@ -149,6 +151,7 @@ class WorkerLaunch:
     runtime_root: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     wait_seconds: float = 2.0
     python: str = sys.executable
+    task_image: str = ""
 
     @property
     def capacity(self) -> tuple[float, int]:
@@ -173,6 +176,8 @@ class WorkerLaunch:
             argv += ["--memory-bytes", str(int(self.memory_bytes))]
         if self.runtime_root is not None:
             argv += ["--runtime-root", str(self.runtime_root)]
+        if self.task_image:
+            argv += ["--task-image", self.task_image]
         return argv
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:

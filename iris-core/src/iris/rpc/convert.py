@@ -133,6 +133,7 @@ def job_spec_to_proto(s: JobSpec) -> controller_pb2.JobSpec:
         max_preemptions=s.max_preemptions,
         parent_job_id=s.parent_job_id,
         user=s.user,
+        task_image=s.task_image,
     )
 
 
@@ -154,6 +155,7 @@ def job_spec_from_proto(p: controller_pb2.JobSpec) -> JobSpec:
         max_preemptions=p.max_preemptions,
         parent_job_id=p.parent_job_id,
         user=p.user,
+        task_image=p.task_image,
     )
 
 
@@ -452,6 +454,7 @@ def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str) -> worker_pb2.Atte
         bundle_url=bundle_url,
         timeout_seconds=spec.timeout_seconds,
         ports=list(spec.ports),
+        task_image=spec.task_image,
     )
 
 

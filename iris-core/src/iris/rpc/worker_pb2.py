@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from iris.rpc import common_pb2 as iris_dot_rpc_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15iris/rpc/worker.proto\x12\x07iris.v1\x1a\x15iris/rpc/common.proto\"\xce\x01\n\x0eWorkerIdentity\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08slice_id\x18\x02 \x01(\t\x12\'\n\x08\x63\x61pacity\x18\x03 \x01(\x0b\x32\x15.iris.v1.ResourceSpec\x12;\n\nattributes\x18\x04 \x03(\x0b\x32\'.iris.v1.WorkerIdentity.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcf\x02\n\x0fObservedAttempt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\x05\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.iris.v1.TaskState\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nlog_offset\x18\x06 \x01(\x03\x12\x10\n\x08log_data\x18\x07 \x01(\x0c\x12\x14\n\x0clog_complete\x18\x08 \x01(\x08\x12\x0b\n\x03oom\x18\t \x01(\x08\x12\x32\n\x05ports\x18\n \x03(\x0b\x32#.iris.v1.ObservedAttempt.PortsEntry\x12\x0e\n\x06result\x18\x0b \x01(\x0c\x12\x17\n\x0fresult_is_error\x18\x0c \x01(\x08\x1a,\n\nPortsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x94\x01\n\x10ReconcileRequest\x12\'\n\x06worker\x18\x01 \x01(\x0b\x32\x17.iris.v1.WorkerIdentity\x12*\n\x08\x61ttempts\x18\x02 \x03(\x0b\x32\x18.iris.v1.ObservedAttempt\x12\x15\n\rknown_version\x18\x03 \x01(\x03\x12\x14\n\x0cwait_seconds\x18\x04 \x01(\x01\"\xab\x02\n\x0b\x41ttemptSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ntask_index\x18\x02 \x01(\x05\x12\x11\n\tnum_tasks\x18\x03 \x01(\x05\x12\'\n\nentrypoint\x18\x04 \x01(\x0b\x32\x13.iris.v1.Entrypoint\x12(\n\tresources\x18\x05 \x01(\x0b\x32\x15.iris.v1.ResourceSpec\x12*\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1d.iris.v1.AttemptSpec.EnvEntry\x12\x12\n\nbundle_url\x18\x07 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\r\n\x05ports\x18\t \x03(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x0e\x44\x65siredAttempt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\x05\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.iris.v1.AttemptSpec\"S\n\nAttemptAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\x05\x12\x12\n\nlog_offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"r\n\x11ReconcileResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12)\n\x08\x61ttempts\x18\x02 \x03(\x0b\x32\x17.iris.v1.DesiredAttempt\x12!\n\x04\x61\x63ks\x18\x03 \x03(\x0b\x32\x13.iris.v1.AttemptAck2S\n\rWorkerService\x12\x42\n\tReconcile\x12\x19.iris.v1.ReconcileRequest\x1a\x1a.iris.v1.ReconcileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15iris/rpc/worker.proto\x12\x07iris.v1\x1a\x15iris/rpc/common.proto\"\xce\x01\n\x0eWorkerIdentity\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08slice_id\x18\x02 \x01(\t\x12\'\n\x08\x63\x61pacity\x18\x03 \x01(\x0b\x32\x15.iris.v1.ResourceSpec\x12;\n\nattributes\x18\x04 \x03(\x0b\x32\'.iris.v1.WorkerIdentity.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcf\x02\n\x0fObservedAttempt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\x05\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.iris.v1.TaskState\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nlog_offset\x18\x06 \x01(\x03\x12\x10\n\x08log_data\x18\x07 \x01(\x0c\x12\x14\n\x0clog_complete\x18\x08 \x01(\x08\x12\x0b\n\x03oom\x18\t \x01(\x08\x12\x32\n\x05ports\x18\n \x03(\x0b\x32#.iris.v1.ObservedAttempt.PortsEntry\x12\x0e\n\x06result\x18\x0b \x01(\x0c\x12\x17\n\x0fresult_is_error\x18\x0c \x01(\x08\x1a,\n\nPortsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x94\x01\n\x10ReconcileRequest\x12\'\n\x06worker\x18\x01 \x01(\x0b\x32\x17.iris.v1.WorkerIdentity\x12*\n\x08\x61ttempts\x18\x02 \x03(\x0b\x32\x18.iris.v1.ObservedAttempt\x12\x15\n\rknown_version\x18\x03 \x01(\x03\x12\x14\n\x0cwait_seconds\x18\x04 \x01(\x01\"\xbf\x02\n\x0b\x41ttemptSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ntask_index\x18\x02 \x01(\x05\x12\x11\n\tnum_tasks\x18\x03 \x01(\x05\x12\'\n\nentrypoint\x18\x04 \x01(\x0b\x32\x13.iris.v1.Entrypoint\x12(\n\tresources\x18\x05 \x01(\x0b\x32\x15.iris.v1.ResourceSpec\x12*\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1d.iris.v1.AttemptSpec.EnvEntry\x12\x12\n\nbundle_url\x18\x07 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\r\n\x05ports\x18\t \x03(\t\x12\x12\n\ntask_image\x18\n \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x0e\x44\x65siredAttempt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\x05\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.iris.v1.AttemptSpec\"S\n\nAttemptAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nattempt_id\x18\x02 \x01(\x05\x12\x12\n\nlog_offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"r\n\x11ReconcileResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12)\n\x08\x61ttempts\x18\x02 \x03(\x0b\x32\x17.iris.v1.DesiredAttempt\x12!\n\x04\x61\x63ks\x18\x03 \x03(\x0b\x32\x13.iris.v1.AttemptAck2S\n\rWorkerService\x12\x42\n\tReconcile\x12\x19.iris.v1.ReconcileRequest\x1a\x1a.iris.v1.ReconcileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,15 +49,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECONCILEREQUEST']._serialized_start=605
   _globals['_RECONCILEREQUEST']._serialized_end=753
   _globals['_ATTEMPTSPEC']._serialized_start=756
-  _globals['_ATTEMPTSPEC']._serialized_end=1055
-  _globals['_ATTEMPTSPEC_ENVENTRY']._serialized_start=1013
-  _globals['_ATTEMPTSPEC_ENVENTRY']._serialized_end=1055
-  _globals['_DESIREDATTEMPT']._serialized_start=1057
-  _globals['_DESIREDATTEMPT']._serialized_end=1146
-  _globals['_ATTEMPTACK']._serialized_start=1148
-  _globals['_ATTEMPTACK']._serialized_end=1231
-  _globals['_RECONCILERESPONSE']._serialized_start=1233
-  _globals['_RECONCILERESPONSE']._serialized_end=1347
-  _globals['_WORKERSERVICE']._serialized_start=1349
-  _globals['_WORKERSERVICE']._serialized_end=1432
+  _globals['_ATTEMPTSPEC']._serialized_end=1075
+  _globals['_ATTEMPTSPEC_ENVENTRY']._serialized_start=1033
+  _globals['_ATTEMPTSPEC_ENVENTRY']._serialized_end=1075
+  _globals['_DESIREDATTEMPT']._serialized_start=1077
+  _globals['_DESIREDATTEMPT']._serialized_end=1166
+  _globals['_ATTEMPTACK']._serialized_start=1168
+  _globals['_ATTEMPTACK']._serialized_end=1251
+  _globals['_RECONCILERESPONSE']._serialized_start=1253
+  _globals['_RECONCILERESPONSE']._serialized_end=1367
+  _globals['_WORKERSERVICE']._serialized_start=1369
+  _globals['_WORKERSERVICE']._serialized_end=1452
 # @@protoc_insertion_point(module_scope)

@@ -15,7 +15,7 @@ from iris.cluster.controller.state import ClusterState, Job, JobSpec, Task
 from iris.cluster.tpu import tpu_topology
 from iris.cluster.types import TaskState
 from iris.errors import IrisError, JobNotFound, ResourceError
-from iris.job.types import env_name_problem
+from iris.job.types import env_name_problem, image_reference_problem
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -53,6 +53,8 @@ def validate(spec: JobSpec) -> None:
         raise InvalidRequest("entrypoint: the program name (argument 0) is empty")
     if spec.replicas < 1:
         raise InvalidRequest(f"replicas: {spec.replicas}; must be >= 1")
+    if spec.task_image and (problem := image_reference_problem(spec.task_image)):
+        raise InvalidRequest(f"task_image: {problem}")
     for field, value in (
         ("max_retries", spec.max_retries),
         ("max_task_failures", spec.max_task_failures),

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from iris.errors import PluginError
+from iris.job.types import image_reference_problem
 from iris.plugin.worker_host import LABEL_WORKER, machine_cpus, machine_memory_bytes, ready_marker, write_ready
 
 logger = logging.getLogger("iris.cluster.worker.main")  # __name__ is "__main__" under -m
@@ -83,6 +84,13 @@ def _worker_id(text: str) -> str:
     return text
 
 
+def _image(text: str) -> str:
+    problem = image_reference_problem(text) if text else None
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run one Iris worker until SIGTERM or SIGINT.")
     parser.add_argument("--controller", required=True, help="controller URL, e.g. http://127.0.0.1:10000")
@@ -96,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attributes", type=_attributes, default={}, help="worker attributes as a JSON object")
     parser.add_argument("--runtime", default="process", help="ContainerRuntime plugin name (default: process)")
     parser.add_argument("--runtime-root", type=Path, default=None, help="the runtime's files; default: WORK_DIR/runtime")
+    parser.add_argument(
+        "--task-image", type=_image, default="", help="image of tasks whose job names none (runtimes that run images)"
+    )
     parser.add_argument("--wait-seconds", type=_non_negative_float, default=2.0, help="reconcile long-poll seconds")
     return parser
 
@@ -148,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         attributes=args.attributes,
         slice_id=args.slice_id,
         wait_seconds=args.wait_seconds,
+        task_image=args.task_image,
     )
     worker.start()
     write_ready(work_dir, args.worker_id)

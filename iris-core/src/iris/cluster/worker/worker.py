@@ -127,8 +127,10 @@ class Worker:
         wait_seconds: float = 2.0,
         python: str = sys.executable,
         ports: PortAllocator | None = None,
+        task_image: str = "",
     ):
-        """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix."""
+        """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix.
+        ``task_image`` is the image of tasks whose job names none (runtimes that run images)."""
         self.worker_id = worker_id
         self._address = controller_address.removeprefix("http://")
         self._runtime = runtime
@@ -140,6 +142,7 @@ class Worker:
         self._wait_seconds = wait_seconds
         self._python = python
         self._ports = ports or shared_allocator()
+        self._task_image = task_image
         self._attempts: dict[tuple[str, int], LocalAttempt] = {}
         self._lock = threading.Lock()
         self._cv = threading.Condition()
@@ -568,6 +571,7 @@ class Worker:
             device_variant=spec.resources.device_variant,
             device_count=spec.resources.device_count,
             labels={LABEL_WORKER: self.worker_id, LABEL_TASK: attempt.task_id, LABEL_ATTEMPT: str(attempt.attempt_id)},
+            image=spec.task_image or self._task_image,
         )
 
     # --- bundles ------------------------------------------------------------------------
@@ -693,6 +697,7 @@ def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_
         slice_id=launch.slice_id,
         wait_seconds=launch.wait_seconds,
         python=launch.python,
+        task_image=launch.task_image,
     )
     worker.start()
     return worker
