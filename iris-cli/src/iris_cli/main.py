@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from iris_cli.build import build_group
 from iris_cli.job import job_group
 from iris_cli.options import cluster_options
 from iris_cli.cluster import cluster_group
@@ -35,6 +36,7 @@ def cli(ctx: click.Context, config: str | None, provider: str | None, controller
 cli.add_command(run_command)
 cli.add_command(cluster_group)
 cli.add_command(job_group)
+cli.add_command(build_group)
 
 
 @cli.command("plugins")

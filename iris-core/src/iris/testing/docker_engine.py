@@ -4,7 +4,7 @@
 (no default bridge, no iptables: containers use host networking), and stops it again, removing
 every file it made. :func:`base_image_tar` builds a Debian bookworm root filesystem with
 ``python3`` by ``debootstrap`` once and caches it as a tarball under
-``~/.cache/iris-test/`` (keyed by a hash of what went into it); :meth:`DockerEngine.import_image`
+``~/.cache/iris-images/`` (keyed by a hash of what went into it; ``iris build`` shares it); :meth:`DockerEngine.import_image`
 turns it into an image of a fresh engine in a few seconds.
 
 :func:`ensure_installed` installs the Debian packages these need (``docker.io``,
@@ -17,7 +17,6 @@ directory; the engine pushes to 127.0.0.0/8 registries over plain HTTP without s
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -28,14 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from iris.runtime.images import debian_rootfs_tar, rootfs_key
+
 logger = logging.getLogger(__name__)
 
 PACKAGES = {"dockerd": "docker.io", "debootstrap": "debootstrap", "docker-registry": "docker-registry"}
-DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-# What the base rootfs holds; part of the cache key.
-BASE_INCLUDE = ("python3",)
-CACHE_DIR = Path(os.environ.get("IRIS_TEST_CACHE", Path.home() / ".cache" / "iris-test"))
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
 
@@ -74,49 +70,13 @@ def ensure_installed() -> str | None:
 
 
 def base_image_key() -> str:
-    spec = f"debootstrap --variant=minbase --include={','.join(BASE_INCLUDE)} {DEBIAN_SUITE} {DEBIAN_MIRROR}"
-    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+    return rootfs_key()
 
 
-def base_image_tar(cache_dir: Path = CACHE_DIR) -> Path:
-    """A tarball of a bookworm rootfs with python3, built by debootstrap on first use and cached.
-
-    Concurrent callers (several test sessions) are serialized by a lock file."""
-    import fcntl
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tar = cache_dir / f"bookworm-python3-{base_image_key()}.tar"
-    if tar.exists():
-        return tar
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if tar.exists():
-            return tar
-        root = Path(tempfile.mkdtemp(prefix="iris-rootfs-", dir=cache_dir))
-        try:
-            result = subprocess.run(
-                [
-                    _which("debootstrap") or "debootstrap",
-                    "--variant=minbase",
-                    f"--include={','.join(BASE_INCLUDE)}",
-                    DEBIAN_SUITE,
-                    str(root),
-                    DEBIAN_MIRROR,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"debootstrap failed: {(result.stderr or result.stdout).strip()[-1000:]}")
-            # smaller and reproducible enough: drop the package caches and lists
-            for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-                shutil.rmtree(root / junk, ignore_errors=True)
-            partial = tar.with_suffix(".partial")
-            subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], check=True)
-            os.replace(partial, tar)
-        finally:
-            subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
-    return tar
+def base_image_tar() -> Path:
+    """A tarball of Debian bookworm (minbase) with python3, built by debootstrap once and cached
+    (see :func:`iris.runtime.images.debian_rootfs_tar`)."""
+    return debian_rootfs_tar()
 
 
 # --- the engine -------------------------------------------------------------------------------
