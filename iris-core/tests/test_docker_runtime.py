@@ -52,6 +52,7 @@ def test_create_kwargs_cpu_task_gets_limits_labels_mounts_and_host_network() -> 
         env={"A": "1", "IRIS_PORT_HTTP": "30001"},
         labels={"iris.worker": "w1", "iris.task": "/job/0"},
         mounts=[Path("/venvs/t"), Path("/work/a/app")],
+        writable=[Path("/work/a")],
     )
     kw = _kwargs(spec)
     host = kw["host_config"]
@@ -62,8 +63,12 @@ def test_create_kwargs_cpu_task_gets_limits_labels_mounts_and_host_network() -> 
     assert kw["user"] == "1000:100"
     assert kw["labels"] == {"iris.worker": "w1", "iris.task": "/job/0", LABEL_MANAGED: "true", "iris.container": "w1.job_0.0"}
     assert kw["name"] == "w1.job_0.0"
-    # cwd read-write, every other mount read-only, each at its own path (cwd listed once)
-    assert host["binds"] == {"/work/a/app": {"bind": "/work/a/app", "mode": "rw"}, "/venvs/t": {"bind": "/venvs/t", "mode": "ro"}}
+    # cwd and writable paths read-write, every other mount read-only, each at its own path (once)
+    assert host["binds"] == {
+        "/work/a/app": {"bind": "/work/a/app", "mode": "rw"},
+        "/work/a": {"bind": "/work/a", "mode": "rw"},
+        "/venvs/t": {"bind": "/venvs/t", "mode": "ro"},
+    }
     assert host["network_mode"] == "host"
     assert host["init"] is True
     assert host["nano_cpus"] == 1_500_000_000
@@ -161,16 +166,21 @@ def test_docker_container_has_the_limits_and_labels_asked_for(docker_runtime: Do
 
 
 @pytest.mark.docker
-def test_docker_mounts_are_read_only_and_cwd_writable(docker_runtime: DockerRuntime, tmp_path: Path) -> None:
+def test_docker_mounts_are_read_only_and_cwd_and_writable_paths_writable(docker_runtime: DockerRuntime, tmp_path: Path) -> None:
     shared = tmp_path / "env"
     shared.mkdir()
     (shared / "lib.txt").write_text("from-the-env")
-    work = tmp_path / "work"
-    work.mkdir()
-    script = f"cat {shared}/lib.txt; echo; touch {shared}/x 2>/dev/null && echo wrote-env; echo out > result && echo wrote-cwd"
-    handle = _run(docker_runtime, work, ["sh", "-c", script], mounts=[shared])
+    attempt = tmp_path / "attempt"
+    work = attempt / "app"
+    work.mkdir(parents=True)
+    script = (
+        f"cat {shared}/lib.txt; echo; touch {shared}/x 2>/dev/null && echo wrote-env; echo out > result && echo wrote-cwd; "
+        f"echo done > {attempt}/result.pkl && echo wrote-attempt"
+    )
+    handle = _run(docker_runtime, work, ["sh", "-c", script], mounts=[shared], writable=[attempt])
     assert handle.wait(timeout=60).exit_code == 0
-    assert handle.read_logs(0, 1 << 20).decode().split() == ["from-the-env", "wrote-cwd"]
+    assert handle.read_logs(0, 1 << 20).decode().split() == ["from-the-env", "wrote-cwd", "wrote-attempt"]
+    assert (attempt / "result.pkl").read_text() == "done\n"
     assert (work / "result").read_text() == "out\n"
     assert (work / "result").stat().st_uid == os.getuid()
 

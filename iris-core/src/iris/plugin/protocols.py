@@ -102,9 +102,10 @@ class ContainerSpec:
     For runtimes that run images (``docker``): ``image`` is the task image (empty: the
     runtime's default); ``cwd`` and every path in ``mounts`` (the task's Python environment, the
     callable runner) must be visible inside the container at the same path, ``mounts``
-    read-only. ``device`` is the accelerator the task asked for (kind ``gpu`` or ``tpu``,
+    read-only; ``cwd`` and every path in ``writable`` (the attempt's directory, where a callable's
+    payload and result are) read-write. ``device`` is the accelerator the task asked for (kind ``gpu`` or ``tpu``,
     variant, count); runtimes that cannot provide it raise TaskStartError. Runtimes that run
-    processes on this machine ignore ``image`` and ``mounts``.
+    processes on this machine ignore ``image``, ``mounts`` and ``writable``.
     """
 
     container_id: str
@@ -116,6 +117,7 @@ class ContainerSpec:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     image: str = ""
     mounts: Sequence[Path] = ()
+    writable: Sequence[Path] = ()
     device_kind: str = "cpu"
     device_variant: str = ""
     device_count: int = 0

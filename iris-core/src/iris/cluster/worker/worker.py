@@ -572,6 +572,7 @@ class Worker:
             device_count=spec.resources.device_count,
             labels={LABEL_WORKER: self.worker_id, LABEL_TASK: attempt.task_id, LABEL_ATTEMPT: str(attempt.attempt_id)},
             image=spec.task_image or self._task_image,
+            writable=(attempt.directory,),  # a callable's payload and result (run_callable)
         )
 
     # --- bundles ------------------------------------------------------------------------
