@@ -15,6 +15,7 @@ import pytest
 from iris.plugin.protocols import ContainerSpec, TaskStartError
 from iris.runtime.docker import ENTRYPOINT, LABEL_MANAGED, DockerRuntime, container_name, create_kwargs, pids_limit
 from iris.testing.contracts import ContainerRuntimeContract
+from iris.testing.polling import wait_until
 from iris.testing.docker_engine import DockerEngine
 
 
@@ -212,3 +213,24 @@ def test_docker_removed_container_is_gone_from_the_engine(docker_runtime: Docker
     handle.remove()
     assert docker_runtime.api.containers(all=True, filters={"name": handle.name}) == []
     assert not (tmp_path / "runtime" / "containers" / handle.container_id).exists()
+
+
+@pytest.mark.docker
+def test_docker_adopting_a_followed_container_copies_each_log_byte_once(
+    docker_runtime: DockerRuntime, docker_engine: DockerEngine, docker_base_image: str, tmp_path: Path
+) -> None:
+    script = "echo first; while [ ! -e gate ]; do sleep 0.05; done; echo second"
+    handle = _run(docker_runtime, tmp_path, ["sh", "-c", script])
+    assert wait_until(lambda: handle.read_logs(0, 100) == b"first\n", timeout=60)
+    # the same runtime hands out the handle it has; another one (a restarted worker) adopts it
+    assert docker_runtime.list_containers({"iris-test": tmp_path.name}) == [handle]
+    other = DockerRuntime(tmp_path / "runtime", base_url=docker_engine.url, default_image=docker_base_image)
+    try:
+        (adopted,) = other.list_containers({"iris-test": tmp_path.name})
+        assert adopted is not handle and adopted.status().running
+        (tmp_path / "gate").touch()
+        assert handle.wait(timeout=60).exit_code == 0
+        assert adopted.wait(timeout=60).exit_code == 0
+        assert handle.read_logs(0, 100) == adopted.read_logs(0, 100) == b"first\nsecond\n"
+    finally:
+        other.close()

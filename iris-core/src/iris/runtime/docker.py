@@ -36,6 +36,7 @@ builds what is sent to the engine; it is tested without one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -175,9 +176,10 @@ class _Follower:
             while True:
                 try:
                     self._handle._copy_logs(follow=True)
-                except Exception as exc:  # the engine restarted or the connection broke
-                    logger.warning("following the logs of %s failed: %s", self._handle.container_id, exc)
-                    time.sleep(STATUS_POLL_SECONDS)
+                except Exception as exc:  # the engine restarted, the connection broke, or it was removed
+                    if not _not_found(exc) and not isinstance(exc, FileNotFoundError):
+                        logger.warning("following the logs of %s failed: %s", self._handle.container_id, exc)
+                        time.sleep(STATUS_POLL_SECONDS)
                 try:
                     state = self._handle._inspect_state()
                 except Exception as exc:
@@ -186,7 +188,11 @@ class _Follower:
                     time.sleep(STATUS_POLL_SECONDS)
                     continue
                 if not state.get("Running") and state.get("Status") not in ("created", "restarting"):
-                    self._handle._copy_logs(follow=False)  # whatever came after the stream ended
+                    try:
+                        self._handle._copy_logs(follow=False)  # whatever came after the stream ended
+                    except Exception as exc:
+                        if not _not_found(exc) and not isinstance(exc, FileNotFoundError):
+                            logger.warning("reading the last logs of %s failed: %s", self._handle.container_id, exc)
                     return
         finally:
             self.done.set()
@@ -211,6 +217,7 @@ class DockerHandle:
         self._labels = dict(labels)
         self._dir = directory
         self._write_lock = threading.Lock()
+        self._follow_lock = threading.Lock()
         self._follower: _Follower | None = None
         self._final: ContainerStatus | None = None
 
@@ -234,15 +241,20 @@ class DockerHandle:
         return self._api.inspect_container(self._name)["State"]
 
     def _follow(self) -> None:
-        if self._follower is None:
-            self._follower = _Follower(self)
+        with self._follow_lock:
+            if self._follower is None:
+                self._follower = _Follower(self)
 
     # --- logs ---------------------------------------------------------------------------
 
     def _copy_logs(self, follow: bool) -> None:
         """Append the engine's log of the container to our files, from where they end (the
-        engine's log is replayed from its start and the bytes we have are skipped)."""
-        with self._write_lock:
+        engine's log is replayed from its start and the bytes we have are skipped).
+
+        One copier at a time per container, across handles and processes (a lock file): a
+        second runtime adopting a container another still follows waits, then copies the rest."""
+        with self._write_lock, open(self._dir / "copy.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             have = self.log_size()
             if self._dir.joinpath("complete").exists():
                 return
@@ -365,6 +377,7 @@ class DockerHandle:
             self._follower.close()
             self._follower = None
         shutil.rmtree(self._dir, ignore_errors=True)
+        self._runtime._forget(self)
 
 
 def _frames(response: Any) -> Any:
@@ -414,6 +427,8 @@ class DockerRuntime:
         self._host_cpus: int | None = None
         self._images_seen: set[str] = set()
         self._lock = threading.Lock()
+        # one handle (and one log follower) per container in this runtime; remove() drops it
+        self._handles: dict[str, DockerHandle] = {}
 
     @property
     def default_image(self) -> str:
@@ -463,6 +478,8 @@ class DockerRuntime:
                 raise TaskStartError(f"the Docker engine refused the task's container: {_short(exc)}") from None
             raise DockerRuntimeError(f"creating container {name}: {_short(exc)}") from exc
         handle = DockerHandle(self, spec.container_id, name, kwargs["labels"], directory)
+        with self._lock:
+            self._handles[spec.container_id] = handle
         try:
             self.api.start(created["Id"])
         except self._docker.errors.APIError as exc:
@@ -495,13 +512,21 @@ class DockerRuntime:
             if not all(found.get(k) == v for k, v in labels.items()):
                 continue
             container_id = found.get(LABEL_CONTAINER) or info["Names"][0].lstrip("/")
-            directory = self._root / container_id
-            directory.mkdir(parents=True, exist_ok=True)
-            handle = DockerHandle(self, container_id, info["Names"][0].lstrip("/"), found, directory)
+            with self._lock:
+                handle = self._handles.get(container_id)
+                if handle is None:
+                    directory = self._root / container_id
+                    directory.mkdir(parents=True, exist_ok=True)
+                    handle = self._handles[container_id] = DockerHandle(self, container_id, info["Names"][0].lstrip("/"), found, directory)
             if info.get("State") == "running":
                 handle._follow()
             handles.append(handle)
         return handles
+
+    def _forget(self, handle: DockerHandle) -> None:
+        with self._lock:
+            if self._handles.get(handle.container_id) is handle:
+                del self._handles[handle.container_id]
 
     def close(self) -> None:
         try:
