@@ -20,6 +20,15 @@ from iris.testing.docker_engine import DockerEngine
 
 
 
+def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs on this machine and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.docker
 class TestDockerRuntimeContract(ContainerRuntimeContract):
     python = "python3"
@@ -32,6 +41,18 @@ class TestDockerRuntimeContract(ContainerRuntimeContract):
     @pytest.fixture
     def runtime_factory(self, tmp_path: Path, docker_engine: DockerEngine, docker_base_image: str) -> Any:
         return lambda: DockerRuntime(tmp_path / "runtime", base_url=docker_engine.url, default_image=docker_base_image)
+
+    def test_kill_ends_child_processes_seen_from_the_host(self, runtime: Any, tmp_path: Path) -> None:
+        """The contract's child-process check, with the child's pid as this machine sees it
+        (the engine's ``top`` lists host pids)."""
+        handle = self.start(runtime, ["sh", "-c", "sleep 61 & echo child=$!; wait"], tmp_path)
+        self.wait_for_output(handle, b"child=")
+        top = runtime.api.top(handle.name, ps_args="-eo pid,args")
+        pids = [int(row[0]) for row in top["Processes"] if row[1].startswith("sleep 61")]
+        assert len(pids) == 1 and _pid_alive(pids[0]), top
+        handle.kill(grace_seconds=5.0)
+        self.wait_ended(handle)
+        assert wait_until(lambda: not _pid_alive(pids[0]), self.timeout), f"child process {pids[0]} outlived the kill"
 
 
 # --- what is sent to the engine (no engine needed) ------------------------------------------
