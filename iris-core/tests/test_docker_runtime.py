@@ -255,3 +255,20 @@ def test_docker_adopting_a_followed_container_copies_each_log_byte_once(
         assert handle.read_logs(0, 100) == adopted.read_logs(0, 100) == b"first\nsecond\n"
     finally:
         other.close()
+
+
+@pytest.mark.docker
+def test_docker_runtime_lists_only_containers_of_its_own_directory(
+    docker_runtime: DockerRuntime, docker_engine: DockerEngine, docker_base_image: str, tmp_path: Path
+) -> None:
+    mine = _run(docker_runtime, tmp_path, ["sleep", "30"])
+    elsewhere = DockerRuntime(tmp_path / "another-cluster", base_url=docker_engine.url, default_image=docker_base_image)
+    try:
+        theirs = _run(elsewhere, tmp_path, ["sleep", "30"])
+        labels = {"iris-test": tmp_path.name}
+        assert [h.container_id for h in docker_runtime.list_containers(labels)] == [mine.container_id]
+        assert [h.container_id for h in elsewhere.list_containers(labels)] == [theirs.container_id]
+        theirs.kill(grace_seconds=0)
+        theirs.remove()
+    finally:
+        elsewhere.close()

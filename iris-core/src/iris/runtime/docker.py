@@ -17,8 +17,11 @@ The engine is the one ``DOCKER_HOST`` names (the local socket by default), reach
   number of processes that grows with its cpu (:func:`pids_limit`);
 - gets the accelerator the task asked for: GPUs as a device request, a TPU VM's chips as Google
   documents for containers on TPU VMs (privileged, host network, unlimited locked memory);
-- carries the labels ``iris.managed=true``, ``iris.container=<container id>`` and the spec's
-  labels, so a restarted worker finds it with :meth:`DockerRuntime.list_containers`.
+- carries the labels ``iris.managed=true``, ``iris.container=<container id>``,
+  ``iris.runtime-root=<the runtime's directory>`` and the spec's labels, so a restarted worker
+  finds it with :meth:`DockerRuntime.list_containers`. A runtime lists only the containers of
+  runtimes over its own directory, as the process runtime does: two clusters (or two
+  workers with their own directories) sharing an engine never see each other's.
 
 Logs: the container's entrypoint is ``/bin/sh -c 'exec "$@" 2>&1'`` (so a task image needs
 ``/bin/sh``), which sends stderr to stdout: the engine records one stream in the order it was
@@ -56,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 LABEL_MANAGED = "iris.managed"
 LABEL_CONTAINER = "iris.container"
+LABEL_ROOT = "iris.runtime-root"
 DEFAULT_IMAGE_ENV = "IRIS_DOCKER_IMAGE"
 PIDS_PER_CPU = 1024
 MIN_PIDS = 1024
@@ -417,6 +421,7 @@ class DockerRuntime:
 
         self._root = Path(root_dir) / "containers"
         self._root.mkdir(parents=True, exist_ok=True)
+        self._root_label = str(Path(root_dir).resolve())
         self._default_image = default_image if default_image is not None else os.environ.get(DEFAULT_IMAGE_ENV, "")
         url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         try:
@@ -462,6 +467,7 @@ class DockerRuntime:
                 f"docker.image (the runtime's default, {DEFAULT_IMAGE_ENV})"
             )
         kwargs = create_kwargs(spec, image=image, uid=os.getuid(), gid=os.getgid(), host_cpus=self._cpus())
+        kwargs["labels"][LABEL_ROOT] = self._root_label
         self._check_image(image)
         directory = self._root / spec.container_id
         shutil.rmtree(directory, ignore_errors=True)  # left by an earlier attempt with this id
@@ -505,6 +511,7 @@ class DockerRuntime:
             pass
 
     def list_containers(self, labels: Mapping[str, str]) -> list[DockerHandle]:
+        labels = {**labels, LABEL_ROOT: self._root_label}
         filters = [f"{LABEL_MANAGED}=true", *(f"{k}={v}" for k, v in labels.items())]
         handles = []
         for info in self.api.containers(all=True, filters={"label": filters}):
