@@ -61,10 +61,10 @@ def test_docker_cli_run_streams_the_containers_output(iris, docker_env: DockerEn
         "print('python', sys.version_info[:2], flush=True)\n"
     )
     (workspace / "docker.yaml").write_text(f"worker:\n  runtime: docker\ndocker:\n  image: {docker_base_image}\n")
-    result = iris("--config", "docker.yaml", "run", "--memory", "256MB", "--", "python3", "hello.py", cwd=workspace, timeout=120)
+    result = iris("--config", "docker.yaml", "run", "--memory", "256MB", "--", "python3", "hello.py", cwd=workspace, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["in a container: True", "to stderr", "python (3, 11)"]
-    assert wait_until(lambda: not _managed(docker_env), timeout=30), "the attempt's container was left behind"
+    assert wait_until(lambda: not _managed(docker_env), timeout=90), "the attempt's container was left behind"
 
 
 def test_docker_task_over_its_memory_limit_ends_as_oom(docker_cluster: IrisClient, docker_env: DockerEngine) -> None:
@@ -83,12 +83,12 @@ def test_docker_killed_task_leaves_no_container(docker_cluster: IrisClient, dock
     job = docker_cluster.submit(
         name="killed", entrypoint=Entrypoint.from_command("sh", "-c", "echo up; sleep 300"), resources=ResourceSpec(cpu=0.5, memory="64MB")
     )
-    assert wait_until(lambda: [ln.data for ln in job.logs()] == ["up"], timeout=60)
+    assert wait_until(lambda: [ln.data for ln in job.logs()] == ["up"], timeout=120)
     assert len(_managed(docker_env, job.job_id)) == 1
     job.kill()
-    status = job.wait(timeout=60, raise_on_failure=False)
+    status = job.wait(timeout=120, raise_on_failure=False)
     assert status.state is JobState.KILLED
-    assert wait_until(lambda: not _managed(docker_env, job.job_id), timeout=30), _managed(docker_env)
+    assert wait_until(lambda: not _managed(docker_env, job.job_id), timeout=90), _managed(docker_env)
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_docker_worker_restarted_while_its_container_runs_adopts_it(
     try:
         cmd = ["sh", "-c", "echo started; while [ ! -e gate ]; do sleep 0.05; done; echo finished"]
         job = client.submit(name="adopted", entrypoint=Entrypoint.from_command(cmd), resources=ResourceSpec(cpu=0.5, memory="64MB"))
-        assert wait_until(lambda: [ln.data for ln in job.logs()] == ["started"], timeout=60), (work_dir.parent / "worker.log").read_text()
+        assert wait_until(lambda: [ln.data for ln in job.logs()] == ["started"], timeout=120), (work_dir.parent / "worker.log").read_text()
         containers = _managed(docker_env, job.job_id)
         assert [c["State"] for c in containers] == ["running"]
         worker.send_signal(signal.SIGKILL)
@@ -130,14 +130,14 @@ def test_docker_worker_restarted_while_its_container_runs_adopts_it(
         with closing(docker_env.client()) as engine:  # the task's working directory, mounted from here
             workdir = engine.api.inspect_container(containers[0]["Id"])["Config"]["WorkingDir"]
         Path(workdir, "gate").touch()
-        status = job.wait(timeout=60)
+        status = job.wait(timeout=120)
         assert status.state is JobState.SUCCEEDED
         assert [(a.worker_id, a.state) for a in status.tasks[0].attempts] == [("dw1", TaskState.SUCCEEDED)]
         assert [ln.data for ln in job.logs()] == ["started", "finished"]
-        assert wait_until(lambda: not _managed(docker_env, job.job_id), timeout=30)
+        assert wait_until(lambda: not _managed(docker_env, job.job_id), timeout=90)
     finally:
         client.close()
         for proc in (worker, restarted):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
+                proc.wait(timeout=90)
