@@ -109,9 +109,12 @@ def _start_worker(controller: ControllerServer, work_dir: Path, image: str, env:
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
+@pytest.mark.parametrize("ends_while_down", [False, True], ids=["still-running", "ended-while-down"])
 def test_docker_worker_restarted_while_its_container_runs_adopts_it(
-    controller: ControllerServer, docker_env: DockerEngine, docker_base_image: str, tmp_path: Path
+    controller: ControllerServer, docker_env: DockerEngine, docker_base_image: str, tmp_path: Path, ends_while_down: bool
 ) -> None:
+    """The restarted worker watches a container that still runs, or reports one that ended
+    while it was down with its exit status and whole log; either way it removes it after."""
     work_dir = tmp_path / "worker"
     env = {**os.environ, "DOCKER_HOST": docker_env.url}
     worker = _start_worker(controller, work_dir, docker_base_image, env)
@@ -126,9 +129,12 @@ def test_docker_worker_restarted_while_its_container_runs_adopts_it(
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
         assert _managed(docker_env, job.job_id)[0]["State"] == "running"  # outlives its worker
-        restarted = _start_worker(controller, work_dir, docker_base_image, env)
         with closing(docker_env.client()) as engine:  # the task's working directory, mounted from here
             workdir = engine.api.inspect_container(containers[0]["Id"])["Config"]["WorkingDir"]
+        if ends_while_down:
+            Path(workdir, "gate").touch()
+            assert wait_until(lambda: _managed(docker_env, job.job_id)[0]["State"] == "exited", timeout=60)
+        restarted = _start_worker(controller, work_dir, docker_base_image, env)
         Path(workdir, "gate").touch()
         status = job.wait(timeout=120)
         assert status.state is JobState.SUCCEEDED

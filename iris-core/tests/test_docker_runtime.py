@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,12 +165,12 @@ def docker_runtime(tmp_path: Path, docker_engine: DockerEngine, docker_base_imag
     runtime.close()
 
 
-def _run(runtime: DockerRuntime, tmp_path: Path, argv: list[str], **fields: Any) -> Any:
+def _run(runtime: DockerRuntime, tmp_path: Path, argv: list[str], env_extra: dict[str, str] | None = None, **fields: Any) -> Any:
     spec = ContainerSpec(
         container_id=f"t-{uuid.uuid4().hex[:10]}",
         argv=argv,
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", **(env_extra or {})},
         labels={"iris-test": tmp_path.name},
         **fields,
     )
@@ -272,3 +273,21 @@ def test_docker_runtime_lists_only_containers_of_its_own_directory(
         theirs.remove()
     finally:
         elsewhere.close()
+
+
+@pytest.mark.docker
+def test_docker_named_port_is_reachable_on_this_machine(docker_runtime: DockerRuntime, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port, as the worker's allocator picks one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import os, socket\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['IRIS_PORT_HTTP']))); s.listen(1)\n"
+        "print('listening', flush=True)\n"
+        "conn, _ = s.accept(); conn.sendall(b'hello over the host network'); conn.close()\n"
+    )
+    handle = _run(docker_runtime, tmp_path, ["python3", "-c", code], env_extra={"IRIS_PORT_HTTP": str(port)})
+    assert wait_until(lambda: b"listening" in handle.read_logs(0, 100), timeout=60), handle.read_logs(0, 1000)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        assert conn.recv(100) == b"hello over the host network"
+    assert handle.wait(timeout=60).exit_code == 0
