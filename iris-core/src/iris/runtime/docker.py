@@ -46,7 +46,6 @@ import math
 import os
 import re
 import shutil
-import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -262,15 +261,10 @@ class DockerHandle:
             have = self.log_size()
             if self._dir.joinpath("complete").exists():
                 return
-            raw = self._api._get(
-                self._api._url("/containers/{0}/logs", self._name),
-                params={"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": 0, "tail": "all"},
-                stream=True,
-            )
-            self._api._raise_for_status(raw)
+            frames = self._api.logs(self._name, stdout=True, stderr=True, stream=True, follow=follow)
             skip = have
             with open(self._dir / "output.log", "ab") as out:
-                for _, chunk in _frames(raw):
+                for chunk in frames:
                     if skip:
                         if len(chunk) <= skip:
                             skip -= len(chunk)
@@ -382,31 +376,6 @@ class DockerHandle:
             self._follower = None
         shutil.rmtree(self._dir, ignore_errors=True)
         self._runtime._forget(self)
-
-
-def _frames(response: Any) -> Any:
-    """(stream, bytes) frames of a non-tty container's multiplexed log stream (1 stdout, 2 stderr)."""
-    raw = response.raw
-    while True:
-        header = _read_exactly(raw, 8)
-        if len(header) < 8:
-            return
-        stream, length = struct.unpack(">BxxxL", header)
-        data = _read_exactly(raw, length)
-        if data:
-            yield stream, data
-        if len(data) < length:
-            return
-
-
-def _read_exactly(raw: Any, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = raw.read(n - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
 
 
 # --- the runtime ----------------------------------------------------------------------------
