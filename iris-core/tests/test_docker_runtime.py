@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +293,14 @@ def test_docker_named_port_is_reachable_on_this_machine(docker_runtime: DockerRu
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         assert conn.recv(100) == b"hello over the host network"
     assert handle.wait(timeout=60).exit_code == 0
+
+
+def test_worker_with_docker_runtime_and_no_engine_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    argv = [sys.executable, "-m", "iris.cluster.worker.main", "--controller", "http://127.0.0.1:1", "--worker-id", "w"]
+    result = subprocess.run([*argv, "--work-dir", str(tmp_path / "w"), "--runtime", "docker"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"iris.cluster.worker.main: error: --runtime docker: cannot reach the Docker engine at unix://{tmp_path}/no-engine.sock "
+        "(no socket there); start dockerd or point DOCKER_HOST at a running engine"
+    )

@@ -52,6 +52,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from iris.errors import IrisError
 from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ ENTRYPOINT = ["/bin/sh", "-c", 'exec "$@" 2>&1', "iris-task"]
 TPU_HOST_CONFIG: dict[str, Any] = {"privileged": True, "network_mode": "host"}
 
 
-class DockerRuntimeError(Exception):
+class DockerRuntimeError(IrisError):
     """The engine cannot be reached or refused something that is not the task's fault."""
 
 
@@ -396,7 +397,7 @@ class DockerRuntime:
         try:
             self.api = docker.APIClient(base_url=url, version="auto", timeout=120)
         except docker.errors.DockerException as exc:
-            raise DockerRuntimeError(f"cannot reach the Docker engine at {url}: {exc}") from exc
+            raise DockerRuntimeError(unreachable(url, exc)) from None
         self._docker = docker
         self._host_cpus: int | None = None
         self._images_seen: set[str] = set()
@@ -509,6 +510,21 @@ class DockerRuntime:
             self.api.close()
         except Exception:
             pass
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """One line saying the engine at ``url`` cannot be reached, and the likely reason."""
+    text = str(exc)
+    for needle, reason in (
+        ("No such file or directory", "no socket there"),
+        ("Connection refused", "connection refused"),
+        ("Permission denied", "permission denied"),
+        ("timed out", "timed out"),
+    ):
+        if needle in text:
+            text = reason
+            break
+    return f"cannot reach the Docker engine at {url} ({text}); start dockerd or point DOCKER_HOST at a running engine"
 
 
 def _short(exc: BaseException) -> str:

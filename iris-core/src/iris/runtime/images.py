@@ -263,7 +263,9 @@ def build_image(
     try:
         api = docker.APIClient(base_url=url, version="auto", timeout=600)
     except docker.errors.DockerException as exc:
-        raise IrisError(f"cannot reach the Docker engine at {url}: {exc}") from None
+        from iris.runtime.docker import unreachable
+
+        raise IrisError(unreachable(url, exc)) from None
     with closing(api):
         if base is None:
             base = import_rootfs(api, debian_rootfs_tar(progress=progress), DEFAULT_BASE)

@@ -11,7 +11,8 @@ in its own session) keep running as orphans, as tasks outlive a machine's agent 
 whoever manages the worker finds them by the ``iris.worker=<worker id>`` label on the same
 runtime root and kills them (the local provider does so when it deletes the slice).
 
-Bad arguments, including an unknown runtime, print one line and exit 2.
+Bad arguments, including an unknown runtime, print one line and exit 2; a runtime that cannot be
+built (the docker runtime's engine is not there) prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from iris.errors import PluginError
+from iris.errors import IrisError, PluginError
 from iris.job.types import image_reference_problem
 from iris.plugin.worker_host import LABEL_WORKER, machine_cpus, machine_memory_bytes, ready_marker, write_ready
 
@@ -147,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     ready = ready_marker(work_dir)
     ready.unlink(missing_ok=True)
-    runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
+    try:
+        runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
+    except IrisError as exc:  # e.g. the docker runtime's engine cannot be reached
+        parser.exit(1, f"{PROG}: error: --runtime {args.runtime}: {exc}\n")
     worker = Worker(
         worker_id=args.worker_id,
         controller_address=args.controller,
