@@ -147,3 +147,26 @@ def test_docker_worker_restarted_while_its_container_runs_adopts_it(
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=90)
+
+
+def test_docker_job_task_image_overrides_the_clusters_image(
+    docker_cluster: IrisClient, docker_env: DockerEngine, docker_base_image: str
+) -> None:
+    alternative = "iris-test-alternative:1"
+    with closing(docker_env.client()) as engine:
+        engine.api.tag(docker_base_image, "iris-test-alternative", tag="1")
+        try:
+            job = docker_cluster.submit(
+                name="own-image",
+                entrypoint=Entrypoint.from_command("sh", "-c", "echo up; sleep 300"),
+                resources=ResourceSpec(cpu=0.5, memory="64MB"),
+                task_image=alternative,
+            )
+            assert wait_until(lambda: [ln.data for ln in job.logs()] == ["up"], timeout=120)
+            (container,) = _managed(docker_env, job.job_id)
+            assert engine.api.inspect_container(container["Id"])["Config"]["Image"] == alternative
+            job.kill()
+            job.wait(timeout=120, raise_on_failure=False)
+            assert wait_until(lambda: not _managed(docker_env, job.job_id), timeout=90)
+        finally:
+            engine.api.remove_image(alternative)
