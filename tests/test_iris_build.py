@@ -6,6 +6,7 @@ runs its controller. Nothing is pulled from the internet."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -16,6 +17,7 @@ from iris.client import IrisClient
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
+from iris.plugin.worker_host import WorkerLaunch
 from iris.testing import wait_until
 from iris.testing.docker_engine import DockerEngine, LocalRegistry
 from iris_local.bundle_store import FileBundleStore
@@ -52,34 +54,26 @@ def test_build_worker_image_push_then_a_worker_from_the_pushed_image_runs_a_job(
     _remove_image(engine_api, tag)
     engine_api.pull(tag)
 
-    bundles = tmp_path / "bundles"
-    server = ControllerServer(Controller(), FileBundleStore(f"file://{bundles}"), port=0)
-    server.start()
     work_dir = tmp_path / "worker"
     work_dir.mkdir()
+    # a file:// bundle store the worker sees: inside its work directory, which is mounted
+    server = ControllerServer(Controller(), FileBundleStore(f"file://{work_dir / 'store'}"), port=0)
+    server.start()
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "task.py").write_text("import os\nprint('from a worker in a container:', os.environ['IRIS_WORKER_ID'], flush=True)\n")
     container = None
     try:
-        host_config = engine_api.create_host_config(
-            network_mode="host",
-            binds={
-                str(docker_engine.socket_path): {"bind": "/var/run/docker.sock", "mode": "rw"},
-                str(work_dir): {"bind": str(work_dir), "mode": "rw"},
-                str(bundles): {"bind": str(bundles), "mode": "ro"},
-            },
-        )
-        container = engine_api.create_container(
-            tag,
-            command=[
-                "--controller", server.address, "--worker-id", "in-container", "--work-dir", str(work_dir),
-                "--runtime", "docker", "--task-image", docker_base_image, "--cpu", "1", "--memory-bytes", str(1 << 30),
-            ],  # fmt: skip
-            labels={"iris-test": "worker-in-container"},
-            host_config=host_config,
-        )["Id"]
-        engine_api.start(container)
+        launch = WorkerLaunch(
+            worker_id="in-container", controller_address=server.address, work_dir=work_dir, cpu=1, memory_bytes=1 << 30,
+            runtime="docker", task_image=docker_base_image,
+        )  # fmt: skip
+        started = subprocess.run(
+            launch.docker_argv(tag, socket=str(docker_engine.socket_path)),
+            env={**os.environ, "DOCKER_HOST": docker_engine.url}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        container = started.stdout.strip()
         with IrisClient.remote(server.address, workspace=workspace) as client:
             job = client.submit(
                 name="from-image", entrypoint=Entrypoint.from_command("python3", "task.py"), resources=ResourceSpec(cpu=0.5, memory="64MB")

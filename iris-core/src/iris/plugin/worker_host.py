@@ -185,6 +185,19 @@ class WorkerLaunch:
         unbuffered output, so its log is complete when it dies."""
         return {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
 
+    def docker_argv(self, image: str, *, docker: str = "docker", socket: str = "/var/run/docker.sock") -> list[str]:
+        """``docker run`` of this worker from a worker image (``iris build worker-image``), as on
+        a VM: host networking, the engine's ``socket`` mounted at ``/var/run/docker.sock`` (the
+        worker's docker runtime starts task containers beside it) and the work directory at the
+        same path (task containers mount paths inside it); SIGTERM (``docker stop``) stops it."""
+        work_dir = str(self.work_dir)
+        return [
+            docker, "run", "-d", "--name", f"iris-worker-{self.worker_id}", "--network", "host",
+            "--label", f"{LABEL_WORKER}={self.worker_id}",
+            "-v", f"{socket}:/var/run/docker.sock", "-v", f"{work_dir}:{work_dir}",
+            image, *self.argv()[3:],  # the image's entrypoint is `python3 -m iris.cluster.worker.main`
+        ]  # fmt: skip
+
     def command(self) -> str:
         """:meth:`argv` as one shell command line, for an SSH session or a startup script."""
         return "PYTHONUNBUFFERED=1 " + shlex.join(self.argv())
