@@ -138,4 +138,3 @@ def test_build_outside_a_workspace_says_what_it_needs(iris, docker_engine: Docke
     result = iris("build", "worker-image", "-t", "iris-worker:never", "--workspace", str(tmp_path), cwd=tmp_path, env=env)
     assert result.returncode != 0
     assert "iris build needs the Iris source workspace" in result.stderr, result.stderr
-
