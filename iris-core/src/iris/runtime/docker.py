@@ -3,14 +3,15 @@
 The engine is the one ``DOCKER_HOST`` names (the local socket by default), reached with the
 ``docker`` SDK, imported only when a runtime is built. A container:
 
-- runs ``spec.argv`` (replacing the image's entrypoint) from the task image (``spec.image``, else the runtime's default image:
-  ``IRIS_DOCKER_IMAGE``) under a tiny init (``--init``), so signals reach the task and a kill
-  ends every process of the container;
+- runs ``spec.argv`` (replacing the image's entrypoint) from the task image (``spec.image``,
+  else the runtime's default image: ``IRIS_DOCKER_IMAGE``) under a tiny init (``--init``), so
+  signals reach the task and a kill ends every process of the container;
 - sees ``spec.cwd`` and every path in ``spec.writable`` read-write and every path in
-  ``spec.mounts`` read-only, each at the same path as on this machine; runs as this process's uid and gid, so the files it writes belong to
-  the worker;
+  ``spec.mounts`` read-only, each at the same path as on this machine; runs as this process's
+  uid and gid, so the files it writes belong to the worker;
 - has exactly ``spec.env`` as its environment (the engine adds ``HOSTNAME``, and ``HOME`` when
-  the spec has none, and the entrypoint shell exports ``PWD``; an image's own ``ENV`` lines are kept for variables the spec does not set);
+  the spec has none, and the entrypoint shell exports ``PWD``; an image's own ``ENV`` lines are
+  kept for variables the spec does not set);
 - uses host networking: named ports (``IRIS_PORT_<NAME>``, allocated by the worker) work as for
   a process, and nothing is put on a bridge;
 - is limited to the task's cpu (``NanoCpus``), memory (``Memory`` = ``MemorySwap``: no swap) and a
@@ -20,8 +21,8 @@ The engine is the one ``DOCKER_HOST`` names (the local socket by default), reach
 - carries the labels ``iris.managed=true``, ``iris.container=<container id>``,
   ``iris.runtime-root=<the runtime's directory>`` and the spec's labels, so a restarted worker
   finds it with :meth:`DockerRuntime.list_containers`. A runtime lists only the containers of
-  runtimes over its own directory, as the process runtime does: two clusters (or two
-  workers with their own directories) sharing an engine never see each other's.
+  runtimes over its own directory, as the process runtime does: two clusters (or two workers
+  with their own directories) sharing an engine never see each other's.
 
 Logs: the container's entrypoint is ``/bin/sh -c 'exec "$@" 2>&1'`` (so a task image needs
 ``/bin/sh``), which sends stderr to stdout: the engine records one stream in the order it was
