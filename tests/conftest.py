@@ -29,3 +29,27 @@ def workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"
     ws.mkdir()
     return ws
+
+
+IRIS_CORE = Path(__file__).resolve().parents[1] / "iris-core"
+
+
+def declare_iris(workspace: Path) -> Path:
+    """Make ``workspace`` a project that depends on iris-core (this checkout's, editable), as a
+    workspace whose tasks import iris must be: a task runs with what its workspace declares."""
+    (workspace / "pyproject.toml").write_text(
+        "[project]\n"
+        'name = "iris-test-tasks"\n'
+        'version = "0"\n'
+        'requires-python = ">=3.11"\n'
+        'dependencies = ["iris-core"]\n\n'
+        "[tool.uv.sources]\n"
+        f'iris-core = {{ path = "{IRIS_CORE}", editable = true }}\n'
+    )
+    return workspace
+
+
+@pytest.fixture
+def iris_workspace(workspace: Path) -> Path:
+    """A workspace whose tasks can import iris (see :func:`declare_iris`)."""
+    return declare_iris(workspace)

@@ -432,3 +432,43 @@ def test_plain_local_config_started_without_local_flag_shows_and_stops_its_slice
         stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
     assert wait_until(lambda: not any(pid_start_time(w["pid"]) == w["start_time"] for w in workers), timeout=15)
+
+
+def test_stop_leaves_nothing_of_a_task_that_escaped_its_process_group(tmp_path: Path) -> None:
+    """A task that starts a `setsid` daemon and a double-forked one and writes a temporary file:
+    `iris cluster stop` ends both processes and removes the attempt's directories and its file."""
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("name: escapes\nscale_groups:\n  g: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n")
+    state = home / ".iris" / "escapes-local"
+    report = tmp_path / "report"
+    script = (
+        "import subprocess, tempfile, time\n"
+        "daemon = subprocess.Popen(['sleep', '900'], start_new_session=True)\n"
+        "forked = subprocess.run(['sh', '-c', '( sleep 900 >/dev/null 2>&1 & echo $! ) &'], capture_output=True, text=True).stdout.split()[0]\n"
+        "tmp = tempfile.NamedTemporaryFile(delete=False).name\n"
+        f"open({str(report)!r} + '.part', 'w').write(f'{{daemon.pid}} {{forked}} {{tmp}}')\n"
+        f"import os; os.rename({str(report)!r} + '.part', {str(report)!r})\n"
+        "time.sleep(600)\n"
+    )
+    pids: list[int] = []
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        with IrisClient.remote(started.stdout.strip()) as client:
+            job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", script), resources=SMALL)
+            assert wait_until(report.exists, timeout=30), (job.status(), [ln.data for ln in job.logs()])
+        daemon, forked, temp_file = report.read_text().split()
+        pids = [int(daemon), int(forked)]
+        assert all(pid_alive(pid) for pid in pids) and Path(temp_file).exists()
+        assert list(state.rglob("attempts/*"))  # the running attempt's directory
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        survivors = [pid for pid in pids if pid_alive(pid)]
+        for pid in survivors:  # never leak them, even when the test fails
+            os.kill(pid, signal.SIGKILL)
+    assert survivors == [], "processes that left the task's process group outlived `iris cluster stop`"
+    assert not Path(temp_file).exists()
+    assert list(state.rglob("attempts/*")) == []

@@ -209,9 +209,13 @@ def test_job_status_shows_tasks_and_every_attempt_by_short_or_full_id(client: Ir
     tasks = lines[lines.index("tasks:") + 1 :]
     assert tasks[0] == "  0  FAILED"
     worker = status.tasks[0].attempts[0].worker_id
+    # how the worker holds tasks to their memory limit: the kernel's cgroup where it can
+    (summary,) = [w for w in client.list_workers() if w.worker_id == worker]
+    limits = {"cgroup-v1": "held by the kernel (cgroup v1)", "cgroup-v2": "held by the kernel (cgroup v2)", "sampled": "sampled (a short spike can pass)"}
+    memory = limits[summary.attributes["memory-limits"]]
     for attempt_id, line in enumerate(tasks[1:]):
         port = status.tasks[0].attempts[attempt_id].ports["http"]
-        assert line == f"     attempt {attempt_id}, worker {worker}, FAILED, exit 3, ports http={port}, error: exited with code 3"
+        assert line == f"     attempt {attempt_id}, worker {worker}, FAILED, exit 3, memory limit {memory}, ports http={port}, error: exited with code 3"
     assert len(tasks) == 3
 
 
@@ -248,6 +252,16 @@ def test_job_logs_prints_lines_and_prefixes_task_index_for_several_tasks(client:
     two.wait(timeout=60)
     assert job_cli("logs", one.job_id).stdout == "a\nb\n"
     assert sorted(job_cli("logs", two.job_id).stdout.splitlines()) == ["[0] hi from 0", "[1] hi from 1"]
+
+
+def test_job_logs_prints_the_task_environment_lines_on_stderr(client: IrisClient, job_cli) -> None:
+    job = submit(client, "env-lines", "sh", "-c", "echo out")
+    job.wait(timeout=120)
+    result = job_cli("logs", job.job_id)
+    assert result.stdout == "out\n"
+    # building it, or the cached one it used: said by the worker, shown as status
+    env_lines = [ln for ln in result.stderr.splitlines() if ln.startswith("[iris env] ")]
+    assert env_lines and ("using the cached environment" in env_lines[0] or "building the environment" in env_lines[0]), result.stderr
 
 
 def test_job_logs_follow_streams_every_line_once_in_order(client: IrisClient, job_cli, tmp_path: Path) -> None:

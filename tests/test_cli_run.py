@@ -174,7 +174,8 @@ def test_help_does_not_import_grpc_or_google(iris, workspace: Path) -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_run_streams_child_job_output_into_the_parent_stream(iris, workspace: Path) -> None:
+def test_run_streams_child_job_output_into_the_parent_stream(iris, iris_workspace: Path) -> None:
+    workspace = iris_workspace
     (workspace / "parent.py").write_text(
         "from iris.client import IrisClient\n"
         "from iris.cluster.types import Entrypoint\n"
@@ -261,3 +262,24 @@ def test_bundle_progress_is_reported_while_a_slow_bundle_is_made(tmp_path: Path)
     quiet: list[tuple[int, int, int]] = []
     create_bundle(tmp_path, progress=lambda *report: quiet.append(report))  # fast: under a second, says nothing
     assert quiet == []
+
+
+def _kernel_memory_limits() -> bool:
+    from iris_local.cgroups import CgroupError, Cgroups
+
+    try:
+        found = Cgroups.detect()
+    except CgroupError:
+        return False
+    return found is not None and found.memory
+
+
+@pytest.mark.skipif(not _kernel_memory_limits(), reason="no cgroup with a memory controller this process may use")
+def test_run_short_memory_spike_over_the_limit_fails_as_oom(iris, workspace: Path) -> None:
+    """50 MB for a few milliseconds under --memory 20MB: gone long before a sample, but the
+    kernel's limit ends it, and the job fails as out of memory."""
+    code = "b = bytearray(50 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); del b; print('survived')"
+    result = iris("run", "--provider", "local", "--memory", "20MB", "--", sys.executable, "-c", code, cwd=workspace)
+    assert result.returncode == 137, (result.stdout, result.stderr)
+    assert "survived" not in result.stdout
+    assert "out of memory" in result.stderr, result.stderr

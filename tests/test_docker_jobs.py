@@ -170,3 +170,18 @@ def test_docker_job_task_image_overrides_the_clusters_image(
             assert wait_until(lambda: not _managed(docker_env, job.job_id), timeout=90)
         finally:
             engine.api.remove_image(alternative)
+
+
+def test_docker_callable_runs_in_its_environment_inside_a_container(docker_cluster: IrisClient) -> None:
+    # the task environment (built from /usr/bin/python3, mounted read-only) runs the callable;
+    # its result comes back through the attempt's directory (mounted read-write)
+    job = docker_cluster.submit(
+        name="callable",
+        entrypoint=Entrypoint.from_callable(lambda: (os.path.exists("/.dockerenv"), os.getcwd())),
+        resources=ResourceSpec(cpu=0.5, memory="256MB"),
+    )
+    status = job.wait(timeout=300, raise_on_failure=False)
+    assert status.state is JobState.SUCCEEDED, (status, [ln.data for ln in job.logs()])
+    in_container, cwd = job.result()
+    assert in_container is True
+    assert Path(cwd).exists()  # the working directory is this machine's path, mounted at the same place

@@ -37,3 +37,25 @@ def test_docs_examples_result_example_runs(doc: str, tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+ACTORS_EXPECTED = {  # a line each example of docs/actors.md prints, in order of the blocks
+    0: "task 1 of 2 attempt 0 ['actor']",
+    1: "raised in the actor:",
+    2: "remote: ZeroDivisionError('division by zero') with cause RemoteTraceback",
+    3: "cancelled: stopped at step",
+    4: "(200, 2646700)",
+    5: "raised in a worker: negative: -1",
+}
+
+
+@pytest.mark.parametrize("index", sorted(ACTORS_EXPECTED))
+def test_docs_examples_actors_page_runs_as_written(index: int, iris_workspace: Path) -> None:
+    blocks = python_blocks(ROOT / "docs" / "actors.md")
+    assert len(blocks) == len(ACTORS_EXPECTED), "docs/actors.md gained or lost an example: list what it prints here"
+    # a workspace with the page's pyproject.toml (iris-core from this checkout)
+    script = iris_workspace / "example.py"
+    script.write_text(blocks[index])
+    result = subprocess.run([sys.executable, str(script)], cwd=iris_workspace, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert ACTORS_EXPECTED[index] in result.stdout

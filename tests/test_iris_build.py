@@ -68,8 +68,12 @@ def test_build_worker_image_push_then_a_worker_from_the_pushed_image_runs_a_job(
             worker_id="in-container", controller_address=server.address, work_dir=work_dir, cpu=1, memory_bytes=1 << 30,
             runtime="docker", task_image=docker_base_image,
         )  # fmt: skip
+        # the worker builds each task's environment with uv, which reaches the package index as
+        # this machine does: with its CA certificates (as a VM of this kind would have them)
+        trust = {k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in os.environ}
+        certs = sorted({str(Path(v) if Path(v).is_dir() else Path(v).parent) for v in trust.values()})
         started = subprocess.run(
-            launch.docker_argv(tag, socket=str(docker_engine.socket_path)),
+            launch.docker_argv(tag, socket=str(docker_engine.socket_path), env=trust, read_only=certs),
             env={**os.environ, "DOCKER_HOST": docker_engine.url}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert started.returncode == 0, started.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -161,3 +162,14 @@ def test_split_bundle_url_returns_prefix_and_id() -> None:
 def test_split_bundle_url_malformed_raises(url: str) -> None:
     with pytest.raises(BundleError, match="is not of the form"):
         split_bundle_url(url)
+
+
+def test_create_bundle_skips_a_file_gone_before_it_is_read(tmp_path: Path) -> None:
+    """A dangling symlink is listed but cannot be read, like a file removed while bundling (a
+    build's or a daemon's churning files): it is left out instead of failing the bundle."""
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "gone").symlink_to(tmp_path / "no-such-file")
+    bundle = create_bundle(tmp_path)
+    with zipfile.ZipFile(io.BytesIO(bundle.data)) as zf:
+        assert zf.namelist() == ["a.txt"]
+    assert bundle.file_count == 1

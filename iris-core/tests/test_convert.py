@@ -200,7 +200,7 @@ SPEC = JobSpec(
     name="train",
     entrypoint=Entrypoint(argv=("python", "train.py"), callable_bytes=b"pickled"),
     resources=ResourceSpec(cpu=2, memory=3 << 30, disk=1 << 30, device=DeviceSpec("tpu", "v5litepod-16", 4)),
-    environment=EnvironmentSpec(env={"A": "1"}, extras=["gpu"]),
+    environment=EnvironmentSpec(env={"A": "1"}, extras=["gpu"], pip_packages=["numpy>=2"]),
     bundle_id="b" * 64,
     replicas=4,
     max_retries=2,

@@ -42,17 +42,43 @@ class TestDockerRuntimeContract(ContainerRuntimeContract):
     def runtime_factory(self, tmp_path: Path, docker_engine: DockerEngine, docker_base_image: str) -> Any:
         return lambda: DockerRuntime(tmp_path / "runtime", base_url=docker_engine.url, default_image=docker_base_image)
 
+    # The contract's pid checks read a pid the task prints, which in a container is one of its
+    # own namespace: each is overridden below to use the pid this machine sees (the engine's
+    # ``top`` lists host pids).
+    shares_pid_namespace = False
+
+    @staticmethod
+    def host_pid(runtime: Any, handle: Any, command: str) -> int:
+        top = runtime.api.top(handle.name, ps_args="-eo pid,args")
+        pids = [int(row[0]) for row in top["Processes"] if row[1] == command]
+        assert len(pids) == 1 and _pid_alive(pids[0]), top
+        return pids[0]
+
     def test_kill_also_ends_child_processes(self, runtime: Any, tmp_path: Path) -> None:
-        """The contract's check with the child's pid as this machine sees it (the engine's
-        ``top`` lists host pids): the pid the task prints is one of the container's namespace."""
         handle = self.start(runtime, ["sh", "-c", "sleep 61 & echo child=$!; wait"], tmp_path)
         self.wait_for_output(handle, b"child=")
-        top = runtime.api.top(handle.name, ps_args="-eo pid,args")
-        pids = [int(row[0]) for row in top["Processes"] if row[1].startswith("sleep 61")]
-        assert len(pids) == 1 and _pid_alive(pids[0]), top
+        pid = self.host_pid(runtime, handle, "sleep 61")
         handle.kill(grace_seconds=5.0)
         self.wait_ended(handle)
-        assert wait_until(lambda: not _pid_alive(pids[0]), self.timeout), f"child process {pids[0]} outlived the kill"
+        assert wait_until(lambda: not _pid_alive(pid), self.timeout), f"child process {pid} outlived the kill"
+
+    def test_kill_ends_processes_that_left_the_task_with_setsid(self, runtime: Any, tmp_path: Path) -> None:
+        handle = self.start(runtime, ["sh", "-c", self.ESCAPE + " sleep 60"], tmp_path)
+        self.wait_for_output(handle, b"escaped=")
+        pid = self.host_pid(runtime, handle, "sleep 900")
+        handle.kill(grace_seconds=2.0)
+        self.wait_ended(handle)
+        assert wait_until(lambda: not _pid_alive(pid), self.timeout), f"process {pid} (setsid) outlived the kill"
+
+    def test_removing_an_ended_container_ends_what_it_left_running(self, runtime: Any, tmp_path: Path) -> None:
+        """Stricter than the contract asks: the container ends when its task does, and its pid
+        namespace with it, so nothing the task left is running even before ``remove``."""
+        handle = self.start(runtime, ["sh", "-c", self.DOUBLE_FORK + "sleep 2; exit 0"], tmp_path)
+        self.wait_for_output(handle, b"escaped=")
+        pid = self.host_pid(runtime, handle, "sleep 900")
+        assert self.wait_ended(handle).exit_code == 0
+        handle.remove()
+        assert wait_until(lambda: not _pid_alive(pid), self.timeout), f"process {pid} outlived its container"
 
 
 # --- what is sent to the engine (no engine needed) ------------------------------------------
@@ -74,7 +100,7 @@ def test_create_kwargs_cpu_task_gets_limits_labels_mounts_and_host_network() -> 
         env={"A": "1", "IRIS_PORT_HTTP": "30001"},
         labels={"iris.worker": "w1", "iris.task": "/job/0"},
         mounts=[Path("/venvs/t"), Path("/work/a/app")],
-        writable=[Path("/work/a")],
+        writable_mounts=[Path("/work/a")],
     )
     kw = _kwargs(spec)
     host = kw["host_config"]
@@ -199,7 +225,7 @@ def test_docker_mounts_are_read_only_and_cwd_and_writable_paths_writable(docker_
         f"cat {shared}/lib.txt; echo; touch {shared}/x 2>/dev/null && echo wrote-env; echo out > result && echo wrote-cwd; "
         f"echo done > {attempt}/result.pkl && echo wrote-attempt"
     )
-    handle = _run(docker_runtime, work, ["sh", "-c", script], mounts=[shared], writable=[attempt])
+    handle = _run(docker_runtime, work, ["sh", "-c", script], mounts=[shared], writable_mounts=[attempt])
     assert handle.wait(timeout=60).exit_code == 0
     assert handle.read_logs(0, 1 << 20).decode().split() == ["from-the-env", "wrote-cwd", "wrote-attempt"]
     assert (attempt / "result.pkl").read_text() == "done\n"

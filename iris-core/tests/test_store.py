@@ -72,3 +72,21 @@ def test_store_schema_1_database_is_migrated_with_tasks_attempts_and_children(tm
     lines, _, _, _ = controller.read_logs("/parent", "")
     assert [line.data for _, line in lines] == ["hello"]
     assert controller.get_job("/parent/child").tasks[0].state is TaskState.PENDING
+
+
+def test_store_keeps_a_jobs_extras_and_pip_packages_and_reads_older_specs_without_them(tmp_path: Path) -> None:
+    from iris.cluster.types import EnvironmentSpec
+
+    db = tmp_path / "controller.db"
+    environment = EnvironmentSpec(env={"A": "1"}, extras=["marin:cpu"], pip_packages=["numpy>=2"])
+    job_id = Controller(store=Store(db)).launch_job(JobSpec(name="env", entrypoint=Entrypoint.from_command("true"), environment=environment))
+    assert Controller(store=Store(db)).get_job(job_id).spec.environment == environment
+    # a spec written before pip_packages existed
+    conn = sqlite3.connect(db)
+    spec = json.loads(conn.execute("SELECT spec FROM job_rows").fetchone()[0])
+    del spec["environment"]["pip_packages"]
+    conn.execute("UPDATE job_rows SET spec = ?", (json.dumps(spec),))
+    conn.commit()
+    conn.close()
+    older = Controller(store=Store(db)).get_job(job_id).spec.environment
+    assert (older.extras, older.pip_packages) == (["marin:cpu"], [])

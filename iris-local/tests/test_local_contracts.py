@@ -16,6 +16,7 @@ from iris.plugin.registry import PluginRegistry
 from iris.testing import contracts
 from iris.testing.contracts import BundleStoreContract, ContainerRuntimeContract, TunnelContract, VmManagerContract
 from iris_local.bundle_store import FileBundleStore
+from iris_local.cgroups import CgroupError, Cgroups
 from iris_local.process_runtime import ProcessRuntime
 from iris_local.tunnel import DirectTunnel
 from iris_local.vm_manager import LocalVmManager
@@ -27,13 +28,29 @@ class TestFileBundleStoreContract(BundleStoreContract):
         return FileBundleStore(f"file://{tmp_path / 'bundles'}")
 
 
-class TestProcessRuntimeContract(ContainerRuntimeContract):
-    # The runtime wraps each command in /bin/sh to record its exit status; sh exports PWD.
-    allowed_extra_env = frozenset({"PWD"})
+def _cgroup_modes() -> list[Any]:
+    """Every way the process runtime can run here: each cgroup version this machine lets it use,
+    and without cgroups; a version it cannot use is skipped saying why."""
+    modes = []
+    for mode in ("v1", "v2"):
+        try:
+            Cgroups.detect(mode)
+            modes.append(mode)
+        except CgroupError as exc:
+            modes.append(pytest.param(mode, marks=pytest.mark.skip(reason=str(exc))))
+    return [*modes, "off"]
 
-    @pytest.fixture
-    def runtime_factory(self, tmp_path: Path) -> Any:
-        return lambda: ProcessRuntime(tmp_path / "runtime")
+
+class TestProcessRuntimeContract(ContainerRuntimeContract):
+    # The runtime wraps each command in /bin/sh to record its exit status; sh exports PWD. The
+    # task's temporary files go in the container's own directory (TMPDIR), removed with it.
+    allowed_extra_env = frozenset({"PWD", "TMPDIR"})
+
+    @pytest.fixture(params=_cgroup_modes())
+    def runtime_factory(self, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+        if request.param == "off":  # only its process group: what leaves it is not contained
+            self.escapes_are_contained = False
+        return lambda: ProcessRuntime(tmp_path / "runtime", cgroups=request.param)
 
     def test_kill_container_handling_sigterm_lets_it_finish_within_grace(self, runtime: Any, tmp_path: Path) -> None:
         super().test_kill_container_handling_sigterm_lets_it_finish_within_grace(runtime, tmp_path)

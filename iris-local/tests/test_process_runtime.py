@@ -14,6 +14,7 @@ import pytest
 
 from iris.plugin.protocols import ContainerSpec, TaskStartError
 from iris.testing import wait_until
+from iris_local.cgroups import CgroupError, Cgroups
 from iris_local.process_runtime import ProcessHandle, ProcessRuntime
 
 TIMEOUT = 30.0
@@ -163,3 +164,41 @@ def test_process_runtime_kill_right_after_start_reaches_the_task(tmp_path: Path,
         handle.kill(grace_seconds=60)
         status = handle.wait(timeout=TIMEOUT)
         assert (status.running, status.exit_code) == (False, 143), (i, status)  # SIGTERM, recorded by the wrapper
+
+
+def _kernel_cgroups() -> str | None:
+    """The cgroup version whose memory limits this machine lets the runtime use, or None."""
+    for mode in ("v2", "v1"):
+        try:
+            found = Cgroups.detect(mode)
+        except CgroupError:
+            continue
+        if found is not None and found.memory:
+            return mode
+    return None
+
+
+@pytest.mark.skipif(_kernel_cgroups() is None, reason="no cgroup with a memory controller this process may use")
+def test_process_runtime_short_memory_spike_over_the_limit_ends_as_oom(tmp_path: Path, started: list) -> None:
+    """A 50 MB allocation held for a few milliseconds under a 20 MB limit: far shorter than the
+    sampling interval, so only the kernel's limit catches it."""
+    code = "b = bytearray(50 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); del b\nprint('survived')"
+    runtime = ProcessRuntime(tmp_path / "rt", cgroups=_kernel_cgroups())
+    assert runtime.memory_enforcement == f"cgroup-{_kernel_cgroups()}"
+    handle = start(runtime, started, tmp_path, "spike", [sys.executable, "-c", code], memory_bytes=20 * 1024 * 1024)
+    status = handle.wait(timeout=TIMEOUT)
+    assert (status.running, status.oom, status.exit_code) == (False, True, 137), (status, handle.read_logs(0, 4096))
+    assert b"survived" not in handle.read_logs(0, 4096)
+    cgroup = Path(json.loads((tmp_path / "rt" / "containers" / "spike" / "meta.json").read_text())["cgroup"])
+    assert cgroup.is_dir()
+    handle.remove()
+    assert not cgroup.exists()  # removing the container removes its cgroup
+
+
+def test_process_runtime_without_cgroups_samples_memory(tmp_path: Path) -> None:
+    assert ProcessRuntime(tmp_path / "rt", cgroups="off").memory_enforcement == "sampled"
+
+
+def test_process_runtime_unknown_cgroup_mode_names_what_is_accepted(tmp_path: Path) -> None:
+    with pytest.raises(CgroupError, match=r"IRIS_CGROUPS: 'v3' is not one of auto, v1, v2, off"):
+        ProcessRuntime(tmp_path / "rt", cgroups="v3")

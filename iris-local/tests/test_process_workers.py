@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from iris.job.records import ENVIRONMENT_LOG_PREFIX
 from iris.cluster.worker.worker import start_in_process
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
@@ -138,8 +139,9 @@ def first_attempt_running(server: ControllerServer, job_id: str) -> bool:
 
 
 def log_lines(controller: Controller, job_id: str) -> list[str]:
+    """The task's own lines (not the worker's about its environment)."""
     lines, _, _, _ = controller.read_logs(job_id, "")
-    return [line.data for _, line in lines]
+    return [line.data for _, line in lines if not line.data.startswith(ENVIRONMENT_LOG_PREFIX)]
 
 
 # --- the VmManager contract -----------------------------------------------------------------
@@ -374,7 +376,7 @@ def test_worker_main_sigterm_kills_its_attempts_and_exits_0(state_dir: Path, loc
         assert process.stdout.readline().startswith(f"iris worker w1 running (pid {process.pid})")
         assert json.loads(ready_marker(work).read_text())["pid"] == process.pid
         assert wait_until(lambda: registered(local_controller) == {"w1"}, TIMEOUT)
-        assert local_controller.controller.list_workers()[0].attributes == {"zone": "here"}
+        assert local_controller.controller.list_workers()[0].attributes["zone"] == "here"
         job_id = launch(local_controller, "sleeper", "sleep 60")
         assert wait_until(lambda: first_attempt_running(local_controller, job_id), TIMEOUT)
         [task] = ProcessRuntime(state_dir / "runtime").list_containers({LABEL_WORKER: "w1"})

@@ -11,7 +11,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import click
@@ -52,14 +52,15 @@ def job_group(ctx: click.Context, config: str | None, provider: str | None, cont
             ctx.obj[name] = value
 
 
-def _controller_url(ctx: click.Context, config: str | None, controller_url: str | None) -> str:
+def _controller_target(ctx: click.Context, config: str | None, controller_url: str | None) -> tuple[str, Any]:
     """The controller to talk to: the flag, else the task environment, else the cluster the config
-    started (``iris cluster --config C start [--local]``), else the config's fixed address."""
+    started (``iris cluster --config C start [--local]``), else the config's fixed address. With
+    the config (second item) when the address is the config's, reached through its tunnel."""
     from iris.client.client import CONTROLLER_ENV
 
     url = resolve(ctx, "controller_url", controller_url) or os.environ.get(CONTROLLER_ENV, "")
     if url:
-        return url
+        return url, None
     path = resolve(ctx, "config", config)
     if path:
         from iris.cluster.lifecycle import running_controller
@@ -71,14 +72,14 @@ def _controller_url(ctx: click.Context, config: str | None, controller_url: str 
         for candidate in (loaded, make_local_config(loaded, process_workers=True)):
             info = running_controller(candidate)
             if info is not None:
-                return info.url
+                return info.url, None
         controller = loaded.controller
         if not controller.port:
             raise click.UsageError(
                 f"{path}: no controller of this cluster is running (start one with iris cluster --config {path} start), "
                 "and controller.port is 0, so there is no fixed address to try; or pass --controller-url URL"
             )
-        return f"http://{controller.host}:{controller.port}"
+        return f"http://{controller.host}:{controller.port}", loaded
     raise click.UsageError(
         "no controller given; pass --controller-url URL (or a --config with controller.host and controller.port). "
         "A local cluster from `iris run --provider local` lives only as long as that command"
@@ -87,17 +88,24 @@ def _controller_url(ctx: click.Context, config: str | None, controller_url: str 
 
 @contextmanager
 def _connect(ctx: click.Context, config: str | None, controller_url: str | None) -> Iterator[Any]:
-    """An IrisClient for the controller; an unreachable controller ends the command with one line, exit 1."""
+    """An IrisClient for the controller (through the config's tunnel when its address is the
+    config's); an unreachable controller ends the command with one line, exit 1."""
     from iris.client import IrisClient
     from iris.client.client import ControllerUnavailable
 
-    client = IrisClient.remote(_controller_url(ctx, config, controller_url))
-    try:
-        yield client
-    except ControllerUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        client.close()
+    url, loaded = _controller_target(ctx, config, controller_url)
+    with ExitStack() as stack:
+        if loaded is not None:
+            from iris.cluster.lifecycle import reach_controller
+
+            url = stack.enter_context(reach_controller(loaded, url))
+        client = IrisClient.remote(url)
+        try:
+            yield client
+        except ControllerUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            client.close()
 
 
 def _lookup(client: Any, job_id: str) -> tuple[Any, Any]:
@@ -109,6 +117,12 @@ def _lookup(client: Any, job_id: str) -> tuple[Any, Any]:
 
 
 # --- formatting -------------------------------------------------------------------------
+
+_MEMORY_LIMITS = {
+    "cgroup-v1": "held by the kernel (cgroup v1)",
+    "cgroup-v2": "held by the kernel (cgroup v2)",
+    "sampled": "sampled (a short spike can pass)",
+}
 
 
 def _time(ts: float) -> str:
@@ -289,6 +303,12 @@ def status_command(
     """Show JOB (a full id like /alice/train, or just train) with its tasks and their attempts."""
     with _connect(ctx, config, controller_url) as client:
         _, status = _lookup(client, job_id)
+        from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS
+
+        limits: dict[str, str] = {}
+        if not as_json and any(t.attempts for t in status.tasks):
+            # how each attempt's worker holds it to its memory limit (its memory-limits attribute)
+            limits = {w.worker_id: w.attributes[ATTRIBUTE_MEMORY_LIMITS] for w in client.list_workers() if ATTRIBUTE_MEMORY_LIMITS in w.attributes}
     if as_json:
         _echo_json(_status_json(status))
         return
@@ -324,6 +344,8 @@ def status_command(
                 parts.append(f"exit {a.exit_code}")
             if a.oom:
                 parts.append("OOM")
+            if status.resources is not None and status.resources.memory and a.worker_id in limits:
+                parts.append(f"memory limit {_MEMORY_LIMITS.get(limits[a.worker_id], limits[a.worker_id])}")
             if a.ports:
                 parts.append("ports " + " ".join(f"{name}={port}" for name, port in sorted(a.ports.items())))
             if a.error:
@@ -359,7 +381,7 @@ def logs_command(
         # lines older than `since` after it cuts a batch; so filter here and ask for `since` only
         # when following (where an empty batch does not end the stream).
         server_since = (since or 0.0) if follow else 0.0
-        lines = job.logs(follow=follow, include_children=include_children, since=server_since, tail=tail or 0)
+        lines = job.logs(follow=follow, include_children=include_children, since=server_since, tail=tail or 0, environment=True)
         out = sys.stdout
         marks = AttemptMarks()
         try:
@@ -376,6 +398,10 @@ def logs_command(
                 if mark:
                     out.flush()
                     click.echo(mark, err=True)
+                if line.is_environment:  # the environment's build: status, not the job's output
+                    out.flush()
+                    click.echo(f"{prefix}{line.data}", err=True)
+                    continue
                 out.write(f"{prefix}{line.data}\n")
                 if follow:
                     out.flush()

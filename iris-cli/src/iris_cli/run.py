@@ -149,7 +149,14 @@ def _bundle_progress(done: int, total: int, done_bytes: int) -> None:
     show_default=True,
     help="Also stream the logs of jobs this job starts.",
 )
-@click.option("--extra", "extras", multiple=True, metavar="EXTRA", help="Dependency extra for the task environment (repeatable).")
+@click.option(
+    "--extra", "extras", multiple=True, metavar="EXTRA",
+    help="Optional-dependency extra of the workspace's pyproject.toml to install in the task environment: NAME, or PACKAGE:NAME for a workspace member (repeatable).",
+)
+@click.option(
+    "--pip-package", "pip_packages", multiple=True, metavar="REQUIREMENT",
+    help="Python package to install in the task environment on top of the workspace's, e.g. 'numpy>=2' (repeatable).",
+)
 @click.option("--no-wait", is_flag=True, help="Submit and exit without waiting (needs a cluster that outlives iris).")
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory to bundle (default: the current one).")
 @click.option(
@@ -188,6 +195,12 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
 
         tpu_topology(opts["tpu"])  # an unknown TPU type fails here, listing the known ones
 
+    from iris.job.types import extra_problem, package_problem
+
+    for flag, values, problem_of in (("--extra", opts["extras"], extra_problem), ("--pip-package", opts["pip_packages"], package_problem)):
+        for value in values:
+            if problem := problem_of(value):
+                raise click.BadParameter(problem, param_hint=flag)
     env = load_env_vars([v.split(_SEP, 1) if v.split(_SEP, 1)[1] else [v.split(_SEP, 1)[0]] for v in opts["env_vars"]])
     resources = ResourceSpec(cpu=opts["cpu"], memory=opts["memory"])
     if opts["tpu"] and opts["gpu"]:
@@ -197,7 +210,7 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
         entrypoint=Entrypoint.from_command(command),
         name=opts["job_name"],
         resources=resources,
-        environment=EnvironmentSpec(env=env, extras=list(opts["extras"])),
+        environment=EnvironmentSpec(env=env, extras=list(opts["extras"]), pip_packages=list(opts["pip_packages"])),
         replicas=opts["replicas"],
         max_retries=opts["max_retries"],
         timeout=opts["timeout"],
@@ -252,6 +265,14 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
                 _status(f"using the running cluster at {info.url}")
                 client = IrisClient.remote(info.url, **bundling)
                 sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children))
+    if config.provider.type != "local" and config.controller.port:
+        # a cluster elsewhere: the config's fixed address, through its tunnel (controller.tunnel)
+        from iris.cluster.lifecycle import reach_controller
+
+        with reach_controller(config, f"http://{config.controller.host}:{config.controller.port}") as url:
+            client = IrisClient.remote(url, **bundling)
+            code = _submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children)
+        sys.exit(code)
     if config.provider.type != "local":
         raise click.UsageError(
             f"provider {config.provider.type!r}: no controller of this cluster is running; start one with "
@@ -324,10 +345,13 @@ def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool, incl
             mark = marks.mark(line, label)
             if mark:
                 click.echo(mark, err=True)
+            if line.is_environment:  # building the task's environment: progress, not output
+                click.echo(label + line.data, err=True)
+                return
             sys.stdout.write(label + line.data + "\n")
             sys.stdout.flush()
 
-        status = job.wait(stream_logs=True, log_sink=sink, include_children=include_children, raise_on_failure=False)
+        status = job.wait(stream_logs=True, log_sink=sink, include_children=include_children, raise_on_failure=False, environment=True)
     except KeyboardInterrupt:
         signum = received[0] if received else signal.SIGINT
         _status(f"{signal.Signals(signum).name}: killing job {job.job_id}")

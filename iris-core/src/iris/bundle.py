@@ -117,7 +117,12 @@ def create_bundle(
     sizes = []
     total = 0
     for rel in files:
-        size = (workspace / rel).stat().st_size
+        try:
+            size = (workspace / rel).stat().st_size
+        except FileNotFoundError:  # removed since it was listed (a build or a daemon's files churn)
+            continue
+        except OSError as exc:
+            raise BundleError(f"cannot read {workspace / rel}: {exc.strerror}; exclude it (.gitignore) or fix its permissions") from None
         sizes.append((size, rel))
         total += size
     if total > max_bytes:
@@ -138,7 +143,13 @@ def create_bundle(
             info = zipfile.ZipInfo(rel.as_posix(), date_time=_ZIP_DATE)
             info.external_attr = (0o755 if os.access(full, os.X_OK) else 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, full.read_bytes())
+            try:
+                content = full.read_bytes()
+            except FileNotFoundError:  # removed since it was listed
+                continue
+            except OSError as exc:
+                raise BundleError(f"cannot read {full}: {exc.strerror}; exclude it (.gitignore) or fix its permissions") from None
+            zf.writestr(info, content)
             done_bytes += size
             if progress is not None and time.monotonic() >= next_report:
                 progress(done, len(ordered), done_bytes)
@@ -147,7 +158,7 @@ def create_bundle(
     if progress is not None and reported:
         progress(len(ordered), len(ordered), done_bytes)
     data = buffer.getvalue()
-    return Bundle(hashlib.sha256(data).hexdigest(), data, len(files))
+    return Bundle(hashlib.sha256(data).hexdigest(), data, len(ordered))
 
 
 # What zipfile and zlib raise on bytes that are not a readable zip.

@@ -56,11 +56,13 @@ class ControllerConfig:
 
     ``port`` 0 picks a free port. ``state_dir`` defaults to ``~/.iris/<cluster name>``
     (a temporary directory for the in-process local cluster). ``bundle_prefix`` defaults to
-    ``file://<state_dir>/bundles``.
+    ``file://<state_dir>/bundles``. ``tunnel`` is how clients reach ``host:port``: a Tunnel
+    plugin (``direct``, ``ssh``, ...; empty = the provider's default), given the provider section.
     """
 
     host: str = "127.0.0.1"
     port: int = 0
+    tunnel: str = ""
     state_dir: str = ""
     bundle_prefix: str = ""
     worker_timeout_seconds: float = 60.0
@@ -81,10 +83,16 @@ class BundleConfig:
 
 @attrs.define
 class WorkerConfig:
-    """How workers run tasks. ``runtime`` empty = the provider's default runtime."""
+    """How workers run tasks. ``runtime`` empty = the provider's default runtime.
+
+    ``task_python``: the interpreter task environments are built from (empty: ``/usr/bin/python3``
+    when it exists, else ``python3`` on PATH outside Iris's virtualenv); ``env_dir``: where workers
+    cache task environments (empty: each worker's ``work_dir/envs``). See docs/environments.md."""
 
     runtime: str = ""
     reconcile_wait_seconds: float = 2.0
+    task_python: str = ""
+    env_dir: str = ""
 
 
 @attrs.define

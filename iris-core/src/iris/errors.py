@@ -25,3 +25,11 @@ class BundleError(IrisError):
 
 class JobNotFound(IrisError):
     """A job id that the controller does not know."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a task or an actor, attached as the re-raised
+    exception's cause."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0]) if self.args else ""

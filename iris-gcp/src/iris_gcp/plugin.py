@@ -1,8 +1,9 @@
 """Registers the ``gcp`` provider (entry point ``gcp``).
 
 This release registers the names so ``iris plugins`` and ``--provider gcp`` find the
-distribution, but creating TPU slices, the controller VM, the ``gs://`` bundle store and the
-SSH tunnel are not implemented yet: each factory raises an error saying so. The Google client
+distribution, but creating TPU slices, the controller VM and the ``gs://`` bundle store are not
+implemented yet: each factory raises an error saying so. The ``ssh`` tunnel to the controller VM
+is iris-manual's (a dependency), not registered here. The Google client
 libraries are imported only inside factories, never when the plugin loads.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from iris.errors import PluginError
-from iris.plugin import BundleStorePlugin, TunnelPlugin, VmManagerPlugin, hookimpl
+from iris.plugin import BundleStorePlugin, VmManagerPlugin, hookimpl
 
 VERSION = "0.1.0"
 
@@ -29,10 +30,6 @@ def _vm_manager(context: Any) -> Any:
 
 def _gcs_store(url: str) -> Any:
     _unsupported(f"the gs:// bundle store ({url})")
-
-
-def _ssh_tunnel(options: dict[str, Any]) -> Any:
-    _unsupported("the SSH tunnel to the controller VM")
 
 
 @hookimpl
@@ -53,7 +50,3 @@ def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
 def iris_register_bundle_stores(register):  # type: ignore[no-untyped-def]
     register(BundleStorePlugin(name="gs", factory=_gcs_store, description="Google Cloud Storage (not yet implemented)"))
 
-
-@hookimpl
-def iris_register_tunnels(register):  # type: ignore[no-untyped-def]
-    register(TunnelPlugin(name="ssh", factory=_ssh_tunnel, description="SSH port forward (not yet implemented)"))

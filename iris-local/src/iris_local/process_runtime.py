@@ -1,8 +1,9 @@
 """ContainerRuntime ``process``: each attempt is a process group on this machine.
 
 Each container keeps its files under ``<root>/containers/<id>/``: ``meta.json`` (labels, pid),
-``output.log`` (stdout and stderr, interleaved as written) and ``exit_code`` (written by a tiny
-``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start).
+``output.log`` (stdout and stderr, interleaved as written), ``exit_code`` (written by a tiny
+``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start) and
+``tmp/``, the task's ``TMPDIR`` unless its env sets one, so its temporary files go with it.
 
 A command that cannot be run (not found in the spec's ``PATH``, not executable, argv or env
 that cannot be passed to a process) raises :class:`~iris.plugin.protocols.TaskStartError` from
@@ -12,9 +13,14 @@ A kill signals the whole process group at once (the wrapper traps SIGTERM, so it
 record the task's exit code) and then waits for the wrapper to end: no scan of ``/proc`` in the
 common case, so hundreds of containers can be killed at once.
 
-Memory is enforced by a monitor that sums the resident memory of the process group and kills
-the group (reported as OOM) when it exceeds the limit. CPU is a scheduling quantity only: the
-process runtime does not throttle it.
+Each container gets its own cgroup where the machine allows (see :mod:`iris_local.cgroups`):
+the wrapper joins it before the task runs, so processes that leave the task's process group
+(``setsid``, a double fork) are still killed with it, and whatever a task leaves running when it
+ends is killed when the container is removed. The kernel then enforces the memory limit (a
+short spike over it ends the task as OOM). Without cgroups, memory is enforced by a monitor that
+samples the resident memory of the process group every ``MEMORY_POLL_SECONDS`` and kills the
+group (reported as OOM) when it exceeds the limit; ``memory_enforcement`` says which holds. CPU
+is a scheduling quantity only: the process runtime does not throttle it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 
 from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
 from iris.procfs import group_alive, group_members, group_rss, pid_start_time
+from iris_local.cgroups import Cgroup, Cgroups
 
 __all__ = ["ProcessHandle", "ProcessRuntime", "group_alive", "group_members", "group_rss"]
 
@@ -42,6 +49,8 @@ logger = logging.getLogger(__name__)
 # (a trap, unlike an ignored signal, is reset to the default in the exec'd task). The exit file
 # is read only once the wrapper has ended, so writing it needs no rename (and no `mv` process).
 WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f"; exit $rc'
+# The same, joining the cgroup named first before anything else runs.
+CGROUP_WRAPPER = 'echo $$ > "$1" || exit 125; shift; ' + WRAPPER
 MEMORY_POLL_SECONDS = 0.25
 KILL_POLL_SECONDS = 0.05
 TASK_START_TIMEOUT_SECONDS = 10.0
@@ -96,14 +105,15 @@ def check_command(spec: ContainerSpec) -> None:
 
 
 def remove_tree(directory: Path) -> None:
-    """Remove ``directory`` and what is in it; a flat directory of files (the common case) without
-    the cost of a full ``rmtree``."""
+    """Remove ``directory`` and what is in it; a flat directory of files and empty directories
+    (the common case) without the cost of a full ``rmtree``."""
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    raise IsADirectoryError(entry.path)
-                os.unlink(entry.path)
+                    os.rmdir(entry.path)  # an empty one (tmp/ the task did not use); else rmtree below
+                else:
+                    os.unlink(entry.path)
         os.rmdir(directory)
     except FileNotFoundError:
         pass
@@ -157,6 +167,8 @@ class ProcessHandle:
         self._killed = False
         self._exit_fd: int | None = None
         self._oom = False  # this handle killed its container for exceeding memory
+        cgroup = meta.get("cgroup")
+        self._cgroup = Cgroup(cgroup, meta.get("cgroup_version", 1)) if cgroup else None
 
     @property
     def container_id(self) -> str:
@@ -190,6 +202,8 @@ class ProcessHandle:
         oom = self._oom if self._popen is not None else (self._dir / "oom").exists()
         if self._alive():
             return ContainerStatus(running=True, oom=oom)
+        if not oom and self._cgroup is not None and self._cgroup.oom_kills():
+            oom = self._oom = True  # the kernel killed a member for exceeding the limit
         if self._popen is not None:  # the wrapper exits with the task's code
             code = self._popen.returncode
             if code is not None and code < 0:
@@ -220,12 +234,19 @@ class ProcessHandle:
         return self.status()
 
     def _signal_group(self, sig: int) -> None:
+        """``sig`` to the task's process group and, with a cgroup, to everything in it (what
+        left the group too)."""
         try:
             os.killpg(self.pgid, sig)
         except ProcessLookupError:
             pass
         except PermissionError:
             logger.warning("no permission to signal process group %d", self.pgid)
+        if self._cgroup is not None:
+            if sig == signal.SIGKILL:
+                self._cgroup.kill_all()
+            else:
+                self._cgroup.signal(sig)
 
     def kill(self, grace_seconds: float = 10.0) -> None:
         """SIGTERM every process of the container, give them ``grace_seconds`` to exit, then SIGKILL.
@@ -252,6 +273,8 @@ class ProcessHandle:
         self.wait(5.0)
 
     def _group_gone(self) -> bool:
+        if self._cgroup is not None and self._cgroup.members():
+            return False
         try:
             os.killpg(self.pgid, 0)
         except ProcessLookupError:
@@ -299,15 +322,20 @@ class ProcessHandle:
         if self._exit_fd is not None:
             os.close(self._exit_fd)
             self._exit_fd = None
+        if self._cgroup is not None:  # and whatever the task left running
+            self._cgroup.destroy()
         remove_tree(self._dir)
 
 
 class ProcessRuntime:
     """Runs attempts as local process groups; see the module docstring."""
 
-    def __init__(self, root_dir: Path):
+    def __init__(self, root_dir: Path, cgroups: str | None = None):
+        """``cgroups``: ``auto``, ``v1``, ``v2`` or ``off`` (default: ``IRIS_CGROUPS``, else
+        auto); a forced version this machine cannot give raises CgroupError naming why."""
         self._root = Path(root_dir) / "containers"
         self._root.mkdir(parents=True, exist_ok=True)
+        self._cgroups = Cgroups.detect(cgroups)
         self._lock = threading.Lock()
         self._limited: dict[str, ProcessHandle] = {}
         self._monitor: threading.Thread | None = None
@@ -321,20 +349,35 @@ class ProcessRuntime:
         except FileExistsError:  # left by an earlier attempt with this id
             shutil.rmtree(directory)
             directory.mkdir()
-        wrapper_argv = ["/bin/sh", "-c", WRAPPER, "iris-task", str(directory / "exit_code"), *spec.argv]
+        cgroup = self._cgroups.create(spec.container_id, spec.memory_bytes) if self._cgroups is not None else None
+        if cgroup is None:
+            wrapper_argv = ["/bin/sh", "-c", WRAPPER, "iris-task", str(directory / "exit_code"), *spec.argv]
+        else:
+            procs = str(cgroup.path / "cgroup.procs")
+            wrapper_argv = ["/bin/sh", "-c", CGROUP_WRAPPER, "iris-task", procs, str(directory / "exit_code"), *spec.argv]
+        env = dict(spec.env)
+        if "TMPDIR" not in env:  # the task's temporary files go when the container is removed
+            (directory / "tmp").mkdir()
+            env["TMPDIR"] = str(directory / "tmp")
         try:
             with open(directory / "output.log", "wb") as log:
                 popen = subprocess.Popen(
                     wrapper_argv,
                     cwd=spec.cwd,
-                    env=dict(spec.env),
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
         except ValueError as exc:  # what check_command did not foresee about argv or env
+            if cgroup is not None:
+                cgroup.destroy()
             raise TaskStartError(f"cannot run {spec.argv[0]!r}: {exc}") from exc
+        except BaseException:
+            if cgroup is not None:
+                cgroup.destroy()
+            raise
         meta = {
             "container_id": spec.container_id,
             "labels": dict(spec.labels),
@@ -343,13 +386,26 @@ class ProcessRuntime:
             "argv": list(spec.argv),
             "memory_bytes": spec.memory_bytes,
         }
+        if cgroup is not None:
+            meta.update(cgroup=str(cgroup.path), cgroup_version=cgroup.version, kernel_memory=self._kernel_limits)
         tmp = directory / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, directory / "meta.json")
         handle = ProcessHandle(directory, meta, popen, wrapper_argv)
-        if spec.memory_bytes:
+        if spec.memory_bytes and not self._kernel_limits:
             self._watch(handle)
         return handle
+
+    @property
+    def _kernel_limits(self) -> bool:
+        return self._cgroups is not None and self._cgroups.memory
+
+    @property
+    def memory_enforcement(self) -> str:
+        """How a task's memory limit holds here: ``cgroup-v1`` or ``cgroup-v2`` (the kernel's
+        limit), or ``sampled`` (every MEMORY_POLL_SECONDS; a shorter spike can slip through).
+        Workers publish it as their ``memory-limits`` attribute."""
+        return self._cgroups.memory_enforcement if self._cgroups is not None else "sampled"
 
     def list_containers(self, labels: Mapping[str, str]) -> list[ProcessHandle]:
         handles = []
@@ -360,7 +416,7 @@ class ProcessRuntime:
                 continue
             if all(meta["labels"].get(k) == v for k, v in labels.items()):
                 handle = ProcessHandle(meta_path.parent, meta)
-                if handle.memory_bytes and handle.status().running:
+                if handle.memory_bytes and not meta.get("kernel_memory") and handle.status().running:
                     self._watch(handle)
                 handles.append(handle)
         return handles

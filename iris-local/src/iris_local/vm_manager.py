@@ -232,6 +232,8 @@ class LocalVmManager:
             runtime=self._runtime_name,
             runtime_root=self._state_dir / "runtime",
             task_image=str(self._context.options.get("docker_image") or ""),
+            task_python=str(self._context.options.get("task_python") or ""),
+            env_dir=self._context.options.get("env_dir") or None,
         )
 
     # --- the VmManager protocol -----------------------------------------------------------

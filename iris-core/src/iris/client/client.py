@@ -29,7 +29,7 @@ from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
 from iris.job.records import JobLogLine as LogLine
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
-from iris.errors import ConfigError, IrisError, JobNotFound
+from iris.errors import ConfigError, IrisError, JobNotFound, RemoteTraceback
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 
 __all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "RemoteTraceback", "TaskStatus"]
@@ -84,13 +84,6 @@ def _call(method: Callable[..., Any], request: Any, address: str, timeout: float
 
 
 FAILURE_TAIL_LINES = 20  # lines of the failing task's output a JobFailed carries
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a task, attached as the re-raised exception's cause."""
-
-    def __str__(self) -> str:
-        return "\n" + str(self.args[0]) if self.args else ""
 
 
 class JobFailed(IrisError):
@@ -174,11 +167,14 @@ class Job:
         include_children: bool = False,
         since: float = 0.0,
         tail: int = 0,
+        environment: bool = False,
     ) -> Iterator[LogLine]:
         """Log lines from ``cursor`` on (children's too if asked), in arrival order.
 
         With ``follow``, keeps reading until every job read is over and all its lines returned.
-        ``since`` (unix time) skips older lines; ``tail`` starts with the last N lines.
+        ``since`` (unix time) skips older lines; ``tail`` starts with the last N lines. The lines
+        the worker wrote about the task's environment (its build, or the cached one it used;
+        ``line.is_environment``) come only with ``environment=True``.
         """
         c = self._client
         while True:
@@ -196,7 +192,9 @@ class Job:
                 timeout=_WAIT_SLICE + 30,
             )
             for ln in response.lines:
-                yield convert.log_line_from_proto(ln)
+                line = convert.log_line_from_proto(ln)
+                if environment or not line.is_environment:
+                    yield line
             advanced = response.cursor != cursor
             cursor = response.cursor
             if response.finished or (not follow and not advanced):
@@ -210,13 +208,17 @@ class Job:
         raise_on_failure: bool = True,
         log_sink: Callable[[LogLine], None] | None = None,
         include_children: bool = False,
+        environment: bool | None = None,
     ) -> JobStatus:
         """Block until the job ends and return its final status; optionally print its logs (and
         its child jobs' logs, with ``include_children``) as they come.
 
         As in the original Iris, a job that does not succeed raises :class:`JobFailed` (with its
         status and the last lines of the failing task's output) unless ``raise_on_failure=False``;
-        a job still running after ``timeout`` seconds raises ``TimeoutError``."""
+        a job still running after ``timeout`` seconds raises ``TimeoutError``.
+
+        ``environment`` (default: True when printing, False with a ``log_sink``) includes the
+        lines about the task's environment (see :meth:`logs`); printed, they go to stderr."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if stream_logs:
             sink = log_sink or _print_line
@@ -224,7 +226,8 @@ class Job:
 
             def pump() -> None:
                 try:
-                    for line in self.logs(follow=True, include_children=include_children):
+                    with_environment = log_sink is None if environment is None else environment
+                    for line in self.logs(follow=True, include_children=include_children, environment=with_environment):
                         sink(line)
                 finally:
                     done.set()
@@ -264,8 +267,9 @@ class Job:
 
 
 def _print_line(line: LogLine) -> None:
-    sys.stdout.write(line.data + "\n")
-    sys.stdout.flush()
+    out = sys.stderr if line.is_environment else sys.stdout
+    out.write(line.data + "\n")
+    out.flush()
 
 
 def current_user() -> str:
@@ -501,8 +505,13 @@ class IrisClient:
 
     def lookup_endpoint(self, name: str) -> list[str]:
         """Addresses registered under ``name`` by jobs still running (empty if none)."""
-        response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address)
-        return [convert.endpoint_from_proto(e).address for e in response.endpoints]
+        return [e.address for e in self.lookup_endpoints(name)]
+
+    def lookup_endpoints(self, name: str) -> list[Endpoint]:
+        """The endpoints (address, job, task index, metadata) registered under ``name`` by jobs
+        still running."""
+        response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address, timeout=30)
+        return [convert.endpoint_from_proto(e) for e in response.endpoints]
 
     def list_workers(self) -> list[controller_pb2.WorkerSummary]:
         return list(_call(self._stub.ListWorkers, controller_pb2.ListWorkersRequest(), self.address).workers)

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +217,18 @@ def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
     for name in ("controller.pid", "controller.url"):
         (state_dir_for(config) / name).unlink(missing_ok=True)
     return was_running, deleted
+
+
+@contextmanager
+def reach_controller(config: ClusterConfig, url: str) -> Iterator[str]:
+    """A URL for the controller at ``url`` that works from this machine: ``url`` itself, or a
+    local end of the tunnel the config names (``controller.tunnel``, else the provider's default),
+    open until the block ends. A tunnel that cannot open raises a PluginError naming why."""
+    registry = get_registry()
+    name = config.controller.tunnel or registry.vm_manager(config.provider.type).default_tunnel
+    if name == "direct":
+        yield url
+        return
+    tunnel = registry.tunnel(name).factory(attrs.asdict(config.provider))
+    with tunnel.connect(url) as local:
+        yield local

@@ -127,6 +127,8 @@ class ClusterManager:
         options = {
             "runtime": config.worker.runtime or provider.default_runtime,
             "docker_image": config.docker.image,
+            "task_python": config.worker.task_python,
+            "env_dir": config.worker.env_dir,
             **attrs.asdict(config.provider),
         }
         context = ProviderContext(

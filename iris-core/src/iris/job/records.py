@@ -239,6 +239,11 @@ class JobStatus:
         return self.state is JobState.SUCCEEDED
 
 
+#: Every line a worker writes into an attempt's log about the task's environment (uv's output
+#: while it builds, or which cached environment it uses) starts with this.
+ENVIRONMENT_LOG_PREFIX = "[iris env] "
+
+
 @attrs.frozen
 class JobLogLine:
     """A log line as a reader receives it: with the job it came from (``iris.client.LogLine``)."""
@@ -248,3 +253,8 @@ class JobLogLine:
     attempt_id: int
     timestamp: float
     data: str
+
+    @property
+    def is_environment(self) -> bool:
+        """Written by the worker while preparing the task's environment, not by the task."""
+        return self.data.startswith(ENVIRONMENT_LOG_PREFIX)

@@ -50,6 +50,27 @@ def env_name_problem(name: str) -> str | None:
     return f"environment variable name {name!r} is invalid; use a letter or '_' then letters, digits or '_'"
 
 
+EXTRA_RE = re.compile(r"^(?:([A-Za-z0-9][A-Za-z0-9._-]*):)?([A-Za-z0-9][A-Za-z0-9._-]*)$")
+# A PEP 508 requirement as far as it matters here: a name, optional extras, then a version or
+# marker part; never an option (a leading '-'), which uv would read as a flag.
+PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[A-Za-z0-9._,\s-]*\])?\s*([<>=!~;@(].*)?$")
+
+
+def extra_problem(extra: str) -> str | None:
+    """Why ``extra`` is not an extra name (``cpu``) or ``package:extra`` (``marin:cpu``), or None."""
+    if EXTRA_RE.match(extra):
+        return None
+    return f"extra {extra!r} is invalid; use an extra name (e.g. cpu) or PACKAGE:EXTRA for a workspace member (e.g. marin:cpu)"
+
+
+def package_problem(package: str) -> str | None:
+    """Why ``package`` is not a requirement uv can install (``numpy``, ``numpy>=2``,
+    ``requests[socks]==2.32``), or None."""
+    if PACKAGE_RE.match(package) and "\n" not in package and "\0" not in package:
+        return None
+    return f"pip package {package!r} is invalid; use a requirement such as numpy, numpy>=2 or requests[socks]==2.32"
+
+
 def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
     """Parse a memory size such as ``2GB``, ``512MiB`` or ``1073741824`` into bytes."""
     if isinstance(value, bool):
@@ -145,24 +166,36 @@ class ResourceSpec:
 
 @attrs.define(init=False)
 class EnvironmentSpec:
-    """The task's environment: variables, and extras (dependency groups) to install.
+    """The task's environment: variables, and what its Python environment installs.
 
-    ``EnvironmentSpec(env={...})`` as seed 000 writes it; ``env_vars={...}`` as the original Iris
-    does is the same thing."""
+    ``extras`` are the bundle's optional-dependency extras (``"cpu"`` for the root project,
+    ``"marin:cpu"`` for a workspace member); ``pip_packages`` are requirements installed on top
+    (``"numpy>=2"``). See docs/environments.md. ``EnvironmentSpec(env={...})`` as seed 000 writes
+    it; ``env_vars={...}`` as the original Iris does is the same thing. A child job that leaves
+    ``extras`` and ``pip_packages`` empty inherits its parent's."""
 
     env: dict[str, str] = attrs.field(factory=dict)
     extras: list[str] = attrs.field(factory=list)
+    pip_packages: list[str] = attrs.field(factory=list)
 
     def __init__(
         self,
         env: dict[str, str] | None = None,
-        extras: list[str] | None = None,
+        extras: Sequence[str] | None = None,
         *,
         env_vars: dict[str, str] | None = None,
+        pip_packages: Sequence[str] | None = None,
     ):
         if env is not None and env_vars is not None:
             raise TypeError("EnvironmentSpec: give env or env_vars (the same thing), not both")
-        self.__attrs_init__(env=dict(env if env is not None else env_vars or {}), extras=list(extras or []))
+        for name, values in (("extras", extras), ("pip_packages", pip_packages)):
+            if isinstance(values, str):
+                raise TypeError(f"EnvironmentSpec: {name} is a list of strings, not the string {values!r}")
+        self.__attrs_init__(
+            env=dict(env if env is not None else env_vars or {}),
+            extras=[str(e) for e in extras or []],
+            pip_packages=[str(p) for p in pip_packages or []],
+        )
 
 
 @attrs.frozen

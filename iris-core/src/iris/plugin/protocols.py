@@ -100,12 +100,12 @@ class ContainerSpec:
     ``env`` as its environment. ``memory_bytes`` = 0 means no limit.
 
     For runtimes that run images (``docker``): ``image`` is the task image (empty: the
-    runtime's default); ``cwd`` and every path in ``mounts`` (the task's Python environment, the
-    callable runner) must be visible inside the container at the same path, ``mounts``
-    read-only; ``cwd`` and every path in ``writable`` (the attempt's directory, where a callable's
-    payload and result are) read-write. ``device`` is the accelerator the task asked for (kind ``gpu`` or ``tpu``,
-    variant, count); runtimes that cannot provide it raise TaskStartError. Runtimes that run
-    processes on this machine ignore ``image``, ``mounts`` and ``writable``.
+    runtime's default); ``cwd``, every path in ``mounts`` (the task's Python environment:
+    read-only) and every path in ``writable_mounts`` (the attempt's directory, where a callable's
+    payload and result live: read-write) must be visible inside the container at the same path.
+    ``device`` is the accelerator the task asked for (kind ``gpu`` or ``tpu``, variant, count);
+    runtimes that cannot provide it raise TaskStartError. Runtimes that run processes on this
+    machine ignore ``image`` and the mounts.
     """
 
     container_id: str
@@ -117,7 +117,7 @@ class ContainerSpec:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     image: str = ""
     mounts: Sequence[Path] = ()
-    writable: Sequence[Path] = ()
+    writable_mounts: Sequence[Path] = ()
     device_kind: str = "cpu"
     device_variant: str = ""
     device_count: int = 0
@@ -198,6 +198,15 @@ class ContainerRuntime(Protocol):
 
     def close(self) -> None:
         """Release runtime resources; running containers keep running."""
+
+    # Optional (looked up with getattr):
+    #
+    # memory_enforcement: str
+    #     How a container is held to ``memory_bytes``: e.g. ``cgroup-v1``/``cgroup-v2`` (the
+    #     kernel's limit: any spike over it ends the container as OOM) or ``sampled`` (usage is
+    #     looked at periodically; a shorter spike can pass). Workers publish it as their
+    #     ``memory-limits`` attribute, which ``iris job status`` shows per attempt and
+    #     constraints can require.
 
 
 # --- BundleStore ----------------------------------------------------------------------------

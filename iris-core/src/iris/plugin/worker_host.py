@@ -24,7 +24,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +44,9 @@ __all__ = [
 
 #: The label on every container a worker starts; its value is the worker id.
 LABEL_WORKER = "iris.worker"
+# The worker attribute saying how its runtime holds a task to its memory limit (the runtime's
+# optional ``memory_enforcement``: cgroup-v1, cgroup-v2, sampled, ...).
+ATTRIBUTE_MEMORY_LIMITS = "memory-limits"
 #: The module a worker process runs: ``python -m iris.cluster.worker.main ...``.
 WORKER_MODULE = "iris.cluster.worker.main"
 _READY_FILE = "worker.ready"
@@ -135,7 +138,12 @@ class WorkerLaunch:
     :ivar runtime_root: the runtime's files; default ``work_dir/runtime``. Workers sharing it
         (and the provider) see each other's containers, told apart by ``LABEL_WORKER``.
     :ivar wait_seconds: how long one reconcile call may wait for news (long-poll).
-    :ivar python: the interpreter that runs the worker process.
+    :ivar python: the interpreter that runs the worker process (not the tasks').
+    :ivar task_python: the interpreter task environments are built from (empty: the worker's
+        ``$IRIS_TASK_PYTHON``, else ``/usr/bin/python3``, else ``python3`` on PATH outside Iris's
+        own virtualenv). Container runtimes need the same interpreter at the same path in the image.
+    :ivar env_dir: where task environments are cached (None: the worker's ``$IRIS_ENV_DIR``,
+        else ``work_dir/envs``); workers of one machine may share it.
     :ivar task_image: the image of tasks whose job names none (runtimes that run images: the
         cluster's ``docker.image``).
     """
@@ -152,6 +160,8 @@ class WorkerLaunch:
     wait_seconds: float = 2.0
     python: str = sys.executable
     task_image: str = ""
+    task_python: str = ""
+    env_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
 
     @property
     def capacity(self) -> tuple[float, int]:
@@ -178,6 +188,10 @@ class WorkerLaunch:
             argv += ["--runtime-root", str(self.runtime_root)]
         if self.task_image:
             argv += ["--task-image", self.task_image]
+        if self.task_python:
+            argv += ["--task-python", self.task_python]
+        if self.env_dir is not None:
+            argv += ["--env-dir", str(self.env_dir)]
         return argv
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -185,16 +199,32 @@ class WorkerLaunch:
         unbuffered output, so its log is complete when it dies."""
         return {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
 
-    def docker_argv(self, image: str, *, docker: str = "docker", socket: str = "/var/run/docker.sock") -> list[str]:
+    def docker_argv(
+        self,
+        image: str,
+        *,
+        docker: str = "docker",
+        socket: str = "/var/run/docker.sock",
+        env: Mapping[str, str] | None = None,
+        read_only: Sequence[str] = (),
+    ) -> list[str]:
         """``docker run`` of this worker from a worker image (``iris build worker-image``), as on
         a VM: host networking, the engine's ``socket`` mounted at ``/var/run/docker.sock`` (the
         worker's docker runtime starts task containers beside it) and the work directory at the
-        same path (task containers mount paths inside it); SIGTERM (``docker stop``) stops it."""
+        same path (task containers mount paths inside it, and task environments are built there);
+        ``env`` and the ``read_only`` paths (at the same path) are what the worker needs from the
+        machine (e.g. its CA certificates, ``SSL_CERT_FILE``, for uv to reach the package index).
+        SIGTERM (``docker stop``) stops it."""
         work_dir = str(self.work_dir)
+        extra: list[str] = []
+        for key, value in (env or {}).items():
+            extra += ["-e", f"{key}={value}"]
+        for path in read_only:
+            extra += ["-v", f"{path}:{path}:ro"]
         return [
             docker, "run", "-d", "--name", f"iris-worker-{self.worker_id}", "--network", "host",
             "--label", f"{LABEL_WORKER}={self.worker_id}",
-            "-v", f"{socket}:/var/run/docker.sock", "-v", f"{work_dir}:{work_dir}",
+            "-v", f"{socket}:/var/run/docker.sock", "-v", f"{work_dir}:{work_dir}", *extra,
             image, *self.argv()[3:],  # the image's entrypoint is `python3 -m iris.cluster.worker.main`
         ]  # fmt: skip
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15iris/rpc/common.proto\x12\x07iris.v1\"\x88\x01\n\x0cResourceSpec\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65vice_kind\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65vice_variant\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65vice_count\x18\x06 \x01(\x05\",\n\nEntrypoint\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x10\n\x08\x63\x61llable\x18\x02 \x01(\x0c\"}\n\x0f\x45nvironmentSpec\x12.\n\x03\x65nv\x18\x01 \x03(\x0b\x32!.iris.v1.EnvironmentSpec.EnvEntry\x12\x0e\n\x06\x65xtras\x18\x02 \x03(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbb\x01\n\nConstraint\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x02op\x18\x02 \x01(\x0e\x32\x16.iris.v1.Constraint.Op\x12\x0e\n\x06values\x18\x03 \x03(\t\"l\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x06\n\x02\x45Q\x10\x01\x12\x06\n\x02NE\x10\x02\x12\n\n\x06\x45XISTS\x10\x03\x12\x0e\n\nNOT_EXISTS\x10\x04\x12\x06\n\x02GT\x10\x05\x12\x06\n\x02GE\x10\x06\x12\x06\n\x02LT\x10\x07\x12\x06\n\x02LE\x10\x08\x12\x06\n\x02IN\x10\t\"1\n\x0c\x43oscheduling\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x10\n\x08group_by\x18\x02 \x01(\t*\xa7\x02\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x17\n\x13TASK_STATE_ASSIGNED\x10\x02\x12\x17\n\x13TASK_STATE_BUILDING\x10\x03\x12\x16\n\x12TASK_STATE_RUNNING\x10\x04\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x05\x12\x15\n\x11TASK_STATE_FAILED\x10\x06\x12\x15\n\x11TASK_STATE_KILLED\x10\x07\x12\x1c\n\x18TASK_STATE_WORKER_FAILED\x10\x08\x12\x18\n\x14TASK_STATE_PREEMPTED\x10\t\x12\x1c\n\x18TASK_STATE_UNSCHEDULABLE\x10\n*\xd2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x14\n\x10JOB_STATE_KILLED\x10\x05\x12\x1b\n\x17JOB_STATE_WORKER_FAILED\x10\x06\x12\x1b\n\x17JOB_STATE_UNSCHEDULABLE\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15iris/rpc/common.proto\x12\x07iris.v1\"\x88\x01\n\x0cResourceSpec\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65vice_kind\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65vice_variant\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65vice_count\x18\x06 \x01(\x05\",\n\nEntrypoint\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x10\n\x08\x63\x61llable\x18\x02 \x01(\x0c\"\x93\x01\n\x0f\x45nvironmentSpec\x12.\n\x03\x65nv\x18\x01 \x03(\x0b\x32!.iris.v1.EnvironmentSpec.EnvEntry\x12\x0e\n\x06\x65xtras\x18\x02 \x03(\t\x12\x14\n\x0cpip_packages\x18\x03 \x03(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbb\x01\n\nConstraint\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x02op\x18\x02 \x01(\x0e\x32\x16.iris.v1.Constraint.Op\x12\x0e\n\x06values\x18\x03 \x03(\t\"l\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x06\n\x02\x45Q\x10\x01\x12\x06\n\x02NE\x10\x02\x12\n\n\x06\x45XISTS\x10\x03\x12\x0e\n\nNOT_EXISTS\x10\x04\x12\x06\n\x02GT\x10\x05\x12\x06\n\x02GE\x10\x06\x12\x06\n\x02LT\x10\x07\x12\x06\n\x02LE\x10\x08\x12\x06\n\x02IN\x10\t\"1\n\x0c\x43oscheduling\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x10\n\x08group_by\x18\x02 \x01(\t*\xa7\x02\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x17\n\x13TASK_STATE_ASSIGNED\x10\x02\x12\x17\n\x13TASK_STATE_BUILDING\x10\x03\x12\x16\n\x12TASK_STATE_RUNNING\x10\x04\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x05\x12\x15\n\x11TASK_STATE_FAILED\x10\x06\x12\x15\n\x11TASK_STATE_KILLED\x10\x07\x12\x1c\n\x18TASK_STATE_WORKER_FAILED\x10\x08\x12\x18\n\x14TASK_STATE_PREEMPTED\x10\t\x12\x1c\n\x18TASK_STATE_UNSCHEDULABLE\x10\n*\xd2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x14\n\x10JOB_STATE_KILLED\x10\x05\x12\x1b\n\x17JOB_STATE_WORKER_FAILED\x10\x06\x12\x1b\n\x17JOB_STATE_UNSCHEDULABLE\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +33,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVIRONMENTSPEC_ENVENTRY']._loaded_options = None
   _globals['_ENVIRONMENTSPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=588
-  _globals['_TASKSTATE']._serialized_end=883
-  _globals['_JOBSTATE']._serialized_start=886
-  _globals['_JOBSTATE']._serialized_end=1096
+  _globals['_TASKSTATE']._serialized_start=611
+  _globals['_TASKSTATE']._serialized_end=906
+  _globals['_JOBSTATE']._serialized_start=909
+  _globals['_JOBSTATE']._serialized_end=1119
   _globals['_RESOURCESPEC']._serialized_start=35
   _globals['_RESOURCESPEC']._serialized_end=171
   _globals['_ENTRYPOINT']._serialized_start=173
   _globals['_ENTRYPOINT']._serialized_end=217
-  _globals['_ENVIRONMENTSPEC']._serialized_start=219
-  _globals['_ENVIRONMENTSPEC']._serialized_end=344
-  _globals['_ENVIRONMENTSPEC_ENVENTRY']._serialized_start=302
-  _globals['_ENVIRONMENTSPEC_ENVENTRY']._serialized_end=344
-  _globals['_CONSTRAINT']._serialized_start=347
-  _globals['_CONSTRAINT']._serialized_end=534
-  _globals['_CONSTRAINT_OP']._serialized_start=426
-  _globals['_CONSTRAINT_OP']._serialized_end=534
-  _globals['_COSCHEDULING']._serialized_start=536
-  _globals['_COSCHEDULING']._serialized_end=585
+  _globals['_ENVIRONMENTSPEC']._serialized_start=220
+  _globals['_ENVIRONMENTSPEC']._serialized_end=367
+  _globals['_ENVIRONMENTSPEC_ENVENTRY']._serialized_start=325
+  _globals['_ENVIRONMENTSPEC_ENVENTRY']._serialized_end=367
+  _globals['_CONSTRAINT']._serialized_start=370
+  _globals['_CONSTRAINT']._serialized_end=557
+  _globals['_CONSTRAINT_OP']._serialized_start=449
+  _globals['_CONSTRAINT_OP']._serialized_end=557
+  _globals['_COSCHEDULING']._serialized_start=559
+  _globals['_COSCHEDULING']._serialized_end=608
 # @@protoc_insertion_point(module_scope)

@@ -76,7 +76,7 @@ class Entrypoint(_message.Message):
     def __init__(self, argv: _Optional[_Iterable[str]] = ..., callable: _Optional[bytes] = ...) -> None: ...
 
 class EnvironmentSpec(_message.Message):
-    __slots__ = ("env", "extras")
+    __slots__ = ("env", "extras", "pip_packages")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,9 +86,11 @@ class EnvironmentSpec(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ENV_FIELD_NUMBER: _ClassVar[int]
     EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    PIP_PACKAGES_FIELD_NUMBER: _ClassVar[int]
     env: _containers.ScalarMap[str, str]
     extras: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, env: _Optional[_Mapping[str, str]] = ..., extras: _Optional[_Iterable[str]] = ...) -> None: ...
+    pip_packages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, env: _Optional[_Mapping[str, str]] = ..., extras: _Optional[_Iterable[str]] = ..., pip_packages: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Constraint(_message.Message):
     __slots__ = ("key", "op", "values")

@@ -67,11 +67,11 @@ def entrypoint_from_proto(p: common_pb2.Entrypoint) -> Entrypoint:
 
 
 def environment_to_proto(e: EnvironmentSpec) -> common_pb2.EnvironmentSpec:
-    return common_pb2.EnvironmentSpec(env=dict(e.env), extras=list(e.extras))
+    return common_pb2.EnvironmentSpec(env=dict(e.env), extras=list(e.extras), pip_packages=list(e.pip_packages))
 
 
 def environment_from_proto(p: common_pb2.EnvironmentSpec) -> EnvironmentSpec:
-    return EnvironmentSpec(env=dict(p.env), extras=list(p.extras))
+    return EnvironmentSpec(env=dict(p.env), extras=list(p.extras), pip_packages=list(p.pip_packages))
 
 
 def task_state_to_proto(s: TaskState) -> int:
@@ -451,6 +451,8 @@ def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str) -> worker_pb2.Atte
         entrypoint=entrypoint_to_proto(spec.entrypoint),
         resources=resources_to_proto(spec.resources),
         env=spec.environment.env,
+        extras=list(spec.environment.extras),
+        pip_packages=list(spec.environment.pip_packages),
         bundle_url=bundle_url,
         timeout_seconds=spec.timeout_seconds,
         ports=list(spec.ports),

@@ -6,7 +6,7 @@ The engine is the one ``DOCKER_HOST`` names (the local socket by default), reach
 - runs ``spec.argv`` (replacing the image's entrypoint) from the task image (``spec.image``,
   else the runtime's default image: ``IRIS_DOCKER_IMAGE``) under a tiny init (``--init``), so
   signals reach the task and a kill ends every process of the container;
-- sees ``spec.cwd`` and every path in ``spec.writable`` read-write and every path in
+- sees ``spec.cwd`` and every path in ``spec.writable_mounts`` read-write and every path in
   ``spec.mounts`` read-only, each at the same path as on this machine; runs as this process's
   uid and gid, so the files it writes belong to the worker;
 - has exactly ``spec.env`` as its environment (the engine adds ``HOSTNAME``, and ``HOME`` when
@@ -113,7 +113,7 @@ def create_kwargs(spec: ContainerSpec, *, image: str, uid: int, gid: int, host_c
             raise TaskStartError(f"cannot run {argv[0]!r}: environment variable {key!r} is not valid")
     cwd = str(spec.cwd)
     binds: dict[str, dict[str, str]] = {cwd: {"bind": cwd, "mode": "rw"}}
-    for path in spec.writable:
+    for path in spec.writable_mounts:
         path = str(path)
         binds[path] = {"bind": path, "mode": "rw"}
     for path in spec.mounts:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import sys
 import threading
@@ -166,6 +167,10 @@ class ContainerRuntimeContract:
     #: True if the container's process ids are visible from the test process, so the suite can
     #: check that a kill also ends the container's child processes.
     shares_pid_namespace: bool = True
+    #: True if processes that leave the task's process group (``setsid``, a double fork) are
+    #: still ended by a kill and by ``remove`` (a container, a cgroup). Only a runtime that
+    #: cannot (the process runtime without cgroups) sets False.
+    escapes_are_contained: bool = True
     #: Seconds to wait for a container to reach an expected state.
     timeout: float = 60.0
     #: Label key that scopes every test's containers.
@@ -185,7 +190,13 @@ class ContainerRuntimeContract:
         self._run = _token()
         self._handles: list[Any] = []
         self._runtimes: list[Any] = []
+        self._escaped: list[int] = []  # pids of processes a test's task left behind
         yield
+        for pid in self._escaped:  # a runtime that failed to end them must not leak them
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         for handle in self._handles:
             try:
                 handle.kill(grace_seconds=0)
@@ -362,6 +373,38 @@ class ContainerRuntimeContract:
         handle.kill(grace_seconds=5.0)
         self.wait_ended(handle)
         assert wait_until(lambda: not _pid_alive(pid), self.timeout), f"child process {pid} outlived the kill"
+
+    # A task can leave its process group (setsid) or double-fork so its process is re-parented
+    # away from the task; a kill, and the removal of an ended container, must still end it.
+    # (The escaped sleep outlasts the suite's timeout, so only the runtime can have ended it.)
+    ESCAPE = "setsid sh -c 'sleep 900 & echo escaped=$!; wait' &"
+    DOUBLE_FORK = "( sh -c 'sleep 900 & echo escaped=$!' & ) ; "
+
+    def _escaped_pid(self, handle: Any) -> int:
+        self.wait_for_output(handle, b"escaped=")
+        pid = int(self.logs(handle).decode().split("escaped=", 1)[1].split()[0])
+        self._escaped.append(pid)
+        return pid
+
+    def test_kill_ends_processes_that_left_the_task_with_setsid(self, runtime: Any, tmp_path: Path) -> None:
+        if not self.shares_pid_namespace or not self.escapes_are_contained:
+            pytest.skip("needs visible pids and a runtime that contains escaped processes (escapes_are_contained)")
+        handle = self.start(runtime, ["sh", "-c", self.ESCAPE + " sleep 60"], tmp_path)
+        pid = self._escaped_pid(handle)
+        assert _pid_alive(pid)
+        handle.kill(grace_seconds=2.0)
+        self.wait_ended(handle)
+        assert wait_until(lambda: not _pid_alive(pid), self.timeout), f"process {pid} (setsid) outlived the kill"
+
+    def test_removing_an_ended_container_ends_what_it_left_running(self, runtime: Any, tmp_path: Path) -> None:
+        if not self.shares_pid_namespace or not self.escapes_are_contained:
+            pytest.skip("needs visible pids and a runtime that contains escaped processes (escapes_are_contained)")
+        handle = self.start(runtime, ["sh", "-c", self.DOUBLE_FORK + "exit 0"], tmp_path)
+        pid = self._escaped_pid(handle)
+        assert self.wait_ended(handle).exit_code == 0
+        assert _pid_alive(pid)  # the task ended and left it running, double-forked away
+        handle.remove()
+        assert wait_until(lambda: not _pid_alive(pid), self.timeout), f"process {pid} outlived its container's removal"
 
     def test_kill_twice_and_after_exit_is_not_an_error(self, runtime: Any, tmp_path: Path) -> None:
         running = self.start(runtime, ["sleep", "60"], tmp_path)

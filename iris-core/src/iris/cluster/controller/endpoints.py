@@ -1,5 +1,7 @@
 """The endpoint registry: names tasks publish (``address`` under a job), looked up by name.
-An endpoint lives as long as its job runs."""
+An endpoint lives while the job runs and the task attempt that registered it runs: when an
+attempt ends its task's endpoints go, so a retried task (perhaps on another worker) is never
+looked up at its dead address; the new attempt registers its own."""
 
 from __future__ import annotations
 
@@ -37,6 +39,19 @@ class Endpoints:
         for name in self._names_of.pop(job_id, ()):
             entries = self._by_name.get(name, [])
             kept = [e for e in entries if e.job_id != job_id]
+            if len(kept) == len(entries):
+                continue
+            self._changes.endpoints = True
+            if kept:
+                self._by_name[name] = kept
+            else:
+                del self._by_name[name]
+
+    def drop_task(self, job_id: str, task_index: int) -> None:
+        """Remove what task ``task_index`` of the job registered (its attempt ended)."""
+        for name in self._names_of.get(job_id, ()):
+            entries = self._by_name.get(name, [])
+            kept = [e for e in entries if (e.job_id, e.task_index) != (job_id, task_index)]
             if len(kept) == len(entries):
                 continue
             self._changes.endpoints = True

@@ -15,7 +15,7 @@ from iris.cluster.controller.state import ClusterState, Job, JobSpec, Task
 from iris.cluster.tpu import tpu_topology
 from iris.cluster.types import TaskState
 from iris.errors import IrisError, JobNotFound, ResourceError
-from iris.job.types import env_name_problem, image_reference_problem
+from iris.job.types import env_name_problem, extra_problem, image_reference_problem, package_problem
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -78,6 +78,12 @@ def validate(spec: JobSpec) -> None:
             raise InvalidRequest(f"environment variable {key}: the value contains a NUL byte; an environment cannot carry one")
         if len(value.encode("utf-8", "surrogateescape")) > MAX_ARG_BYTES:
             raise InvalidRequest(f"environment variable {key}: the value is longer than {MAX_ARG_BYTES} bytes")
+    for extra in spec.environment.extras:
+        if problem := extra_problem(extra):
+            raise InvalidRequest(problem)
+    for package in spec.environment.pip_packages:
+        if problem := package_problem(package):
+            raise InvalidRequest(problem)
     for port in spec.ports:
         if not PORT_NAME_RE.match(port):
             raise InvalidRequest(
@@ -133,12 +139,20 @@ class Jobs:
             if parent.state.is_terminal:
                 raise InvalidRequest(f"parent job {parent.job_id} is {parent.state.value}; it cannot start children")
             job_id = f"{parent.job_id}/{spec.name}"
-            # children inherit the parent's bundle and environment (their own values win)
-            env = {**parent.spec.environment.env, **spec.environment.env}
+            # children inherit the parent's bundle and environment (their own values win; extras
+            # and packages are inherited as a whole unless the child sets its own)
+            inherited = parent.spec.environment
+            env = {**inherited.env, **spec.environment.env}
+            own_python = bool(spec.environment.extras or spec.environment.pip_packages)
             spec = attrs.evolve(
                 spec,
                 bundle_id=spec.bundle_id or parent.spec.bundle_id,
-                environment=attrs.evolve(spec.environment, env=env),
+                environment=attrs.evolve(
+                    spec.environment,
+                    env=env,
+                    extras=list(spec.environment.extras if own_python else inherited.extras),
+                    pip_packages=list(spec.environment.pip_packages if own_python else inherited.pip_packages),
+                ),
                 user=spec.user or parent.spec.user,
             )
         else:
@@ -200,6 +214,10 @@ class Jobs:
         self._state.pending.pop(task.task_id, None)
         if attempt is not None:
             self.stop_attempt(task)
+
+    def attempt_ended(self, job: Job, task: Task) -> None:
+        """A task's attempt ended: what it registered is no longer there."""
+        self._endpoints.drop_task(job.job_id, task.index)
 
     def update(self, job: Job) -> None:
         """Derive the job's state; when it ends, stop what still runs, end its children (unless

@@ -167,6 +167,7 @@ class Workers:
             worker.used_cpu = max(0.0, worker.used_cpu - resources.cpu)
             worker.used_memory = max(0, worker.used_memory - resources.memory)
         verdict = transitions.end_attempt(job, task, attempt, end, now, state.changes)
+        self._jobs.attempt_ended(job, task)
         if verdict.retry:
             infra = end.state is TaskState.WORKER_FAILED and not worker.lost
             self._requeue(task, avoid=worker.worker_id, delay=infra_backoff(task.preemptions) if infra else 0.0)
@@ -175,6 +176,7 @@ class Workers:
                 for sibling in job.tasks:
                     if sibling is not task and not sibling.state.is_terminal:
                         self.stop_attempt(sibling)
+                        self._jobs.attempt_ended(job, sibling)
                         transitions.requeue(job, sibling, f"restarting with gang peer task {task.index}", now, state.changes)
                         self._requeue(sibling)
         self._jobs.update(job)

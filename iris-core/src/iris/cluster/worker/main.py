@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--task-image", type=_image, default="", help="image of tasks whose job names none (runtimes that run images)"
     )
+    parser.add_argument("--task-python", default="", help="interpreter task environments are built from; default: $IRIS_TASK_PYTHON, else /usr/bin/python3, else python3 on PATH")
+    parser.add_argument("--env-dir", type=Path, default=None, help="task environment cache; default: $IRIS_ENV_DIR, else WORK_DIR/envs")
     parser.add_argument("--wait-seconds", type=_non_negative_float, default=2.0, help="reconcile long-poll seconds")
     return parser
 
@@ -164,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         slice_id=args.slice_id,
         wait_seconds=args.wait_seconds,
         task_image=args.task_image,
+        task_python=args.task_python,
+        env_dir=args.env_dir,
     )
     worker.start()
     write_ready(work_dir, args.worker_id)

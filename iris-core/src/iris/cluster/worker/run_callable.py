@@ -1,5 +1,8 @@
-"""Run a cloudpickled ``(fn, args, kwargs)`` inside a task:
-``python -m iris.cluster.worker.run_callable FILE [RESULT_FILE]``.
+"""Run a cloudpickled ``(fn, args, kwargs)`` inside a task: ``python run_callable.py FILE [RESULT_FILE]``.
+
+The worker copies this file into every task environment (``iris-runner/run_callable.py``) and
+runs it with that environment's interpreter, where Iris is not installed: it imports only the
+standard library and cloudpickle (which every task environment has), never ``iris``.
 
 An exception prints its traceback to stderr and exits 1; ``sys.exit`` inside ``fn`` is honoured.
 With ``RESULT_FILE``, the outcome is written for the worker to send to the controller: the

@@ -11,9 +11,13 @@ monitor thread watches every running attempt (``status()``, which does not block
 a small pool of their own; each kill gets a short-lived thread, so a kill never waits behind
 another kill, a start or a watch; cleanups run on their own pool.
 
+Before it starts, an attempt's Python environment is built (or found cached) from its bundle
+while the attempt is BUILDING (:mod:`iris.cluster.worker.environment`); what the build prints is
+the start of the attempt's log.
+
 An attempt that cannot start is FAILED when the cause is the task's own (its bundle does not
-unpack, its command cannot be run: :class:`~iris.plugin.protocols.TaskStartError`), so the job's
-``max_retries`` applies; it is WORKER_FAILED when the cause is this machine's (the bundle store
+unpack, its environment does not build, its command cannot be run:
+:class:`~iris.plugin.protocols.TaskStartError`), so the job's ``max_retries`` applies; it is WORKER_FAILED when the cause is this machine's (the bundle store
 cannot be reached, the runtime fails), so it is retried on the preemption budget.
 """
 
@@ -41,11 +45,12 @@ import grpc
 from iris import faults
 from iris.bundle import BAD_ZIP_ERRORS, bundle_problem, extract_bundle, split_bundle_url
 from iris.job.records import ObservedAttempt, WorkerIdentity
+from iris.cluster.worker.environment import BuildCancelled, EnvironmentBuilder, TaskEnvironment
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
-from iris.plugin.worker_host import LABEL_WORKER, WorkerLaunch
+from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS, LABEL_WORKER, WorkerLaunch
 from iris.rpc import convert, worker_pb2, worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -59,6 +64,7 @@ MONITOR_POLL_SECONDS = 0.05
 # a short task then costs one report (its end), not two.
 RUNNING_REPORT_DELAY = 0.005
 RESULT_FILE = "result.pkl"  # where run_callable leaves a callable's outcome (see run_callable.py)
+ENVIRONMENT_LOG = "environment.log"  # the environment build's output: the start of the attempt's log
 MAX_RESULT_BYTES = 16 << 20
 START_THREADS = 8
 CLEANUP_THREADS = 2
@@ -89,6 +95,10 @@ class LocalAttempt:
     kill_requested: bool = False
     ports: dict[str, int] = attrs.field(factory=dict)
     watch_failing: bool = False  # the last status() call raised (logged once per streak)
+    # The attempt's log is the environment build's output (this file) followed by the
+    # container's; build_log_size is that file's final size once the container has started.
+    build_log: Path | None = None
+    build_log_size: int = -1
 
     @property
     def key(self) -> tuple[str, int]:
@@ -125,22 +135,34 @@ class Worker:
         attributes: Mapping[str, str] | None = None,
         slice_id: str = "",
         wait_seconds: float = 2.0,
-        python: str = sys.executable,
+        task_python: str = "",
+        env_dir: Path | None = None,
         ports: PortAllocator | None = None,
         task_image: str = "",
     ):
         """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix.
+
+        Task environments are built from ``task_python`` (default: ``$IRIS_TASK_PYTHON``, else
+        :func:`~iris.cluster.worker.environment.default_task_python`) and cached in ``env_dir``
+        (default: ``$IRIS_ENV_DIR``, else ``work_dir/envs``; workers on one machine may share it).
         ``task_image`` is the image of tasks whose job names none (runtimes that run images)."""
         self.worker_id = worker_id
         self._address = controller_address.removeprefix("http://")
         self._runtime = runtime
         self._bundle_store_for = bundle_store_for
         self._work_dir = Path(work_dir)
+        attributes = dict(attributes or {})
+        enforcement = getattr(runtime, "memory_enforcement", None)  # optional: how memory limits hold
+        if isinstance(enforcement, str) and enforcement:
+            attributes.setdefault(ATTRIBUTE_MEMORY_LIMITS, enforcement)
         self._identity = WorkerIdentity(
-            worker_id=worker_id, slice_id=slice_id, cpu=cpu, memory_bytes=memory_bytes, attributes=dict(attributes or {})
+            worker_id=worker_id, slice_id=slice_id, cpu=cpu, memory_bytes=memory_bytes, attributes=attributes
         )
         self._wait_seconds = wait_seconds
-        self._python = python
+        self._environments = EnvironmentBuilder(
+            Path(env_dir or os.environ.get("IRIS_ENV_DIR") or self._work_dir / "envs"),
+            task_python=task_python or os.environ.get("IRIS_TASK_PYTHON", ""),
+        )
         self._ports = ports or shared_allocator()
         self._task_image = task_image
         self._attempts: dict[tuple[str, int], LocalAttempt] = {}
@@ -197,6 +219,12 @@ class Worker:
         os.close(self._monitor_wake_r)
         os.close(self._monitor_wake_w)
         self._cleanups.shutdown(wait=True)
+        if kill_attempts:  # nothing of theirs stays: containers, attempt directories, ports
+            with self._lock:
+                attempts = list(self._attempts.values())
+                self._attempts.clear()
+            for attempt in attempts:
+                self._cleanup_attempt(attempt)
         if self._channel is not None:
             self._channel.close()
 
@@ -260,7 +288,7 @@ class Worker:
         with self._lock:
             attempts = list(self._attempts.values())
         for a in attempts:
-            if a.handle is not None and a.handle.log_size() > self._sent_offsets.get(a.key, 0):
+            if (a.handle is not None or a.build_log is not None) and _log_size(a) > self._sent_offsets.get(a.key, 0):
                 return True
         return False
 
@@ -277,15 +305,10 @@ class Worker:
             attempts = list(self._attempts.values())
         for a in attempts:
             state = a.state  # read the state before the log so a terminal log is complete
-            data = b""
-            complete = False
-            if a.handle is not None:
-                size = a.handle.log_size()
-                data = a.handle.read_logs(a.acked_offset, min(MAX_LOG_CHUNK, budget)) if budget > 0 and size > a.acked_offset else b""
-                budget -= len(data)
-                complete = state.is_terminal and a.acked_offset + len(data) >= size
-            elif state.is_terminal:
-                complete = True
+            size = _log_size(a)
+            data = _read_log(a, a.acked_offset, min(MAX_LOG_CHUNK, budget)) if budget > 0 and size > a.acked_offset else b""
+            budget -= len(data)
+            complete = state.is_terminal and a.acked_offset + len(data) >= size
             if data or self._sent_states.get(a.key) is not state:
                 has_news = True
                 needs_answer = needs_answer or bool(data) or state.is_terminal
@@ -362,6 +385,9 @@ class Worker:
                 return
             faults.inject("worker.container_start")
             handle = self._runtime.start(container)
+        except BuildCancelled as exc:
+            self._finish(attempt, TaskState.KILLED, None, str(exc))
+            return
         except TaskStartError as exc:  # the task's own fault: the job's max_retries applies
             logger.info("attempt %s/%d cannot start: %s", attempt.task_id, attempt.attempt_id, exc)
             self._finish(attempt, TaskState.FAILED, exc.exit_code, str(exc))
@@ -372,6 +398,8 @@ class Worker:
             return
         exit_fd = getattr(handle, "exit_fd", None)
         with self._lock:
+            if attempt.build_log is not None:  # the build's part of the log is final: the container's follows
+                attempt.build_log_size = _file_size(attempt.build_log)
             attempt.handle = handle
             attempt.exit_fd = exit_fd() if exit_fd is not None else None
             attempt.state = TaskState.RUNNING  # from here the monitor thread watches it
@@ -394,13 +422,18 @@ class Worker:
                 key = (labels[LABEL_TASK], int(labels[LABEL_ATTEMPT]))
             except (KeyError, ValueError):
                 continue
+            directory = self._work_dir / "attempts" / _safe_name(*key)
+            build_log = directory / ENVIRONMENT_LOG
+            has_build_log = build_log.exists()
             self._attempts[key] = LocalAttempt(
                 task_id=key[0],
                 attempt_id=key[1],
                 spec=worker_pb2.AttemptSpec(),
-                directory=self._work_dir / "attempts" / _safe_name(*key),
+                directory=directory,
                 state=TaskState.RUNNING,
                 handle=handle,
+                build_log=build_log if has_build_log else None,
+                build_log_size=_file_size(build_log) if has_build_log else -1,
                 exit_fd=getattr(handle, "exit_fd", lambda: None)(),
             )
             logger.info("worker %s adopted attempt %s/%d", self.worker_id, *key)
@@ -531,22 +564,18 @@ class Worker:
         if spec.bundle_url:
             app.mkdir()
             self._unpack_bundle(spec.bundle_url, app)
+        environment = self._build_environment(attempt, app if spec.bundle_url else None)
         if spec.entrypoint.callable:
             payload = attempt.directory / "entrypoint.pkl"
             payload.write_bytes(spec.entrypoint.callable)
-            argv = [self._python, "-m", "iris.cluster.worker.run_callable", str(payload), str(attempt.directory / RESULT_FILE)]
+            argv = [str(environment.python), str(environment.runner), str(payload), str(attempt.directory / RESULT_FILE)]
         else:
             argv = list(spec.entrypoint.argv)
         if not argv:
             raise TaskStartError("the task has no command to run", exit_code=127)
         if spec.ports and not attempt.ports:
             attempt.ports = self._ports.allocate(list(spec.ports))
-        env = dict(os.environ)
-        # `python` in a task is the interpreter running this worker, so tasks can import iris
-        python_dir = os.path.dirname(self._python)
-        if env.get("PATH", "").split(os.pathsep)[0] != python_dir:
-            env["PATH"] = os.pathsep.join(filter(None, (python_dir, env.get("PATH", ""))))
-        env.update(spec.env)
+        env = _task_env(environment, spec.env)
         env.update({f"IRIS_PORT_{name.upper()}": str(port) for name, port in attempt.ports.items()})
         env.update(
             {
@@ -572,8 +601,26 @@ class Worker:
             device_count=spec.resources.device_count,
             labels={LABEL_WORKER: self.worker_id, LABEL_TASK: attempt.task_id, LABEL_ATTEMPT: str(attempt.attempt_id)},
             image=spec.task_image or self._task_image,
-            writable=(attempt.directory,),  # a callable's payload and result (run_callable)
+            # what the task reads outside its cwd: its environment, and the attempt's directory
+            # (a callable's payload, where its result goes)
+            mounts=(environment.path,),
+            writable_mounts=(attempt.directory,),
         )
+
+    def _build_environment(self, attempt: LocalAttempt, app: Path | None) -> TaskEnvironment:
+        """The attempt's Python environment (cached, or built now while the attempt is BUILDING,
+        the build's output streaming into the attempt's log)."""
+        spec = attempt.spec
+        log_path = attempt.directory / ENVIRONMENT_LOG
+        with open(log_path, "ab") as log:
+            attempt.build_log = log_path
+            self._wake()
+            environment = self._environments.prepare(
+                app, list(spec.extras), list(spec.pip_packages), log, cancelled=lambda: attempt.kill_requested
+            )
+        if not environment.cached:
+            logger.info("attempt %s/%d: built environment %s", attempt.task_id, attempt.attempt_id, environment.key[:12])
+        return environment
 
     # --- bundles ------------------------------------------------------------------------
 
@@ -673,6 +720,52 @@ class Worker:
             shutil.rmtree(attempt.directory, ignore_errors=True)
 
 
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_size(a: LocalAttempt) -> int:
+    """Bytes of the attempt's log so far: its environment build's, then its container's."""
+    prefix = a.build_log_size if a.build_log_size >= 0 else (_file_size(a.build_log) if a.build_log is not None else 0)
+    return prefix + (a.handle.log_size() if a.handle is not None else 0)
+
+
+def _read_log(a: LocalAttempt, offset: int, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` of the attempt's log from ``offset`` (see :func:`_log_size`)."""
+    handle = a.handle  # read before the prefix: once a handle is set, the prefix is final
+    prefix = a.build_log_size if a.build_log_size >= 0 else (_file_size(a.build_log) if a.build_log is not None else 0)
+    data = b""
+    if offset < prefix and a.build_log is not None:
+        with open(a.build_log, "rb") as f:
+            f.seek(offset)
+            data = f.read(min(max_bytes, prefix - offset))
+    if handle is not None and len(data) < max_bytes and offset + len(data) >= prefix:
+        data += handle.read_logs(offset + len(data) - prefix, max_bytes - len(data))
+    return data
+
+
+def _task_env(environment: TaskEnvironment, task_env: Mapping[str, str]) -> dict[str, str]:
+    """The task's variables: this worker's, without what points at Iris's own virtualenv, with
+    the environment's ``bin`` first on PATH and the bundle's projects on PYTHONPATH; then the
+    job's own variables."""
+    # the bin directory of Iris's virtualenv (when it runs in one; never e.g. /usr/bin)
+    own_bin = os.path.join(sys.prefix, "bin") if sys.prefix != sys.base_prefix else None
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT")}
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != own_bin]
+    env["PATH"] = os.pathsep.join([str(environment.bin_dir), *path])
+    env["VIRTUAL_ENV"] = str(environment.path)
+    pythonpath = [str(p) for p in environment.source_paths]
+    if task_env.get("PYTHONPATH"):
+        pythonpath.append(task_env["PYTHONPATH"])
+    env.update(task_env)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    return env
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -697,7 +790,8 @@ def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_
         attributes=launch.attributes,
         slice_id=launch.slice_id,
         wait_seconds=launch.wait_seconds,
-        python=launch.python,
+        task_python=launch.task_python,
+        env_dir=launch.env_dir,
         task_image=launch.task_image,
     )
     worker.start()
