@@ -47,7 +47,9 @@ from stats import load_line, machine_line, percentile, summary_line  # noqa: E40
 
 import grpc  # noqa: E402
 
+from iris.auth import OWNER_TOKEN_FILE, Principal, Role, TokenSigner, cluster_secret, read_token_file  # noqa: E402
 from iris.cluster.types import TaskState  # noqa: E402
+from iris.rpc.channel import authorized_channel  # noqa: E402
 from iris.rpc import common_pb2, controller_pb2, controller_pb2_grpc, worker_pb2, worker_pb2_grpc  # noqa: E402
 from iris.rpc.convert import task_state_to_proto  # noqa: E402
 
@@ -69,6 +71,7 @@ class SimulatedWorker:
         )
         self._address = address
         self._wait = wait_seconds
+        self.token = ""  # the worker's credential (the controller checks tokens): set before start()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.attempts: dict[tuple[str, int], int] = {}  # -> proto state
@@ -112,7 +115,7 @@ class SimulatedWorker:
         return request, news
 
     def _run(self) -> None:
-        channel = grpc.insecure_channel(self._address, options=CHANNEL_OPTIONS)
+        channel = authorized_channel(self._address, self.token, options=CHANNEL_OPTIONS)
         stub = worker_pb2_grpc.WorkerServiceStub(channel)
         backoff = 0.05
         while not self._stop.is_set():
@@ -132,7 +135,7 @@ class SimulatedWorker:
                 self.version = response.version
                 desired = {(d.task_id, d.attempt_id) for d in response.attempts}
                 for key in desired - self.attempts.keys():
-                    self.attempts[key] = SUCCEEDED if key[0].startswith("/done-") else RUNNING
+                    self.attempts[key] = SUCCEEDED if "/done-" in key[0] else RUNNING  # /done-N, or /<user>/done-N with auth
                 for ack in response.acks:
                     key = (ack.task_id, ack.attempt_id)
                     if ack.done and self.attempts.get(key) == SUCCEEDED:
@@ -209,8 +212,8 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
         time.sleep(0.01)
 
 
-def launch(address: str, finished: int, running: int) -> None:
-    with grpc.insecure_channel(address) as channel:
+def launch(address: str, finished: int, running: int, token: str) -> None:
+    with authorized_channel(address, token) as channel:
         stub = controller_pb2_grpc.ControllerServiceStub(channel)
         for prefix, count in (("done", finished), ("run", running)):
             for i in range(count):
@@ -249,12 +252,16 @@ def main() -> int:
     try:
         controller.spawn()
         wait_for(lambda: controller.serving_at is not None, 60, "the controller to serve")
+        # each simulated worker presents a credential for its own id, minted from the cluster's secret
+        signer = TokenSigner(cluster_secret(state_dir))
+        for sim in sims:
+            sim.token = signer.mint(Principal(Role.WORKER, sim.identity.worker_id))
         # The workers join first: a job constrained to `sim=yes` with no such worker and no scale
         # group that offers one would end UNSCHEDULABLE at once.
         for sim in sims:
             sim.start()
         wait_for(lambda: all(s.version for s in sims), 60, "every simulated worker to register")
-        launch(address, args.finished, args.running)
+        launch(address, args.finished, args.running, read_token_file(state_dir / OWNER_TOKEN_FILE))
         wait_for(
             lambda: sum(s.finished for s in sims) >= args.finished and sum(s.running() for s in sims) >= args.running,
             300, "the finished jobs to finish and the running ones to run",

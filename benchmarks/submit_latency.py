@@ -8,19 +8,22 @@ percentiles. Each job also reports the submit RPC alone and the wait alone, so a
 says which half is slow. Targets: p50 at most 30 ms; at most 5 ms (the controller renovation,
 issue 8).
 
-    uv run python benchmarks/submit_latency.py [--runs 200] [--cpu 0.1] [--memory 16MB] [--cluster processes]
+    uv run python benchmarks/submit_latency.py [--runs 200] [--cpu 0.1] [--memory 16MB] [--cluster processes] [--bundle-bytes N]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import os
 import sys
 import time
+import zipfile
 
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
-from clusters import CLUSTER_KINDS, cluster
+from clusters import CLUSTER_KINDS, add_auth_option, cluster
 from stats import load_line, machine_line, percentile, verdict
 
 TARGET_P50_MS = 30.0
@@ -39,6 +42,14 @@ def one_job(client: IrisClient, entrypoint: Entrypoint, resources: ResourceSpec)
     return submitted - started, done - submitted
 
 
+def bundle_of(size: int) -> bytes:
+    """A stored (uncompressed) zip holding ``size`` random bytes: unpacking it writes them all."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("data.bin", os.urandom(size))
+    return buffer.getvalue()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="timed jobs (default 200)")
@@ -46,19 +57,30 @@ def main() -> int:
     parser.add_argument("--cpu", type=float, default=0.1, help="cpu requested per job (default 0.1)")
     parser.add_argument("--memory", default="16MB", help="memory requested per job (default 16MB)")
     parser.add_argument(
+        "--bundle-bytes", type=int, default=0,
+        help="ship a workspace bundle holding this many random bytes with every job (default 0: no bundle); "
+        "the worker verifies its cached copy and unpacks it on every start",
+    )
+    parser.add_argument(
         "--cluster", choices=CLUSTER_KINDS, default="in-process",
         help="in-process: IrisClient.local(); processes: controller and worker as their own processes (default in-process)",
     )
+    add_auth_option(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     entrypoint = Entrypoint.from_command("true")
     resources = ResourceSpec(cpu=args.cpu, memory=args.memory)
     print(machine_line())
-    print(f"job: `true`, requested cpu={resources.cpu:g} memory={args.memory}; no workspace bundle")
+    blob = bundle_of(args.bundle_bytes) if args.bundle_bytes > 0 else None
+    bundle_note = f"a {args.bundle_bytes}-byte workspace bundle" if blob else "no workspace bundle"
+    print(f"job: `true`, requested cpu={resources.cpu:g} memory={args.memory}; {bundle_note}")
 
     started = time.perf_counter()
-    with cluster(args.cluster) as client:
+    print(f"cluster {args.cluster}, auth {args.auth}")
+    with cluster(args.cluster, args.auth) as cluster_client, IrisClient.remote(
+        cluster_client.address, bundle_blob=blob, token=cluster_client.token
+    ) as client:
         print(f"local cluster up in {time.perf_counter() - started:.3f} s")
         for _ in range(args.warmup):
             one_job(client, entrypoint, resources)

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
-from clusters import CLUSTER_KINDS, cluster
+from clusters import CLUSTER_KINDS, add_auth_option, cluster
 from stats import load_line, machine_line, verdict
 
 TARGET_JOBS_PER_S = 100.0
@@ -72,10 +72,10 @@ class ConcurrencySampler:
         self._thread.join()
 
 
-def one_run(cpu: float, memory: str, jobs: int, threads: int, kind: str) -> dict[str, float]:
+def one_run(cpu: float, memory: str, jobs: int, threads: int, kind: str, auth: str = "default") -> dict[str, float]:
     entrypoint = Entrypoint.from_command("true")
     resources = ResourceSpec(cpu=cpu, memory=memory)
-    with cluster(kind) as client:
+    with cluster(kind, auth) as client:
         worker_cpu = _wait_for_worker_cpu(client)
         for i in range(5):
             if client.submit(entrypoint, f"warmup-{i}", resources).wait(timeout=60).state is not JobState.SUCCEEDED:
@@ -147,19 +147,20 @@ def main() -> int:
         "--cluster", choices=CLUSTER_KINDS, default="in-process",
         help="in-process: IrisClient.local(); processes: controller and worker as their own processes (default in-process)",
     )
+    add_auth_option(parser)
     args = parser.parse_args()
     cpus = args.cpu or [1.0, 0.1]
     logging.basicConfig(level=logging.WARNING)
 
     print(machine_line())
     print(f"cluster state (attempt and container directories) under {tempfile.gettempdir()} (set TMPDIR to move it)")
-    print(f"{args.jobs} jobs of `true` per run, memory={args.memory}, {args.threads} client threads, {args.runs} runs, cluster {args.cluster}")
+    print(f"{args.jobs} jobs of `true` per run, memory={args.memory}, {args.threads} client threads, {args.runs} runs, cluster {args.cluster}, auth {args.auth}")
     print()
     medians = []
     for cpu in cpus:
         results = []
         for i in range(args.runs):
-            r = one_run(cpu, args.memory, args.jobs, args.threads, args.cluster)
+            r = one_run(cpu, args.memory, args.jobs, args.threads, args.cluster, args.auth)
             results.append(r)
             print(
                 f"cpu={cpu:g} run {i + 1}: {r['jobs_per_s']:.0f} jobs/s "

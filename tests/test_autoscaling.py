@@ -140,7 +140,7 @@ def test_failing_creates_back_off_or_hold_then_succeed(quota: bool, expected_sta
     )
     manager = ClusterManager(config, registry=registry)
     url = manager.start()
-    client = IrisClient.remote(url)
+    client = IrisClient.remote(url, token=manager.owner_token)
     try:
         job = client.submit(entrypoint=Entrypoint.from_command("true"), resources=SMALL)
         assert wait_until(lambda: client.autoscaler_status()[0]["state"] == expected_state, timeout=30)
@@ -149,6 +149,11 @@ def test_failing_creates_back_off_or_hold_then_succeed(quota: bool, expected_sta
     finally:
         client.close()
         manager.stop()
+
+
+def owner_token(home: Path, state: str) -> str:
+    """The admin token a controller started by this HOME's user wrote in its state directory."""
+    return (home / ".iris" / state / "owner.token").read_text().strip()
 
 
 def iris_cmd(*args: str, home: Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -245,7 +250,7 @@ def test_controller_run_local_serves_until_interrupted(tmp_path: Path) -> None:
     try:
         url_file = home / ".iris" / "fg-local" / "controller.url"
         assert wait_until(url_file.exists, timeout=60)
-        with IrisClient.remote(url_file.read_text().strip()) as client:
+        with IrisClient.remote(url_file.read_text().strip(), token=owner_token(home, "fg-local")) as client:
             job = client.submit(entrypoint=Entrypoint.from_command("echo", "fg"), resources=SMALL)
             assert job.wait(timeout=60).succeeded
         proc.send_signal(signal.SIGINT)
@@ -286,7 +291,7 @@ def test_whole_cluster_sigkilled_comes_back_with_fresh_slices_not_backoff(tmp_pa
 
         again = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        with IrisClient.remote(again.stdout.strip()) as client:
+        with IrisClient.remote(again.stdout.strip(), token=owner_token(home, "crash-local")) as client:
             assert client.autoscaler_status()[0]["state"] != "BACKOFF"
 
             def recovered() -> bool:
@@ -344,7 +349,7 @@ def test_job_commands_with_a_config_find_the_cluster_it_started(tmp_path: Path) 
     try:
         started = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
         assert started.returncode == 0, started.stderr
-        with IrisClient.remote(started.stdout.strip()) as client:
+        with IrisClient.remote(started.stdout.strip(), token=owner_token(home, "findme-local")) as client:
             job = client.submit(entrypoint=Entrypoint.from_command("echo", "found"), resources=SMALL)
             job.wait(timeout=60)
         for args in (["--config", str(config), "job", "list"], ["job", "logs", job.job_id, "--config", str(config)]):
@@ -396,14 +401,14 @@ def test_stop_kills_running_jobs_on_the_record_and_the_next_start_shows_them_kil
     try:
         started = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
         assert started.returncode == 0, started.stderr
-        with IrisClient.remote(started.stdout.strip()) as client:
+        with IrisClient.remote(started.stdout.strip(), token=owner_token(home, "stoptest-local")) as client:
             job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=SMALL)
             assert wait_until(runs.exists, timeout=30)
         stopped = iris_cmd("cluster", "--config", str(config), "stop", "--local", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
         again = iris_cmd("cluster", "--config", str(config), "start", "--local", home=home, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        with IrisClient.remote(again.stdout.strip()) as client:
+        with IrisClient.remote(again.stdout.strip(), token=owner_token(home, "stoptest-local")) as client:
             status = client.job(job.job_id).status()
             assert status.state is JobState.KILLED and "the cluster was stopped" in status.error, status
             assert wait_until(lambda: len(client.list_workers()) >= 1, timeout=30)
@@ -428,6 +433,10 @@ def test_plain_local_config_started_without_local_flag_shows_and_stops_its_slice
         assert "slice iris-g-0" in status.stdout and "slices: none" not in status.stdout, status.stdout
         workers = [w for r in sorted((state / "slices").glob("*.json")) for w in json.loads(r.read_text())["workers"]]
         assert len(workers) == 1
+        vms = iris_cmd("cluster", "--config", str(config), "vm", "status", home=home, cwd=tmp_path)
+        assert vms.returncode == 0 and vms.stdout.split()[:3] == ["iris-g-0-0", "slice", "iris-g-0"], vms.stdout + vms.stderr
+        logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", "iris-g-0-0", "--tail", "5", home=home, cwd=tmp_path)
+        assert logs.returncode == 0 and "iris worker iris-g-0-0 running" in logs.stdout, logs.stdout + logs.stderr
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr

@@ -110,7 +110,7 @@ def test_second_controller_on_a_state_directory_refuses_naming_the_running_one(t
         assert second.stderr.strip().count("\n") == 0 and "Traceback" not in second.stderr
         assert f"state directory {first.state_dir} is in use by the controller pid {first.proc.pid} at {url}" in second.stderr
         assert (first.state_dir / "controller.url").read_text().strip() == url  # the running one's URL stands
-        with IrisClient.remote(url) as client:
+        with IrisClient.remote(url, token=first.token) as client:
             assert client.list_jobs() == []  # and it still serves
     finally:
         first.stop()

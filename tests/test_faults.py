@@ -81,14 +81,14 @@ def test_controller_sigkill_with_fault_point_enabled_loses_nothing(point: str, t
     markers.mkdir()
     try:
         url = process.start()
-        client = IrisClient.remote(url)
+        client = IrisClient.remote(url, token=process.token)
         names = [f"job{i:03d}" for i in range(200)]
         ids = submit(client, markers, names[:100], 0.2)
         assert wait_until(lambda: len(list(markers.iterdir())) >= 10, timeout=60)
         process.kill()
         client.close()
         process.start()
-        client = IrisClient.remote(url)
+        client = IrisClient.remote(url, token=process.token)
         ids += submit(client, markers, names[100:], 0.05)
         statuses = [client.job(job_id).wait(timeout=120) for job_id in ids]
         assert {s.state for s in statuses} == {JobState.SUCCEEDED}

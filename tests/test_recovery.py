@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from iris.auth import WORKER_TOKEN_ENV, Principal, Role, TokenSigner, cluster_secret
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState
 from iris.testing import wait_until
@@ -52,7 +53,7 @@ def test_controller_sigkilled_mid_run_restarts_with_every_job(controller: Contro
     markers = tmp_path / "markers"
     markers.mkdir()
     url = controller.start()
-    first = IrisClient.remote(url)
+    first = IrisClient.remote(url, token=controller.token)
     names = [f"job{i:03d}" for i in range(JOBS)]
     ids = submit_batch(first, markers, names[: JOBS // 2], 0.3)
     assert wait_until(lambda: len(list(markers.iterdir())) >= 20, timeout=60)  # some ran, many are running or pending
@@ -60,7 +61,7 @@ def test_controller_sigkilled_mid_run_restarts_with_every_job(controller: Contro
     first.close()
 
     controller.start()
-    client = IrisClient.remote(url)
+    client = IrisClient.remote(url, token=controller.token)
     try:
         ids += submit_batch(client, markers, names[JOBS // 2 :], 0.05)
         statuses = wait_all(client, ids)
@@ -68,7 +69,7 @@ def test_controller_sigkilled_mid_run_restarts_with_every_job(controller: Contro
         for name in names:  # every task ran exactly once: none that had finished ran again
             assert (markers / name).read_text() == "ran\n", name
         assert all(len(s.tasks[0].attempts) == 1 for s in statuses.values())
-        listed = iris("job", "list", "--controller-url", url, "--json", cwd=tmp_path)
+        listed = iris("job", "list", "--controller-url", url, "--json", cwd=tmp_path, env={"IRIS_TOKEN": controller.token})
         assert listed.returncode == 0, listed.stderr
         assert sorted(j["job_id"] for j in json.loads(listed.stdout)) == sorted(ids)
     finally:
@@ -79,7 +80,7 @@ def test_worker_sigkilled_mid_run_reruns_only_unfinished_tasks(controller: Contr
     markers = tmp_path / "markers"
     markers.mkdir()
     url = controller.start()
-    client = IrisClient.remote(url)
+    client = IrisClient.remote(url, token=controller.token)
     try:
         names = [f"job{i:03d}" for i in range(JOBS)]
         ids = submit_batch(client, markers, names, 0.5)
@@ -117,7 +118,7 @@ def test_worker_restarted_in_place_adopts_its_running_task(tmp_path: Path) -> No
 
 def _adopt_scenario(controller: ControllerProcess, tmp_path: Path) -> None:
     url = controller.start()
-    client = IrisClient.remote(url)
+    client = IrisClient.remote(url, token=controller.token)
     gate = tmp_path / "gate"
     try:
         cmd = ["sh", "-c", f"echo started; while [ ! -e {gate} ]; do sleep 0.05; done; echo finished"]
@@ -126,9 +127,14 @@ def _adopt_scenario(controller: ControllerProcess, tmp_path: Path) -> None:
         worker_id = job.status().tasks[0].attempts[0].worker_id
         pid = controller.worker_pids()[worker_id]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        # the same command, with a credential for that worker id minted from the cluster's secret
+        # (the worker scrubbed the one it started with from its environment)
+        signer = TokenSigner(cluster_secret(controller.state_dir))
+        environ = {**os.environ, WORKER_TOKEN_ENV: signer.mint(Principal(Role.WORKER, worker_id))}
         os.kill(pid, signal.SIGKILL)
         restarted = subprocess.Popen(
             [arg.decode() for arg in cmdline],
+            env=environ,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -209,7 +215,7 @@ def test_following_logs_survives_a_controller_restart_and_resumes_from_its_curso
     controller = ControllerProcess(tmp_path, workers=1)
     url = controller.start()
     try:
-        with IrisClient.remote(url) as client:
+        with IrisClient.remote(url, token=controller.token) as client:
             code = "import time\nfor i in range(60):\n    print(f'tick {i}', flush=True); time.sleep(0.1)\n"
             job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=SMALL)
             seen: list[str] = []
@@ -252,7 +258,7 @@ def test_served_controller_on_a_plain_local_config_keeps_running_work_across_a_r
     proc = serve()
     url = (state / "controller.url").read_text().strip()
     try:
-        with IrisClient.remote(url) as client:
+        with IrisClient.remote(url, token=(state / "owner.token").read_text().strip()) as client:
             code = f"import time\nopen({str(marker)!r}, 'a').write('run\\n')\ntime.sleep(4)\nprint('done')\n"
             job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=SMALL)
             assert wait_until(marker.exists, timeout=30)

@@ -33,7 +33,7 @@ def error_of(call, request) -> grpc.RpcError:  # type: ignore[no-untyped-def]
 
 
 def launch(name: str, bundle_id: str = "") -> controller_pb2.LaunchJobRequest:
-    spec = JobSpec(name=name, entrypoint=Entrypoint(argv=("true",)), bundle_id=bundle_id)
+    spec = JobSpec(name=name, entrypoint=Entrypoint(argv=("true",)), bundle_id=bundle_id, user="tester")
     return controller_pb2.LaunchJobRequest(spec=convert.job_spec_to_proto(spec))
 
 

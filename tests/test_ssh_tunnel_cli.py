@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -57,12 +58,15 @@ def logins(host: SshServer) -> int:
     return host.log().count("Accepted publickey")
 
 
-def test_job_commands_and_run_go_through_the_ssh_tunnel(host: SshServer, client_config: Path, workspace: Path, iris) -> None:
+def test_job_commands_and_run_go_through_the_ssh_tunnel(
+    host: SshServer, controller: ControllerProcess, client_config: Path, workspace: Path, iris
+) -> None:
     before = logins(host)
-    ran = iris("--config", str(client_config), "run", "--cpu", "0.1", "--memory", "64MB", "--", "echo", "through the tunnel", cwd=workspace)
+    token = {"IRIS_TOKEN": controller.token}  # the controller's owner, as `iris login` would store it
+    ran = iris("--config", str(client_config), "run", "--cpu", "0.1", "--memory", "64MB", "--", "echo", "through the tunnel", cwd=workspace, env=token)
     assert ran.returncode == 0, ran.stderr
     assert "through the tunnel" in ran.stdout
-    listed = iris("--config", str(client_config), "job", "list", cwd=workspace)
+    listed = iris("--config", str(client_config), "job", "list", cwd=workspace, env=token)
     assert listed.returncode == 0, listed.stderr
     assert "echo" in listed.stdout
     assert logins(host) >= before + 2  # one SSH connection per command
@@ -79,11 +83,12 @@ def test_following_logs_through_the_tunnel_survives_its_ssh_connection_being_kil
         f"    while i == 19 and not os.path.exists({str(gate)!r}):\n"  # the second half waits for the drop
         "        time.sleep(0.05)\n"
     )
-    with IrisClient.remote(controller.url) as client:
+    with IrisClient.remote(controller.url, token=controller.token) as client:
         job = client.submit(entrypoint=Entrypoint.from_command(sys.executable, "-c", code), resources=ResourceSpec(cpu=0.1, memory="64MB"))
         follow = subprocess.Popen(
             [IRIS, "--config", str(client_config), "job", "logs", "-f", job.job_id],
             cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "IRIS_TOKEN": controller.token},
         )  # fmt: skip
         printed: list[str] = []
         reader = threading.Thread(target=lambda: [printed.append(ln) for ln in follow.stdout], daemon=True)  # type: ignore[union-attr]

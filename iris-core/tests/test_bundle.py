@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from iris.bundle import create_bundle, extract_bundle, list_workspace_files, split_bundle_url
+from iris.bundle import bundle_problem, create_bundle, extract_bundle, list_workspace_files, split_bundle_url
+from iris.job.records import BundleLimits
 from iris.errors import BundleError
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git executable on PATH")
@@ -173,3 +175,138 @@ def test_create_bundle_skips_a_file_gone_before_it_is_read(tmp_path: Path) -> No
     with zipfile.ZipFile(io.BytesIO(bundle.data)) as zf:
         assert zf.namelist() == ["a.txt"]
     assert bundle.file_count == 1
+
+
+# --- hostile bundles: each refused, nothing written outside the destination ---------------------
+
+
+def entry(name: str, data: bytes = b"x", *, mode: int = stat.S_IFREG | 0o644) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.create_system = 3  # unix: the high 16 bits of external_attr are st_mode
+    info.external_attr = mode << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info, data
+
+
+def link(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    return entry(name, target.encode(), mode=stat.S_IFLNK | 0o777)
+
+
+def write_zip(path: Path, entries: list[tuple[zipfile.ZipInfo, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return path
+
+
+def everything_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Path:
+    """A directory holding the destination (``sandbox/task``); whatever a hostile bundle writes
+    outside ``task`` would show up next to it."""
+    (tmp_path / "box" / "task").mkdir(parents=True)
+    return tmp_path / "box"
+
+
+HOSTILE = {
+    "parent path": ([entry("ok.txt"), entry("../escaped.txt")], "'../escaped.txt' escapes the task directory"),
+    "nested parent path": ([entry("a/../../escaped.txt")], "escapes the task directory"),
+    "absolute path": ([entry("/tmp/iris-test-absolute-escape.txt")], "escapes the task directory"),
+    "backslash parent path": ([entry("..\\escaped.txt")], "escapes the task directory"),
+    "absolute link": ([link("passwd", "/etc/passwd")], "symbolic link to the absolute path '/etc/passwd'"),
+    "relative link outside": ([link("up", "../..")], "symbolic link to '../..', outside the task directory"),
+    # each link stays inside as written; followed, the second climbs out through the first
+    "link chain outside": (
+        [link("p/q/d", "../.."), link("p/q/l", "d/../..")],
+        "'p/q/l' is a symbolic link to 'd/../..', which leads outside the task directory",
+    ),
+    "file through a link": ([link("d", "."), entry("d/x.txt")], "'d' is both a file (or link) and a directory"),
+    "fifo": ([entry("pipe", b"", mode=stat.S_IFIFO | 0o644)], "'pipe' is a FIFO"),
+    "character device": ([entry("null", b"", mode=stat.S_IFCHR | 0o666)], "'null' is a character device"),
+    "block device": ([entry("sda", b"", mode=stat.S_IFBLK | 0o660)], "'sda' is a block device"),
+    "setuid": ([entry("su", b"#!/bin/sh\n", mode=stat.S_IFREG | 0o4755)], "'su' has mode 0o4755; setuid, setgid and sticky bits are refused"),
+    "setgid": ([entry("sg", b"", mode=stat.S_IFREG | 0o2755)], "setuid, setgid and sticky bits are refused"),
+    "same name twice": ([entry("a.txt", b"one"), entry("a.txt", b"two")], "'a.txt' appears twice"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_extract_bundle_hostile_entry_is_refused_and_nothing_lands_outside(sandbox: Path, case: str) -> None:
+    entries, why = HOSTILE[case]
+    archive = write_zip(sandbox.parent / "hostile.zip", entries)
+    before = everything_under(sandbox.parent)
+    assert bundle_problem(archive) is not None or case == "link chain outside"  # that one needs following
+    with pytest.raises(BundleError) as raised:
+        extract_bundle(archive, sandbox / "task")
+    assert why in str(raised.value)
+    outside = {p for p in everything_under(sandbox.parent) - before if not p.startswith("box/task")}
+    assert outside == set()
+    assert not Path("/tmp/iris-test-absolute-escape.txt").exists()
+    # no link made by a refused bundle is left behind
+    assert [p for p in (sandbox / "task").rglob("*") if p.is_symlink()] == []
+
+
+def test_extract_bundle_link_inside_is_a_real_symlink(tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "links.zip", [entry("lib/real.py", b"X = 1\n"), link("alias.py", "lib/real.py"), link("lib/self", ".")])
+    assert bundle_problem(archive) is None
+    dest = tmp_path / "out"
+    extract_bundle(archive, dest)
+    assert (dest / "alias.py").is_symlink() and os.readlink(dest / "alias.py") == "lib/real.py"
+    assert (dest / "alias.py").read_text() == "X = 1\n"
+    assert (dest / "lib/self").is_symlink()
+
+
+def test_extract_bundle_modes_are_0755_or_0644_only(tmp_path: Path) -> None:
+    archive = write_zip(
+        tmp_path / "modes.zip",
+        [entry("exec", mode=stat.S_IFREG | 0o777), entry("plain", mode=stat.S_IFREG | 0o666), entry("bare", mode=0)],
+    )
+    dest = tmp_path / "out"
+    extract_bundle(archive, dest)
+    assert {name: stat.S_IMODE((dest / name).stat().st_mode) for name in ("exec", "plain", "bare")} == {
+        "exec": 0o755,
+        "plain": 0o644,
+        "bare": 0o644,
+    }
+
+
+def test_extract_bundle_over_the_size_limit_is_refused_before_writing(tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "bomb.zip", [entry("zeros.bin", bytes(4_000_000))])
+    assert archive.stat().st_size < 100_000  # a small zip that expands a lot
+    dest = tmp_path / "out"
+    with pytest.raises(BundleError) as raised:
+        extract_bundle(archive, dest, BundleLimits(max_unpacked_bytes=1_000_000))
+    assert str(raised.value) == (
+        "the bundle unpacks to 4.0MB, over the limit of 1.0MB; raise bundle.max_unpacked_size in the cluster config to allow more"
+    )
+    assert everything_under(dest) == set()
+    assert "bundle.max_unpacked_size" in (bundle_problem(archive, BundleLimits(max_unpacked_bytes=1_000_000)) or "")
+
+
+def test_extract_bundle_lying_sizes_are_caught_while_writing(tmp_path: Path) -> None:
+    """An entry whose header understates its size cannot unpack past it."""
+    archive = write_zip(tmp_path / "liar.zip", [entry("big.bin", bytes(3_000_000))])
+    raw = bytearray(archive.read_bytes())
+    for marker in (b"PK\x03\x04", b"PK\x01\x02"):  # declared uncompressed size in both headers
+        at = raw.index(marker)
+        offset = at + (22 if marker == b"PK\x03\x04" else 24)
+        raw[offset : offset + 4] = (1000).to_bytes(4, "little")
+    archive.write_bytes(bytes(raw))
+    dest = tmp_path / "out"
+    with pytest.raises((BundleError, zipfile.BadZipFile)):
+        extract_bundle(archive, dest, BundleLimits(max_unpacked_bytes=1_000_000))
+    assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) <= 1_000_000
+
+
+def test_extract_bundle_over_the_file_count_limit_is_refused(tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "many.zip", [entry(f"f{i}.txt") for i in range(20)])
+    with pytest.raises(BundleError) as raised:
+        extract_bundle(archive, tmp_path / "out", BundleLimits(max_files=10))
+    assert str(raised.value) == (
+        "the bundle holds 20 entries, over the limit of 10; raise bundle.max_files in the cluster config to allow more"
+    )
+    assert everything_under(tmp_path / "out") == set()

@@ -101,6 +101,8 @@ def test_config_to_dict_round_trips_through_parse_config(tmp_path: Path) -> None
         ({"scale_groups": {"tpu": {"min_slices": -1}}}, ["scale_groups.tpu.min_slices", "-1", "negative"]),
         ({"scale_groups": {"tpu": {"vms_per_slice": 0}}}, ["scale_groups.tpu.vms_per_slice", "0", ">= 1"]),
         ({"controller": {"port": 70000}}, ["controller.port", "70000", "65535"]),
+        ({"controller": {"http_port": -2}}, ["controller.http_port", "-2", "-1 (off)"]),
+        ({"controller": {"http_port": "8080"}}, ["controller.http_port", "expected int", "'8080'"]),
         ({"provider": {"type": ""}}, ["provider.type", "local, gcp or manual"]),
         ({"docker": {"image": "Iris Worker"}}, ["docker.image", "'Iris Worker'", "not a valid image reference", "NAME[:TAG]"]),
     ],
@@ -174,3 +176,48 @@ def test_load_config_invalid_field_error_names_the_file(tmp_path: Path) -> None:
         ConfigError, match="^" + re.escape(f"{path}: scale_groups.tpu.max_slices: expected int, got 'many'") + "$"
     ):
         load_config(path)
+
+
+def test_parse_config_bundle_limits_default_and_parse() -> None:
+    from iris.job.records import BundleLimits
+
+    assert parse_config({"provider": {"type": "local"}}).bundle.limits == BundleLimits(1000 * 1000 * 1000, 100_000)
+    config = parse_config({"provider": {"type": "local"}, "bundle": {"max_unpacked_size": "2GiB", "max_files": 500}})
+    assert config.bundle.limits == BundleLimits(max_unpacked_bytes=2 * 1024**3, max_files=500)
+
+
+@pytest.mark.parametrize(
+    ("bundle", "message"),
+    [
+        ({"max_unpacked_size": "lots"}, "cluster.yaml: bundle.max_unpacked_size: expected a size such as 2GB or 512MiB, got 'lots'"),
+        ({"max_unpacked_size": 0}, "cluster.yaml: bundle.max_unpacked_size: 0; must be a size above 0, e.g. 100MB"),
+        ({"max_files": 0}, "cluster.yaml: bundle.max_files: 0; must be >= 1"),
+        ({"max_files": "many"}, "cluster.yaml: bundle.max_files: expected int, got 'many'"),
+    ],
+)
+def test_parse_config_bad_bundle_limit_names_the_field(bundle: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"provider": {"type": "local"}, "bundle": bundle}, "cluster.yaml")
+    assert str(raised.value) == message
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ({"enabled": "yes"}, "config: auth.enabled: expected true, false or null, got 'yes'"),
+        ({"tokens": "abc"}, "config: auth.tokens: expected a list, got 'abc'"),
+        ({"tokens": [{"name": "w", "role": "worker", "token": "t" * 32}]}, "config: auth.tokens[0]: role 'worker' is not one of: admin, user"),
+        ({"tokens": [{"name": "a", "token": "short"}]}, "config: auth.tokens[0]: the token is 5 characters; use at least 16"),
+        ({"tokens": [{"name": "a", "token": "sha256:abc"}]}, "config: auth.tokens[0]: sha256:<hex> must be 64 hex digits"),
+        ({"owner_token_ttl_seconds": -1}, "config: auth.owner_token_ttl_seconds: -1; must be >= 0"),
+        ({"bogus": 1}, "config: auth: unknown field bogus; accepted: enabled, tokens_file, tokens"),
+    ],
+)
+def test_parse_config_bad_auth_field_error_names_the_field(auth: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"auth": auth})
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_parse_config_auth_defaults_to_unset_and_accepts_tokens() -> None:
+    assert parse_config({}).auth.enabled is None
+    config = parse_config({"auth": {"enabled": False, "tokens": [{"name": "ops", "role": "admin", "token": "x" * 32}]}})
+    assert config.auth.enabled is False and config.auth.tokens[0].role == "admin"

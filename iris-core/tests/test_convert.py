@@ -248,10 +248,12 @@ TO_PROTO: list[tuple[str, Callable[[], Message], tuple[str, ...]]] = [
         lambda: convert.worker_view_to_proto(WORKER),
         tuple(f"{side}.{name}" for side in ("capacity", "used") for name in _CPU_AND_MEMORY_ONLY),
     ),
-    ("DesiredAttempt -> AttemptSpec", lambda: convert.attempt_spec_to_proto(DESIRED, "file:///bundles/b"), ()),
+    ("DesiredAttempt -> AttemptSpec", lambda: convert.attempt_spec_to_proto(DESIRED, "file:///bundles/b", token="task-token"), ()),
     (
         "ReconcileResult -> ReconcileResponse",
-        lambda: convert.reconcile_result_to_proto(ReconcileResult(5, [DESIRED], [ACK]), lambda bundle_id: f"file:///{bundle_id}"),
+        lambda: convert.reconcile_result_to_proto(
+            ReconcileResult(5, [DESIRED], [ACK]), lambda bundle_id: f"file:///{bundle_id}", lambda d: f"token of {d.task_id}"
+        ),
         (),
     ),
     (
@@ -297,7 +299,7 @@ ENVELOPES = {
     "UploadBundleResponse", "GetLogsRequest", "ListWorkersRequest", "ListWorkersResponse", "RegisterEndpointRequest",
     "RegisterEndpointResponse", "LookupEndpointRequest", "LookupEndpointResponse", "GetAutoscalerStatusRequest",
     "CreateSliceRequest", "CreateSliceResponse", "TerminateSlicesRequest", "TerminateSlicesResponse",
-    "GetResultsRequest",
+    "GetResultsRequest", "WhoAmIRequest", "WhoAmIResponse", "CreateTokenRequest", "CreateTokenResponse",
 }  # fmt: skip
 # Converted as part of a message checked above.
 NESTED = {"SliceStatus", "ScaleGroupStatus", "DesiredAttempt", "TaskResult"}

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "iris-core" / "src", ROOT / "iris-local" / "src", ROOT / "iris-gcp" / "src", ROOT / "iris-manual" / "src"]
 
 LAYERS: list[tuple[str, ...]] = [
-    ("iris.errors", "iris.job", "iris.procfs", "iris.faults"),
+    ("iris.errors", "iris.job", "iris.procfs", "iris.faults", "iris.auth"),
     ("iris.config", "iris.bundle", "iris.rpc"),
     ("iris.plugin",),
 ]

@@ -2,7 +2,9 @@
 
     iris cluster --config C start [--local] [--fresh]
     iris cluster --config C stop | restart | status [--json]
-    iris cluster --config C slice list | create --scale-group G | terminate SLICE... | terminate --all
+    iris cluster --config C dashboard [--no-open]
+    iris cluster --config C slice list | get SLICE | create --scale-group G | terminate SLICE... | terminate --all
+    iris cluster --config C vm status | get VM | logs VM [--tail N]
     iris cluster --config C controller run-local
 """
 
@@ -15,6 +17,14 @@ from typing import Any
 import click
 
 from iris_cli.options import resolve
+
+
+def info_token(info: Any) -> str | None:
+    """The token for a cluster found through its config: ``$IRIS_TOKEN``, else ``iris login``'s
+    for its URL, else the admin token its controller wrote for the user who started it."""
+    from iris.auth import find_token
+
+    return find_token(info.url, fallback=info.token) or None
 
 
 def _config(ctx: click.Context, local: bool = False) -> Any:
@@ -73,6 +83,13 @@ def start_command(ctx: click.Context, local: bool, fresh: bool) -> None:
     info = start_cluster(config, fresh=fresh)
     word = "already running" if already else "started"
     click.echo(f"iris: controller {word} at {info.url} (pid {info.pid}, state in {info.state_dir})", err=True)
+    if info.token:
+        path = resolve(ctx, "config", None)
+        click.echo(
+            f"iris: auth is on; your admin token is in {info.state_dir / 'owner.token'} (other users: "
+            f"iris --config {path} token create NAME, then they run iris login)",
+            err=True,
+        )
     click.echo(info.url)
 
 
@@ -113,8 +130,8 @@ def _status(config: Any) -> dict[str, Any]:
     if info is not None:
         from iris.client import IrisClient
 
-        controller: dict[str, Any] = {"url": info.url, "pid": info.pid, "healthy": False}
-        client = IrisClient.remote(info.url)
+        controller: dict[str, Any] = {"url": info.url, "pid": info.pid, "dashboard": info.http_url, "healthy": False}
+        client = IrisClient.remote(info.url, token=info_token(info))
         try:
             workers = client.list_workers()
             jobs = client.list_jobs()
@@ -171,6 +188,8 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
     else:
         health = "healthy" if controller.get("healthy") else f"unhealthy: {controller.get('error', '')}"
         click.echo(f"controller: {controller['url']} pid {controller['pid']} {health}")
+        if controller.get("dashboard"):
+            click.echo(f"dashboard: {controller['dashboard']}")
         if controller.get("healthy"):
             jobs = ", ".join(f"{n} {s}" for s, n in controller["jobs"].items()) or "none"
             lost = f" ({controller['lost_workers']} lost)" if controller.get("lost_workers") else ""
@@ -183,6 +202,50 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
         flag = "  NOT IN CONTROLLER STATE" if s["unknown_to_controller"] else ""
         error = f"  ({s['error']})" if s["error"] else ""
         click.echo(f"slice {s['slice_id']}  group {s['scale_group']}  {s['state']}  {s['vms']} vm(s){error}{flag}")
+
+
+@cluster_group.command("dashboard")
+@click.option("--local", is_flag=True, help="The cluster was started with --local.")
+@click.option("--no-open", is_flag=True, help="Only print the URL; do not open a browser.")
+@click.pass_context
+def dashboard_command(ctx: click.Context, local: bool, no_open: bool) -> None:
+    """Print the dashboard's URL and open it in a browser, through the config's tunnel
+    (controller.tunnel, else the provider's); a tunnel other than direct stays open until Ctrl-C."""
+    from iris.cluster.lifecycle import running_controller
+
+    config = _config(ctx, local)
+    info = running_controller(config)
+    if info is None:
+        raise click.ClickException("the cluster's controller is not running; start it with iris cluster --config C start")
+    if not info.http_url:
+        raise click.ClickException(
+            f"the controller at {info.url} serves no dashboard (controller.http_port is -1, or it predates the dashboard); "
+            "set controller.http_port to 0 or a port and restart it (iris cluster --config C restart)"
+        )
+    from iris.cluster.lifecycle import reach_controller
+
+    direct = (config.controller.tunnel or _default_tunnel(config)) == "direct"
+    with reach_controller(config, info.http_url) as url:  # the same tunnel the CLI's RPCs use
+        click.echo(url)
+        if not no_open:
+            import webbrowser
+
+            if not webbrowser.open(url):
+                click.echo("iris: no browser found here; open the URL above yourself", err=True)
+        if not direct:
+            click.echo("iris: the tunnel stays open until Ctrl-C", err=True)
+            try:
+                import threading
+
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+
+
+def _default_tunnel(config: Any) -> str:
+    from iris.plugin.registry import get_registry
+
+    return get_registry().vm_manager(config.provider.type).default_tunnel
 
 
 @cluster_group.group("slice")
@@ -213,7 +276,7 @@ def _controller_client(ctx: click.Context) -> Any:
     info = running_controller(_config(ctx))
     if info is None:
         raise click.UsageError("the cluster's controller is not running; start it with iris cluster --config C start")
-    return IrisClient.remote(info.url)
+    return IrisClient.remote(info.url, token=info_token(info))
 
 
 @slice_group.command("create")
@@ -244,6 +307,121 @@ def slice_terminate(ctx: click.Context, slice_ids: tuple[str, ...], all_: bool) 
             click.echo(f"terminated {slice_id}")
     finally:
         client.close()
+
+
+def _slice_json(info: Any) -> dict[str, Any]:
+    return {
+        "slice_id": info.slice_id,
+        "scale_group": info.scale_group,
+        "state": info.state.value,
+        "labels": dict(info.labels),
+        "error": info.error,
+        "vms": [{"vm_id": vm.vm_id, "address": vm.address, "state": vm.state.value, "attributes": dict(vm.attributes)} for vm in info.vms],
+    }
+
+
+def _vm_manager(ctx: click.Context) -> Any:
+    from iris.cluster.lifecycle import open_vm_manager
+
+    return open_vm_manager(_config(ctx))
+
+
+def _not_found(message: str) -> click.ClickException:
+    """An id the cluster does not know: exit 2, as for an unknown job (docs/cli.md)."""
+    error = click.ClickException(message)
+    error.exit_code = 2
+    return error
+
+
+def _find_vm(manager: Any, vm_id: str) -> tuple[Any, Any]:
+    for info in manager.list_slices({}):
+        for vm in info.vms:
+            if vm.vm_id == vm_id:
+                return info, vm
+    raise _not_found(f"no VM {vm_id!r} in this cluster; `iris cluster --config C vm status` lists them")
+
+
+@slice_group.command("get")
+@local_option
+@click.argument("slice_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def slice_get(ctx: click.Context, slice_id: str, as_json: bool) -> None:
+    """One slice as the provider reports it: state, labels, and each VM's address and state."""
+    manager = _vm_manager(ctx)
+    try:
+        info = manager.describe_slice(slice_id)
+    finally:
+        manager.close()
+    if info is None:
+        raise _not_found(f"no slice {slice_id!r} in this cluster; `iris cluster --config C slice list` lists them")
+    data = _slice_json(info)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"slice {data['slice_id']}  group {data['scale_group']}  {data['state']}" + (f"  error: {data['error']}" if data["error"] else ""))
+    for vm in data["vms"]:
+        click.echo(f"  {vm['vm_id']}  {vm['address'] or '-'}  {vm['state']}")
+
+
+@cluster_group.group("vm")
+@local_option
+def vm_group() -> None:
+    """The machines (VMs, hosts) of the cluster's slices: state, details, worker logs."""
+
+
+@vm_group.command("status")
+@local_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def vm_status(ctx: click.Context, as_json: bool) -> None:
+    """Every VM of every slice, with its slice, address and state."""
+    manager = _vm_manager(ctx)
+    try:
+        slices = [_slice_json(info) for info in manager.list_slices({})]
+    finally:
+        manager.close()
+    vms = [{**vm, "slice_id": s["slice_id"], "scale_group": s["scale_group"]} for s in slices for vm in s["vms"]]
+    if as_json:
+        click.echo(json.dumps(vms, indent=2))
+        return
+    if not vms:
+        click.echo("no VMs")
+    for vm in vms:
+        click.echo(f"{vm['vm_id']}  slice {vm['slice_id']}  {vm['address'] or '-'}  {vm['state']}")
+
+
+@vm_group.command("get")
+@local_option
+@click.argument("vm_id")
+@click.pass_context
+def vm_get(ctx: click.Context, vm_id: str) -> None:
+    """One VM (JSON): its slice, address, state and attributes."""
+    manager = _vm_manager(ctx)
+    try:
+        info, vm = _find_vm(manager, vm_id)
+    finally:
+        manager.close()
+    data = {"vm_id": vm.vm_id, "slice_id": info.slice_id, "scale_group": info.scale_group, "address": vm.address,
+            "state": vm.state.value, "attributes": dict(vm.attributes)}  # fmt: skip
+    click.echo(json.dumps(data, indent=2))
+
+
+@vm_group.command("logs")
+@local_option
+@click.argument("vm_id")
+@click.option("--tail", type=click.IntRange(min=1), default=100, show_default=True, metavar="N", help="How many of the last lines.")
+@click.pass_context
+def vm_logs(ctx: click.Context, vm_id: str, tail: int) -> None:
+    """The worker's log on that VM (read from its host)."""
+    manager = _vm_manager(ctx)
+    try:
+        reader = getattr(manager, "vm_logs", None)
+        if reader is None:
+            raise click.ClickException(f"provider {_config(ctx).provider.type!r} cannot show VM logs")
+        click.echo(reader(vm_id, tail), nl=False)
+    finally:
+        manager.close()
 
 
 @cluster_group.group("controller")

@@ -72,6 +72,7 @@ def _controller_target(ctx: click.Context, config: str | None, controller_url: s
         for candidate in (loaded, make_local_config(loaded, process_workers=True)):
             info = running_controller(candidate)
             if info is not None:
+                ctx.meta["iris_owner_token"] = info.token  # used if no other token is given
                 return info.url, None
         controller = loaded.controller
         if not controller.port:
@@ -93,13 +94,16 @@ def _connect(ctx: click.Context, config: str | None, controller_url: str | None)
     from iris.client import IrisClient
     from iris.client.client import ControllerUnavailable
 
+    from iris.auth import find_token
+
     url, loaded = _controller_target(ctx, config, controller_url)
+    token = find_token(url, fallback=ctx.meta.get("iris_owner_token", "")) or None  # the controller's URL, not a tunnel's
     with ExitStack() as stack:
         if loaded is not None:
             from iris.cluster.lifecycle import reach_controller
 
             url = stack.enter_context(reach_controller(loaded, url))
-        client = IrisClient.remote(url)
+        client = IrisClient.remote(url, token=token)
         try:
             yield client
         except ControllerUnavailable as exc:
@@ -184,6 +188,7 @@ def _status_json(status: Any) -> dict[str, Any]:
         },
         "constraints": [c.describe() for c in status.constraints],
         "coschedule_by": status.coschedule_by or None,
+        "env_names": list(status.env_names),
         "tasks": [
             {
                 "index": t.index,
@@ -326,6 +331,7 @@ def status_command(
         ("entrypoint", status.entrypoint),
         ("resources", _resources(status.resources)),
         ("constraints", ", ".join(c.describe() for c in status.constraints) or "-"),
+        ("env", ", ".join(status.env_names) + "  (names only)" if status.env_names else "-"),
     ]
     if status.coschedule_by:
         rows.append(("coscheduled", f"by {status.coschedule_by}"))

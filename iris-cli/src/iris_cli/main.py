@@ -14,6 +14,7 @@ from iris_cli.build import build_group
 from iris_cli.job import job_group
 from iris_cli.options import cluster_options
 from iris_cli.cluster import cluster_group
+from iris_cli.login import login_command, logout_command, token_group, whoami_command
 from iris_cli.run import run_command
 
 
@@ -37,6 +38,10 @@ cli.add_command(run_command)
 cli.add_command(cluster_group)
 cli.add_command(job_group)
 cli.add_command(build_group)
+cli.add_command(login_command)
+cli.add_command(logout_command)
+cli.add_command(whoami_command)
+cli.add_command(token_group)
 
 
 @cli.command("plugins")
@@ -101,10 +106,12 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(exc, IrisError):
             raise
         click.echo(f"iris: error: {exc}", err=True)
+        from iris.auth import PermissionDenied, Unauthenticated
         from iris.client.client import ControllerUnavailable
 
-        # one table for every command (docs/cli.md): an unreachable controller is 1, bad input 2
-        code = 1 if isinstance(exc, ControllerUnavailable) else 2
+        # one table for every command (docs/cli.md): an unreachable controller is 1, bad input 2,
+        # a refused credential 3
+        code = 1 if isinstance(exc, ControllerUnavailable) else 3 if isinstance(exc, (Unauthenticated, PermissionDenied)) else 2
     sys.exit(code or 0)
 
 

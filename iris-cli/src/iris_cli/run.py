@@ -263,7 +263,9 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
             info = running_controller(candidate)
             if info is not None:
                 _status(f"using the running cluster at {info.url}")
-                client = IrisClient.remote(info.url, **bundling)
+                from iris_cli.cluster import info_token
+
+                client = IrisClient.remote(info.url, token=info_token(info), **bundling)
                 sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children))
     if config.provider.type != "local" and config.controller.port:
         # a cluster elsewhere: the config's fixed address, through its tunnel (controller.tunnel)
@@ -288,7 +290,7 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
     address = manager.start()
     try:
         _status(f"local cluster up at {address} in {time.monotonic() - started:.2f}s")
-        client = IrisClient.remote(address, **bundling)
+        client = IrisClient.remote(address, token=manager.owner_token or None, **bundling)
         code = _submit_and_follow(client, spec, no_wait=False, include_children=follow_children)
     finally:
         manager.stop()

@@ -1,7 +1,8 @@
 """Workspace bundles: a deterministic zip of the workspace, named by its sha256.
 
 Created on the client (``create_bundle``), unpacked on the worker (``extract_bundle``) with
-every path checked to stay inside the destination.
+every path checked to stay inside the destination, only files, directories and links that stay
+inside, no setuid bits, and at most :class:`~iris.job.records.BundleLimits` bytes and entries.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import fnmatch
 import hashlib
 import io
 import os
+import posixpath
+import stat
 import subprocess
 import time
 import zipfile
@@ -20,8 +23,9 @@ from typing import BinaryIO
 
 import attrs
 
-from iris.job.types import format_memory
 from iris.errors import BundleError
+from iris.job.records import BundleLimits
+from iris.job.types import format_memory
 
 DEFAULT_MAX_BUNDLE_BYTES = 100 * 1000 * 1000
 DEFAULT_EXCLUDES = (
@@ -162,43 +166,183 @@ def create_bundle(
 
 
 # What zipfile and zlib raise on bytes that are not a readable zip.
-BAD_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
+BAD_ZIP_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, IndexError
+)  # fmt: skip
+MAX_LINK_TARGET = 4096
+_REFUSED_KINDS = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+}
 
 
-def bundle_problem(source: Path | BinaryIO) -> str | None:
-    """Why a bundle (a path or a readable binary file) could never be unpacked: not a zip, or an
-    entry that names a path outside its directory. None if it is fine."""
-    try:
-        with zipfile.ZipFile(source) as zf:
-            names = zf.namelist()
-    except BAD_ZIP_ERRORS as exc:
-        return str(exc) or type(exc).__name__
-    for name in names:
+def _show(name: str, limit: int = 200) -> str:
+    return repr(name if len(name) <= limit else name[:limit] + "...")
+
+
+@attrs.frozen
+class _Entry:
+    info: zipfile.ZipInfo
+    path: PurePosixPath  # relative to the destination, normalized
+    kind: str  # "file", "dir" or "link"
+    mode: int  # what a file gets: 0o755 if the user's file was executable, else 0o644
+
+
+def _entries(zf: zipfile.ZipFile, limits: BundleLimits | None) -> list[_Entry]:
+    """Every entry, checked before anything is written: a relative path that stays inside the
+    destination, a file, directory or symbolic link (never a device, FIFO or socket), no setuid,
+    setgid or sticky bit, no name twice, no file that is also a directory, and (with ``limits``)
+    no more entries or declared bytes than allowed."""
+    infos = zf.infolist()
+    if limits is not None and len(infos) > limits.max_files:
+        raise BundleError(
+            f"the bundle holds {len(infos)} entries, over the limit of {limits.max_files}; "
+            "raise bundle.max_files in the cluster config to allow more"
+        )
+    entries: list[_Entry] = []
+    leaves: set[PurePosixPath] = set()
+    parents: set[PurePosixPath] = set()
+    declared = 0
+    for info in infos:
+        name = info.filename
+        if not name:  # zipfile itself fails on it (ZipInfo.is_dir)
+            raise BundleError("an entry has an empty name")
         pure = PurePosixPath(name.replace("\\", "/"))
         if pure.is_absolute() or ".." in pure.parts or "\0" in name:
-            return f"entry {name!r} escapes the task directory"
+            raise BundleError(f"entry {_show(name)} escapes the task directory")
+        st = info.external_attr >> 16 if info.create_system == 3 else 0
+        kind_bits = stat.S_IFMT(st)
+        if kind_bits in _REFUSED_KINDS:
+            raise BundleError(f"entry {_show(name)} is {_REFUSED_KINDS[kind_bits]}; a bundle holds only files, directories and symbolic links")
+        if st & 0o7000:
+            raise BundleError(f"entry {_show(name)} has mode {st & 0o7777:#o}; setuid, setgid and sticky bits are refused")
+        if kind_bits == stat.S_IFLNK:
+            kind = "link"
+            if info.file_size > MAX_LINK_TARGET:
+                raise BundleError(f"entry {_show(name)} is a symbolic link with a {info.file_size}-byte target; at most {MAX_LINK_TARGET}")
+        elif info.is_dir() or kind_bits == stat.S_IFDIR:
+            kind = "dir"
+        elif kind_bits in (0, stat.S_IFREG):
+            kind = "file"
+        else:
+            raise BundleError(f"entry {_show(name)} has an unknown file type ({kind_bits:#o})")
+        if not pure.parts:  # "./": the destination itself
+            continue
+        if kind == "dir":
+            parents.add(pure)
+        else:
+            if pure in leaves:
+                raise BundleError(f"entry {_show(name)} appears twice in the bundle")
+            leaves.add(pure)
+            declared += info.file_size
+        parents.update(pure.parents)
+        entries.append(_Entry(info, pure, kind, 0o755 if st & 0o100 else 0o644))
+    clash = leaves & parents
+    if clash:
+        raise BundleError(f"entry {_show(str(min(clash)))} is both a file (or link) and a directory")
+    if limits is not None and declared > limits.max_unpacked_bytes:
+        raise BundleError(_size_message(declared, limits))
+    return entries
+
+
+def _size_message(size: int, limits: BundleLimits, *, partial: bool = False) -> str:
+    """``partial``: ``size`` is what was written when the limit was crossed, not the whole."""
+    return (
+        f"the bundle unpacks to {'more than ' if partial else ''}{format_memory(size)}, over the limit of "
+        f"{format_memory(limits.max_unpacked_bytes)}; raise bundle.max_unpacked_size in the cluster config to allow more"
+    )
+
+
+def _link_target(zf: zipfile.ZipFile, entry: _Entry) -> str:
+    """The target a link entry names, refused if it is absolute or leads out of the destination
+    (as written: a final check after unpacking follows the links themselves)."""
+    target = zf.read(entry.info).decode("utf-8", "surrogateescape")
+    name = _show(entry.info.filename)
+    if not target or "\0" in target:
+        raise BundleError(f"entry {name} is a symbolic link with an empty or invalid target")
+    if target.startswith("/"):
+        raise BundleError(f"entry {name} is a symbolic link to the absolute path {_show(target)}; links must stay inside the task directory")
+    if posixpath.normpath(posixpath.join(str(entry.path.parent), target)).split("/")[0] == "..":
+        raise BundleError(f"entry {name} is a symbolic link to {_show(target)}, outside the task directory")
+    return target
+
+
+def bundle_problem(source: Path | BinaryIO, limits: BundleLimits | None = None) -> str | None:
+    """Why a bundle (a path or a readable binary file) could never be unpacked: not a zip, or an
+    entry :func:`extract_bundle` refuses (checked as written, without unpacking). None if it is fine."""
+    try:
+        with zipfile.ZipFile(source) as zf:
+            for entry in _entries(zf, limits):
+                if entry.kind == "link":
+                    _link_target(zf, entry)
+    except BundleError as exc:
+        return str(exc)
+    except BAD_ZIP_ERRORS as exc:
+        return str(exc) or type(exc).__name__
     return None
 
 
-def extract_bundle(zip_path: Path, dest: Path) -> None:
-    """Unpack a bundle into ``dest``, refusing any entry that would land outside it."""
-    dest = dest.resolve()
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def extract_bundle(source: Path | BinaryIO, dest: Path, limits: BundleLimits = BundleLimits()) -> None:
+    """Unpack a bundle into ``dest`` and nowhere else.
+
+    Every entry is checked first (:func:`_entries`); then files and directories are written
+    (never through a link: links are made last), counting the bytes really written against
+    ``limits``; then each link is made and followed, and refused if it leads out of ``dest``.
+    A file's mode is 0755 if the user's file was executable, else 0644. Raises BundleError."""
+    dest = Path(dest).resolve()
     dest.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(zip_path) as zf:
-        for info in zf.infolist():
-            target = (dest / info.filename).resolve()
-            if target != dest and dest not in target.parents:
-                raise BundleError(f"bundle entry {info.filename!r} escapes the task directory; refusing to unpack")
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
+    root = str(dest)
+    made_dirs: set[Path] = {dest}
+
+    def make_dir(path: Path) -> None:
+        if path in made_dirs:
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        if not _inside(os.path.realpath(path), root):
+            raise BundleError(f"directory {_show(str(path.relative_to(dest)))} leads outside the task directory")
+        made_dirs.add(path)
+
+    with zipfile.ZipFile(source) as zf:
+        entries = _entries(zf, limits)
+        written = 0
+        links: list[tuple[_Entry, Path, str]] = []
+        for entry in entries:
+            target = dest.joinpath(*entry.path.parts)
+            if entry.kind == "dir":
+                make_dir(target)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
+            make_dir(target.parent)
+            if entry.kind == "link":
+                links.append((entry, target, _link_target(zf, entry)))
+                continue
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out, zf.open(entry.info) as src:
                 while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > limits.max_unpacked_bytes:
+                        raise BundleError(_size_message(written, limits, partial=True))
                     out.write(chunk)
-            mode = (info.external_attr >> 16) & 0o777
-            if mode:
-                os.chmod(target, mode)
+                os.fchmod(out.fileno(), entry.mode)
+        made: list[Path] = []
+        try:
+            for entry, target, link in links:
+                os.symlink(link, target)
+                made.append(target)
+            for entry, target, link in links:
+                if not _inside(os.path.realpath(target), root):
+                    raise BundleError(
+                        f"entry {_show(entry.info.filename)} is a symbolic link to {_show(link)}, which leads outside the task directory"
+                    )
+        except BaseException:
+            for path in made:
+                path.unlink(missing_ok=True)
+            raise
 
 
 def split_bundle_url(url: str) -> tuple[str, str]:

@@ -15,7 +15,9 @@ import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
-from iris.job.types import image_reference_problem, parse_memory
+from iris.auth import static_token_entry
+from iris.job.records import DEFAULT_MAX_BUNDLE_FILES, BundleLimits
+from iris.job.types import image_reference_problem, parse_memory, show
 from iris.errors import ConfigError, ResourceError
 
 
@@ -54,7 +56,9 @@ class ControllerVmConfig:
 class ControllerConfig:
     """Where the controller listens and keeps its state.
 
-    ``port`` 0 picks a free port. ``state_dir`` defaults to ``~/.iris/<cluster name>``
+    ``port`` 0 picks a free port. ``http_port`` is the HTTP side (``/health``, the JSON API, the
+    dashboard) of a long-lived controller, on the same host: 0 picks a free port, -1 turns it off
+    (the in-process cluster of ``iris run --provider local`` has none). ``state_dir`` defaults to ``~/.iris/<cluster name>``
     (a temporary directory for the in-process local cluster). ``bundle_prefix`` defaults to
     ``file://<state_dir>/bundles``. ``tunnel`` is how clients reach ``host:port``: a Tunnel
     plugin (``direct``, ``ssh``, ...; empty = the provider's default), given the provider section.
@@ -62,6 +66,7 @@ class ControllerConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
+    http_port: int = 0
     tunnel: str = ""
     state_dir: str = ""
     bundle_prefix: str = ""
@@ -72,13 +77,22 @@ class ControllerConfig:
 @attrs.define
 class BundleConfig:
     """The workspace bundle a client uploads: a workspace larger than ``max_size`` is refused,
-    naming its largest files (``iris run --max-bundle-size`` overrides it)."""
+    naming its largest files (``iris run --max-bundle-size`` overrides it). A worker unpacks at
+    most ``max_unpacked_size`` bytes in at most ``max_files`` entries from one bundle; past either,
+    the task fails saying which limit it crossed."""
 
     max_size: int | str = "100MB"
+    max_unpacked_size: int | str = "1GB"
+    max_files: int = DEFAULT_MAX_BUNDLE_FILES
 
     @property
     def max_bytes(self) -> int:
         return parse_memory(self.max_size)
+
+    @property
+    def limits(self) -> BundleLimits:
+        """What workers are told to unpack at most (sent with every attempt)."""
+        return BundleLimits(max_unpacked_bytes=parse_memory(self.max_unpacked_size), max_files=self.max_files)
 
 
 @attrs.define
@@ -133,6 +147,35 @@ class ScaleGroupConfig:
 
 
 @attrs.define
+class StaticTokenConfig:
+    """A token given in the config (``auth.tokens``): ``token`` is the token itself or
+    ``sha256:<hex>`` of it; ``role`` admin or user; ``name`` the user it stands for."""
+
+    name: str = ""
+    role: str = "user"
+    token: str = ""
+
+
+@attrs.define
+class AuthConfig:
+    """Who may call the controller (docs/security.md).
+
+    ``enabled`` unset (null) = on for every controller but the in-process local cluster
+    (``iris run --provider local``, ``IrisClient.local()``). ``tokens_file``: static tokens,
+    ``TOKEN ROLE NAME`` per line. ``allow_unauthenticated_remote``: let a controller without auth
+    listen on a non-loopback ``controller.host`` (anyone who reaches it may do anything).
+    ``owner_token_ttl_seconds``: the lifetime of the admin token written for the user who starts
+    the controller (0 = it does not expire).
+    """
+
+    enabled: bool | None = None
+    tokens_file: str = ""
+    tokens: list[StaticTokenConfig] = attrs.field(factory=list)
+    allow_unauthenticated_remote: bool = False
+    owner_token_ttl_seconds: float = 0.0
+
+
+@attrs.define
 class ClusterConfig:
     name: str = "iris"
     label_prefix: str = "iris"
@@ -143,6 +186,7 @@ class ClusterConfig:
     bundle: BundleConfig = attrs.field(factory=BundleConfig)
     autoscaler: AutoscalerConfig = attrs.field(factory=AutoscalerConfig)
     scale_groups: dict[str, ScaleGroupConfig] = attrs.field(factory=dict)
+    auth: AuthConfig = attrs.field(factory=AuthConfig)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -151,11 +195,11 @@ def _make_converter() -> cattrs.Converter:
     def strict(kind: type) -> Any:
         def structure(value: Any, _: type) -> Any:
             if isinstance(value, bool) and kind is not bool:
-                raise ValueError(f"expected {kind.__name__}, got {value!r}")
+                raise ValueError(f"expected {kind.__name__}, got {show(value)}")
             if kind is float and isinstance(value, int):
                 return float(value)
             if not isinstance(value, kind):
-                raise ValueError(f"expected {kind.__name__}, got {value!r}")
+                raise ValueError(f"expected {kind.__name__}, got {show(value)}")
             return value
 
         return structure
@@ -167,7 +211,7 @@ def _make_converter() -> cattrs.Converter:
         try:
             parse_memory(value)
         except ResourceError:
-            raise ValueError(f"expected a size such as 2GB or 512MiB, got {value!r}") from None
+            raise ValueError(f"expected a size such as 2GB or 512MiB, got {show(value)}") from None
         return value
 
     converter.register_structure_hook(typing.Union[int, str], memory)
@@ -177,7 +221,7 @@ def _make_converter() -> cattrs.Converter:
 
         def structure(value: Any, type_: Any) -> Any:
             if not isinstance(value, expected):
-                raise ValueError(f"expected {what}, got {value!r}")
+                raise ValueError(f"expected {what}, got {show(value)}")
             return base(value, type_)
 
         converter.register_structure_hook_func(lambda t: t == kind, structure)
@@ -186,7 +230,18 @@ def _make_converter() -> cattrs.Converter:
     checked(list[str], list, "a list")
     checked(dict[str, str], dict, "a mapping")
     checked(dict[str, Any], dict, "a mapping")
-    for cls in (ProviderConfig, DockerConfig, ControllerVmConfig, ControllerConfig, WorkerConfig, AutoscalerConfig, ScaleGroupConfig):
+    def optional_bool(value: Any, _: type) -> bool | None:
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"expected true, false or null, got {value!r}")
+        return value
+
+    converter.register_structure_hook(typing.Optional[bool], optional_bool)
+    checked(StaticTokenConfig, dict, "a mapping of fields")
+    checked(list[StaticTokenConfig], list, "a list")
+    for cls in (
+        ProviderConfig, DockerConfig, ControllerVmConfig, ControllerConfig, WorkerConfig, AutoscalerConfig, ScaleGroupConfig,
+        AuthConfig, StaticTokenConfig,
+    ):  # fmt: skip
         checked(cls, dict, "a mapping of fields")
     checked(dict[str, ScaleGroupConfig], dict, "a mapping of scale group names to settings")
     return converter
@@ -195,10 +250,20 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
+def _field_name(name: str) -> str:
+    """A field name as written, quoted (and shortened) if it is not a plain word."""
+    return name if name.isidentifier() and len(name) <= 60 else show(name)
+
+
+def _printable(message: str) -> str:
+    """One line whatever the YAML held: control characters escaped."""
+    return "".join(c if 32 <= ord(c) != 127 else repr(c)[1:-1] for c in message)
+
+
 def _format_exception(exc: BaseException, type_: Any) -> str:
     if isinstance(exc, ForbiddenExtraKeysError):
         accepted = ", ".join(a.name for a in attrs.fields(exc.cl))
-        return f"unknown field {', '.join(sorted(exc.extra_fields))}; accepted: {accepted}"
+        return f"unknown field {', '.join(_field_name(f) for f in sorted(map(str, exc.extra_fields)))}; accepted: {accepted}"
     if isinstance(exc, KeyError):
         return "required field missing"
     if isinstance(exc, ValueError) and str(exc).startswith("expected"):
@@ -256,7 +321,10 @@ def normalize_seed_shape(data: dict[str, Any], source: str) -> dict[str, Any]:
         if "image" in vm:
             section["image"] = vm.pop("image")
         if vm:
-            raise ConfigError(f"{source}: controller_vm: unknown field {', '.join(sorted(vm))}; accepted: gcp, manual, local, image, bundle_prefix")
+            raise ConfigError(
+                f"{source}: controller_vm: unknown field {', '.join(_field_name(f) for f in sorted(map(str, vm)))}; "
+                "accepted: gcp, manual, local, image, bundle_prefix"
+            )
         if section:
             controller["vm"] = section
         data["controller"] = controller
@@ -290,7 +358,7 @@ def parse_config(data: Any, source: str = "config") -> ClusterConfig:
         path = path.removeprefix("$").lstrip(".") or "(top level)"
         path = path.replace("['", ".").replace("']", "")
         more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
-        raise ConfigError(f"{source}: {path}: {detail}{more}") from None
+        raise ConfigError(_printable(f"{source}: {path}: {detail}{more}")) from None
     _validate(config, source)
     return config
 
@@ -310,8 +378,31 @@ def _validate(config: ClusterConfig, source: str) -> None:
             raise ConfigError(f"{where}.vms_per_slice: {group.vms_per_slice}; must be >= 1")
     if config.docker.image and (problem := image_reference_problem(config.docker.image)):
         raise ConfigError(f"{source}: docker.image: {problem}")
+    for field, value in (("max_size", config.bundle.max_bytes), ("max_unpacked_size", config.bundle.limits.max_unpacked_bytes)):
+        if value <= 0:
+            raise ConfigError(f"{source}: bundle.{field}: {value}; must be a size above 0, e.g. 100MB")
+    if config.bundle.max_files < 1:
+        raise ConfigError(f"{source}: bundle.max_files: {config.bundle.max_files}; must be >= 1")
     if not 0 <= config.controller.port <= 65535:
         raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
+    if not -1 <= config.controller.http_port <= 65535:
+        raise ConfigError(f"{source}: controller.http_port: {config.controller.http_port}; must be -1 (off), 0 (any) or a port up to 65535")
+    for i, entry in enumerate(config.auth.tokens):
+        static_token_entry(entry.token, entry.role, entry.name, f"{source}: auth.tokens[{i}]")
+    if config.auth.owner_token_ttl_seconds < 0:
+        raise ConfigError(f"{source}: auth.owner_token_ttl_seconds: {config.auth.owner_token_ttl_seconds:g}; must be >= 0")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | Path) -> ClusterConfig:

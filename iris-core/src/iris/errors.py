@@ -23,6 +23,11 @@ class BundleError(IrisError):
     """The workspace cannot be bundled (too large, unreadable)."""
 
 
+class InvalidRequest(IrisError):
+    """A request refused for what it asks (a field out of range, a name that cannot be used);
+    the message names the field, the value and what is accepted. gRPC: INVALID_ARGUMENT."""
+
+
 class JobNotFound(IrisError):
     """A job id that the controller does not know."""
 

@@ -234,6 +234,7 @@ class LocalVmManager:
             task_image=str(self._context.options.get("docker_image") or ""),
             task_python=str(self._context.options.get("task_python") or ""),
             env_dir=self._context.options.get("env_dir") or None,
+            token=self._context.worker_token(vm_id) if self._context.worker_token else "",
         )
 
     # --- the VmManager protocol -----------------------------------------------------------
@@ -293,6 +294,20 @@ class LocalVmManager:
             return
         for worker in entry[1]:
             worker.stop(kill_attempts=True)
+
+    def vm_logs(self, vm_id: str, tail_lines: int = 100) -> str:
+        """The last ``tail_lines`` lines of a process-mode VM's worker log."""
+        if self._mode != "process":
+            raise PluginError("provider local: thread-mode workers log into the cluster's own process; there is no VM log")
+        for record in self._read_records():
+            for worker in record.workers:
+                if worker.vm_id == vm_id:
+                    try:
+                        lines = (Path(worker.work_dir) / WORKER_LOG).read_text(errors="replace").splitlines()
+                    except OSError as exc:
+                        raise PluginError(f"provider local: cannot read the log of {vm_id}: {exc}") from None
+                    return "".join(f"{line}\n" for line in lines[-tail_lines:])
+        raise PluginError(f"provider local: no VM {vm_id!r}; `iris cluster vm status` lists them")
 
     def close(self) -> None:
         """Thread mode: delete every slice (its workers cannot outlive this process). Process
@@ -405,7 +420,7 @@ class LocalVmManager:
         return record
 
     def _spawn_worker(self, launch: WorkerLaunch) -> WorkerProcess:
-        launch.work_dir.mkdir(parents=True, exist_ok=True)
+        launch.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         ready_marker(launch.work_dir).unlink(missing_ok=True)
         with open(launch.work_dir / WORKER_LOG, "ab") as log:
             child = subprocess.Popen(

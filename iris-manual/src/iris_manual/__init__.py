@@ -1,1 +1,1 @@
-"""Iris provider ``manual``: a fixed list of hosts reached over SSH (not yet implemented)."""
+"""Iris provider ``manual``: hosts you have, workers started over SSH; and the ``ssh`` tunnel."""

@@ -1,27 +1,23 @@
 """Registers the ``manual`` provider (entry point ``manual``).
 
-This release registers the name so ``iris plugins`` and ``--provider manual`` find the
-distribution, but bootstrapping and probing hosts over SSH is not implemented yet: the factory
-raises an error saying so. It also provides the ``ssh`` tunnel (a local port forwarded through an
-SSH host to the controller). libcloud/paramiko are imported only inside factories.
+The VmManager starts workers on the configured hosts over SSH (:mod:`iris_manual.vm_manager`);
+the ``ssh`` tunnel forwards a local port through an SSH host to the controller
+(:mod:`iris_manual.tunnel`). paramiko is imported only inside the factories.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from iris.errors import PluginError
 from iris.plugin import TunnelPlugin, VmManagerPlugin, hookimpl
 
 VERSION = "0.1.0"
 
 
 def _vm_manager(context: Any) -> Any:
-    raise PluginError(
-        f"iris-manual {VERSION} does not support bootstrapping hosts over SSH yet; try the same config "
-        "on this machine with `iris cluster --config C start --local` (or `iris run --provider local`), or connect to a "
-        "running controller with --controller-url"
-    )
+    from iris_manual.vm_manager import ManualVmManager
+
+    return ManualVmManager(context)
 
 
 def _ssh_tunnel(options: dict[str, Any]) -> Any:
@@ -41,9 +37,9 @@ def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
         VmManagerPlugin(
             name="manual",
             factory=_vm_manager,
-            default_runtime="docker",
+            default_runtime="process",
             default_bundle_scheme="file",
             default_tunnel="direct",
-            description="a fixed list of hosts over SSH (not yet implemented)",
+            description="a fixed list of hosts, workers started over SSH",
         )
     )

@@ -43,6 +43,7 @@ from urllib.parse import urlparse
 import paramiko
 
 from iris.errors import PluginError
+from iris_manual import ssh
 
 logger = logging.getLogger(__name__)
 
@@ -52,22 +53,6 @@ RECONNECT_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 class TunnelError(PluginError):
     """The tunnel cannot be opened; the message names the host, the user and the SSH error."""
-
-
-class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
-    """Like ``ssh -o StrictHostKeyChecking=accept-new``: record an unknown host's key; a known
-    host presenting another key is refused by paramiko before this is asked."""
-
-    def __init__(self, known_hosts: Path):
-        self._known_hosts = known_hosts
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        try:
-            self._known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            client.save_host_keys(str(self._known_hosts))
-        except OSError as exc:
-            logger.warning("could not record the host key of %s in %s: %s", hostname, self._known_hosts, exc)
 
 
 def _options(options: dict[str, Any]) -> dict[str, Any]:
@@ -124,32 +109,10 @@ class _Forwarder:
     # --- SSH ----------------------------------------------------------------------------
 
     def _open_client(self) -> paramiko.SSHClient:
-        client = paramiko.SSHClient()
-        if self.known_hosts.exists():
-            client.load_host_keys(str(self.known_hosts))
-        client.set_missing_host_key_policy(_AcceptNewPolicy(self.known_hosts))
         try:
-            client.connect(
-                self.ssh_host, port=self.ssh_port, username=self.user, key_filename=self.key, timeout=10,
-                banner_timeout=10, auth_timeout=10, allow_agent=self.key is None, look_for_keys=self.key is None,
-            )  # fmt: skip
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise TunnelError(
-                f"ssh tunnel to {self.where}: the host's key is not the one recorded in {self.known_hosts} ({exc}); "
-                "if the host was reinstalled, remove its line from that file"
-            ) from None
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            with_key = f"with key {self.key}" if self.key else "with the SSH agent's and ~/.ssh keys"
-            raise TunnelError(f"ssh tunnel to {self.where}: authentication failed {with_key}: {exc}") from None
-        except (OSError, paramiko.SSHException) as exc:
-            client.close()
-            raise TunnelError(f"ssh tunnel to {self.where}: cannot connect: {exc}") from None
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(5)
-        return client
+            return ssh.connect(self.ssh_host, self.ssh_port, self.user, self.key, self.known_hosts)
+        except ssh.SshError as exc:
+            raise TunnelError(f"ssh tunnel to {exc}") from None
 
     def _transport(self) -> paramiko.Transport:
         """A live SSH transport: the current one, or a new connection if it dropped."""

@@ -28,9 +28,12 @@ from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleProgress, create_bundle
 from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
 from iris.job.records import JobLogLine as LogLine
+from iris.job.validation import check_job_spec
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
+from iris.auth import PermissionDenied, Unauthenticated, current_user, find_token
 from iris.errors import ConfigError, IrisError, JobNotFound, RemoteTraceback
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
+from iris.rpc.channel import authorized_channel
 
 __all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "RemoteTraceback", "TaskStatus"]
 
@@ -80,6 +83,10 @@ def _call(method: Callable[..., Any], request: Any, address: str, timeout: float
             raise ControllerUnavailable(f"cannot reach the controller at {address}: {details}") from None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise ControllerUnavailable(f"the controller at {address} did not answer in time") from None
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise Unauthenticated(f"{details} ({address})") from None
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            raise PermissionDenied(details) from None
         raise IrisError(details or str(code)) from None
 
 
@@ -272,17 +279,6 @@ def _print_line(line: LogLine) -> None:
     out.flush()
 
 
-def current_user() -> str:
-    """The submitting user, used as the first component of top-level job ids (``/user/name``)."""
-    import getpass
-
-    try:
-        name = getpass.getuser()
-    except Exception:
-        name = "user"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "user"
-
-
 def default_job_name(entrypoint: Entrypoint) -> str:
     if entrypoint.argv:
         words = [Path(a).name for a in entrypoint.argv[:2] if not a.startswith("-")]
@@ -304,10 +300,12 @@ class IrisClient:
         bundle_blob: bytes | None = None,
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         bundle_progress: BundleProgress | None = None,
+        token: str | None = None,
     ):
         """``max_bundle_bytes`` refuses a larger workspace (naming its largest files);
         ``bundle_progress(files done, files, bytes done)`` hears about a bundle that takes over a
-        second to make."""
+        second to make. ``token`` authenticates every call; None = ``$IRIS_TOKEN``, else the
+        token ``iris login`` stored for this controller, else none."""
         self.address = address if "://" in address else f"http://{address}"
         scheme = self.address.split("://", 1)[0]
         if scheme != "http":
@@ -316,8 +314,10 @@ class IrisClient:
                 f"controller URL {address!r}: scheme {scheme!r} is not supported; use http://HOST:PORT "
                 "(the controller speaks plaintext gRPC; reach a remote one through the provider's tunnel)"
             )
-        self._channel = grpc.insecure_channel(
+        self.token = find_token(self.address, token)  # what every call presents (None: nothing)
+        self._channel = authorized_channel(
             self.address.split("://", 1)[1],
+            self.token,
             options=[("grpc.max_send_message_length", 512 << 20), ("grpc.max_receive_message_length", 512 << 20)],
         )
         self._stub = controller_pb2_grpc.ControllerServiceStub(self._channel)
@@ -340,16 +340,19 @@ class IrisClient:
         bundle_blob: bytes | None = None,
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         bundle_progress: BundleProgress | None = None,
+        token: str | None = None,
     ) -> IrisClient:
-        """A client for the controller at ``controller_url``, bundling ``workspace`` on first submit."""
+        """A client for the controller at ``controller_url``, bundling ``workspace`` on first
+        submit. ``token``: see :class:`IrisClient` (default: ``$IRIS_TOKEN`` or ``iris login``'s)."""
         return cls(
             controller_url, workspace=workspace, bundle_blob=bundle_blob, max_bundle_bytes=max_bundle_bytes,
-            bundle_progress=bundle_progress,
+            bundle_progress=bundle_progress, token=token,
         )
 
     @classmethod
     def from_env(cls, *, workspace: Path | None = None) -> IrisClient:
-        """Inside a task: a client for the controller that runs it (``IRIS_CONTROLLER_ADDRESS``)."""
+        """Inside a task: a client for the controller that runs it (``IRIS_CONTROLLER_ADDRESS``),
+        with the task's credential (``IRIS_TOKEN``)."""
         address = os.environ.get(CONTROLLER_ENV)
         if not address:
             raise IrisError(f"{CONTROLLER_ENV} is not set: not running inside an Iris task")
@@ -367,7 +370,7 @@ class IrisClient:
         local = attrs.evolve(local, controller=attrs.evolve(local.controller, state_dir=config.controller.state_dir, port=0))
         manager = ClusterManager(local)
         address = manager.start()
-        client = cls(address, workspace=workspace)
+        client = cls(address, workspace=workspace, token=manager.owner_token or None)
         client._cluster = manager
         return client
 
@@ -448,7 +451,6 @@ class IrisClient:
             entrypoint=entrypoint,
             resources=resources,
             environment=environment,
-            bundle_id=self._ensure_bundle(),
             replicas=replicas,
             max_retries=max_retries,
             timeout_seconds=timeout,
@@ -463,6 +465,8 @@ class IrisClient:
             user=(current_user() if not parent_job_id else "") if user is None else user,
             task_image=task_image,
         )
+        check_job_spec(spec)  # the controller's own checks, before a bundle is uploaded
+        spec = attrs.evolve(spec, bundle_id=self._ensure_bundle())
         response = _call(self._stub.LaunchJob, controller_pb2.LaunchJobRequest(spec=convert.job_spec_to_proto(spec)), self.address)
         return Job(self, response.job_id)
 
@@ -512,6 +516,15 @@ class IrisClient:
         still running."""
         response = _call(self._stub.LookupEndpoint, controller_pb2.LookupEndpointRequest(name=name), self.address, timeout=30)
         return [convert.endpoint_from_proto(e) for e in response.endpoints]
+
+    def whoami(self) -> controller_pb2.WhoAmIResponse:
+        """Who this client's token names (role, name, job), and whether the controller checks tokens."""
+        return _call(self._stub.WhoAmI, controller_pb2.WhoAmIRequest(), self.address)
+
+    def create_token(self, name: str, *, role: str = "user", ttl_seconds: float = 0.0) -> str:
+        """Mint a token for ``name`` (admins only); ``ttl_seconds`` 0 = it does not expire."""
+        request = controller_pb2.CreateTokenRequest(role=role, name=name, ttl_seconds=ttl_seconds)
+        return _call(self._stub.CreateToken, request, self.address).token
 
     def list_workers(self) -> list[controller_pb2.WorkerSummary]:
         return list(_call(self._stub.ListWorkers, controller_pb2.ListWorkersRequest(), self.address).workers)

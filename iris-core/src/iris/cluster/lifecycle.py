@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from iris.auth import OWNER_TOKEN_FILE, read_token_file, write_private
 from iris.cluster.worker.worker import start_in_process
 from iris.config import ClusterConfig, config_to_dict
 from iris.errors import IrisError
@@ -46,11 +47,18 @@ class ControllerProcessInfo:
     pid: int
     url: str
     state_dir: Path
+    http_url: str = ""  # the dashboard and /health ("" = the controller serves no HTTP)
+
+    @property
+    def token(self) -> str:
+        """The admin token the controller wrote for the user who started it ('' if none: auth
+        is off, or this user cannot read it)."""
+        return read_token_file(self.state_dir / OWNER_TOKEN_FILE)
 
 
 def _identity(config_dict: dict) -> dict:
     """What makes two configs the same cluster: everything but where its state and port went."""
-    controller = {k: v for k, v in config_dict.get("controller", {}).items() if k not in ("port", "state_dir")}
+    controller = {k: v for k, v in config_dict.get("controller", {}).items() if k not in ("port", "http_port", "state_dir")}
     return {**config_dict, "controller": controller}
 
 
@@ -80,7 +88,14 @@ def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
             f"{config.name!r} (its config: {state_dir / 'cluster.yaml'}); give this config its own name: "
             "(or stop that cluster with its own config)"
         )
-    return ControllerProcessInfo(pid, url, state_dir)
+    return ControllerProcessInfo(pid, url, state_dir, _http_url(state_dir))
+
+
+def _http_url(state_dir: Path) -> str:
+    try:
+        return (state_dir / "controller.http_url").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _free_port(host: str) -> int:
@@ -98,18 +113,29 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
         return existing
     open_vm_manager(config).close()  # an unknown or unusable provider fails here, before any process starts
     state_dir = state_dir_for(config)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
     port_file = state_dir / "controller.port"
     port = config.controller.port
     if port == 0:  # keep one port across restarts: workers reconnect to the address they know
         port = int(port_file.read_text()) if port_file.exists() else _free_port(config.controller.host)
     port_file.write_text(str(port))
-    config = attrs.evolve(config, controller=attrs.evolve(config.controller, port=port, state_dir=str(state_dir)))
+    http_port_file = state_dir / "controller.http_port"
+    http_port = config.controller.http_port
+    if http_port == 0:  # the dashboard keeps its address across restarts too
+        http_port = int(http_port_file.read_text()) if http_port_file.exists() else _free_port(config.controller.host)
+    if http_port > 0:
+        http_port_file.write_text(str(http_port))
+    config = attrs.evolve(
+        config, controller=attrs.evolve(config.controller, port=port, http_port=http_port, state_dir=str(state_dir))
+    )
     config_path = state_dir / "cluster.yaml"
-    config_path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_private(config_path, yaml.safe_dump(config_to_dict(config), sort_keys=False))  # may hold auth.tokens
     url_file = state_dir / "controller.url"
     url_file.unlink(missing_ok=True)
-    log = open(state_dir / "controller.log", "ab")
+    (state_dir / "controller.http_url").unlink(missing_ok=True)
+    log = os.fdopen(os.open(state_dir / "controller.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    os.chmod(state_dir / "controller.log", 0o600)
     command = [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--config", str(config_path)]
     if fresh:
         command.append("--fresh")
@@ -119,7 +145,7 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if url_file.exists():
-            return ControllerProcessInfo(proc.pid, url_file.read_text().strip(), state_dir)
+            return ControllerProcessInfo(proc.pid, url_file.read_text().strip(), state_dir, _http_url(state_dir))
         if proc.poll() is not None:
             tail = (state_dir / "controller.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise IrisError(f"the controller exited with code {proc.returncode} while starting: {' | '.join(tail)}")
@@ -176,7 +202,7 @@ def open_vm_manager(config: ClusterConfig, registry: PluginRegistry | None = Non
 STOPPED_REASON = "killed: the cluster was stopped (iris cluster stop)"
 
 
-def kill_unfinished_jobs(url: str, reason: str = STOPPED_REASON) -> list[str]:
+def kill_unfinished_jobs(url: str, reason: str = STOPPED_REASON, token: str | None = None) -> list[str]:
     """Kill every job that has not ended (with its children), recording ``reason``: stopping a
     cluster ends its work on the record, so the next start shows it KILLED and does not re-run
     it. Returns the ids of the jobs killed."""
@@ -184,7 +210,7 @@ def kill_unfinished_jobs(url: str, reason: str = STOPPED_REASON) -> list[str]:
     from iris.client.client import Job
 
     killed = []
-    with IrisClient.remote(url) as client:
+    with IrisClient.remote(url, token=token) as client:
         unfinished = client.list_jobs(states=[JobState.PENDING, JobState.RUNNING])
         ids = {j.job_id for j in unfinished}
         for status in unfinished:
@@ -202,7 +228,7 @@ def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
     info = running_controller(config)
     if info is not None:
         try:
-            kill_unfinished_jobs(info.url)
+            kill_unfinished_jobs(info.url, token=info.token or None)
         except IrisError as exc:  # an unresponsive controller: stop it anyway
             logger.warning("could not kill the unfinished jobs before stopping: %s", exc)
     was_running = stop_controller(config)
@@ -214,7 +240,7 @@ def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
             deleted.append(info.slice_id)
     finally:
         manager.close()
-    for name in ("controller.pid", "controller.url"):
+    for name in ("controller.pid", "controller.url", "controller.http_url"):
         (state_dir_for(config) / name).unlink(missing_ok=True)
     return was_running, deleted
 

@@ -33,13 +33,26 @@ from iris.cluster.controller.store import Store, check_database
 from iris.cluster.scale_groups import group_attributes as group_attributes, group_vm_count as group_vm_count  # they lived here
 from iris.cluster.scale_groups import slice_request_for
 from iris.cluster.worker.worker import start_in_process
-from iris.config import ClusterConfig, ScaleGroupConfig
-from iris.errors import IrisError
+from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSigner, cluster_secret, load_static_tokens
+from iris.auth import current_user, read_token_file, write_private
+from iris.auth import static_token_entry
+from iris.config import ClusterConfig, ScaleGroupConfig, is_loopback
+from iris.errors import ConfigError, IrisError
 from iris.plugin.records import OWNER_FILE, TEMP_STATE_PREFIX, ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
 from iris.procfs import pid_start_time
 
 logger = logging.getLogger(__name__)
+
+
+def auth_enabled(config: ClusterConfig) -> bool:
+    """Whether this config's controller checks tokens: ``auth.enabled`` when set, else on for
+    every controller but the in-process local cluster (local provider, workers as threads)."""
+    if config.auth.enabled is not None:
+        return config.auth.enabled
+    options = config.provider.options
+    in_process = config.provider.type == "local" and options.get("worker_mode", "thread") == "thread"
+    return not in_process
 
 
 def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -> ClusterConfig:
@@ -60,10 +73,15 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
 
 
 class ClusterManager:
-    def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None, *, fresh: bool = False):
-        """``fresh`` starts with empty controller state, moving any saved state aside."""
+    def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None, *, fresh: bool = False, serve_http: bool = False):
+        """``fresh`` starts with empty controller state, moving any saved state aside.
+        ``serve_http`` also serves the HTTP side (health, API, dashboard) on ``controller.http_port``
+        unless that is -1; its URL is then :attr:`http_url`."""
         self._config = config
         self._fresh = fresh
+        self._serve_http = serve_http
+        self._http: Any = None
+        self.http_url = ""
         self._store: Any = None
         self._autoscaler: Any = None
         self._autoscale_thread: threading.Thread | None = None
@@ -73,6 +91,9 @@ class ClusterManager:
         self._vm_manager: Any = None
         self._temp_dir: str | None = None
         self._lock_file: Any = None  # holds the state directory's lock while this controller runs
+        self.auth: Authenticator | None = None
+        #: the admin token of the user who started this controller (also in <state_dir>/owner.token)
+        self.owner_token = ""
 
     @property
     def config(self) -> ClusterConfig:
@@ -117,13 +138,25 @@ class ClusterManager:
                 if old.exists():
                     old.rename(aside.with_name(aside.name + suffix))
             logger.warning("--fresh: moved the saved state aside to %s", aside)
+        self.auth = self._authenticator(state_dir)
         self._store = Store(db_path)
         bundle_prefix = config.controller.bundle_prefix or f"file://{state_dir / 'bundles'}"
         bundles = self._registry.open_bundle_store(bundle_prefix)
-        controller = Controller(store=self._store, worker_timeout=config.controller.worker_timeout_seconds)
-        self._server = ControllerServer(controller, bundles, host=config.controller.host, port=config.controller.port)
+        controller = Controller(
+            store=self._store, worker_timeout=config.controller.worker_timeout_seconds, bundle_limits=config.bundle.limits
+        )
+        self._server = ControllerServer(
+            controller, bundles, host=config.controller.host, port=config.controller.port, auth=self.auth
+        )
         address = self._server.start()
         self._record_owner(address)
+        if self._serve_http and config.controller.http_port >= 0:
+            from iris.cluster.controller.http_server import HttpServer
+
+            self._http = HttpServer(controller, host=config.controller.host, port=config.controller.http_port, cluster=self)
+            self.http_url = self._http.start()
+        auth = self.auth
+        worker_token = None if auth is None else (lambda worker_id: auth.mint(Principal(Role.WORKER, worker_id)))
         options = {
             "runtime": config.worker.runtime or provider.default_runtime,
             "docker_image": config.docker.image,
@@ -138,10 +171,42 @@ class ClusterManager:
             options=options,
             registry=self._registry,
             start_worker=start_in_process,
+            worker_token=worker_token,
         )
         self._vm_manager = provider.factory(context)
         self._start_autoscaler()
         return address
+
+    def _authenticator(self, state_dir: Path) -> Authenticator | None:
+        """The token checker for this controller, or None when auth is off (which a controller
+        listening beyond this machine refuses unless ``auth.allow_unauthenticated_remote``)."""
+        config = self._config
+        host = config.controller.host
+        if not auth_enabled(config):
+            if not is_loopback(host) and not config.auth.allow_unauthenticated_remote:
+                raise ConfigError(
+                    f"controller.host: {host!r} is reachable from other machines, and auth is off (auth.enabled: false): "
+                    "anyone who reaches it could run jobs as any user and read their secrets. Turn auth on "
+                    "(remove auth.enabled: false), listen on 127.0.0.1, or set auth.allow_unauthenticated_remote: true"
+                )
+            if not is_loopback(host):
+                logger.warning("controller on %s without auth (auth.allow_unauthenticated_remote): anyone who reaches it may do anything", host)
+            return None
+        if not is_loopback(host):
+            logger.warning("controller on %s: tokens, job environments and logs travel as plaintext gRPC; use a tunnel or a trusted network", host)
+        static = load_static_tokens(config.auth.tokens_file) if config.auth.tokens_file else {}
+        for i, entry in enumerate(config.auth.tokens):
+            digest, who = static_token_entry(entry.token, entry.role, entry.name, f"auth.tokens[{i}]")
+            static[digest] = who
+        auth = Authenticator(TokenSigner(cluster_secret(state_dir)), static)
+        owner_file = state_dir / OWNER_TOKEN_FILE
+        token = read_token_file(owner_file)
+        who = auth.authenticate(token) if token else None
+        if who is None or who.role is not Role.ADMIN:  # none yet, expired, or the secret was rotated
+            token = auth.mint(Principal(Role.ADMIN, current_user()), config.auth.owner_token_ttl_seconds)
+            write_private(owner_file, token + "\n")
+        self.owner_token = token
+        return auth
 
     def _lock_state_dir(self, state_dir: Path) -> None:
         """One controller per state directory: hold an exclusive lock on ``controller.lock`` for
@@ -178,7 +243,8 @@ class ClusterManager:
             (path / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start_time": pid_start_time(os.getpid())}))
         else:
             path = Path.home() / ".iris" / self._config.name
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # job environments, logs, the token secret: this user's only
         return path
 
     def _groups(self) -> dict[str, ScaleGroupConfig]:
@@ -231,9 +297,20 @@ class ClusterManager:
     # --- the autoscaler RPCs (iris cluster status / slice create / slice terminate) ----------
 
     def autoscaler_status(self) -> list[dict[str, Any]]:
+        """Each scale group and its slices, as plain dicts (times are unix times; ``demand`` is
+        the tasks waiting that this group would serve)."""
+        autoscaler = self._autoscaler
+        if autoscaler is None:  # not started yet, or stopping
+            return []
         groups = self._groups()
+        demand: dict[str, int] = {}
+        if self._server is not None:
+            for d in self.controller.unmet_demand():
+                group = autoscaler.route(d)[0]  # per job: a job keeps the group it was routed to
+                if group is not None:
+                    demand[group] = demand.get(group, 0) + d.tasks
         out = []
-        for g in self._autoscaler.status():
+        for g in autoscaler.status():
             config = groups.get(g.name)
 
             def wall(t: float | None, at: float = g.at) -> float:  # the autoscaler's clock -> unix time
@@ -246,11 +323,20 @@ class ClusterManager:
                     "detail": getattr(g, "detail", ""),
                     "min_slices": config.min_slices if config else 0,
                     "max_slices": config.max_slices if config else 0,
+                    "priority": g.priority,
+                    "counts": dict(g.counts),
+                    "failures": g.failures,
+                    "backoff_until": wall(g.backoff_until),
+                    "quota_until": wall(g.quota_until),
+                    "last_error": g.last_error,
+                    "demand": demand.get(g.name, 0),
                     "slices": [
                         {
                             "slice_id": sl.slice_id,
                             "state": getattr(sl.state, "value", str(sl.state)),
                             "created_at": wall(sl.created_at),
+                            "ready_at": wall(sl.ready_at),
+                            "adopted": sl.adopted,
                             "idle_since": wall(sl.idle_since),
                             "error": sl.error or "",
                             "vms": getattr(sl, "vms", 0),
@@ -301,6 +387,10 @@ class ClusterManager:
             self._vm_manager.close()
             self._vm_manager = None
         self._autoscaler = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+            self.http_url = ""
         if self._server is not None:
             self._server.stop()
             self._server = None

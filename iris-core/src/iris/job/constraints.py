@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import attrs
 
 from iris.errors import IrisError
+from iris.job.types import show
 
 WELL_KNOWN_KEYS = (
     "region",
@@ -65,20 +66,19 @@ class Constraint:
     def __attrs_post_init__(self) -> None:
         if not self.key:
             raise ConstraintError("constraint: the attribute key is empty")
+        key = self.key if len(self.key) <= 60 else show(self.key)
         needs = {Op.EXISTS: 0, Op.NOT_EXISTS: 0, Op.IN: -1}.get(self.op, 1)
         if needs == 0 and self.values:
-            raise ConstraintError(f"constraint {self.key} {self.op.value}: takes no value")
+            raise ConstraintError(f"constraint {key} {self.op.value}: takes no value")
         if needs == 1 and len(self.values) != 1:
-            raise ConstraintError(f"constraint {self.key} {self.op.value}: takes exactly one value")
+            raise ConstraintError(f"constraint {key} {self.op.value}: takes exactly one value")
         if needs == -1 and not self.values:
-            raise ConstraintError(f"constraint {self.key} IN: needs at least one value")
+            raise ConstraintError(f"constraint {key} IN: needs at least one value")
         if self.op in (Op.GT, Op.GE, Op.LT, Op.LE):
             try:
                 float(self.values[0])
             except ValueError:
-                raise ConstraintError(
-                    f"constraint {self.key} {_SYMBOL[self.op]} {self.values[0]!r}: the value must be a number"
-                ) from None
+                raise ConstraintError(f"constraint {key} {_SYMBOL[self.op]} {show(self.values[0])}: the value must be a number") from None
 
     def matches(self, attributes: Mapping[str, str]) -> bool:
         present = self.key in attributes
@@ -125,11 +125,11 @@ def parse_constraint(text: str) -> Constraint:
         return Constraint(m["key"], Op.IN, values)
     if m := _TEXT.match(text):
         if not m["value"]:
-            raise ConstraintError(f"constraint {text!r}: missing value after {m['op']}")
+            raise ConstraintError(f"constraint {show(text)}: missing value after {m['op']}")
         return Constraint(m["key"], _OPS[m["op"]], (m["value"],))
     if m := _KEY.match(text):
         return Constraint(m["key"], Op.NOT_EXISTS if m["neg"] else Op.EXISTS)
     raise ConstraintError(
-        f"constraint {text!r} is not understood; use KEY=VALUE, KEY!=VALUE, KEY>=N (>, <, <=), KEY, !KEY or 'KEY in A,B'"
+        f"constraint {show(text)} is not understood; use KEY=VALUE, KEY!=VALUE, KEY>=N (>, <, <=), KEY, !KEY or 'KEY in A,B'"
     )
 

@@ -181,11 +181,25 @@ class DesiredAttempt:
     spec: JobSpec | None  # set when the worker needs the full spec
 
 
+DEFAULT_MAX_UNPACKED_BYTES = 1000 * 1000 * 1000
+DEFAULT_MAX_BUNDLE_FILES = 100_000
+
+
+@attrs.frozen
+class BundleLimits:
+    """How much a worker unpacks from one bundle (the cluster config's ``bundle.max_unpacked_size``
+    and ``bundle.max_files``); the controller sends them with every attempt it starts."""
+
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
+    max_files: int = DEFAULT_MAX_BUNDLE_FILES
+
+
 @attrs.frozen
 class ReconcileResult:
     version: int
     desired: list[DesiredAttempt]
     acks: list[AttemptAck]
+    bundle_limits: BundleLimits = BundleLimits()
 
 
 # --- what a client reads back ----------------------------------------------------------------
@@ -233,6 +247,7 @@ class JobStatus:
     constraints: tuple[Constraint, ...] = ()
     coschedule_by: str = ""
     replicas: int = 0
+    env_names: tuple[str, ...] = ()  # the job's environment variables, names only
 
     @property
     def succeeded(self) -> bool:

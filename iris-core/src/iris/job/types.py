@@ -7,9 +7,11 @@ These are the names users write against (seed API):
 from __future__ import annotations
 
 import enum
+import math
 import re
 import shlex
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -60,7 +62,7 @@ def extra_problem(extra: str) -> str | None:
     """Why ``extra`` is not an extra name (``cpu``) or ``package:extra`` (``marin:cpu``), or None."""
     if EXTRA_RE.match(extra):
         return None
-    return f"extra {extra!r} is invalid; use an extra name (e.g. cpu) or PACKAGE:EXTRA for a workspace member (e.g. marin:cpu)"
+    return f"extra {show(extra)} is invalid; use an extra name (e.g. cpu) or PACKAGE:EXTRA for a workspace member (e.g. marin:cpu)"
 
 
 def package_problem(package: str) -> str | None:
@@ -68,25 +70,43 @@ def package_problem(package: str) -> str | None:
     ``requests[socks]==2.32``), or None."""
     if PACKAGE_RE.match(package) and "\n" not in package and "\0" not in package:
         return None
-    return f"pip package {package!r} is invalid; use a requirement such as numpy, numpy>=2 or requests[socks]==2.32"
+    return f"pip package {show(package)} is invalid; use a requirement such as numpy, numpy>=2 or requests[socks]==2.32"
+
+
+MAX_SIZE_BYTES = (1 << 63) - 1  # what a size field holds on the wire (int64)
+
+
+def show(value: object, limit: int = 60) -> str:
+    """``value`` for an error message: a string or bytes cut to ``limit`` characters, so an
+    error stays small whatever was sent."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value)} {'characters' if isinstance(value, str) else 'bytes'})"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_memory(value: str | int | float, *, field: str = "memory") -> int:
     """Parse a memory size such as ``2GB``, ``512MiB`` or ``1073741824`` into bytes."""
-    if isinstance(value, bool):
-        raise ResourceError(f"{field}: {value!r} is not a size; use a number of bytes or e.g. 2GB, 512MB, 1GiB")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ResourceError(f"{field}: {show(value)} is not a size; use a number of bytes or e.g. 2GB, 512MB, 1GiB")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ResourceError(f"{field}: {value!r} is not a finite size; use a number of bytes or e.g. 2GB")
         if value < 0:
             raise ResourceError(f"{field}: {value!r} is negative; a size must be >= 0")
-        return int(value)
-    match = _MEMORY_RE.match(str(value))
-    unit = match.group(2).upper() if match else None
-    if not match or unit not in _MEMORY_UNITS:
-        raise ResourceError(
-            f"{field}: {value!r} is not a size; use a number with an optional unit "
-            "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 2GB or 512MiB"
-        )
-    return int(float(match.group(1)) * _MEMORY_UNITS[unit])
+        size = int(value)
+    else:
+        match = _MEMORY_RE.match(value) if len(value) <= 64 else None
+        unit = match.group(2).upper() if match else None
+        if not match or unit not in _MEMORY_UNITS:
+            raise ResourceError(
+                f"{field}: {show(value)} is not a size; use a number with an optional unit "
+                "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 2GB or 512MiB"
+            )
+        size = int(Fraction(match.group(1)) * _MEMORY_UNITS[unit])  # exact, where a float would round
+    if size > MAX_SIZE_BYTES:
+        raise ResourceError(f"{field}: {show(value)} is too large; at most {MAX_SIZE_BYTES} bytes")
+    return size
 
 
 def format_memory(num_bytes: int) -> str:
@@ -99,13 +119,19 @@ def format_memory(num_bytes: int) -> str:
     return f"{size:.1f}TB"
 
 
+def _device_count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
+        raise ResourceError(f"device count: {show(value)}; must be a whole number >= 0")
+    return value
+
+
 @attrs.frozen
 class DeviceSpec:
     """An accelerator request: kind (``cpu``, ``tpu``, ``gpu``), variant and count."""
 
     kind: str = "cpu"
     variant: str = ""
-    count: int = 0
+    count: int = attrs.field(default=0, converter=_device_count)
 
 
 def tpu_device(variant: str) -> DeviceSpec:
@@ -144,10 +170,12 @@ def _memory_converter(value: str | int | float) -> int:
 def _cpu_converter(value: Any) -> float:
     try:
         cpu = float(value)
-    except (TypeError, ValueError):
-        raise ResourceError(f"cpu: {value!r} is not a number; use e.g. 1 or 0.5") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ResourceError(f"cpu: {show(value)} is not a number; use e.g. 1 or 0.5") from None
+    if not math.isfinite(cpu):
+        raise ResourceError(f"cpu: {show(value)} is not a finite number; use e.g. 1 or 0.5")
     if cpu < 0:
-        raise ResourceError(f"cpu: {value!r} is negative; cpu must be >= 0")
+        raise ResourceError(f"cpu: {show(value)} is negative; cpu must be >= 0")
     return cpu
 
 

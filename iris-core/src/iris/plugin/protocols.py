@@ -88,6 +88,11 @@ class VmManager(Protocol):
     def close(self) -> None:
         """Release client resources (not the slices)."""
 
+    # Optional (looked up with getattr; ``iris cluster vm logs`` says the provider has none):
+    #
+    # def vm_logs(self, vm_id: str, tail_lines: int = 100) -> str:
+    #     """The last lines of the worker's log on that VM."""
+
 
 # --- ContainerRuntime -----------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ class ProviderContext:
     :ivar registry: the plugin registry, to build runtimes and bundle stores by name.
     :ivar start_worker: runs a worker inside this process
         (:data:`iris.plugin.worker_host.StartInProcess`); None where the host cannot.
+    :ivar worker_token: ``worker_token(worker_id) -> str`` mints the credential a worker
+        presents (put it in ``WorkerLaunch.token``); None when the controller runs without auth.
     """
 
     controller_address: str
@@ -30,6 +32,7 @@ class ProviderContext:
     options: dict[str, Any] = attrs.field(factory=dict)
     registry: Any = None
     start_worker: Any = None
+    worker_token: Any = None
 
 
 #: An in-process local cluster keeps its state in a temporary directory named with this prefix,

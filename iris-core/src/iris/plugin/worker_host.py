@@ -30,6 +30,8 @@ from typing import Protocol
 
 import attrs
 
+from iris.auth import TOKEN_ENV, WORKER_TOKEN_ENV
+
 __all__ = [
     "LABEL_WORKER",
     "InProcessWorker",
@@ -146,6 +148,9 @@ class WorkerLaunch:
         else ``work_dir/envs``); workers of one machine may share it.
     :ivar task_image: the image of tasks whose job names none (runtimes that run images: the
         cluster's ``docker.image``).
+    :ivar token: the worker's credential, bound to ``worker_id`` (``ProviderContext.worker_token``
+        mints it; empty when the controller runs without auth). It reaches a worker process in
+        its environment (``IRIS_WORKER_TOKEN``, see :meth:`env`), never on its command line.
     """
 
     worker_id: str
@@ -162,6 +167,7 @@ class WorkerLaunch:
     task_image: str = ""
     task_python: str = ""
     env_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    token: str = attrs.field(default="", repr=False)
 
     @property
     def capacity(self) -> tuple[float, int]:
@@ -196,8 +202,13 @@ class WorkerLaunch:
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment for the worker process: ``base`` (default: this process's) with
-        unbuffered output, so its log is complete when it dies."""
-        return {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
+        unbuffered output, so its log is complete when it dies, and the worker's credential.
+        Whatever token ``base`` holds for someone else (``IRIS_TOKEN``) is left out."""
+        env = {k: v for k, v in (os.environ if base is None else base).items() if k not in (TOKEN_ENV, WORKER_TOKEN_ENV)}
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.token:
+            env[WORKER_TOKEN_ENV] = self.token
+        return env
 
     def docker_argv(
         self,
@@ -229,5 +240,7 @@ class WorkerLaunch:
         ]  # fmt: skip
 
     def command(self) -> str:
-        """:meth:`argv` as one shell command line, for an SSH session or a startup script."""
-        return "PYTHONUNBUFFERED=1 " + shlex.join(self.argv())
+        """:meth:`argv` as one shell command line, for an SSH session or a startup script (with
+        the credential as an environment assignment: keep the line out of shared logs)."""
+        token = f"{WORKER_TOKEN_ENV}={shlex.quote(self.token)} " if self.token else ""
+        return f"PYTHONUNBUFFERED=1 {token}" + shlex.join(self.argv())

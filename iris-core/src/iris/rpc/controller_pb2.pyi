@@ -117,7 +117,7 @@ class TaskInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., pending_reason: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[AttemptInfo, _Mapping]]] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "name", "state", "tasks", "submitted_at", "finished_at", "error", "exit_code", "entrypoint", "parent_job_id", "children", "replicas", "resources", "user", "started_at", "constraints", "coscheduling")
+    __slots__ = ("job_id", "name", "state", "tasks", "submitted_at", "finished_at", "error", "exit_code", "entrypoint", "parent_job_id", "children", "replicas", "resources", "user", "started_at", "constraints", "coscheduling", "env_names")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class JobInfo(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     COSCHEDULING_FIELD_NUMBER: _ClassVar[int]
+    ENV_NAMES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     name: str
     state: _common_pb2.JobState
@@ -152,7 +153,8 @@ class JobInfo(_message.Message):
     started_at: float
     constraints: _containers.RepeatedCompositeFieldContainer[_common_pb2.Constraint]
     coscheduling: _common_pb2.Coscheduling
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[str] = ..., exit_code: _Optional[int] = ..., entrypoint: _Optional[str] = ..., parent_job_id: _Optional[str] = ..., children: _Optional[_Iterable[str]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., user: _Optional[str] = ..., started_at: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.Constraint, _Mapping]]] = ..., coscheduling: _Optional[_Union[_common_pb2.Coscheduling, _Mapping]] = ...) -> None: ...
+    env_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[str] = ..., exit_code: _Optional[int] = ..., entrypoint: _Optional[str] = ..., parent_job_id: _Optional[str] = ..., children: _Optional[_Iterable[str]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., user: _Optional[str] = ..., started_at: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.Constraint, _Mapping]]] = ..., coscheduling: _Optional[_Union[_common_pb2.Coscheduling, _Mapping]] = ..., env_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("states", "prefix")
@@ -423,3 +425,35 @@ class TerminateSlicesResponse(_message.Message):
     SLICE_IDS_FIELD_NUMBER: _ClassVar[int]
     slice_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, slice_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoAmIResponse(_message.Message):
+    __slots__ = ("role", "name", "job_id", "auth_enabled")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    name: str
+    job_id: str
+    auth_enabled: bool
+    def __init__(self, role: _Optional[str] = ..., name: _Optional[str] = ..., job_id: _Optional[str] = ..., auth_enabled: _Optional[bool] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("role", "name", "ttl_seconds")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    name: str
+    ttl_seconds: float
+    def __init__(self, role: _Optional[str] = ..., name: _Optional[str] = ..., ttl_seconds: _Optional[float] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...

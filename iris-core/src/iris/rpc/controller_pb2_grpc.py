@@ -110,6 +110,16 @@ class ControllerServiceStub:
                 request_serializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.SerializeToString,
                 response_deserializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/iris.v1.ControllerService/WhoAmI',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/iris.v1.ControllerService/CreateToken',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -210,6 +220,20 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Who the caller's token names (iris login checks a token with it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """Admins mint tokens for users (and other admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +311,16 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.TerminateSlices,
                     request_deserializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.FromString,
                     response_serializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.WhoAmIRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.CreateTokenRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.CreateTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -695,6 +729,60 @@ class ControllerService:
             '/iris.v1.ControllerService/TerminateSlices',
             iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.SerializeToString,
             iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/WhoAmI',
+            iris_dot_rpc_dot_controller__pb2.WhoAmIRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/CreateToken',
+            iris_dot_rpc_dot_controller__pb2.CreateTokenRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.CreateTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from iris.errors import InvalidRequest
 from iris.job.constraints import Constraint, ConstraintError, Op
 from iris.job.records import (
     AttemptAck,
+    BundleLimits,
     AttemptStatus,
     AttemptView,
     DesiredAttempt,
@@ -33,6 +35,7 @@ from iris.job.records import (
     WorkerView,
 )
 from iris.job.types import DeviceSpec, Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
+from iris.job.validation import show
 from iris.rpc import common_pb2, controller_pb2, worker_pb2
 
 # --- values (common.proto) -------------------------------------------------------------------
@@ -78,8 +81,18 @@ def task_state_to_proto(s: TaskState) -> int:
     return common_pb2.TaskState.Value(f"TASK_STATE_{s.value}")
 
 
-def task_state_from_proto(v: int) -> TaskState:
-    name = common_pb2.TaskState.Name(v).removeprefix("TASK_STATE_")
+def _enum_name(enum_type: Any, value: int, field: str, prefix: str = "") -> str:
+    """The name of ``value`` in a protobuf enum, or InvalidRequest naming the field and the
+    accepted names (a newer peer may send a value this one does not know)."""
+    try:
+        return enum_type.Name(value).removeprefix(prefix)
+    except ValueError:
+        accepted = ", ".join(n.removeprefix(prefix) for n in enum_type.keys() if not n.endswith("UNSPECIFIED"))
+        raise InvalidRequest(f"{field}: {value} is not a known value; use one of {accepted}") from None
+
+
+def task_state_from_proto(v: int, field: str = "task state") -> TaskState:
+    name = _enum_name(common_pb2.TaskState, v, field, "TASK_STATE_")
     return TaskState.PENDING if name == "UNSPECIFIED" else TaskState(name)
 
 
@@ -87,8 +100,8 @@ def job_state_to_proto(s: JobState) -> int:
     return common_pb2.JobState.Value(f"JOB_STATE_{s.value}")
 
 
-def job_state_from_proto(v: int) -> JobState:
-    name = common_pb2.JobState.Name(v).removeprefix("JOB_STATE_")
+def job_state_from_proto(v: int, field: str = "job state") -> JobState:
+    name = _enum_name(common_pb2.JobState, v, field, "JOB_STATE_")
     return JobState.PENDING if name == "UNSPECIFIED" else JobState(name)
 
 
@@ -97,9 +110,10 @@ def constraint_to_proto(c: Constraint) -> common_pb2.Constraint:
 
 
 def constraint_from_proto(p: common_pb2.Constraint) -> Constraint:
-    name = common_pb2.Constraint.Op.Name(p.op)
+    key = show(p.key)
+    name = _enum_name(common_pb2.Constraint.Op, p.op, f"constraint on {key}: op")
     if name == "OP_UNSPECIFIED":
-        raise ConstraintError(f"constraint on {p.key!r}: the operator is missing")
+        raise ConstraintError(f"constraint on {key}: the operator is missing")
     return Constraint(p.key, Op(name), tuple(p.values))
 
 
@@ -213,6 +227,7 @@ def job_view_to_proto(job: JobView) -> controller_pb2.JobInfo:
         started_at=job.started_at,
         constraints=[constraint_to_proto(c) for c in spec.constraints],
         coscheduling=coscheduling_to_proto(spec.coschedule_by),
+        env_names=sorted(spec.environment.env),
     )
     for t in job.tasks:  # filled in place: no copy of each task's message
         task = info.tasks.add(**_task_fields(t))
@@ -265,6 +280,7 @@ def job_status_from_proto(p: controller_pb2.JobInfo) -> JobStatus:
         constraints=tuple(constraint_from_proto(c) for c in p.constraints),
         coschedule_by=coscheduling_from_proto(p.coscheduling),
         replicas=p.replicas,
+        env_names=tuple(p.env_names),
     )
 
 
@@ -439,8 +455,11 @@ def attempt_ack_from_proto(p: worker_pb2.AttemptAck) -> AttemptAck:
     return AttemptAck(task_id=p.task_id, attempt_id=p.attempt_id, log_offset=p.log_offset, done=p.done)
 
 
-def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str) -> worker_pb2.AttemptSpec:
-    """Everything a worker needs to start the attempt ``d`` (whose ``spec`` is set)."""
+def attempt_spec_to_proto(
+    d: DesiredAttempt, bundle_url: str, limits: BundleLimits = BundleLimits(), token: str = ""
+) -> worker_pb2.AttemptSpec:
+    """Everything a worker needs to start the attempt ``d`` (whose ``spec`` is set), how much it
+    may unpack from the bundle, and ``token``, the task's credential (empty when auth is off)."""
     spec = d.spec
     if spec is None:
         raise ValueError(f"attempt {d.task_id}/{d.attempt_id}: no spec to send")
@@ -457,22 +476,44 @@ def attempt_spec_to_proto(d: DesiredAttempt, bundle_url: str) -> worker_pb2.Atte
         timeout_seconds=spec.timeout_seconds,
         ports=list(spec.ports),
         task_image=spec.task_image,
+        bundle_max_unpacked_bytes=limits.max_unpacked_bytes,
+        bundle_max_files=limits.max_files,
+        token=token,
     )
 
 
-def desired_attempt_to_proto(d: DesiredAttempt, bundle_url: str) -> worker_pb2.DesiredAttempt:
+def bundle_limits_from_attempt_spec(p: worker_pb2.AttemptSpec) -> BundleLimits:
+    """The unpacking limits an attempt carries (a controller that sends none: the defaults)."""
+    default = BundleLimits()
+    return BundleLimits(
+        max_unpacked_bytes=p.bundle_max_unpacked_bytes or default.max_unpacked_bytes,
+        max_files=p.bundle_max_files or default.max_files,
+    )
+
+
+def desired_attempt_to_proto(
+    d: DesiredAttempt, bundle_url: str, limits: BundleLimits = BundleLimits(), token: str = ""
+) -> worker_pb2.DesiredAttempt:
     """``bundle_url`` locates ``d.spec.bundle_id`` (unused when the worker already has the spec)."""
     desired = worker_pb2.DesiredAttempt(task_id=d.task_id, attempt_id=d.attempt_id)
     if d.spec is not None:
-        desired.spec.CopyFrom(attempt_spec_to_proto(d, bundle_url))
+        desired.spec.CopyFrom(attempt_spec_to_proto(d, bundle_url, limits, token))
     return desired
 
 
-def reconcile_result_to_proto(result: ReconcileResult, bundle_url_for: Callable[[str], str]) -> worker_pb2.ReconcileResponse:
-    """``bundle_url_for(bundle_id)`` is where workers fetch a job's bundle."""
+def reconcile_result_to_proto(
+    result: ReconcileResult,
+    bundle_url_for: Callable[[str], str],
+    token_for: Callable[[DesiredAttempt], str] | None = None,
+) -> worker_pb2.ReconcileResponse:
+    """``bundle_url_for(bundle_id)`` is where workers fetch a job's bundle; ``token_for(d)``
+    mints the credential of the task an attempt runs (None: auth is off)."""
     response = worker_pb2.ReconcileResponse(version=result.version)
     for d in result.desired:
         bundle_id = d.spec.bundle_id if d.spec is not None else ""
-        response.attempts.append(desired_attempt_to_proto(d, bundle_url_for(bundle_id) if bundle_id else ""))
+        token = token_for(d) if token_for is not None and d.spec is not None else ""
+        response.attempts.append(
+            desired_attempt_to_proto(d, bundle_url_for(bundle_id) if bundle_id else "", result.bundle_limits, token)
+        )
     response.acks.extend(attempt_ack_to_proto(a) for a in result.acks)
     return response

@@ -35,9 +35,11 @@ class ControllerProcess:
         autoscaler_interval: float = 2.0,
         cpu: float = 4.0,
         memory: str = "4GB",
+        auth: bool | None = None,
     ):
         """``workers`` slices of one worker each (a slice whose worker dies is replaced whole),
-        each advertising ``cpu`` and ``memory``."""
+        each advertising ``cpu`` and ``memory``. ``auth`` None keeps the default (on); the
+        owner's admin token is :attr:`token`."""
         self.root = root
         self.env = {**os.environ, **(env or {})}
         self.state_dir = root / "state"
@@ -48,6 +50,7 @@ class ControllerProcess:
             f"controller:\n  port: {self.port}\n  state_dir: {self.state_dir}\n  worker_timeout_seconds: {worker_timeout}\n"
             f"autoscaler:\n  evaluation_interval_seconds: {autoscaler_interval}\n"
             f"scale_groups:\n  pool: {{min_slices: {workers}, max_slices: {workers}, vms_per_slice: 1, cpu: {cpu}, memory: {memory}}}\n"
+            + ("" if auth is None else f"auth: {{enabled: {str(auth).lower()}}}\n")
         )
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
@@ -66,6 +69,13 @@ class ControllerProcess:
         assert wait_until(lambda: url_file.exists() or self.proc.poll() is not None, timeout=60), self.log()
         assert self.proc.poll() is None, self.log()
         return self.url
+
+    @property
+    def token(self) -> str:
+        """The admin token the controller wrote for whoever started it (its owner)."""
+        from iris.auth import OWNER_TOKEN_FILE, read_token_file
+
+        return read_token_file(self.state_dir / OWNER_TOKEN_FILE)
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -73,6 +73,10 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _descendants_alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if pid_alive(pid)]
+
+
 def keygen(path: Path) -> Path:
     """A new ed25519 key pair without a passphrase at ``path`` (and ``path.pub``)."""
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "iris-test", "-f", str(path)], check=True)
@@ -156,23 +160,25 @@ class SshServer:
             return ""
 
     def stop(self) -> None:
+        """End every session (while the listener still reaps them: no zombies), then the listener."""
         if self.process is None:
             return
         descendants = _descendants(self.process.pid)
+        self.drop_connections()
+        deadline = time.monotonic() + 5
+        while any(os.path.exists(f"/proc/{pid}") for pid in descendants) and time.monotonic() < deadline:
+            time.sleep(0.02)
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        for pid in descendants:  # sessions outlive the listener otherwise
+        for pid in _descendants_alive(descendants):  # a session started meanwhile
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 5
-        while any(pid_alive(pid) for pid in descendants) and time.monotonic() < deadline:
-            time.sleep(0.02)
         self.process = None
 
     def __enter__(self) -> SshServer:

@@ -26,7 +26,7 @@ from iris.cluster.controller.endpoints import Endpoints
 from iris.cluster.controller.jobs import AlreadyExists, InvalidRequest, Jobs
 from iris.cluster.controller.logs import MAX_LOG_LINES_PER_READ, BadCursor, Logs, decode_cursor, encode_cursor
 from iris.cluster.controller.scheduler import CapacityOracle, Scheduler
-from iris.cluster.controller.snapshots import JobView, WorkerView, job_view, worker_view
+from iris.cluster.controller.snapshots import JobPage, JobView, WorkerView, job_summary, job_view, worker_view
 from iris.cluster.controller.state import ClusterState, Endpoint, Job, JobSpec, LogLine
 from iris.cluster.controller.store import Store
 from iris.cluster.controller.workers import (
@@ -39,7 +39,7 @@ from iris.cluster.controller.workers import (
     fresh_version,
 )
 from iris.cluster.demand import Demand
-from iris.job.records import TaskResult
+from iris.job.records import BundleLimits, TaskResult
 from iris.cluster.types import JobState, TaskState
 
 logger = logging.getLogger(__name__)
@@ -73,10 +73,13 @@ class Controller:
         clock: Callable[[], float] = time.time,
         worker_timeout: float = 60.0,
         store: Store | None = None,
+        bundle_limits: BundleLimits = BundleLimits(),
     ):
         """With a ``store``, the controller starts from the state saved there and writes every
-        change through to it before acknowledging it."""
+        change through to it before acknowledging it. ``bundle_limits`` go to workers with every
+        attempt: how much they may unpack from its bundle."""
         self._clock = clock
+        self.bundle_limits = bundle_limits
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._listeners: list[Listener] = []
@@ -207,18 +210,66 @@ class Controller:
         with self._lock:
             return job_view(self._jobs.resolve(job_id))
 
+    def get_job_page(self, job_id: str, task_offset: int = 0, task_limit: int = 0) -> tuple[JobView, dict[str, int]]:
+        """The job with only tasks ``[task_offset, task_offset + task_limit)`` in its view (all
+        with ``task_limit`` 0), and how many of all its tasks are in each state: a job of 10,000
+        tasks can be shown a page at a time."""
+        with self._lock:
+            job = self._jobs.resolve(job_id)
+            counts: dict[str, int] = {}
+            for task in job.tasks:
+                counts[task.state.value] = counts.get(task.state.value, 0) + 1
+            end = task_offset + task_limit if task_limit > 0 else len(job.tasks)
+            return job_view(job, job.tasks[max(0, task_offset) : end]), counts
+
     def job_state(self, job_id: str) -> tuple[str, JobState]:
         """The full id and state of a job (cheap: no snapshot of its tasks)."""
         with self._lock:
             job = self._jobs.resolve(job_id)
             return job.job_id, job.state
 
-    def list_jobs(self, states: Iterable[JobState] = (), prefix: str = "") -> list[JobView]:
+    def job_owner(self, job_id: str) -> tuple[str, str]:
+        """The full id of a job and the user it runs as (cheap: what authorization needs)."""
+        with self._lock:
+            job = self._jobs.resolve(job_id)
+            return job.job_id, job.spec.user
+
+    def list_jobs(
+        self, states: Iterable[JobState] = (), prefix: str = "", visible: Callable[[str, str], bool] | None = None
+    ) -> list[JobView]:
+        """Jobs in ``states`` (all if empty) whose id starts with ``prefix``; with ``visible``,
+        only those for which ``visible(job_id, user)`` holds."""
         wanted = set(states)
         with self._lock:
-            jobs = [j for j in self._state.jobs.values() if (not wanted or j.state in wanted) and j.job_id.startswith(prefix)]
+            jobs = [
+                j
+                for j in self._state.jobs.values()
+                if (not wanted or j.state in wanted)
+                and j.job_id.startswith(prefix)
+                and (visible is None or visible(j.job_id, j.spec.user))
+            ]
             jobs.sort(key=lambda j: j.submitted_at)
             return [job_view(j) for j in jobs]
+
+    def page_jobs(
+        self, *, states: Iterable[JobState] = (), user: str = "", prefix: str = "", offset: int = 0, limit: int = 50
+    ) -> JobPage:
+        """One page of jobs, newest first, filtered by state, user and id prefix, as summaries (no
+        task snapshots), with the total and the count of each state under the user/prefix filter.
+        Cheap with many jobs: only the page's jobs are summarised."""
+        wanted = set(states)
+        with self._lock:
+            matching = [j for j in self._state.jobs.values() if j.job_id.startswith(prefix) and (not user or j.spec.user == user)]
+            counts: dict[str, int] = {}
+            for job in matching:
+                counts[job.state.value] = counts.get(job.state.value, 0) + 1
+            if wanted:
+                matching = [j for j in matching if j.state in wanted]
+            if limit <= 0:  # only the counts
+                return JobPage(len(matching), counts, ())
+            matching.sort(key=lambda j: j.submitted_at, reverse=True)
+            page = matching[max(0, offset) : max(0, offset) + limit]
+            return JobPage(len(matching), counts, tuple(job_summary(j) for j in page))
 
     def wait_job(self, job_id: str, timeout: float, active: Callable[[], bool] = lambda: True) -> JobView:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -266,6 +317,10 @@ class Controller:
     def lookup_endpoint(self, name: str) -> list[Endpoint]:
         with self._lock:
             return self._endpoints.lookup(name)
+
+    def list_endpoints(self) -> list[Endpoint]:
+        with self._lock:
+            return sorted(self._endpoints.all(), key=lambda e: (e.name, e.job_id, e.task_index))
 
     # --- logs -------------------------------------------------------------------------------
 
@@ -329,6 +384,14 @@ class Controller:
         with self._lock:
             return [worker_view(w) for w in self._state.workers.values()]
 
+    def worker_attempts(self) -> dict[str, list[tuple[str, int, str]]]:
+        """Worker id -> (task id, attempt id, state) of each attempt it holds and has not finished."""
+        with self._lock:
+            return {
+                w.worker_id: sorted((task.task_id, attempt.attempt_id, attempt.state.value) for task, attempt in w.attempts.values())
+                for w in self._state.workers.values()
+            }
+
     def exchange(self, identity: WorkerIdentity, observed: list[ObservedAttempt]) -> tuple[int, list[AttemptAck], bool]:
         """The first half of a reconcile: record what the worker observes. Returns its desired
         set's version, the acks, and whether the worker waits for them (it sent log bytes or an
@@ -350,7 +413,7 @@ class Controller:
         with self._lock:
             worker = self._state.workers[worker_id]
             keys = {(o.task_id, o.attempt_id) for o in observed}
-            return ReconcileResult(worker.version, self._workers.desired(worker, keys), acks)
+            return ReconcileResult(worker.version, self._workers.desired(worker, keys), acks, self.bundle_limits)
 
     def worker_version(self, worker_id: str) -> tuple[int, bool]:
         """The worker's desired-set version and whether it is lost."""

@@ -3,8 +3,6 @@ ending a job means for its children and endpoints), and the run and scheduling t
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable
 
 import attrs
@@ -14,88 +12,12 @@ from iris.cluster.controller.endpoints import Endpoints
 from iris.cluster.controller.state import ClusterState, Job, JobSpec, Task
 from iris.cluster.tpu import tpu_topology
 from iris.cluster.types import TaskState
-from iris.errors import IrisError, JobNotFound, ResourceError
-from iris.job.types import env_name_problem, extra_problem, image_reference_problem, package_problem
-
-JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
-MAX_ARG_BYTES = 128 * 1024  # one argv entry or env value (Linux MAX_ARG_STRLEN)
-
-
-class InvalidRequest(IrisError):
-    """A request the controller refuses; the message says why."""
+from iris.errors import InvalidRequest, IrisError, JobNotFound, ResourceError
+from iris.job.validation import check_job_spec, show
 
 
 class AlreadyExists(IrisError):
     pass
-
-
-def _short(value: str, limit: int = 60) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-def validate(spec: JobSpec) -> None:
-    """Refuse, with one line naming the field, what could never run."""
-    if not JOB_NAME_RE.match(spec.name or ""):
-        raise InvalidRequest(
-            f"job name {_short(spec.name)} is invalid; use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    argv = spec.entrypoint.argv
-    if not argv and not spec.entrypoint.callable_bytes:
-        raise InvalidRequest("entrypoint: the command is empty")
-    for i, arg in enumerate(argv):
-        if "\0" in arg:
-            raise InvalidRequest(f"entrypoint: argument {i} {_short(arg)} contains a NUL byte; a command cannot carry one")
-        if len(arg.encode("utf-8", "surrogateescape")) > MAX_ARG_BYTES:
-            raise InvalidRequest(f"entrypoint: argument {i} is longer than {MAX_ARG_BYTES} bytes; pass large data in a file")
-    if argv and not argv[0]:
-        raise InvalidRequest("entrypoint: the program name (argument 0) is empty")
-    if spec.replicas < 1:
-        raise InvalidRequest(f"replicas: {spec.replicas}; must be >= 1")
-    if spec.task_image and (problem := image_reference_problem(spec.task_image)):
-        raise InvalidRequest(f"task_image: {problem}")
-    for field, value in (
-        ("max_retries", spec.max_retries),
-        ("max_task_failures", spec.max_task_failures),
-        ("max_preemptions", spec.max_preemptions),
-        ("timeout", spec.timeout_seconds),
-        ("scheduling_timeout", spec.scheduling_timeout_seconds),
-    ):
-        if not math.isfinite(value) or value < 0:
-            raise InvalidRequest(f"{field}: {value}; must be a finite number >= 0")
-    resources = spec.resources
-    if not math.isfinite(resources.cpu) or resources.cpu < 0:
-        raise InvalidRequest(f"cpu: {resources.cpu}; must be a finite number >= 0")
-    if resources.memory < 0:
-        raise InvalidRequest(f"memory: {resources.memory}; must be >= 0")
-    if resources.device.count < 0:
-        raise InvalidRequest(f"device count: {resources.device.count}; must be >= 0")
-    for key, value in spec.environment.env.items():
-        if env_name_problem(key):
-            raise InvalidRequest(f"environment variable name {_short(key)} is invalid; use a letter or '_' then letters, digits or '_'")
-        if "\0" in value:
-            raise InvalidRequest(f"environment variable {key}: the value contains a NUL byte; an environment cannot carry one")
-        if len(value.encode("utf-8", "surrogateescape")) > MAX_ARG_BYTES:
-            raise InvalidRequest(f"environment variable {key}: the value is longer than {MAX_ARG_BYTES} bytes")
-    for extra in spec.environment.extras:
-        if problem := extra_problem(extra):
-            raise InvalidRequest(problem)
-    for package in spec.environment.pip_packages:
-        if problem := package_problem(package):
-            raise InvalidRequest(problem)
-    for port in spec.ports:
-        if not PORT_NAME_RE.match(port):
-            raise InvalidRequest(
-                f"port name {_short(port)} is invalid; use a letter then letters, digits or '_' (it becomes IRIS_PORT_{port.upper()})"
-            )
-    if len(set(spec.ports)) != len(spec.ports):
-        raise InvalidRequest(f"ports: {', '.join(spec.ports)} names a port twice")
-    if spec.user and not JOB_NAME_RE.match(spec.user):
-        raise InvalidRequest(f"user {_short(spec.user)} is invalid; use letters, digits, '.', '_' or '-'")
-    for c in spec.constraints:
-        if not c.key or "\0" in c.key:
-            raise InvalidRequest(f"constraint: key {_short(c.key)} is invalid")
 
 
 def expand_tpu(spec: JobSpec) -> JobSpec:
@@ -128,14 +50,14 @@ class Jobs:
         self.stop_attempt: Callable[[Task], None] = lambda task: None
 
     def launch(self, spec: JobSpec) -> Job:
-        validate(spec)
+        check_job_spec(spec)  # the same checks the RPC layer and the client make
         spec = expand_tpu(spec)
         state = self._state
         parent = None
         if spec.parent_job_id:
             parent = state.jobs.get(spec.parent_job_id)
             if parent is None:
-                raise InvalidRequest(f"parent job {spec.parent_job_id!r} not found")
+                raise InvalidRequest(f"parent job {show(spec.parent_job_id)} not found")
             if parent.state.is_terminal:
                 raise InvalidRequest(f"parent job {parent.job_id} is {parent.state.value}; it cannot start children")
             job_id = f"{parent.job_id}/{spec.name}"
@@ -183,8 +105,8 @@ class Jobs:
                 return matches[0]
             if len(matches) > 1:
                 names = ", ".join(sorted(j.job_id for j in matches)[:5])
-                raise InvalidRequest(f"job {job_id!r} is ambiguous: {names}; give the full id")
-        raise JobNotFound(f"job {_short(job_id)} not found")
+                raise InvalidRequest(f"job {show(job_id)} is ambiguous: {names}; give the full id")
+        raise JobNotFound(f"job {show(job_id)} not found")
 
     def descendants(self, job: Job) -> list[Job]:
         jobs = self._state.jobs
@@ -267,4 +189,4 @@ class Jobs:
         return changed
 
 
-__all__ = ["AlreadyExists", "InvalidRequest", "Jobs", "expand_tpu", "validate"]
+__all__ = ["AlreadyExists", "InvalidRequest", "Jobs", "expand_tpu"]

@@ -45,20 +45,29 @@ def run_forever(config: Any, *, fresh: bool = False) -> int:
     from iris.cluster.manager import ClusterManager
 
     state_dir = state_dir_for(config)
-    manager = ClusterManager(config, fresh=fresh)
+    manager = ClusterManager(config, fresh=fresh, serve_http=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     url = manager.start()
-    url_file = state_dir / "controller.url"  # written whole or not at all: readers never see it half-written
-    tmp = url_file.with_name(f"controller.url.{os.getpid()}.tmp")
-    tmp.write_text(url + "\n")
-    os.replace(tmp, url_file)
-    print(f"iris controller serving at {url} (state in {state_dir})", flush=True)
+    if manager.http_url:  # before controller.url, which readers wait for
+        _write_whole(state_dir / "controller.http_url", manager.http_url)
+    else:
+        (state_dir / "controller.http_url").unlink(missing_ok=True)
+    _write_whole(state_dir / "controller.url", url)
+    dashboard = f"; dashboard at {manager.http_url}" if manager.http_url else ""
+    print(f"iris controller serving at {url} (state in {state_dir}){dashboard}", flush=True)
     stop.wait()
     print("iris controller stopping; slices keep running", flush=True)
     manager.shutdown()
     return 0
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Written whole or not at all: readers never see it half-written."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -165,11 +166,23 @@ def check_database(path: Path) -> None:
         )
 
 
+def _make_private(path: Path) -> None:
+    """The database holds every job's environment and every log line: readable by this user
+    only (0600). SQLite gives its -wal and -shm files the database's mode; older files are fixed."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.chmod(path.with_name(path.name + suffix), 0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
         check_database(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(self.path)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from iris.auth import WORKER_TOKEN_ENV
 from iris.errors import IrisError, PluginError
 from iris.job.types import image_reference_problem
 from iris.plugin.worker_host import LABEL_WORKER, machine_cpus, machine_memory_bytes, ready_marker, write_ready
@@ -92,6 +93,27 @@ def _image(text: str) -> str:
     return text
 
 
+def take_secret_env(name: str) -> str:
+    """Remove ``name`` from this process's environment and return its value: tasks (which get a
+    copy of the environment) never see it, and the bytes the kernel shows in
+    ``/proc/<pid>/environ`` are overwritten, so a task of the same OS user cannot read it there."""
+    value = os.environ.get(name, "")
+    if not value:
+        return ""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.getenv.restype = ctypes.c_void_p
+        address = libc.getenv(name.encode())
+        if address:
+            ctypes.memset(address, 0, len(value.encode()))
+    except (OSError, AttributeError):  # no libc to reach: the value stays in /proc/<pid>/environ
+        logger.warning("could not scrub %s from this process's initial environment", name)
+    del os.environ[name]
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run one Iris worker until SIGTERM or SIGINT.")
     parser.add_argument("--controller", required=True, help="controller URL, e.g. http://127.0.0.1:10000")
@@ -111,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task-python", default="", help="interpreter task environments are built from; default: $IRIS_TASK_PYTHON, else /usr/bin/python3, else python3 on PATH")
     parser.add_argument("--env-dir", type=Path, default=None, help="task environment cache; default: $IRIS_ENV_DIR, else WORK_DIR/envs")
     parser.add_argument("--wait-seconds", type=_non_negative_float, default=2.0, help="reconcile long-poll seconds")
+    parser.add_argument(
+        "--cleanup", action="store_true",
+        help="do not run: kill and remove every container this worker left in its runtime (after it was killed), then exit",
+    )  # fmt: skip
     return parser
 
 
@@ -147,7 +173,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PluginError as exc:
         parser.error(f"--runtime: {exc}")
     work_dir: Path = args.work_dir
-    work_dir.mkdir(parents=True, exist_ok=True)
+    if args.cleanup:
+        runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
+        _kill_containers(runtime, args.worker_id)
+        for handle in runtime.list_containers({LABEL_WORKER: args.worker_id}):
+            try:
+                handle.remove()
+            except Exception:
+                logger.exception("failed to remove container %s", handle.container_id)
+        runtime.close()
+        return 0
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = take_secret_env(WORKER_TOKEN_ENV)
     ready = ready_marker(work_dir)
     ready.unlink(missing_ok=True)
     try:
@@ -168,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         task_image=args.task_image,
         task_python=args.task_python,
         env_dir=args.env_dir,
+        token=token,
     )
     worker.start()
     write_ready(work_dir, args.worker_id)

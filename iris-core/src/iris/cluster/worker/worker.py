@@ -16,8 +16,9 @@ while the attempt is BUILDING (:mod:`iris.cluster.worker.environment`); what the
 the start of the attempt's log.
 
 An attempt that cannot start is FAILED when the cause is the task's own (its bundle does not
-unpack, its environment does not build, its command cannot be run:
-:class:`~iris.plugin.protocols.TaskStartError`), so the job's ``max_retries`` applies; it is WORKER_FAILED when the cause is this machine's (the bundle store
+unpack or is not what was uploaded, its environment does not build, its command cannot be
+run: :class:`~iris.plugin.protocols.TaskStartError`), so the job's ``max_retries`` applies; it is
+WORKER_FAILED when the cause is this machine's (the bundle store
 cannot be reached, the runtime fails), so it is retried on the preemption budget.
 """
 
@@ -37,21 +38,23 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 import grpc
 
 from iris import faults
 from iris.bundle import BAD_ZIP_ERRORS, bundle_problem, extract_bundle, split_bundle_url
-from iris.job.records import ObservedAttempt, WorkerIdentity
+from iris.job.records import BundleLimits, ObservedAttempt, WorkerIdentity
 from iris.cluster.worker.environment import BuildCancelled, EnvironmentBuilder, TaskEnvironment
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
 from iris.errors import BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
+from iris.auth import TOKEN_ENV, WORKER_TOKEN_ENV
 from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS, LABEL_WORKER, WorkerLaunch
 from iris.rpc import convert, worker_pb2, worker_pb2_grpc
+from iris.rpc.channel import authorized_channel
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +71,11 @@ ENVIRONMENT_LOG = "environment.log"  # the environment build's output: the start
 MAX_RESULT_BYTES = 16 << 20
 START_THREADS = 8
 CLEANUP_THREADS = 2
+AUTH_RETRY_SECONDS = 5.0  # a refused credential is retried slowly: someone has to fix it
 KILL_GRACE_SECONDS = 5.0
 LABEL_TASK = "iris.task"
 LABEL_ATTEMPT = "iris.attempt"
+_STAMP_SETTLE_NS = 100_000_000  # a cached bundle's file stamp younger than this is not trusted
 # Errors unpacking a bundle that say this machine is in trouble, not that the bundle is bad.
 _MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
@@ -139,14 +144,17 @@ class Worker:
         env_dir: Path | None = None,
         ports: PortAllocator | None = None,
         task_image: str = "",
+        token: str = "",
     ):
-        """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix.
+        """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix;
+        ``token`` is the worker's credential (bound to ``worker_id``; empty when auth is off).
 
         Task environments are built from ``task_python`` (default: ``$IRIS_TASK_PYTHON``, else
         :func:`~iris.cluster.worker.environment.default_task_python`) and cached in ``env_dir``
         (default: ``$IRIS_ENV_DIR``, else ``work_dir/envs``; workers on one machine may share it).
         ``task_image`` is the image of tasks whose job names none (runtimes that run images)."""
         self.worker_id = worker_id
+        self._token = token
         self._address = controller_address.removeprefix("http://")
         self._runtime = runtime
         self._bundle_store_for = bundle_store_for
@@ -179,6 +187,7 @@ class Worker:
         os.set_blocking(self._monitor_wake_w, False)
         self._channel: grpc.Channel | None = None
         self._bundle_lock = threading.Lock()
+        self._verified: dict[str, tuple[int, ...]] = {}  # bundle id -> stamp of its cached copy when it hashed right
         self._known_version = 0
         # What the last request carried, per attempt (touched by the loop thread only).
         self._sent_offsets: dict[tuple[str, int], int] = {}
@@ -187,11 +196,15 @@ class Worker:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        # attempts hold the tasks' environments and logs: the worker's user only
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._work_dir, 0o700)
         (self._work_dir / "attempts").mkdir(parents=True, exist_ok=True)
         (self._work_dir / "bundles").mkdir(parents=True, exist_ok=True)
         self._adopt()
-        self._channel = grpc.insecure_channel(
+        self._channel = authorized_channel(
             self._address,
+            self._token,
             options=[("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20)],
         )
         self._monitor_thread = threading.Thread(target=self._monitor_loop, name=f"iris-monitor-{self.worker_id}", daemon=True)
@@ -264,7 +277,8 @@ class Worker:
                 if exc.code() == grpc.StatusCode.CANCELLED:
                     continue
                 logger.warning("worker %s: reconcile failed: %s; retrying", self.worker_id, exc.details() or exc.code())
-                self._stop.wait(backoff)
+                refused = exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+                self._stop.wait(AUTH_RETRY_SECONDS if refused else backoff)
                 backoff = min(backoff * 2, 0.5)  # a restarted controller is found within half a second
                 continue
             backoff = 0.05
@@ -563,7 +577,7 @@ class Worker:
             attempt.directory.mkdir()
         if spec.bundle_url:
             app.mkdir()
-            self._unpack_bundle(spec.bundle_url, app)
+            self._unpack_bundle(spec.bundle_url, app, convert.bundle_limits_from_attempt_spec(spec))
         environment = self._build_environment(attempt, app if spec.bundle_url else None)
         if spec.entrypoint.callable:
             payload = attempt.directory / "entrypoint.pkl"
@@ -575,7 +589,7 @@ class Worker:
             raise TaskStartError("the task has no command to run", exit_code=127)
         if spec.ports and not attempt.ports:
             attempt.ports = self._ports.allocate(list(spec.ports))
-        env = _task_env(environment, spec.env)
+        env = _task_env(environment, spec.env)  # no credential of this process: the task gets its own below
         env.update({f"IRIS_PORT_{name.upper()}": str(port) for name, port in attempt.ports.items()})
         env.update(
             {
@@ -589,6 +603,8 @@ class Worker:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if spec.token:
+            env[TOKEN_ENV] = spec.token
         return ContainerSpec(
             container_id=f"{self.worker_id}.{_safe_name(attempt.task_id, attempt.attempt_id)}",
             argv=argv,
@@ -624,8 +640,8 @@ class Worker:
 
     # --- bundles ------------------------------------------------------------------------
 
-    def _unpack_bundle(self, url: str, dest: Path) -> None:
-        """Fetch (or reuse) the bundle and unpack it into ``dest``.
+    def _unpack_bundle(self, url: str, dest: Path, limits: BundleLimits) -> None:
+        """Fetch (or reuse) the bundle and unpack it into ``dest``, at most ``limits``.
 
         Content that does not unpack is the task's fault (TaskStartError) and the copy leaves the
         cache; a store that cannot be reached, or a full disk, is this machine's."""
@@ -633,40 +649,89 @@ class Worker:
             prefix, bundle_id = split_bundle_url(url)
         except BundleError as exc:
             raise TaskStartError(str(exc)) from exc
-        cached = self._fetch_bundle(prefix, bundle_id)
-        try:
-            extract_bundle(cached, dest)
-        except OSError as exc:
-            if exc.errno in _MACHINE_ERRNOS:
-                raise
-            cached.unlink(missing_ok=True)
-            raise _unpack_error(bundle_id, exc) from exc
-        except (BundleError, *BAD_ZIP_ERRORS) as exc:
-            cached.unlink(missing_ok=True)
-            raise _unpack_error(bundle_id, exc) from exc
+        with self._open_bundle(prefix, bundle_id) as copy:
+            try:
+                extract_bundle(copy, dest, limits)
+            except OSError as exc:
+                if exc.errno in _MACHINE_ERRNOS:
+                    raise
+                self._evict_bundle(bundle_id)
+                raise _unpack_error(bundle_id, exc) from exc
+            except (BundleError, *BAD_ZIP_ERRORS) as exc:
+                self._evict_bundle(bundle_id)
+                raise _unpack_error(bundle_id, exc) from exc
 
-    def _fetch_bundle(self, prefix: str, bundle_id: str) -> Path:
-        """The cached copy of the bundle, fetched and checked first if absent. Only a copy whose
-        sha256 is its id and that is a zip of safe paths enters the cache."""
-        cache_dir = self._work_dir / "bundles"
-        cached = cache_dir / f"{bundle_id}.zip"
+    def _cached_path(self, bundle_id: str) -> Path:
+        return self._work_dir / "bundles" / f"{bundle_id}.zip"
+
+    def _evict_bundle(self, bundle_id: str) -> None:
         with self._bundle_lock:
-            if cached.exists():
-                return cached
-            staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".fetch-"))
+            self._cached_path(bundle_id).unlink(missing_ok=True)
+            self._verified.pop(bundle_id, None)
+
+    def _open_bundle(self, prefix: str, bundle_id: str) -> BinaryIO:
+        """An open copy of the bundle whose sha256 is its id: the cached one if it still is (a
+        damaged cached copy is evicted), else a fresh one fetched and checked into the cache.
+        Open, so an eviction by another start cannot pull it away while it is unpacked."""
+        cached = self._cached_path(bundle_id)
+        with self._bundle_lock:
+            copy = self._open_cached(cached, bundle_id)
+            if copy is not None:
+                return copy
+            staging = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".fetch-"))
             try:
                 fetched = self._download_bundle(prefix, bundle_id, staging)
                 _check_bundle(fetched, bundle_id)
                 os.replace(fetched, cached)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        return cached
+            copy = open(cached, "rb")  # noqa: SIM115 (the caller closes it)
+            self._remember_verified(bundle_id, os.fstat(copy.fileno()))
+            return copy
+
+    def _open_cached(self, cached: Path, bundle_id: str) -> BinaryIO | None:
+        """The cached copy, open, if its bytes still hash to its id (called under the lock).
+
+        Hashing a copy on every use would cost a read of the whole bundle per task start, so a
+        copy verified once is trusted while its file stamp (inode, size, mtime, ctime) is the
+        one seen then: any write to the file, or a replacement, changes its ctime, which no
+        user can set back. A stamp less than ``_STAMP_SETTLE_NS`` old when checked is not
+        trusted (a write in the same timestamp tick, up to a jiffy on Linux filesystems, could
+        leave it unchanged; git treats "racily clean" index entries the same way), so such a
+        copy is hashed again at its next use."""
+        try:
+            copy = open(cached, "rb")  # noqa: SIM115 (the caller closes it)
+        except FileNotFoundError:
+            return None
+        stat = os.fstat(copy.fileno())
+        if self._verified.get(bundle_id) == _stamp(stat):
+            return copy
+        digest, size = _sha256(copy)
+        copy.seek(0)
+        if digest == bundle_id:
+            self._remember_verified(bundle_id, stat)
+            return copy
+        copy.close()
+        logger.warning("the cached copy of bundle %s is damaged (%d bytes, sha256 %s); evicting it and fetching it again", bundle_id, size, digest)
+        cached.unlink(missing_ok=True)
+        self._verified.pop(bundle_id, None)
+        return None
+
+    def _remember_verified(self, bundle_id: str, stat: os.stat_result) -> None:
+        if time.time_ns() - stat.st_ctime_ns > _STAMP_SETTLE_NS:
+            self._verified[bundle_id] = _stamp(stat)
+        else:
+            self._verified.pop(bundle_id, None)
 
     def _download_bundle(self, prefix: str, bundle_id: str, staging: Path) -> Path:
         """A copy of the bundle in ``staging`` whose sha256 is its id, retrying a few times with
-        backoff before giving up on this machine (OSError: WORKER_FAILED)."""
+        backoff. A store that cannot serve it is this machine's trouble (OSError: WORKER_FAILED);
+        a store that serves other bytes on every try holds a bundle changed or truncated after
+        upload, which is never run (TaskStartError: FAILED, on the job's retries)."""
         delay = 0.05
         copy = staging / "bundle.zip"
+        wrong = ""
+        error: BaseException | None = None
         for attempt in range(BUNDLE_TRIES):
             try:
                 faults.inject("worker.bundle_download")
@@ -676,17 +741,24 @@ class Worker:
                         os.replace(path, copy)
                     else:
                         shutil.copyfile(path, copy)
-                digest = _sha256(copy)
-                if digest != bundle_id:
-                    raise OSError(f"the store returned bytes with sha256 {digest}")
-                return copy
+                with open(copy, "rb") as f:
+                    digest, size = _sha256(f)
+                if digest == bundle_id:
+                    return copy
+                wrong, error = f"{size} bytes with sha256 {digest}", None
             except Exception as exc:
-                if attempt == BUNDLE_TRIES - 1:
-                    raise OSError(f"could not fetch bundle {bundle_id} after {BUNDLE_TRIES} tries: {exc}") from exc
-                logger.warning("fetching bundle %s failed (%s); retrying", bundle_id, exc)
+                wrong, error = "", exc
+            if attempt < BUNDLE_TRIES - 1:
+                logger.warning("fetching bundle %s failed (%s); retrying", bundle_id, wrong or error)
                 time.sleep(delay)
                 delay *= 2
-        raise AssertionError("unreachable")
+        if wrong:
+            raise TaskStartError(
+                f"bundle {bundle_id} in the store is not the bundle that was uploaded (the store holds {wrong}): "
+                f"it was changed or truncated after upload, so it is not run; restore or delete {prefix}/{bundle_id}.zip "
+                "and upload it again"
+            )
+        raise OSError(f"could not fetch bundle {bundle_id} after {BUNDLE_TRIES} tries: {error}") from error
 
     # --- kills and cleanups -------------------------------------------------------------
 
@@ -748,12 +820,14 @@ def _read_log(a: LocalAttempt, offset: int, max_bytes: int) -> bytes:
 
 
 def _task_env(environment: TaskEnvironment, task_env: Mapping[str, str]) -> dict[str, str]:
-    """The task's variables: this worker's, without what points at Iris's own virtualenv, with
+    """The task's variables: this worker's, without what points at Iris's own virtualenv or is a
+    credential of this process (the task gets its own token), with
     the environment's ``bin`` first on PATH and the bundle's projects on PYTHONPATH; then the
     job's own variables."""
     # the bin directory of Iris's virtualenv (when it runs in one; never e.g. /usr/bin)
     own_bin = os.path.join(sys.prefix, "bin") if sys.prefix != sys.base_prefix else None
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT")}
+    dropped = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT", TOKEN_ENV, WORKER_TOKEN_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != own_bin]
     env["PATH"] = os.pathsep.join([str(environment.bin_dir), *path])
     env["VIRTUAL_ENV"] = str(environment.path)
@@ -766,12 +840,18 @@ def _task_env(environment: TaskEnvironment, task_env: Mapping[str, str]) -> dict
     return env
 
 
-def _sha256(path: Path) -> str:
+def _sha256(f: BinaryIO) -> tuple[str, int]:
+    """The sha256 hex digest and size of what ``f`` holds from its position on."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    size = 0
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_store_for: Any) -> Worker:
@@ -793,6 +873,7 @@ def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_
         task_python=launch.task_python,
         env_dir=launch.env_dir,
         task_image=launch.task_image,
+        token=launch.token,
     )
     worker.start()
     return worker

@@ -1,0 +1,177 @@
+"""A manual cluster end to end: three sshd "hosts" on their own loopback addresses, `iris cluster
+start` bootstrapping workers on them over SSH, a job across them, the controller SIGKILLed and
+restarted adopting the running workers, and `iris cluster stop` leaving nothing on any host."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iris.client import IrisClient
+from iris.cluster.types import Entrypoint, JobState, ResourceSpec
+from iris.procfs import pid_alive
+from iris.testing import wait_until
+from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
+
+ADDRESSES = ["127.0.0.31", "127.0.0.32", "127.0.0.33"]
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[list[SshServer]]:
+    try:
+        ensure_sshd()
+    except SshdUnavailable as exc:
+        pytest.skip(str(exc))
+    servers = [SshServer(tmp_path / f"host{i}", address=a).start() for i, a in enumerate(ADDRESSES)]
+    for server in servers[1:]:  # one key for every host
+        (server.directory / "authorized_keys").write_text(Path(f"{servers[0].key_path}.pub").read_text())
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def iris_cmd(*args: str, home: Path, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("IRIS_CONTROLLER_ADDRESS", None)
+    return subprocess.run([str(Path(sys.executable).parent / "iris"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def session_env() -> dict[str, str]:
+    """What an SSH session here lacks for the workers' uv to reach the package index (this
+    machine's certificate bundle), as a real config would pass a proxy or a cache directory."""
+    return {k: v for k, v in os.environ.items() if k in ("SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_FIND_LINKS", "UV_CACHE_DIR")}
+
+
+def worker_records(remote: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(remote.glob("*/*/vm.json"))]
+
+
+def test_manual_cluster_starts_runs_adopts_after_a_controller_kill_and_stops_clean(hosts: list[SshServer], tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    remote = tmp_path / "remote"
+    config = tmp_path / "manual.yaml"
+    config.write_text(
+        "name: manualtest\n"
+        "provider:\n  type: manual\n"
+        f"  hosts: [{', '.join(f'{h.address}:{h.port}' for h in hosts)}]\n"
+        f"  ssh_user: {hosts[0].user}\n  ssh_key: {hosts[0].key_path}\n"
+        f"  options: {{python: {sys.executable}, remote_dir: '{remote}/{{host}}', ssh_known_hosts: {tmp_path / 'known_hosts'}, stop_grace: 5,\n"
+        f"             env: {json.dumps(session_env())}}}\n"
+        "autoscaler: {evaluation_interval_seconds: 0.5}\n"
+        "scale_groups:\n  hosts: {min_slices: 3, max_slices: 3, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
+    )
+    controller_pid = 0
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        url = started.stdout.strip()
+        with IrisClient.remote(url) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=120)
+        records = worker_records(remote)
+        assert sorted(r["vm_id"] for r in records) == ["iris-hosts-0-0", "iris-hosts-1-0", "iris-hosts-2-0"]
+        hosts_used = {p.parent.parent.name for p in remote.glob("*/*/vm.json")}
+        assert hosts_used == {f"{h.address}-{h.port}" for h in hosts}  # one worker per host
+
+        ran = iris_cmd("--config", str(config), "run", "--replicas", "3", "--cpu", "1", "--memory", "64MB", "--",
+                       "sh", "-c", "echo on $IRIS_WORKER_ID", home=home, cwd=tmp_path)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert sorted(line.split("on ")[1] for line in ran.stdout.splitlines() if "on " in line) == sorted(r["vm_id"] for r in records)
+
+        # seed 001's operations, read from the hosts
+        vms = iris_cmd("cluster", "--config", str(config), "vm", "status", home=home, cwd=tmp_path)
+        assert vms.returncode == 0, vms.stderr
+        assert sorted(line.split()[0] for line in vms.stdout.splitlines()) == sorted(r["vm_id"] for r in records)
+        logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", "iris-hosts-0-0", home=home, cwd=tmp_path)
+        assert logs.returncode == 0 and "iris worker iris-hosts-0-0 running" in logs.stdout, logs.stdout + logs.stderr
+        got = iris_cmd("cluster", "--config", str(config), "vm", "get", "iris-hosts-1-0", home=home, cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["address"] in ADDRESSES and json.loads(got.stdout)["state"] == "READY"
+        one = iris_cmd("cluster", "--config", str(config), "slice", "get", "iris-hosts-2", home=home, cwd=tmp_path)
+        assert one.returncode == 0 and "slice iris-hosts-2  group hosts  READY" in one.stdout, one.stdout + one.stderr
+        missing = iris_cmd("cluster", "--config", str(config), "vm", "logs", "nope", home=home, cwd=tmp_path)
+        assert missing.returncode == 2 and "no VM 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+
+        # the controller dies; a new one on the same state adopts the workers (none started anew)
+        controller_pid = int((home / ".iris" / "manualtest" / "controller.pid").read_text())
+        os.kill(controller_pid, signal.SIGKILL)
+        assert wait_until(lambda: not pid_alive(controller_pid), timeout=10)
+        again = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        with IrisClient.remote(again.stdout.strip()) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=120)
+        assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
+        status = iris_cmd("cluster", "--config", str(config), "status", home=home, cwd=tmp_path)
+        assert status.returncode == 0 and "iris-hosts-0" in status.stdout, status.stdout + status.stderr
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(pid_alive(r["pid"]) for r in records), "a worker outlived iris cluster stop"
+    assert worker_records(remote) == [] and list(remote.glob("*/*")) == []
+
+
+def test_manual_gang_spans_a_slices_hosts_and_a_task_on_a_host_that_dies_runs_again_elsewhere(tmp_path: Path) -> None:
+    try:
+        ensure_sshd()
+    except SshdUnavailable as exc:
+        pytest.skip(str(exc))
+    servers = [SshServer(tmp_path / f"host{i}", address=f"127.0.0.4{i}").start() for i in range(4)]
+    for server in servers[1:]:
+        (server.directory / "authorized_keys").write_text(Path(f"{servers[0].key_path}.pub").read_text())
+    home = tmp_path / "home"
+    home.mkdir()
+    remote = tmp_path / "remote"
+    config = tmp_path / "manual.yaml"
+    config.write_text(
+        "name: manualgang\n"
+        "provider:\n  type: manual\n"
+        f"  hosts: [{', '.join(f'{h.address}:{h.port}' for h in servers)}]\n"
+        f"  ssh_user: {servers[0].user}\n  ssh_key: {servers[0].key_path}\n"
+        f"  options: {{python: {sys.executable}, remote_dir: '{remote}/{{host}}', ssh_known_hosts: {tmp_path / 'known_hosts'}, stop_grace: 5,\n"
+        f"             env: {json.dumps(session_env())}}}\n"
+        "controller: {worker_timeout_seconds: 3}\n"
+        "autoscaler: {evaluation_interval_seconds: 0.5, backoff_initial_seconds: 1}\n"
+        "scale_groups:\n"
+        "  pair: {min_slices: 1, max_slices: 1, vms_per_slice: 2, cpu: 1, memory: 1GB}\n"
+        "  single: {min_slices: 2, max_slices: 2, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
+    )
+    gate = tmp_path / "gate"
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr
+        with IrisClient.remote(started.stdout.strip()) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 4, timeout=120)
+        # a gang of two on the two hosts of the pair's slice, its output streamed back
+        gang = iris_cmd("--config", str(config), "run", "--replicas", "2", "--coschedule", "slice", "--constraint", "scale-group=pair",
+                        "--cpu", "1", "--memory", "64MB", "--", "sh", "-c", "echo gang $IRIS_WORKER_ID", home=home, cwd=tmp_path)  # fmt: skip
+        assert gang.returncode == 0, gang.stderr
+        assert sorted(line.split("gang ")[1] for line in gang.stdout.splitlines() if "gang " in line) == ["iris-pair-0-0", "iris-pair-0-1"]
+
+        # a task whose host dies mid-run (its worker killed, its sshd gone) runs again on another host
+        code = f"import os, time\nprint('on', os.environ['IRIS_WORKER_ID'], flush=True)\nwhile os.environ['IRIS_ATTEMPT_ID'] == '0' and not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
+        with IrisClient.remote(started.stdout.strip()) as client:
+            job = client.submit(Entrypoint.from_command(sys.executable, "-c", code), constraints=["scale-group=single"],
+                                resources=ResourceSpec(cpu=1, memory="64MB"))  # fmt: skip
+            assert wait_until(lambda: any(ln.data.startswith("on ") for ln in job.logs()), timeout=60)
+            first = [ln.data for ln in job.logs()][0].split()[1]
+            (record,) = [r for r in worker_records(remote) if r["vm_id"] == first]
+            (down,) = [s for s in servers if f"/{s.address}-{s.port}/" in str(next(remote.glob(f"*/{first}/vm.json")))]
+            os.kill(record["pid"], signal.SIGKILL)
+            down.stop()
+            status = job.wait(timeout=120)
+            assert status.state is JobState.SUCCEEDED
+            (task,) = status.tasks
+            assert len(task.attempts) == 2 and task.attempts[1].worker_id != first
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+        for server in servers:
+            server.stop()
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(pid_alive(r["pid"]) for r in worker_records(remote)), "a worker outlived iris cluster stop"
