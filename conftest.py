@@ -1,4 +1,6 @@
-"""Shared by every test directory: one task-environment cache for the whole session.
+"""Shared by every test directory: one task-environment cache for the whole session, and the
+Docker engine fixtures (``iris.testing.docker_pytest``: ``docker_engine``, ``docker_base_image``,
+``docker_registry``) for the tests marked ``docker``.
 
 Workers build each task's Python environment with uv and cache it by what determines it
 (docs/environments.md); the tests start many short-lived workers, each with its own work
@@ -14,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+
+pytest_plugins = ["iris.testing.docker_pytest"]
 
 
 @pytest.fixture(scope="session", autouse=True)

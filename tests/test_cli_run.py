@@ -99,6 +99,9 @@ def test_run_max_retries_reruns_a_failing_task(iris, workspace: Path) -> None:
         (["run", "--provider", "local", "-e", "A=B", "--", "true"], "environment variable name 'A=B' is invalid; use a letter or '_'"),
         (["run", "--provider", "local", "-e", "1BAD", "x", "--", "true"], "environment variable name '1BAD' is invalid"),
         (["run", "--controller-url", "https://127.0.0.1:1", "--", "true"], "scheme 'https' is not supported; use http://HOST:PORT"),
+        (["run", "--provider", "local", "--task-image", "Bad Image", "--", "true"], "Invalid value for '--task-image': 'Bad Image' is not a valid image reference"),
+        (["run", "--provider", "local", "--gpu", "H100x0", "--", "true"], "Invalid value for '--gpu': count 0 is invalid"),
+        (["run", "--provider", "local", "--gpu", "2", "--tpu", "v5litepod-8", "--", "true"], "--tpu and --gpu: give one accelerator kind per job"),
         (["run", "--provider", "local", "python", "-c", "print(1)"], "No such option '-c'. If it belongs to the command, put the command after --: iris run [OPTIONS] -- COMMAND"),
     ],
 )

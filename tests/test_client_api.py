@@ -271,3 +271,8 @@ def test_environment_spec_takes_env_as_seed_000_writes_it_or_env_vars_as_the_ori
         assert [line.data for line in job.logs()] == ["seed"]
     with pytest.raises(TypeError, match="not both"):
         EnvironmentSpec(env={"A": "1"}, env_vars={"A": "2"})
+
+
+def test_submit_with_an_invalid_task_image_is_refused_naming_the_field(client: IrisClient) -> None:
+    with pytest.raises(IrisError, match=r"task_image: 'Not An Image' is not a valid image reference; expected \[REGISTRY"):
+        client.submit(name="bad-image", entrypoint=Entrypoint.from_command("true"), task_image="Not An Image")

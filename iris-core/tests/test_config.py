@@ -104,6 +104,7 @@ def test_config_to_dict_round_trips_through_parse_config(tmp_path: Path) -> None
         ({"controller": {"http_port": -2}}, ["controller.http_port", "-2", "-1 (off)"]),
         ({"controller": {"http_port": "8080"}}, ["controller.http_port", "expected int", "'8080'"]),
         ({"provider": {"type": ""}}, ["provider.type", "local, gcp or manual"]),
+        ({"docker": {"image": "Iris Worker"}}, ["docker.image", "'Iris Worker'", "not a valid image reference", "NAME[:TAG]"]),
     ],
 )
 def test_parse_config_invalid_field_error_names_path_and_value(data: dict, fragments: list[str]) -> None:

@@ -213,6 +213,7 @@ SPEC = JobSpec(
     max_preemptions=5,
     parent_job_id="/alice/parent",
     user="alice",
+    task_image="127.0.0.1:5000/train:3",
 )
 ATTEMPT = AttemptView(
     attempt_id=1, worker_id="w1", state=TaskState.FAILED, exit_code=3, error="exited with code 3", started_at=10.0,

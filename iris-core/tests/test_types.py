@@ -11,9 +11,11 @@ from iris.cluster.types import (
     ResourceSpec,
     TaskState,
     format_memory,
+    gpu_device,
     parse_memory,
     tpu_device,
 )
+from iris.job.types import image_reference_problem, parse_gpu
 from iris.errors import ResourceError
 
 
@@ -140,3 +142,31 @@ def test_task_states_terminal_and_active_are_disjoint() -> None:
 
 def test_job_states_terminal_are_all_but_pending_and_running() -> None:
     assert {s for s in JobState if not s.is_terminal} == {JobState.PENDING, JobState.RUNNING}
+
+
+@pytest.mark.parametrize(
+    ("text", "variant", "count"), [("H100x8", "H100", 8), ("A100-80GB", "A100-80GB", 1), ("4", "", 4), ("l4x1", "l4", 1)]
+)
+def test_parse_gpu_forms_give_variant_and_count(text: str, variant: str, count: int) -> None:
+    device = parse_gpu(text)
+    assert (device.kind, device.variant, device.count) == ("gpu", variant, count)
+    assert gpu_device(variant, count) == device
+
+
+@pytest.mark.parametrize(("text", "fragment"), [("", "not a GPU request"), ("H100 x8", "not a GPU request"), ("-1", "not a GPU request"), ("H100x0", "count 0")])
+def test_parse_gpu_invalid_raises_resource_error_naming_it(text: str, fragment: str) -> None:
+    with pytest.raises(ResourceError, match=fragment):
+        parse_gpu(text)
+
+
+@pytest.mark.parametrize(
+    "image", ["python:3.11", "127.0.0.1:5000/iris-worker:1", "ghcr.io/org/repo/img", "img@sha256:" + "a" * 64]
+)
+def test_image_reference_valid_forms_have_no_problem(image: str) -> None:
+    assert image_reference_problem(image) is None
+
+
+@pytest.mark.parametrize("image", ["", "Upper:1", "has space", "img:", "img:-tag", "/img"])
+def test_image_reference_invalid_names_the_value_and_the_form(image: str) -> None:
+    problem = image_reference_problem(image)
+    assert problem is not None and repr(image) in problem and "[REGISTRY[:PORT]/]NAME[:TAG]" in problem

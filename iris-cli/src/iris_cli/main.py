@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from iris_cli.build import build_group
 from iris_cli.job import job_group
 from iris_cli.options import cluster_options
 from iris_cli.cluster import cluster_group
@@ -36,6 +37,7 @@ def cli(ctx: click.Context, config: str | None, provider: str | None, controller
 cli.add_command(run_command)
 cli.add_command(cluster_group)
 cli.add_command(job_group)
+cli.add_command(build_group)
 cli.add_command(login_command)
 cli.add_command(logout_command)
 cli.add_command(whoami_command)

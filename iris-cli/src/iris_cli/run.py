@@ -78,6 +78,29 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(exc).removeprefix("--max-bundle-size: "), ctx=ctx, param=param) from None
 
 
+def _gpu(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from iris.errors import ResourceError
+    from iris.job.types import parse_gpu
+
+    try:
+        return parse_gpu(value)
+    except ResourceError as exc:
+        raise click.BadParameter(str(exc).removeprefix("gpu: "), ctx=ctx, param=param) from None
+
+
+def _task_image(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from iris.job.types import image_reference_problem
+
+    problem = image_reference_problem(value)
+    if problem:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
 def _bundle_progress(done: int, total: int, done_bytes: int) -> None:
     """Shown for a workspace that takes more than a second to bundle."""
     from iris.cluster.types import format_memory
@@ -104,6 +127,11 @@ def _bundle_progress(done: int, total: int, done_bytes: int) -> None:
 @click.option("--cpu", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs per task.")
 @click.option("--memory", default="2GB", show_default=True, callback=_memory, help="Memory per task, e.g. 2GB, 512MiB.")
 @click.option("--tpu", metavar="TYPE", default=None, help="TPU type per task, e.g. v5litepod-16.")
+@click.option("--gpu", metavar="TYPE[xN]", default=None, callback=_gpu, help="GPUs per task: H100x8, H100 (one) or 8 (any type).")
+@click.option(
+    "--task-image", metavar="IMAGE", default=None, callback=_task_image,
+    help="Container image the tasks run in, on workers with the docker runtime (default: the config's docker.image).",
+)
 @click.option("--job-name", metavar="NAME", default=None, help="Job name (default: from the command and the time).")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Number of tasks.")
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True, help="Retries per task after a failure.")
@@ -175,7 +203,9 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
                 raise click.BadParameter(problem, param_hint=flag)
     env = load_env_vars([v.split(_SEP, 1) if v.split(_SEP, 1)[1] else [v.split(_SEP, 1)[0]] for v in opts["env_vars"]])
     resources = ResourceSpec(cpu=opts["cpu"], memory=opts["memory"])
-    resources.device = tpu_device(opts["tpu"]) if opts["tpu"] else DeviceSpec()
+    if opts["tpu"] and opts["gpu"]:
+        raise click.UsageError("--tpu and --gpu: give one accelerator kind per job, not both")
+    resources.device = tpu_device(opts["tpu"]) if opts["tpu"] else opts["gpu"] or DeviceSpec()
     spec = dict(
         entrypoint=Entrypoint.from_command(command),
         name=opts["job_name"],
@@ -189,6 +219,7 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
         ports=list(opts["ports"]),
         max_task_failures=opts["max_task_failures"],
         scheduling_timeout=opts["scheduling_timeout"],
+        task_image=opts["task_image"] or "",
     )
     follow_children = opts["include_children_logs"]
     workspace = opts["workspace"] or Path.cwd()

@@ -17,7 +17,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 
 from iris.auth import static_token_entry
 from iris.job.records import DEFAULT_MAX_BUNDLE_FILES, BundleLimits
-from iris.job.types import parse_memory, show
+from iris.job.types import image_reference_problem, parse_memory, show
 from iris.errors import ConfigError, ResourceError
 
 
@@ -37,6 +37,9 @@ class ProviderConfig:
 
 @attrs.define
 class DockerConfig:
+    """``image``: the image tasks run in when their job names none, on workers whose runtime
+    runs images (``worker.runtime: docker``)."""
+
     image: str = ""
     worker_port: int = 10001
 
@@ -373,6 +376,8 @@ def _validate(config: ClusterConfig, source: str) -> None:
             )
         if group.vms_per_slice < 1:
             raise ConfigError(f"{where}.vms_per_slice: {group.vms_per_slice}; must be >= 1")
+    if config.docker.image and (problem := image_reference_problem(config.docker.image)):
+        raise ConfigError(f"{source}: docker.image: {problem}")
     for field, value in (("max_size", config.bundle.max_bytes), ("max_unpacked_size", config.bundle.limits.max_unpacked_bytes)):
         if value <= 0:
             raise ConfigError(f"{source}: bundle.{field}: {value}; must be a size above 0, e.g. 100MB")

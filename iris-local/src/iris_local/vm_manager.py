@@ -231,6 +231,7 @@ class LocalVmManager:
             attributes=self._vm_attributes(request, index),
             runtime=self._runtime_name,
             runtime_root=self._state_dir / "runtime",
+            task_image=str(self._context.options.get("docker_image") or ""),
             task_python=str(self._context.options.get("task_python") or ""),
             env_dir=self._context.options.get("env_dir") or None,
             token=self._context.worker_token(vm_id) if self._context.worker_token else "",

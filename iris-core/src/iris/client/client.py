@@ -428,6 +428,7 @@ class IrisClient:
         scheduling_timeout: float = 0.0,
         parent_job_id: str | None = None,
         user: str | None = None,
+        task_image: str = "",
     ) -> Job:
         """Launch a job and return it at once; ``job.wait()`` follows it.
 
@@ -435,7 +436,9 @@ class IrisClient:
         ``coscheduling`` True (or an attribute key) starts all tasks together on workers sharing
         that attribute (default ``slice``). ``ports`` names ports each task gets as
         ``IRIS_PORT_<NAME>``. Inside an Iris task the new job becomes a child of the task's job
-        (``IRIS_JOB_ID``) unless ``parent_job_id=""``.
+        (``IRIS_JOB_ID``) unless ``parent_job_id=""``. ``task_image`` is the container image its
+        tasks run in on workers whose runtime runs images (``docker``); empty: the cluster's
+        ``docker.image``.
         """
         resources = resources or ResourceSpec()
         environment = environment or EnvironmentSpec()
@@ -460,6 +463,7 @@ class IrisClient:
             parent_job_id=parent_job_id,
             # a child job belongs to its parent's user unless told otherwise
             user=(current_user() if not parent_job_id else "") if user is None else user,
+            task_image=task_image,
         )
         check_job_spec(spec)  # the controller's own checks, before a bundle is uploaded
         spec = attrs.evolve(spec, bundle_id=self._ensure_bundle())

@@ -183,7 +183,11 @@ def open_vm_manager(config: ClusterConfig, registry: PluginRegistry | None = Non
     config = served(config)
     registry = registry or get_registry()
     provider = registry.vm_manager(config.provider.type)
-    options = {"runtime": config.worker.runtime or provider.default_runtime, **attrs.asdict(config.provider)}
+    options = {
+        "runtime": config.worker.runtime or provider.default_runtime,
+        "docker_image": config.docker.image,
+        **attrs.asdict(config.provider),
+    }
     context = ProviderContext(
         controller_address=address,
         state_dir=state_dir_for(config),

@@ -159,6 +159,7 @@ class ClusterManager:
         worker_token = None if auth is None else (lambda worker_id: auth.mint(Principal(Role.WORKER, worker_id)))
         options = {
             "runtime": config.worker.runtime or provider.default_runtime,
+            "docker_image": config.docker.image,
             "task_python": config.worker.task_python,
             "env_dir": config.worker.env_dir,
             **attrs.asdict(config.provider),

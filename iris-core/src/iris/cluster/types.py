@@ -9,5 +9,6 @@ from iris.job.types import (  # noqa: F401
     TaskState,
     format_memory,
     parse_memory,
+    gpu_device,
     tpu_device,
 )

@@ -37,6 +37,7 @@ class JobSpec:
     max_preemptions: int = 0  # 0 = the default budget
     parent_job_id: str = ""
     user: str = ""
+    task_image: str = ""  # the container image (runtimes that run images); "" = the worker's default
 
 
 @attrs.frozen

@@ -141,6 +141,28 @@ def tpu_device(variant: str) -> DeviceSpec:
     return DeviceSpec(kind="tpu", variant=variant, count=1)
 
 
+_GPU_RE = re.compile(r"^(?:(?P<variant>[A-Za-z][A-Za-z0-9_.-]*?)(?:x(?P<count>[0-9]+))?|(?P<only>[0-9]+))$")
+
+
+def gpu_device(variant: str = "", count: int = 1) -> DeviceSpec:
+    """A GPU device request, e.g. ``gpu_device("H100", 8)``; the variant may be empty (any GPU)."""
+    if not isinstance(variant, str) or (variant and not re.match(r"^[A-Za-z][A-Za-z0-9_.-]*$", variant)):
+        raise ResourceError(f"gpu: {variant!r} is not a GPU type; use e.g. H100 or A100-80GB")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ResourceError(f"gpu: count {count!r} is invalid; it must be an integer >= 1")
+    return DeviceSpec(kind="gpu", variant=variant, count=count)
+
+
+def parse_gpu(text: str) -> DeviceSpec:
+    """``--gpu`` as written: ``H100x8`` (8 H100s), ``H100`` (one), ``4`` (four of any type)."""
+    match = _GPU_RE.match(text or "")
+    if not match:
+        raise ResourceError(f"gpu: {text!r} is not a GPU request; use TYPE, TYPExCOUNT or COUNT, e.g. H100x8 or 2")
+    if match["only"]:
+        return gpu_device("", int(match["only"]))
+    return gpu_device(match["variant"], int(match["count"] or 1))
+
+
 def _memory_converter(value: str | int | float) -> int:
     return parse_memory(value)
 
@@ -307,3 +329,21 @@ _TERMINAL_TASK_STATES = frozenset(
         TaskState.UNSCHEDULABLE,
     }
 )
+
+
+# A Docker image reference: [HOST[:PORT]/]NAME[/NAME...][:TAG][@DIGEST], NAME lowercase.
+_IMAGE_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_RE = re.compile(
+    rf"^{_IMAGE_HOST}?{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@[a-z0-9]+:[a-f0-9]{{32,}})?$"
+)
+
+
+def image_reference_problem(image: str) -> str | None:
+    """Why ``image`` is not a valid container image reference, or None if it is."""
+    if _IMAGE_RE.match(image) and len(image) <= 255:
+        return None
+    return (
+        f"{image!r} is not a valid image reference; expected [REGISTRY[:PORT]/]NAME[:TAG][@DIGEST] with a "
+        "lowercase NAME, e.g. 127.0.0.1:5000/iris-task:1 or python:3.11"
+    )

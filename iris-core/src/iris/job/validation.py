@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from iris.errors import InvalidRequest
 from iris.job.records import JobSpec
-from iris.job.types import ENV_NAME_RE, extra_problem, package_problem, show
+from iris.job.types import ENV_NAME_RE, extra_problem, image_reference_problem, package_problem, show
 
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PORT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -102,6 +102,8 @@ def check_job_spec(spec: JobSpec) -> None:
     if argv and not argv[0]:
         raise InvalidRequest("entrypoint: the program name (argument 0) is empty")
     check_count("replicas", spec.replicas, minimum=1, maximum=MAX_REPLICAS)
+    if spec.task_image and (problem := image_reference_problem(spec.task_image)):
+        raise InvalidRequest(f"task_image: {problem}")
     for field, count in (
         ("max_retries", spec.max_retries),
         ("max_task_failures", spec.max_task_failures),

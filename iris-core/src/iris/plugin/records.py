@@ -16,7 +16,9 @@ class ProviderContext:
     :ivar controller_address: URL workers use to reach the controller.
     :ivar state_dir: a directory the provider may keep its files in.
     :ivar label_prefix: prefix for labels on every resource the provider creates.
-    :ivar options: the provider section of the cluster config, as a plain dict.
+    :ivar options: the provider section of the cluster config, as a plain dict, with ``runtime``
+        (the workers' ContainerRuntime name) and ``docker_image`` (the cluster's ``docker.image``,
+        the image of tasks whose job names none) added.
     :ivar registry: the plugin registry, to build runtimes and bundle stores by name.
     :ivar start_worker: runs a worker inside this process
         (:data:`iris.plugin.worker_host.StartInProcess`); None where the host cannot.

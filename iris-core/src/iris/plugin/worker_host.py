@@ -24,7 +24,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -146,6 +146,8 @@ class WorkerLaunch:
         own virtualenv). Container runtimes need the same interpreter at the same path in the image.
     :ivar env_dir: where task environments are cached (None: the worker's ``$IRIS_ENV_DIR``,
         else ``work_dir/envs``); workers of one machine may share it.
+    :ivar task_image: the image of tasks whose job names none (runtimes that run images: the
+        cluster's ``docker.image``).
     :ivar token: the worker's credential, bound to ``worker_id`` (``ProviderContext.worker_token``
         mints it; empty when the controller runs without auth). It reaches a worker process in
         its environment (``IRIS_WORKER_TOKEN``, see :meth:`env`), never on its command line.
@@ -162,6 +164,7 @@ class WorkerLaunch:
     runtime_root: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     wait_seconds: float = 2.0
     python: str = sys.executable
+    task_image: str = ""
     task_python: str = ""
     env_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     token: str = attrs.field(default="", repr=False)
@@ -189,6 +192,8 @@ class WorkerLaunch:
             argv += ["--memory-bytes", str(int(self.memory_bytes))]
         if self.runtime_root is not None:
             argv += ["--runtime-root", str(self.runtime_root)]
+        if self.task_image:
+            argv += ["--task-image", self.task_image]
         if self.task_python:
             argv += ["--task-python", self.task_python]
         if self.env_dir is not None:
@@ -204,6 +209,35 @@ class WorkerLaunch:
         if self.token:
             env[WORKER_TOKEN_ENV] = self.token
         return env
+
+    def docker_argv(
+        self,
+        image: str,
+        *,
+        docker: str = "docker",
+        socket: str = "/var/run/docker.sock",
+        env: Mapping[str, str] | None = None,
+        read_only: Sequence[str] = (),
+    ) -> list[str]:
+        """``docker run`` of this worker from a worker image (``iris build worker-image``), as on
+        a VM: host networking, the engine's ``socket`` mounted at ``/var/run/docker.sock`` (the
+        worker's docker runtime starts task containers beside it) and the work directory at the
+        same path (task containers mount paths inside it, and task environments are built there);
+        ``env`` and the ``read_only`` paths (at the same path) are what the worker needs from the
+        machine (e.g. its CA certificates, ``SSL_CERT_FILE``, for uv to reach the package index).
+        SIGTERM (``docker stop``) stops it."""
+        work_dir = str(self.work_dir)
+        extra: list[str] = []
+        for key, value in (env or {}).items():
+            extra += ["-e", f"{key}={value}"]
+        for path in read_only:
+            extra += ["-v", f"{path}:{path}:ro"]
+        return [
+            docker, "run", "-d", "--name", f"iris-worker-{self.worker_id}", "--network", "host",
+            "--label", f"{LABEL_WORKER}={self.worker_id}",
+            "-v", f"{socket}:/var/run/docker.sock", "-v", f"{work_dir}:{work_dir}", *extra,
+            image, *self.argv()[3:],  # the image's entrypoint is `python3 -m iris.cluster.worker.main`
+        ]  # fmt: skip
 
     def command(self) -> str:
         """:meth:`argv` as one shell command line, for an SSH session or a startup script (with

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "entrypoint", "resources", "environment", "bundle_id", "replicas", "max_retries", "timeout_seconds", "constraints", "coscheduling", "ports", "max_task_failures", "scheduling_timeout_seconds", "max_preemptions", "parent_job_id", "user")
+    __slots__ = ("name", "entrypoint", "resources", "environment", "bundle_id", "replicas", "max_retries", "timeout_seconds", "constraints", "coscheduling", "ports", "max_task_failures", "scheduling_timeout_seconds", "max_preemptions", "parent_job_id", "user", "task_image")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class JobSpec(_message.Message):
     MAX_PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
     PARENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    TASK_IMAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     entrypoint: _common_pb2.Entrypoint
     resources: _common_pb2.ResourceSpec
@@ -41,7 +42,8 @@ class JobSpec(_message.Message):
     max_preemptions: int
     parent_job_id: str
     user: str
-    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., environment: _Optional[_Union[_common_pb2.EnvironmentSpec, _Mapping]] = ..., bundle_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.Constraint, _Mapping]]] = ..., coscheduling: _Optional[_Union[_common_pb2.Coscheduling, _Mapping]] = ..., ports: _Optional[_Iterable[str]] = ..., max_task_failures: _Optional[int] = ..., scheduling_timeout_seconds: _Optional[float] = ..., max_preemptions: _Optional[int] = ..., parent_job_id: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+    task_image: str
+    def __init__(self, name: _Optional[str] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., environment: _Optional[_Union[_common_pb2.EnvironmentSpec, _Mapping]] = ..., bundle_id: _Optional[str] = ..., replicas: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[_common_pb2.Constraint, _Mapping]]] = ..., coscheduling: _Optional[_Union[_common_pb2.Coscheduling, _Mapping]] = ..., ports: _Optional[_Iterable[str]] = ..., max_task_failures: _Optional[int] = ..., scheduling_timeout_seconds: _Optional[float] = ..., max_preemptions: _Optional[int] = ..., parent_job_id: _Optional[str] = ..., user: _Optional[str] = ..., task_image: _Optional[str] = ...) -> None: ...
 
 class LaunchJobRequest(_message.Message):
     __slots__ = ("spec",)

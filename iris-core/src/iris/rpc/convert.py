@@ -147,6 +147,7 @@ def job_spec_to_proto(s: JobSpec) -> controller_pb2.JobSpec:
         max_preemptions=s.max_preemptions,
         parent_job_id=s.parent_job_id,
         user=s.user,
+        task_image=s.task_image,
     )
 
 
@@ -168,6 +169,7 @@ def job_spec_from_proto(p: controller_pb2.JobSpec) -> JobSpec:
         max_preemptions=p.max_preemptions,
         parent_job_id=p.parent_job_id,
         user=p.user,
+        task_image=p.task_image,
     )
 
 
@@ -473,6 +475,7 @@ def attempt_spec_to_proto(
         bundle_url=bundle_url,
         timeout_seconds=spec.timeout_seconds,
         ports=list(spec.ports),
+        task_image=spec.task_image,
         bundle_max_unpacked_bytes=limits.max_unpacked_bytes,
         bundle_max_files=limits.max_files,
         token=token,

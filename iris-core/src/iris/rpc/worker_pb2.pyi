@@ -74,7 +74,7 @@ class ReconcileRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[ObservedAttempt, _Mapping]]] = ..., known_version: _Optional[int] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class AttemptSpec(_message.Message):
-    __slots__ = ("job_id", "task_index", "num_tasks", "entrypoint", "resources", "env", "bundle_url", "timeout_seconds", "ports", "extras", "pip_packages", "bundle_max_unpacked_bytes", "bundle_max_files", "token")
+    __slots__ = ("job_id", "task_index", "num_tasks", "entrypoint", "resources", "env", "bundle_url", "timeout_seconds", "ports", "extras", "pip_packages", "bundle_max_unpacked_bytes", "bundle_max_files", "token", "task_image")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class AttemptSpec(_message.Message):
     BUNDLE_MAX_UNPACKED_BYTES_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_MAX_FILES_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TASK_IMAGE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     task_index: int
     num_tasks: int
@@ -110,7 +111,8 @@ class AttemptSpec(_message.Message):
     bundle_max_unpacked_bytes: int
     bundle_max_files: int
     token: str
-    def __init__(self, job_id: _Optional[str] = ..., task_index: _Optional[int] = ..., num_tasks: _Optional[int] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., env: _Optional[_Mapping[str, str]] = ..., bundle_url: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., ports: _Optional[_Iterable[str]] = ..., extras: _Optional[_Iterable[str]] = ..., pip_packages: _Optional[_Iterable[str]] = ..., bundle_max_unpacked_bytes: _Optional[int] = ..., bundle_max_files: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+    task_image: str
+    def __init__(self, job_id: _Optional[str] = ..., task_index: _Optional[int] = ..., num_tasks: _Optional[int] = ..., entrypoint: _Optional[_Union[_common_pb2.Entrypoint, _Mapping]] = ..., resources: _Optional[_Union[_common_pb2.ResourceSpec, _Mapping]] = ..., env: _Optional[_Mapping[str, str]] = ..., bundle_url: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., ports: _Optional[_Iterable[str]] = ..., extras: _Optional[_Iterable[str]] = ..., pip_packages: _Optional[_Iterable[str]] = ..., bundle_max_unpacked_bytes: _Optional[int] = ..., bundle_max_files: _Optional[int] = ..., token: _Optional[str] = ..., task_image: _Optional[str] = ...) -> None: ...
 
 class DesiredAttempt(_message.Message):
     __slots__ = ("task_id", "attempt_id", "spec")

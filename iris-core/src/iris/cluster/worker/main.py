@@ -11,7 +11,8 @@ in its own session) keep running as orphans, as tasks outlive a machine's agent 
 whoever manages the worker finds them by the ``iris.worker=<worker id>`` label on the same
 runtime root and kills them (the local provider does so when it deletes the slice).
 
-Bad arguments, including an unknown runtime, print one line and exit 2.
+Bad arguments, including an unknown runtime, print one line and exit 2; a runtime that cannot be
+built (the docker runtime's engine is not there) prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from iris.auth import WORKER_TOKEN_ENV
-from iris.errors import PluginError
+from iris.errors import IrisError, PluginError
+from iris.job.types import image_reference_problem
 from iris.plugin.worker_host import LABEL_WORKER, machine_cpus, machine_memory_bytes, ready_marker, write_ready
 
 logger = logging.getLogger("iris.cluster.worker.main")  # __name__ is "__main__" under -m
@@ -84,6 +86,13 @@ def _worker_id(text: str) -> str:
     return text
 
 
+def _image(text: str) -> str:
+    problem = image_reference_problem(text) if text else None
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def take_secret_env(name: str) -> str:
     """Remove ``name`` from this process's environment and return its value: tasks (which get a
     copy of the environment) never see it, and the bytes the kernel shows in
@@ -118,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attributes", type=_attributes, default={}, help="worker attributes as a JSON object")
     parser.add_argument("--runtime", default="process", help="ContainerRuntime plugin name (default: process)")
     parser.add_argument("--runtime-root", type=Path, default=None, help="the runtime's files; default: WORK_DIR/runtime")
+    parser.add_argument(
+        "--task-image", type=_image, default="", help="image of tasks whose job names none (runtimes that run images)"
+    )
     parser.add_argument("--task-python", default="", help="interpreter task environments are built from; default: $IRIS_TASK_PYTHON, else /usr/bin/python3, else python3 on PATH")
     parser.add_argument("--env-dir", type=Path, default=None, help="task environment cache; default: $IRIS_ENV_DIR, else WORK_DIR/envs")
     parser.add_argument("--wait-seconds", type=_non_negative_float, default=2.0, help="reconcile long-poll seconds")
@@ -175,7 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = take_secret_env(WORKER_TOKEN_ENV)
     ready = ready_marker(work_dir)
     ready.unlink(missing_ok=True)
-    runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
+    try:
+        runtime = runtime_plugin.factory(args.runtime_root or work_dir / "runtime")
+    except IrisError as exc:  # e.g. the docker runtime's engine cannot be reached
+        parser.exit(1, f"{PROG}: error: --runtime {args.runtime}: {exc}\n")
     worker = Worker(
         worker_id=args.worker_id,
         controller_address=args.controller,
@@ -187,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         attributes=args.attributes,
         slice_id=args.slice_id,
         wait_seconds=args.wait_seconds,
+        task_image=args.task_image,
         task_python=args.task_python,
         env_dir=args.env_dir,
         token=token,

@@ -143,6 +143,7 @@ class Worker:
         task_python: str = "",
         env_dir: Path | None = None,
         ports: PortAllocator | None = None,
+        task_image: str = "",
         token: str = "",
     ):
         """``bundle_store_for(url_prefix)`` returns the BundleStore serving that prefix;
@@ -150,7 +151,8 @@ class Worker:
 
         Task environments are built from ``task_python`` (default: ``$IRIS_TASK_PYTHON``, else
         :func:`~iris.cluster.worker.environment.default_task_python`) and cached in ``env_dir``
-        (default: ``$IRIS_ENV_DIR``, else ``work_dir/envs``; workers on one machine may share it)."""
+        (default: ``$IRIS_ENV_DIR``, else ``work_dir/envs``; workers on one machine may share it).
+        ``task_image`` is the image of tasks whose job names none (runtimes that run images)."""
         self.worker_id = worker_id
         self._token = token
         self._address = controller_address.removeprefix("http://")
@@ -170,6 +172,7 @@ class Worker:
             task_python=task_python or os.environ.get("IRIS_TASK_PYTHON", ""),
         )
         self._ports = ports or shared_allocator()
+        self._task_image = task_image
         self._attempts: dict[tuple[str, int], LocalAttempt] = {}
         self._lock = threading.Lock()
         self._cv = threading.Condition()
@@ -613,6 +616,7 @@ class Worker:
             device_variant=spec.resources.device_variant,
             device_count=spec.resources.device_count,
             labels={LABEL_WORKER: self.worker_id, LABEL_TASK: attempt.task_id, LABEL_ATTEMPT: str(attempt.attempt_id)},
+            image=spec.task_image or self._task_image,
             # what the task reads outside its cwd: its environment, and the attempt's directory
             # (a callable's payload, where its result goes)
             mounts=(environment.path,),
@@ -868,6 +872,7 @@ def start_in_process(launch: WorkerLaunch, *, runtime: ContainerRuntime, bundle_
         wait_seconds=launch.wait_seconds,
         task_python=launch.task_python,
         env_dir=launch.env_dir,
+        task_image=launch.task_image,
         token=launch.token,
     )
     worker.start()

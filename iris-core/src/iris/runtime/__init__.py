@@ -1,0 +1,1 @@
+"""Container runtimes built into Iris core (``docker``)."""
