@@ -87,7 +87,9 @@ def test_build_worker_image_push_then_a_worker_from_the_pushed_image_runs_a_job(
         assert status.state is JobState.SUCCEEDED, (status, engine_api.logs(container).decode()[-3000:])
         assert logs == ["from a worker in a container: in-container"]
         # the task ran in a container of its own, started by the worker through the mounted socket
-        assert wait_until(lambda: not engine_api.containers(all=True, filters={"label": ["iris.managed=true"]}), timeout=30)
+        # (this worker's containers only: other tests' may still be going away on the shared engine)
+        mine = {"label": ["iris.managed=true", "iris.worker=in-container"]}
+        assert wait_until(lambda: not engine_api.containers(all=True, filters=mine), timeout=60)
     finally:
         if container is not None:
             engine_api.stop(container, timeout=10)  # SIGTERM: the worker kills its attempts and exits
