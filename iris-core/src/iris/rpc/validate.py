@@ -3,8 +3,9 @@
 One check per method (:data:`CHECKS`, keyed by the gRPC method path): a bad field is refused as
 INVALID_ARGUMENT with one line naming the field, the value (shortened, so the error stays small
 whatever was sent) and what is accepted; a refused request changes nothing, since no handler ran.
-:class:`RequestValidator` is the server interceptor that applies them; it sits after the
-interceptors that decide who may call (a caller who may not gets no hint about the fields).
+:func:`check_request` applies them; the controller's one server interceptor (``_Door`` in
+``iris.cluster.controller.service``) calls it after deciding who may call (a caller who may not
+gets no hint about the fields).
 
 The job spec goes through the same :func:`~iris.job.validation.check_job_spec` that the
 controller and the client apply; the checks here add what only the wire can carry (enum values
@@ -16,8 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import grpc
 
 from iris.errors import InvalidRequest, IrisError
 from iris.job.validation import (
@@ -247,31 +246,3 @@ def check_request(method: str, request: Any) -> None:
         raise
     except IrisError as exc:
         raise InvalidRequest(str(exc)) from None
-
-
-class RequestValidator(grpc.aio.ServerInterceptor):
-    """Refuses a request with a bad field (INVALID_ARGUMENT, one line) before its handler runs."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        method = handler_call_details.method
-        if method in self._wrapped:
-            return self._wrapped[method]
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                check_request(method, request)
-            except InvalidRequest as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return await inner(request, context)
-
-        self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
-            wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
-        return self._wrapped[method]

@@ -40,7 +40,7 @@ from iris.cluster.controller.state import worker_key
 from iris.errors import IrisError, JobNotFound
 from iris.job.records import DesiredAttempt
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert, worker_pb2_grpc
-from iris.rpc.validate import RequestValidator
+from iris.rpc.validate import check_request
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ def principal() -> Principal:
 
 
 class _Door(grpc.aio.ServerInterceptor):
-    """The one door every RPC passes: authenticates the caller (when ``auth`` is set) and maps
-    Iris errors to status codes."""
+    """The one door every RPC passes: authenticates the caller (when ``auth`` is set), checks the
+    request's fields (:func:`iris.rpc.validate.check_request`; a caller who may not call learns
+    nothing about them), and maps Iris errors to status codes."""
 
     def __init__(self, auth: Authenticator | None) -> None:
         self._auth = auth
@@ -117,6 +118,7 @@ class _Door(grpc.aio.ServerInterceptor):
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, BAD_TOKEN if token else NO_TOKEN)
                 _PRINCIPAL.set(who)  # this call's task only
             try:
+                check_request(method, request)  # a rejected request changes nothing: no handler ran
                 return await inner(request, context)
             except IrisError as exc:
                 await context.abort(status_for(exc), str(exc))
@@ -438,7 +440,7 @@ class ControllerServer:
     async def _build(self, bundle_store: Any, host: str, port: int) -> int:
         """Create the server on the loop (grpc.aio binds a server to the loop it is made on)."""
         self.wakeups = Wakeups(asyncio.get_running_loop())
-        self._server = grpc.aio.server(interceptors=[_Door(self.auth), RequestValidator()], options=SERVER_OPTIONS)
+        self._server = grpc.aio.server(interceptors=[_Door(self.auth)], options=SERVER_OPTIONS)
         self.servicer = ControllerServicer(self.controller, bundle_store, self.wakeups, self._pool, auth=self.auth)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(self.servicer, self._server)
         worker_servicer = WorkerServicer(self.controller, bundle_store, self.wakeups, self._pool, self.auth)
