@@ -134,6 +134,15 @@ class SliceRecord:
 _converter = cattrs.Converter()
 
 
+def user_env_cache() -> Path:
+    """Where local workers cache task environments unless told otherwise: one directory per user
+    (``$XDG_CACHE_HOME/iris/envs``, else ``~/.cache/iris/envs``), shared by every local cluster,
+    so the next ``iris run --provider local`` (a new cluster in a new temporary directory) finds
+    the environment the last one built. Environments are keyed by what determines them and built
+    under a lock, so sharing is safe."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iris" / "envs"
+
+
 def _valid_slice_id(slice_id: str) -> bool:
     """Process-mode slice ids name files: ``<state_dir>/slices/<slice id>.json``."""
     return bool(slice_id) and "/" not in slice_id and "\0" not in slice_id and not slice_id.startswith(".")
@@ -233,7 +242,7 @@ class LocalVmManager:
             runtime_root=self._state_dir / "runtime",
             task_image=str(self._context.options.get("docker_image") or ""),
             task_python=str(self._context.options.get("task_python") or ""),
-            env_dir=self._context.options.get("env_dir") or None,
+            env_dir=self._context.options.get("env_dir") or os.environ.get("IRIS_ENV_DIR") or user_env_cache(),
             token=self._context.worker_token(vm_id) if self._context.worker_token else "",
         )
 
