@@ -21,7 +21,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from iris.procfs import pid_alive
 from iris.testing.polling import wait_until
 
 SSHD = "/usr/sbin/sshd"
@@ -62,19 +61,6 @@ def _children(pid: int) -> list[int]:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
-
-
-def _descendants(pid: int) -> list[int]:
-    found, queue = [], _children(pid)
-    while queue:
-        child = queue.pop()
-        found.append(child)
-        queue.extend(_children(child))
-    return found
-
-
-def _descendants_alive(pids: list[int]) -> list[int]:
-    return [pid for pid in pids if pid_alive(pid)]
 
 
 def keygen(path: Path) -> Path:
@@ -141,11 +127,13 @@ class SshServer:
 
     def drop_connections(self) -> int:
         """Kill every session process of this sshd (its connections drop; it keeps listening).
-        Returns how many were killed."""
+        Returns how many were killed. Only the session processes: a command a session was running
+        is left to finish on its own, as when a network cuts an SSH connection (killing it could
+        leave behind what a login shell was in the middle of, e.g. a stale lock file in ``~``)."""
         if self.process is None:
             return 0
         killed = 0
-        for pid in _descendants(self.process.pid):
+        for pid in _children(self.process.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
@@ -160,13 +148,14 @@ class SshServer:
             return ""
 
     def stop(self) -> None:
-        """End every session (while the listener still reaps them: no zombies), then the listener."""
+        """End every session (while the listener still reaps them: no zombies), then the
+        listener. Commands the sessions were running finish on their own (see drop_connections)."""
         if self.process is None:
             return
-        descendants = _descendants(self.process.pid)
+        sessions = _children(self.process.pid)
         self.drop_connections()
         deadline = time.monotonic() + 5
-        while any(os.path.exists(f"/proc/{pid}") for pid in descendants) and time.monotonic() < deadline:
+        while any(os.path.exists(f"/proc/{pid}") for pid in sessions) and time.monotonic() < deadline:
             time.sleep(0.02)
         self.process.terminate()
         try:
@@ -174,11 +163,6 @@ class SshServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        for pid in _descendants_alive(descendants):  # a session started meanwhile
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process = None
 
     def __enter__(self) -> SshServer:
