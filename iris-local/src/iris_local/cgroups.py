@@ -196,9 +196,10 @@ class Cgroup:
             pass
         return 0
 
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to every member now."""
-        if sig == signal.SIGKILL and self.version == 2 and (self.path / "cgroup.kill").exists():
+    def signal(self, sig: int, skip_group: int | None = None) -> None:
+        """Send ``sig`` to every member now, except members of process group ``skip_group`` (the
+        caller signalled that group itself)."""
+        if sig == signal.SIGKILL and skip_group is None and self.version == 2 and (self.path / "cgroup.kill").exists():
             try:
                 (self.path / "cgroup.kill").write_text("1")
                 return
@@ -206,6 +207,8 @@ class Cgroup:
                 pass
         for pid in self.members():
             try:
+                if skip_group is not None and os.getpgid(pid) == skip_group:
+                    continue
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass

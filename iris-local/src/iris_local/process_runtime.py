@@ -245,8 +245,8 @@ class ProcessHandle:
         if self._cgroup is not None:
             if sig == signal.SIGKILL:
                 self._cgroup.kill_all()
-            else:
-                self._cgroup.signal(sig)
+            else:  # only those that left the group: one signal each (a second would interrupt a handler)
+                self._cgroup.signal(sig, skip_group=self.pgid)
 
     def kill(self, grace_seconds: float = 10.0) -> None:
         """SIGTERM every process of the container, give them ``grace_seconds`` to exit, then SIGKILL.
