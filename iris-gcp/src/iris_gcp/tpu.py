@@ -36,7 +36,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from iris.errors import PluginError
@@ -153,13 +153,15 @@ class TpuVmManager:
         and under ``options``: ``worker_image``, ``network``, ``subnetwork``, ``internal_ips``,
         ``zones``, ``list_max_age_seconds``, ``create_timeout_seconds``) plus ``docker_image``.
     :param client: a ``google.cloud.tpu_v2.TpuClient`` (tests pass one connected to the fake).
+    :param clock: monotonic seconds, for the age of the per-zone snapshots.
     """
 
-    def __init__(self, context: ProviderContext, client: Any):
+    def __init__(self, context: ProviderContext, client: Any, clock: Callable[[], float] = time.monotonic):
         options = dict(context.options or {})
         section = dict(options.get("options") or {})
         self._context = context
         self._client = client
+        self._clock = clock
         self._project = str(options.get("project_id") or "")
         if not self._project:
             raise PluginError("provider.project_id: empty; the gcp provider needs the Google Cloud project to create TPU nodes in")
@@ -192,12 +194,12 @@ class TpuVmManager:
         while True:
             with self._lock:
                 snap = self._zones.setdefault(zone, _ZoneSnapshot())
-                fresh = snap.fetched_at is not None and time.monotonic() - snap.fetched_at <= max_age
+                fresh = snap.fetched_at is not None and self._clock() - snap.fetched_at <= max_age
                 if fresh:
                     return dict(snap.nodes)
                 if snap.fetching is None:
                     snap.fetching = threading.Event()
-                    started = time.monotonic()
+                    started = self._clock()
                     break
                 waiting = snap.fetching
             waiting.wait()
