@@ -71,25 +71,26 @@ def google_error(exc: BaseException, *, action: str, resource: str, hint: str = 
     where = f"{action} {resource}"
     if isinstance(exc, (gexc.ResourceExhausted, gexc.ServiceUnavailable, gexc.TooManyRequests)) and _STOCKOUT.search(message):
         return CapacityUnavailable(f"{where}: no capacity ({message}); Iris retries with backoff, or add another zone to the scale group's zones")
-    if isinstance(exc, (gexc.ResourceExhausted, gexc.TooManyRequests)):
-        if _QUOTA.search(message) or isinstance(exc, gexc.ResourceExhausted):
-            return QuotaExceeded(f"{where}: quota exceeded ({message}); request more quota in the Google Cloud console (IAM & Admin > Quotas) or lower max_slices")
-    if isinstance(exc, gexc.PermissionDenied):
+    if isinstance(exc, gexc.TooManyRequests):  # ResourceExhausted is one too
+        if not _QUOTA.search(message):
+            return PluginError(f"{where}: too many requests ({message}); this is transient: Iris retries with backoff")
+        return QuotaExceeded(f"{where}: quota exceeded ({message}); request more quota in the Google Cloud console (IAM & Admin > Quotas) or lower max_slices")
+    if isinstance(exc, (gexc.PermissionDenied, gexc.Forbidden)):  # Forbidden: the REST clients' 403
         return PluginError(
             f"{where}: permission denied ({message}); grant the account Iris runs as the needed role "
             "(e.g. roles/tpu.admin for TPU nodes, roles/compute.instanceAdmin.v1 for instances) and check that the API is enabled in the project"
         )
-    if isinstance(exc, gexc.Unauthenticated):
+    if isinstance(exc, (gexc.Unauthenticated, gexc.Unauthorized)):
         return PluginError(f"{where}: not authenticated ({message}); run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS")
     if isinstance(exc, gexc.NotFound):
         return PluginError(f"{where}: not found ({message}); {hint or 'check the project, zone and name in the config'}")
-    if isinstance(exc, gexc.InvalidArgument):
-        return PluginError(f"{where}: rejected ({message}); {hint or 'check the values in the config'}")
-    if isinstance(exc, gexc.AlreadyExists):
-        return PluginError(f"{where}: already exists ({message}); delete it or choose another name")
     if isinstance(exc, gexc.FailedPrecondition):
         return PluginError(f"{where}: refused in its current state ({message}); check it in the Google Cloud console and try again")
-    if isinstance(exc, (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError)):
+    if isinstance(exc, (gexc.InvalidArgument, gexc.BadRequest)):  # after FailedPrecondition, also a BadRequest
+        return PluginError(f"{where}: rejected ({message}); {hint or 'check the values in the config'}")
+    if isinstance(exc, gexc.AlreadyExists) or type(exc) is gexc.Conflict:  # not Aborted, also a Conflict
+        return PluginError(f"{where}: already exists ({message}); delete it or choose another name")
+    if isinstance(exc, (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.GatewayTimeout, gexc.InternalServerError)):
         return PluginError(f"{where}: the API did not answer ({message}); this is usually transient: Iris retries with backoff")
     return PluginError(f"{where}: {message}")
 
