@@ -387,3 +387,61 @@ def test_autoscaler_cycle_against_the_fake_costs_one_list_per_zone(tmp_path, fak
         for info in manager.list_slices({"iris.cluster": "c1"}):
             manager.delete_slice(info.slice_id)
         manager.close()
+
+
+def test_concurrent_describes_share_one_list(tmp_path, fake) -> None:
+    import threading
+
+    clock = Clock()
+    manager = TpuVmManager(context(tmp_path, fake), fake.client(), clock=clock)
+    try:
+        for i in range(4):
+            manager.create_slice(request(f"par-{i}", "v5litepod-1"))
+        clock.now += 5
+        fake.reset_calls()
+        results: list[object] = []
+        start = threading.Barrier(8)
+
+        def describe(i: int) -> None:
+            start.wait()
+            results.append(manager.describe_slice(f"par-{i % 4}"))
+
+        threads = [threading.Thread(target=describe, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(results) == 8 and all(r is not None for r in results)
+        assert dict(fake.calls) == {"ListNodes": 1}
+    finally:
+        manager.close()
+
+
+def test_vm_manager_of_a_served_gcp_config_finds_slices_in_every_group_zone(tmp_path, fake) -> None:
+    """``iris cluster stop`` builds its VmManager this way (lifecycle.open_vm_manager) to delete
+    every slice of the cluster: the groups' zones reach it, not only provider.zone."""
+    from iris.cluster.lifecycle import open_vm_manager
+
+    config = parse_config(
+        {
+            "name": "c1",
+            "provider": {
+                "type": "gcp",
+                "project_id": PROJECT,
+                "zone": ZONE,
+                "options": {"tpu_api_endpoint": fake.address, "worker_image": "127.0.0.1:5000/iris-worker:1"},
+            },
+            "controller": {"state_dir": str(tmp_path / "state")},
+            "scale_groups": {"central": {"accelerator_type": "tpu", "accelerator_variant": "v4-8", "zones": ["us-central2-b"]}},
+        }
+    )
+    creator = manager_for(tmp_path, fake)
+    creator.create_slice(request("iris-central-0", "v4-8", zone="us-central2-b"))
+    creator.close()
+    manager = open_vm_manager(config)
+    try:
+        assert [s.slice_id for s in manager.list_slices({"iris.cluster": "c1"})] == ["iris-central-0"]
+        manager.delete_slice("iris-central-0")
+        assert wait_until(lambda: fake.nodes() == [], 10)
+    finally:
+        manager.close()

@@ -90,6 +90,7 @@ _ERRORS = {
 _NODE_ID = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_CHARS = re.compile(r"[^a-z0-9_-]")
 _PAGE_SIZE = 500
+_CALL_TIMEOUT = 60.0  # seconds for one API call (an operation is waited for separately)
 
 
 # --- names and labels -----------------------------------------------------------------------
@@ -210,7 +211,7 @@ class TpuVmManager:
                     return dict(snap.nodes)
         try:
             with google_errors("list TPU nodes in", self._parent(zone), self._zone_hint(zone)):
-                nodes = {n.name.rsplit("/", 1)[-1]: n for n in self._client.list_nodes(request={"parent": self._parent(zone), "page_size": _PAGE_SIZE})}
+                nodes = {n.name.rsplit("/", 1)[-1]: n for n in self._client.list_nodes(request={"parent": self._parent(zone), "page_size": _PAGE_SIZE}, timeout=_CALL_TIMEOUT)}
         except BaseException as exc:
             with self._lock:
                 snap.error, event, snap.fetching = exc, snap.fetching, None
@@ -294,7 +295,7 @@ class TpuVmManager:
         try:
             with google_errors("create TPU node", name, self._zone_hint(zone)):
                 try:
-                    operation = self._client.create_node(parent=self._parent(zone), node_id=node_id(request.slice_id), node=node)
+                    operation = self._client.create_node(parent=self._parent(zone), node_id=node_id(request.slice_id), node=node, timeout=_CALL_TIMEOUT)
                 except gexc.AlreadyExists:
                     operation = None
                 if operation is not None:
@@ -303,7 +304,7 @@ class TpuVmManager:
             self._invalidate(zone)
         with google_errors("read TPU node", name):
             try:
-                created = self._client.get_node(name=name)
+                created = self._client.get_node(name=name, timeout=_CALL_TIMEOUT)
             except gexc.NotFound:
                 created = None
         if created is None:
@@ -425,7 +426,7 @@ class TpuVmManager:
         try:
             with google_errors("delete TPU node", node.name):
                 try:
-                    self._client.delete_node(name=node.name)
+                    self._client.delete_node(name=node.name, timeout=_CALL_TIMEOUT)
                 except gexc.NotFound:
                     pass
         finally:
