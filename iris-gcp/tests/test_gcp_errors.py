@@ -23,6 +23,11 @@ RESOURCE = "projects/p/zones/europe-west4-b/instances/iris-controller"
             CapacityUnavailable,
             ("no capacity", "zones"),
         ),
+        (
+            gexc.ResourceExhausted("Insufficient reserved capacity. Contact customer support to increase your reservation. [EID: 0x7adf6d58c08b0aa4]"),
+            CapacityUnavailable,
+            ("no capacity", "Insufficient reserved capacity"),
+        ),
         (gexc.Forbidden("Required 'compute.instances.create' permission for 'projects/p'"), PluginError, ("permission denied", "compute.instances.create")),
         (gexc.PermissionDenied("Permission denied"), PluginError, ("permission denied", "role")),
         (gexc.Unauthenticated("Request had invalid authentication credentials."), PluginError, ("gcloud auth application-default login",)),

@@ -32,7 +32,7 @@ class CapacityUnavailable(PluginError):
 # Messages that say "no machines left" rather than "over your quota" (both come as
 # RESOURCE_EXHAUSTED, and a stockout also as UNAVAILABLE): matched case-insensitively.
 _STOCKOUT = re.compile(
-    r"no more capacity|does not have enough resources|not enough resources|out of capacity|stockout|"
+    r"no more capacity|insufficient (reserved )?capacity|does not have enough resources|not enough resources|out of capacity|stockout|"
     r"currently unavailable in|resource pool exhausted|ZONE_RESOURCE_POOL_EXHAUSTED",
     re.IGNORECASE,
 )
