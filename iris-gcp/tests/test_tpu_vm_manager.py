@@ -445,3 +445,48 @@ def test_vm_manager_of_a_served_gcp_config_finds_slices_in_every_group_zone(tmp_
         assert wait_until(lambda: fake.nodes() == [], 10)
     finally:
         manager.close()
+
+
+def test_controller_with_gcp_provider_brings_up_min_slices_as_tpu_nodes_and_stop_deletes_them(tmp_path, fake) -> None:
+    """The controller (ClusterManager, auth on as for every served gcp cluster) builds the TPU
+    VmManager through the plugin, its autoscaler creates the group's min_slices as 4-host nodes
+    carrying a worker token per host, and stop deletes every node of the cluster."""
+    from iris.cluster.manager import ClusterManager
+
+    config = parse_config(
+        {
+            "name": "ctl",
+            "provider": {
+                "type": "gcp",
+                "project_id": PROJECT,
+                "zone": ZONE,
+                "options": {"tpu_api_endpoint": fake.address, "worker_image": "127.0.0.1:5000/iris-worker:1"},
+            },
+            "controller": {"state_dir": str(tmp_path / "state"), "port": 0},
+            "scale_groups": {
+                "tpu_v5e_16": {
+                    "accelerator_type": "tpu",
+                    "accelerator_variant": "v5litepod-16",
+                    "runtime_version": "v2-alpha-tpuv5-lite",
+                    "preemptible": True,
+                    "zones": [ZONE],
+                    "min_slices": 1,
+                    "max_slices": 2,
+                }
+            },
+        }
+    )
+    manager = ClusterManager(config)
+    address = manager.start()
+    try:
+        assert wait_until(lambda: [n.state for n in fake.nodes()] == [tpu_v2.Node.State.READY], 60, interval=0.1), fake.nodes()
+        node = fake.nodes()[0]
+        assert node.name.endswith("/nodes/iris-tpu-v5e-16-0")
+        assert len(node.network_endpoints) == 4
+        worker = json.loads(node.metadata[bootstrap.WORKER])
+        assert sorted(worker["tokens"]) == ["0", "1", "2", "3"] and all(worker["tokens"].values())
+        assert node.metadata[bootstrap.CONTROLLER_ADDRESS] == address
+        assert node.labels["iris-cluster"] == "ctl"
+    finally:
+        manager.stop()
+    assert wait_until(lambda: fake.nodes() == [], 10)
