@@ -1,8 +1,7 @@
 """Registers the ``gcp`` provider (entry point ``gcp``).
 
-This release registers the names so ``iris plugins`` and ``--provider gcp`` find the
-distribution, but creating TPU slices, the controller VM and the ``gs://`` bundle store are not
-implemented yet: each factory raises an error saying so. The ``ssh`` tunnel to the controller VM
+The VmManager creates TPU slices (:mod:`iris_gcp.tpu`); the ``gs://`` bundle store is not
+implemented yet: its factory raises an error saying so. The ``ssh`` tunnel to the controller VM
 is iris-manual's (a dependency), not registered here. The Google client
 libraries are imported only inside factories, never when the plugin loads.
 """
@@ -25,7 +24,9 @@ def _unsupported(what: str) -> NoReturn:
 
 
 def _vm_manager(context: Any) -> Any:
-    _unsupported("creating TPU slices")
+    from iris_gcp.tpu import TpuVmManager, open_client
+
+    return TpuVmManager(context, open_client(context.options or {}))
 
 
 def _gcs_store(url: str) -> Any:
@@ -41,7 +42,7 @@ def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
             default_runtime="docker",
             default_bundle_scheme="gs",
             default_tunnel="ssh",
-            description="TPU slices on Google Cloud (not yet implemented)",
+            description="TPU slices on Google Cloud",
         )
     )
 

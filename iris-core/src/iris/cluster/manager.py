@@ -31,7 +31,7 @@ from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
 from iris.cluster.controller.store import Store, check_database
 from iris.cluster.scale_groups import group_attributes as group_attributes, group_vm_count as group_vm_count  # they lived here
-from iris.cluster.scale_groups import slice_request_for
+from iris.cluster.scale_groups import scale_group_zones, slice_request_for
 from iris.cluster.worker.worker import start_in_process
 from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSigner, cluster_secret, load_static_tokens
 from iris.auth import current_user, read_token_file, write_private
@@ -160,6 +160,7 @@ class ClusterManager:
         options = {
             "runtime": config.worker.runtime or provider.default_runtime,
             "docker_image": config.docker.image,
+            "scale_group_zones": scale_group_zones(config),
             "task_python": config.worker.task_python,
             "env_dir": config.worker.env_dir,
             **attrs.asdict(config.provider),
