@@ -1,8 +1,7 @@
 """Registers the ``gcp`` provider (entry point ``gcp``).
 
-This release registers the names so ``iris plugins`` and ``--provider gcp`` find the
-distribution, but creating TPU slices, the controller VM and the ``gs://`` bundle store are not
-implemented yet: each factory raises an error saying so. The ``ssh`` tunnel to the controller VM
+The ``gs://`` bundle store and controller checkpoints are :mod:`iris_gcp.gcs`. Creating TPU
+slices and the controller VM are not implemented yet: their factories raise an error saying so. The ``ssh`` tunnel to the controller VM
 is iris-manual's (a dependency), not registered here. The Google client
 libraries are imported only inside factories, never when the plugin loads.
 """
@@ -29,7 +28,15 @@ def _vm_manager(context: Any) -> Any:
 
 
 def _gcs_store(url: str) -> Any:
-    _unsupported(f"the gs:// bundle store ({url})")
+    from iris_gcp.gcs import GcsBundleStore
+
+    return GcsBundleStore(url)
+
+
+def _gcs_checkpoints(url: str) -> Any:
+    from iris_gcp.gcs import GcsCheckpointStore
+
+    return GcsCheckpointStore(url)
 
 
 @hookimpl
@@ -48,5 +55,10 @@ def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def iris_register_bundle_stores(register):  # type: ignore[no-untyped-def]
-    register(BundleStorePlugin(name="gs", factory=_gcs_store, description="Google Cloud Storage (not yet implemented)"))
+    register(
+        BundleStorePlugin(
+            name="gs", factory=_gcs_store, checkpoints=_gcs_checkpoints,
+            description="Google Cloud Storage (bundles and controller checkpoints)",
+        )
+    )
 
