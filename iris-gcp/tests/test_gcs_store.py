@@ -195,3 +195,64 @@ def test_gcs_checkpoints_second_writer_is_detected(gcs_bucket: GcsBucket, tmp_pa
     second.save(snap, "2.ckpt")
     with pytest.raises(PluginError, match="another controller checkpoints to the same URL"):
         first.save(snap, "3.ckpt")
+
+
+# --- end to end: a cluster whose bundles live in the fake GCS ------------------------------
+
+
+@pytest.fixture
+def gcs_cluster(gcs_bucket: GcsBucket, tmp_path: Path):
+    """An in-process cluster (one worker) whose bundle_prefix is the test's bucket."""
+    from iris.client import IrisClient
+    from iris.config import ClusterConfig, ControllerConfig, ScaleGroupConfig
+
+    config = ClusterConfig(
+        controller=ControllerConfig(state_dir=str(tmp_path / "state"), bundle_prefix=f"{gcs_bucket.url}/bundles"),
+        scale_groups={"one": ScaleGroupConfig(min_slices=1, max_slices=1, cpu=1, memory="4GB")},
+    )
+    with IrisClient.local(config) as client:
+        yield client
+
+
+def _zip(script: str) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        info = zipfile.ZipInfo("run.sh", date_time=(1980, 1, 1, 0, 0, 0))
+        zf.writestr(info, script)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["tampered", "truncated"])
+def test_gcs_cluster_damaged_bundle_fails_task_on_its_retries_never_runs_and_good_copy_runs_next(
+    gcs_cluster, gcs_bucket: GcsBucket, tmp_path: Path, damage: str
+) -> None:
+    from iris.client import IrisClient
+    from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState
+
+    marker = tmp_path / "bad-ran"
+    good = _zip("echo good\n")
+    bundle_id = hashlib.sha256(good).hexdigest()
+    bad = _zip(f"touch {marker}\necho bad\n") if damage == "tampered" else good[: len(good) // 2]
+    run = Entrypoint.from_command("sh", "run.sh")
+    small = ResourceSpec(cpu=0.1, memory="32MB")
+    with IrisClient.remote(gcs_cluster.address, bundle_blob=good) as client:
+        first = client.submit(entrypoint=run, resources=small, name="first")  # uploads the bundle to the bucket
+        assert first.wait(timeout=60).state is JobState.SUCCEEDED
+        name = f"bundles/{bundle_id}.zip"
+        assert name in gcs_bucket.fake.object_names(gcs_bucket.name)
+        gcs_bucket.fake.replace_bytes(gcs_bucket.name, name, bad)
+        # a worker that cached the good copy would still run it: the job below goes to a fresh worker dir
+        for cached in tmp_path.rglob(f"*{bundle_id}*"):
+            cached.unlink()
+        job = client.submit(entrypoint=run, resources=small, name="second", max_retries=1)
+        status = job.wait(timeout=60, raise_on_failure=False)
+        assert status.state is JobState.FAILED, (status.state, status.error)
+        assert [a.state for a in status.tasks[0].attempts] == [TaskState.FAILED] * 2
+        assert f"bundle {bundle_id} in the store is not the bundle that was uploaded" in status.error
+        assert f"sha256 {hashlib.sha256(bad).hexdigest()}" in status.error
+        assert not marker.exists()
+        gcs_bucket.fake.replace_bytes(gcs_bucket.name, name, good)  # the operator restores the object
+        assert client.submit(entrypoint=run, resources=small, name="third").wait(timeout=60).state is JobState.SUCCEEDED

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from iris.errors import BundleError, PluginError
+from iris.errors import BundleCorrupt, BundleError, PluginError
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +135,7 @@ class _Gcs:
         """Download ``name`` to ``dest`` if and only if its sha256 is ``expected_sha256``."""
         from google.api_core import exceptions as gexc
 
-        try:
-            from google.resumable_media.common import DataCorruption
-        except ImportError:  # pragma: no cover - older client layouts
-            DataCorruption = ValueError  # type: ignore[assignment,misc]
+        from google.cloud.storage.exceptions import DataCorruption  # the client's own checksum check failed
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         tmp = Path(tmp_name)
@@ -154,9 +151,10 @@ class _Gcs:
                     raise BundleError(f"{label} at gs://{self._bucket_name}/{name} arrived corrupted ({_first_line(exc)}); try again") from None
             actual = sink.sha256.hexdigest()
             if actual != expected_sha256:
-                raise BundleError(
+                raise BundleCorrupt(
                     f"{label} at gs://{self._bucket_name}/{name} is damaged: its sha256 is {actual} ({sink.size} bytes), "
-                    f"expected {expected_sha256}; it was tampered with or truncated. Delete the object so it is uploaded again"
+                    f"expected {expected_sha256}; it was tampered with or truncated. Delete the object so it is uploaded again",
+                    held=f"{sink.size} bytes with sha256 {actual}",
                 )
             os.replace(tmp, dest)
             return dest
