@@ -137,3 +137,28 @@ def test_controller_restored_from_checkpoint_keeps_finished_jobs_and_adopts_runn
         done_id: "SUCCEEDED", long_id: "SUCCEEDED", again.job_id: "SUCCEEDED"
     }
     assert controller.proc is not None and controller.proc.returncode in (0, -signal.SIGTERM)
+
+
+def test_controller_with_unreachable_checkpoint_bucket_refuses_to_start_in_one_line(fake_gcs, tmp_path: Path) -> None:  # noqa: F811
+    """A controller that cannot read its checkpoints must not start empty (and later overwrite
+    them): it stops with one line naming the bucket and what to do."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "provider: {type: local}\n"
+        f"controller: {{state_dir: {tmp_path / 'state'}, checkpoint_url: 'gs://no-such-bucket-here/ckpt'}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "STORAGE_EMULATOR_HOST": fake_gcs.url},
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "iris-controller: error: cannot restore the controller's state from gs://no-such-bucket-here/ckpt: "
+        "gs://no-such-bucket-here: the bucket does not exist; create it (gcloud storage buckets create gs://no-such-bucket-here) "
+        "or fix the URL; or start with --fresh to begin with empty state"
+    ]
+    assert not (tmp_path / "state" / "controller.db").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iris.errors import BundleError, PluginError
+from iris.errors import BundleCorrupt, BundleError, PluginError
 from iris.plugin.registry import PluginRegistry
 from iris.testing.contracts import BundleStoreContract
 from iris_gcp.gcs import GcsBundleStore, GcsCheckpointStore
@@ -181,7 +181,7 @@ def test_gcs_checkpoints_damaged_checkpoint_is_refused_and_dest_untouched(gcs_bu
     gcs_bucket.fake.replace_bytes(gcs_bucket.name, "a.ckpt", b"good sta")
     dest = tmp_path / "controller.db"
     dest.write_bytes(b"before")
-    with pytest.raises(PluginError, match="checkpoint a.ckpt at .* is damaged"):
+    with pytest.raises(BundleCorrupt, match="checkpoint a.ckpt at .* is damaged"):
         store.restore_latest(dest)
     assert dest.read_bytes() == b"before"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["controller.db", "snap"]

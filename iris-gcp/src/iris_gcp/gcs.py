@@ -328,6 +328,8 @@ class GcsCheckpointStore(_Gcs):
             raise PluginError(f"{self._url(LATEST)}: unreadable ({text[:80]!r}); expected '<checkpoint name> <sha256>'")
         try:
             self._download_verified(self._name(name), digest, Path(dest), f"checkpoint {name}")
-        except BundleError as exc:
-            raise PluginError(str(exc)) from None
+        except BundleCorrupt:
+            raise
+        except BundleError as exc:  # missing
+            raise PluginError(f"{self._url(LATEST)} names {name}, which cannot be read: {exc}") from None
         return self._url(name)

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlparse
 
 from iris.auth import SECRET_FILE, write_private
 from iris.cluster.controller.store import StateError, check_database
-from iris.errors import IrisError
+from iris.errors import BundleCorrupt, IrisError
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +215,14 @@ def restore_if_empty(store: Any, state_dir: Path) -> str | None:
                 logger.info("no checkpoint at %s yet: starting with empty state", store.url)
                 return None
             unpack_snapshot(archive, state_dir, found)
-        except IrisError as exc:
+        except (CheckpointError, BundleCorrupt) as exc:
             raise CheckpointError(
                 f"cannot restore the controller's state from {store.url}: {exc}; fix or remove the checkpoint, "
+                "or start with --fresh to begin with empty state"
+            ) from None
+        except IrisError as exc:  # the store cannot be read: no access, no bucket, ...
+            raise CheckpointError(
+                f"cannot restore the controller's state from {store.url}: {exc}; "
                 "or start with --fresh to begin with empty state"
             ) from None
         logger.warning("restored the controller's state from %s", found)
