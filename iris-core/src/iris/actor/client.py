@@ -101,7 +101,7 @@ def invoke(
         if code in _RETRYABLE:
             raise _Retryable(f"{address}: {details or code.name}") from None
         if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-            raise ActorPermissionDenied(f"{where} at {address}: {details}") from None
+            raise ActorPermissionDenied(f"{where} at {address} failed: {code.name}: {details}") from None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise ActorTimeout(f"{where} did not finish within {timeout:g}s (at {address})") from None
         raise ActorCallError(f"{where} at {address} failed: {code.name}: {details}") from None
