@@ -270,6 +270,7 @@ def test_login_link_is_one_time_and_sets_an_httponly_strict_session_cookie(authe
     session = cookie.split(";")[0].removeprefix("iris_token=")
     status, body = request(authed, "GET", "/api/jobs", headers={"Cookie": f"iris_token={session}"})
     assert status == 200 and {j["job_id"] for j in body["jobs"]} == {"/alice/j0", "/alice/j2", "/alice/j4", "/alice/j6"}
+    assert tokens.auth.authenticate(session) is None  # a session is good on the HTTP side only, not for the RPCs
     status, page = request(authed, "GET", "/", headers={"Cookie": f"iris_token={session}"})
     assert status == 200 and b"/static/app.js" in page
     status, location, cookie = set_cookie(authed, "GET", f"/login?ticket={ticket}")  # used once already

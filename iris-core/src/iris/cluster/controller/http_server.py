@@ -64,6 +64,9 @@ TOKEN_COOKIE = "iris_token"
 TICKET_TTL_SECONDS = 120.0
 SESSION_TTL_SECONDS = 12 * 3600.0
 LOGIN_PURPOSE = "login"
+#: A session cookie's token is minted for this purpose: good on the HTTP side only, so a cookie
+#: that leaks cannot submit jobs or reach any RPC.
+SESSION_PURPOSE = "dashboard-session"
 
 @attrs.frozen
 class HttpRequest:
@@ -137,7 +140,7 @@ def token_authorizer(auth: Authenticator) -> Authorizer:
     def authorize(request: HttpRequest) -> Principal:
         if not request.token:
             raise Unauthorized(NO_TOKEN)
-        who = auth.authenticate(request.token)
+        who = auth.authenticate(request.token) or auth.check_purpose(request.token, SESSION_PURPOSE)
         if who is None:
             raise Unauthorized(BAD_TOKEN)
         if who.role is Role.WORKER:
@@ -408,9 +411,10 @@ class HttpServer:
         return who
 
     def session_for(self, who: Principal) -> str:
-        """The session cookie's value: a token for ``who`` that ends after SESSION_TTL_SECONDS."""
+        """The session cookie's value: a token for ``who`` that ends after SESSION_TTL_SECONDS
+        and that only this HTTP side accepts (not the RPCs)."""
         assert self.auth is not None
-        return self.auth.mint(who, SESSION_TTL_SECONDS)
+        return self.auth.mint(who, SESSION_TTL_SECONDS, purpose=SESSION_PURPOSE)
 
     def _visible(self, field: str, job_id: str, who: Principal, what: str) -> str:
         """The full id of ``job_id`` once ``who`` may ``what`` it (the RPCs' rule), else 403."""
