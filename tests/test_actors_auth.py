@@ -134,3 +134,14 @@ def test_actor_auth_a_forged_token_is_refused(users: dict[str, IrisClient], coun
     forged = ((METADATA_KEY, "Bearer iris1.eyJyIjoiYWRtaW4ifQ.forged"),)
     with pytest.raises(ActorPermissionDenied, match="not valid for this cluster"):
         ActorClient(ClusterResolver(users["bob"], namespace=counter_job), "counter", timeout=30, metadata=lambda: forged).add(1)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_actor_auth_a_worker_pool_of_the_owner_runs_its_calls(users: dict[str, IrisClient]) -> None:
+    from iris.client import WorkerPool
+
+    with WorkerPool(users["alice"], 1, resources=SMALL, name="pool") as pool:  # the workers check alice's token
+        assert list(pool.map(square, range(20), timeout=120)) == [x * x for x in range(20)]
