@@ -53,6 +53,7 @@ async function api(path, options) {
   const response = await fetch(path, Object.assign({ cache: "no-store", credentials: "same-origin" }, options || {}));
   let body = null;
   try { body = await response.json(); } catch (e) { body = { error: `${response.status} ${response.statusText}` }; }
+  if (response.status === 401) { location.assign("/login"); } // the session ended: log in again
   if (!response.ok) throw new Error(body && body.error ? body.error : `${response.status}`);
   return body;
 }
@@ -226,7 +227,7 @@ async function jobPage(mine) {
   if (mine !== generation) return;
   document.getElementById("job-state").innerHTML = badge(job.state);
   const kill = document.getElementById("kill");
-  kill.hidden = TERMINAL.has(job.state);
+  kill.hidden = TERMINAL.has(job.state) || job.may_kill === false; // only its owner (or an admin) kills it
   const attempts = [];
   for (const t of job.tasks) for (const a of t.attempts) attempts.push([t, a]);
   const facts = [
