@@ -48,7 +48,26 @@ def test_process_runtime_keeps_meta_log_and_exit_code_files(tmp_path: Path, star
     meta = json.loads((directory / "meta.json").read_text())
     assert (meta["container_id"], meta["labels"], meta["argv"]) == ("c1", {"k": "v"}, ["sh", "-c", "echo out; exit 4"])
     assert (directory / "exit_code").read_text().strip() == "4"
-    assert (directory / "output.log").read_bytes() == b"out\n"
+    assert (directory / "stdout").read_bytes() == b"out\n"
+    assert handle.read_logs(0, 100) == (directory / "output.log").read_bytes() == b"o  out\n"
+
+
+def test_process_runtime_keeps_each_stream_apart_and_an_adopting_runtime_resumes_its_records(
+    tmp_path: Path, started: list
+) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    script = "echo out-1; echo err-1 >&2; read _ < fifo; echo out-2; printf err-2 >&2"
+    os.mkfifo(tmp_path / "fifo")
+    handle = start(runtime, started, tmp_path, "c1", ["sh", "-c", script])
+    assert wait_until(lambda: handle.log_size() == len(b"o  out-1\ne  err-1\n"), timeout=TIMEOUT)
+    assert sorted(handle.read_logs(0, 100).splitlines()) == [b"e  err-1", b"o  out-1"]
+    adopted = ProcessRuntime(tmp_path / "rt").list_containers({})[0]  # as a restarted worker would
+    with open(tmp_path / "fifo", "w") as fifo:
+        fifo.write("go\n")
+    assert adopted.wait(timeout=TIMEOUT).exit_code == 0
+    records = adopted.read_logs(0, 1000).splitlines()
+    assert len(records) == 4 and records[2:] == [b"o  out-2", b"e+ err-2"], records
+    assert handle.read_logs(0, 1000) == adopted.read_logs(0, 1000)  # the first handle sees the same records
 
 
 def test_process_runtime_start_reusing_an_id_replaces_the_old_files(tmp_path: Path, started: list) -> None:
@@ -57,7 +76,7 @@ def test_process_runtime_start_reusing_an_id_replaces_the_old_files(tmp_path: Pa
     first.wait(timeout=TIMEOUT)
     second = start(runtime, started, tmp_path, "same", ["sh", "-c", "echo second"])
     second.wait(timeout=TIMEOUT)
-    assert second.read_logs(0, 100) == b"second\n"
+    assert second.read_logs(0, 100) == b"o  second\n"
     assert len(runtime.list_containers({})) == 1
 
 
@@ -152,8 +171,8 @@ def test_process_runtime_finds_commands_relative_to_cwd_and_through_path(tmp_pat
     relative = runtime.start(ContainerSpec(container_id="c2", argv=["./bin/hello"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}))
     started.extend([by_path, relative])
     assert by_path.wait(timeout=TIMEOUT).exit_code == 0 and relative.wait(timeout=TIMEOUT).exit_code == 0
-    assert by_path.read_logs(0, 100) == b"hello from bin/hello\n"
-    assert relative.read_logs(0, 100) == b"hello from ./bin/hello\n"
+    assert by_path.read_logs(0, 100) == b"o  hello from bin/hello\n"
+    assert relative.read_logs(0, 100) == b"o  hello from ./bin/hello\n"
 
 
 def test_process_runtime_kill_right_after_start_reaches_the_task(tmp_path: Path, started: list) -> None:
