@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from iris.job.records import ENVIRONMENT_LOG_PREFIX
-
 
 def print_log_line(line: Any, label: str, flush: bool = True) -> None:
     """Print ``line`` (an ``iris.client.LogLine``) after ``label``: a line of the task's stdout
@@ -22,6 +20,10 @@ def print_log_line(line: Any, label: str, flush: bool = True) -> None:
             sys.stdout.flush()
         return
     sys.stdout.flush()
-    marker = ENVIRONMENT_LOG_PREFIX if stream == "env" else ""
+    marker = ""
+    if stream == "env":
+        from iris.job.records import ENVIRONMENT_LOG_PREFIX  # here: `iris --help` imports no iris
+
+        marker = ENVIRONMENT_LOG_PREFIX
     sys.stderr.write(f"{label}{marker}{line.data}\n")
     sys.stderr.flush()
