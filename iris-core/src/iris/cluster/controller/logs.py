@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from iris.cluster.controller.state import Attempt, Job, LogLine, Task
 from iris.errors import IrisError
-from iris.runtime.output_log import parse_record
+from iris.runtime.output_log import HEADS, parse_record
 
 MAX_LOG_LINES_PER_READ = 10_000
 
@@ -67,7 +67,13 @@ class Logs:
             return False
         now = self._clock()
         index, attempt_id = task.index, attempt.attempt_id
-        job.logs.extend(_line(index, attempt_id, now, record) for record in complete)
+        heads = HEADS
+        for record in complete:  # _line, inlined: a busy task sends thousands of lines at once
+            stream = heads.get(record[:3])
+            if stream is None:
+                job.logs.append(LogLine(index, attempt_id, now, record.decode("utf-8", "replace")))
+            else:
+                job.logs.append(LogLine(index, attempt_id, now, record[3:].decode("utf-8", "replace"), stream))
         return True
 
     def flush_partial(self, job: Job, task: Task, attempt: Attempt) -> None:
