@@ -10,9 +10,12 @@ the task to copy them), ``output.log`` (their lines as records tagged with their
 ``log_size`` and ``read_logs`` first move what the task wrote since the last call from the two
 stream files into ``output.log``, a record per line (a line still being written waits for its
 newline, or for the task's end). So lines keep their order within each stream; between the
-streams they are ordered as they were read, at most one read apart (as with any two pipes). Any
-handle, in any process, can resume the move after a restart: it starts from what the records
-already hold.
+streams they are ordered as they were read, at most one read apart (the worker asks every 20 ms
+while a task runs). Any handle, in any process, can resume the move after a restart: it starts
+from what the records already hold. Why not a process beside each task copying two pipes (with
+a timestamp per line): it would cost every start a process (the task's start is about a
+millisecond), and a task would lose its output (or get SIGPIPE) when that process died; the
+kernel writes the two files whatever happens to the worker.
 
 A command that cannot be run (not found in the spec's ``PATH``, not executable, argv or env
 that cannot be passed to a process) raises :class:`~iris.plugin.protocols.TaskStartError` from
