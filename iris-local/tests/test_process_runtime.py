@@ -221,3 +221,20 @@ def test_process_runtime_without_cgroups_samples_memory(tmp_path: Path) -> None:
 def test_process_runtime_unknown_cgroup_mode_names_what_is_accepted(tmp_path: Path) -> None:
     with pytest.raises(CgroupError, match=r"IRIS_CGROUPS: 'v3' is not one of auto, v1, v2, off"):
         ProcessRuntime(tmp_path / "rt", cgroups="v3")
+
+
+def test_process_runtime_output_larger_than_one_move_comes_whole_and_in_order(tmp_path: Path, started: list) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    code = "import sys\nw = sys.stdout.write\nfor i in range(1_000_000):\n    w(f'{i:09d}\\n')\nsys.stderr.write('done')\n"
+    handle = start(runtime, started, tmp_path, "big", [sys.executable, "-c", code])
+    assert handle.wait(timeout=TIMEOUT).exit_code == 0
+    data = b""
+    while True:  # as the worker reads: what is there, then again until nothing more comes
+        size = handle.log_size()
+        data += handle.read_logs(len(data), size - len(data))
+        if handle.log_size() == len(data):
+            break
+    records = data.split(b"\n")[:-1]
+    assert len(records) == 1_000_001
+    assert [r for r in records if r.startswith(b"e")] == [b"e+ done"]
+    assert [r for r in records if r.startswith(b"o")] == [b"o  %09d" % i for i in range(1_000_000)]

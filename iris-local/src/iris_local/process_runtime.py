@@ -66,6 +66,7 @@ WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f"; exit $rc'
 # The same, joining the cgroup named first before anything else runs.
 CGROUP_WRAPPER = 'echo $$ > "$1" || exit 125; shift; ' + WRAPPER
 MEMORY_POLL_SECONDS = 0.25
+MOVE_BYTES = 4 << 20  # of each stream per move into output.log (the worker sends 1 MiB per exchange)
 KILL_POLL_SECONDS = 0.05
 TASK_START_TIMEOUT_SECONDS = 10.0
 # Where /bin/sh looks for a command when the environment has no PATH.
@@ -328,22 +329,25 @@ class ProcessHandle:
                 self._captured = self._log.captured()  # first call, or another handle moved some
             captured = self._captured
             out = []
+            behind = False  # more than one move's worth was written: the next call moves more
             for stream in (STDOUT, STDERR):
                 if sizes[stream] <= captured[stream]:
                     continue
+                want = min(sizes[stream] - captured[stream], MOVE_BYTES)
+                behind = behind or want < sizes[stream] - captured[stream]
                 try:
                     with open(self._dir / stream, "rb") as f:
                         f.seek(captured[stream])
-                        data = f.read(sizes[stream] - captured[stream])
+                        data = f.read(want)
                 except OSError:
                     continue
                 # a line still being written waits for its newline, or for the task's end
-                chunk, used = records(stream, data, final=ended)
+                chunk, used = records(stream, data, final=ended and len(data) == sizes[stream] - captured[stream])
                 out.append(chunk)
                 captured[stream] += used
             self._log.append(b"".join(out))
             self._log_known = self._log.size()
-            self._log_seen = (sizes, ended)
+            self._log_seen = None if behind else (sizes, ended)
 
     def log_size(self) -> int:
         self._sync_logs()
