@@ -237,4 +237,7 @@ def test_process_runtime_output_larger_than_one_move_comes_whole_and_in_order(tm
     records = data.split(b"\n")[:-1]
     assert len(records) == 1_000_001
     assert [r for r in records if r.startswith(b"e")] == [b"e+ done"]
+    # a restarted worker's handle counts what the records hold (over several pieces) and adds nothing
+    (adopted,) = ProcessRuntime(tmp_path / "rt").list_containers({})
+    assert adopted.log_size() == len(data) and adopted.read_logs(0, len(data) + 1) == data
     assert [r for r in records if r.startswith(b"o")] == [b"o  %09d" % i for i in range(1_000_000)]

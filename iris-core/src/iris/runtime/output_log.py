@@ -33,6 +33,7 @@ _TAG = {STDOUT: ord("o"), STDERR: ord("e"), ENV: ord("v")}
 _STREAM = {tag: stream for stream, tag in _TAG.items()}
 #: The first three bytes of a record, and the stream they say (for readers of many records).
 HEADS = {bytes((tag, end, 32)): stream for stream, tag in _TAG.items() for end in (32, 43)}
+_SCAN_BYTES = 4 << 20
 #: A longer line is cut into records of at most this many bytes (as Docker cuts at 16 KiB).
 MAX_LINE_BYTES = 16 * 1024
 
@@ -115,14 +116,16 @@ class OutputLog:
         """How many bytes of each stream the file holds (what a capture resuming after a
         restart skips): each record's content, and its newline when it had one."""
         counts = dict.fromkeys(STREAMS, 0)
+        rest = b""
         try:
             with open(self.path, "rb") as f:
-                data = f.read()
+                while chunk := f.read(_SCAN_BYTES):  # a piece at a time: the log may be large
+                    *whole, rest = (rest + chunk).split(b"\n")
+                    for record in whole:  # a torn last record (no newline) holds nothing yet
+                        stream, content, complete = parse_record(record)
+                        counts[stream] += len(content) + (1 if complete else 0)
         except OSError:
-            return counts
-        for record in data.split(b"\n")[:-1]:  # a torn last record (no newline) holds nothing yet
-            stream, content, complete = parse_record(record)
-            counts[stream] += len(content) + (1 if complete else 0)
+            pass
         return counts
 
 
