@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iris.runtime.output_log import MAX_LINE_BYTES, STDERR, STDOUT, LineWriter, OutputLog, encode, parse_record
+from iris.runtime.output_log import MAX_LINE_BYTES, STDERR, STDOUT, LineWriter, OutputLog, encode, parse_record, records
 
 # chunks a task writes: (stream, bytes), with newlines common and a long line now and then
 chunks = st.lists(
@@ -66,3 +66,15 @@ def test_output_log_record_format_and_bytes_of_another_kind() -> None:
     assert parse_record(b"v  building") == ("env", b"building", True)
     assert parse_record(b"plain text") == (STDOUT, b"plain text", True)  # not a record: a line of stdout
     assert parse_record(b"") == (STDOUT, b"", True)
+
+
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"\r", b"\n")), st.booleans(), st.sampled_from([STDOUT, STDERR]))
+def test_output_log_records_hold_exactly_the_bytes_they_say(data: bytes, final: bool, stream: str) -> None:
+    out, used = records(stream, data, final)
+    rebuilt = b""
+    for record in out.split(b"\n")[:-1]:
+        s, content, complete = parse_record(record)
+        assert s == stream
+        rebuilt += content + (b"\n" if complete else b"")
+    assert rebuilt == data[:used]
+    assert used == len(data) if final else data[used:].find(b"\n") == -1

@@ -64,9 +64,12 @@ def records(stream: str, data: bytes, final: bool) -> tuple[bytes, int]:
     last = data.rfind(b"\n")
     if last >= 0:  # the common case, whole lines none too long: one join, no loop per line
         lines = data[:last].split(b"\n")
-        if max(map(len, lines)) <= MAX_LINE_BYTES and len(data) - last - 1 < MAX_LINE_BYTES and not final:
+        if max(map(len, lines)) <= MAX_LINE_BYTES and len(data) - last - 1 < MAX_LINE_BYTES:
             head = bytes((_TAG[stream], 32, 32))
-            return head + (b"\n" + head).join(lines) + b"\n", last + 1
+            out = head + (b"\n" + head).join(lines) + b"\n"
+            if final and last + 1 < len(data):
+                return out + encode(stream, data[last + 1 :], complete=False), len(data)
+            return out, last + 1
     out = []
     start = 0
     n = len(data)
