@@ -12,7 +12,8 @@ stream files into ``output.log``, a record per line (a line still being written 
 newline, or for the task's end). So lines keep their order within each stream; between the
 streams they are ordered as they were read, at most one read apart (the worker asks every 20 ms
 while a task runs). Any handle, in any process, can resume the move after a restart: it starts
-from what the records already hold. Why not a process beside each task copying two pipes (with
+from what the records already hold. Bytes moved are given back to the disk a megabyte at a time
+(:func:`release`), so a chatty task's output is not kept twice. Why not a process beside each task copying two pipes (with
 a timestamp per line): it would cost every start a process (the task's start is about a
 millisecond), and a task would lose its output (or get SIGPIPE) when that process died; the
 kernel writes the two files whatever happens to the worker.
@@ -48,6 +49,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
 from iris.runtime.output_log import STDERR, STDOUT, OutputLog, records
@@ -66,6 +68,9 @@ WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f"; exit $rc'
 # The same, joining the cgroup named first before anything else runs.
 CGROUP_WRAPPER = 'echo $$ > "$1" || exit 125; shift; ' + WRAPPER
 MEMORY_POLL_SECONDS = 0.25
+RELEASE_BYTES = 1 << 20  # moved bytes of a stream file given back to the disk at a time (see release)
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
 MOVE_BYTES = 4 << 20  # of each stream per move into output.log (the worker sends 1 MiB per exchange)
 KILL_POLL_SECONDS = 0.05
 TASK_START_TIMEOUT_SECONDS = 10.0
@@ -136,6 +141,39 @@ def remove_tree(directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+_punch_hole: Any = None
+
+
+def release(path: Path, start: int, end: int) -> None:
+    """Give the disk blocks of bytes ``start`` to ``end`` of ``path`` back to the filesystem,
+    keeping the file's size and every other byte (``fallocate`` punching a hole, which ext4,
+    xfs, btrfs and tmpfs do). Only bytes already moved into output.log are released, so the
+    task's output is on disk once, not twice. Does nothing where the kernel or filesystem
+    cannot; the bytes then stay until the container is removed."""
+    global _punch_hole
+    if _punch_hole is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+        if function is None:
+            _punch_hole = False
+            return
+        function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        function.restype = ctypes.c_int
+        _punch_hole = function
+    if not _punch_hole or end <= start:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        _punch_hole(fd, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, start, end - start)  # an error: nothing given back
+    finally:
+        os.close(fd)
+
+
 def _size(path: Path) -> int:
     try:
         return os.stat(path).st_size
@@ -194,6 +232,7 @@ class ProcessHandle:
         self._captured: dict[str, int] | None = None  # bytes of each stream in output.log
         self._log_known = -1  # output.log's size when this handle last wrote or counted it
         self._log_seen: tuple[dict[str, int], bool] | None = None  # stream sizes at the last move
+        self._released: dict[str, int] = {}  # bytes of each stream file this handle gave back
         cgroup = meta.get("cgroup")
         self._cgroup = Cgroup(cgroup, meta.get("cgroup_version", 1)) if cgroup else None
 
@@ -347,6 +386,10 @@ class ProcessHandle:
                 captured[stream] += used
             self._log.append(b"".join(out))
             self._log_known = self._log.size()
+            for stream in (STDOUT, STDERR):  # what is in output.log now need not stay on disk twice
+                if captured[stream] - self._released.get(stream, 0) >= RELEASE_BYTES:
+                    release(self._dir / stream, self._released.get(stream, 0), captured[stream])
+                    self._released[stream] = captured[stream]
             self._log_seen = None if behind else (sizes, ended)
 
     def log_size(self) -> int:
