@@ -459,6 +459,13 @@ def test_failing_task_shows_its_exit_code_and_error(cluster: Cluster, browser: A
     assert text_of(browser, "#tasks tr.task .error") == task_error
     assert text_of(browser, "#attempts tr.attempt .exit-code") == "3"
     until(lambda: "about to fail" in text_of(browser, "#log"), timeout=UI_TIMEOUT)
+    # the line the task wrote to stderr says so, and in another colour than stdout's
+    line = browser.find_element("css selector", "#log .log-line.stderr")
+    assert line.get_attribute("data-stream") == "stderr" and "about to fail" in line.text
+    assert line.find_element("css selector", ".stream").text == "err"
+    assert line.value_of_css_property("color") != browser.find_element("css selector", "#log").value_of_css_property("color")
+    code, data = get(f"{cluster.http_url}/api/logs?job={job_id}", cluster.token)
+    assert code == 200 and [(ln["stream"], ln["data"]) for ln in data["lines"] if ln["stream"] != "env"] == [("stderr", "about to fail")]
     screenshots(browser, "job-failed")
     assert not_reloaded(browser)
 

@@ -346,7 +346,10 @@ class HttpServer:
         except BadCursor:
             raise BadRequest("cursor", cursor, "a cursor returned by an earlier /api/logs answer, or empty for the start") from None
         return {
-            "lines": [{"job_id": j, "task": ln.task_index, "attempt": ln.attempt_id, "time": ln.timestamp, "data": ln.data} for j, ln in lines],
+            "lines": [
+                {"job_id": j, "task": ln.task_index, "attempt": ln.attempt_id, "time": ln.timestamp, "stream": ln.stream, "data": ln.data}
+                for j, ln in lines
+            ],
             "cursor": cursor,
             "finished": finished,
         }

@@ -280,14 +280,18 @@ async function readLog(mine) {
   }
 }
 
+// Each line's stream: stdout lines as they are; the others tagged, and coloured by style.css.
+const STREAMS = { stdout: "out", stderr: "err", env: "env" };
+
 function appendLog(lines, state) {
   if (!lines.length) return;
   const el = document.getElementById("log");
   const atBottom = el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
   const html = lines.map(l => {
     const origin = (l.job_id !== state.jobId ? `${l.job_id} ` : "") + `task ${l.task} attempt ${l.attempt}`;
-    const cls = l.data.startsWith("[iris env] ") ? "log-line env" : "log-line";
-    return `<span class="${cls}" data-task="${l.task}" data-attempt="${l.attempt}"><span class="origin">[${esc(origin)}]</span> ${esc(l.data)}</span>\n`;
+    const stream = STREAMS[l.stream] ? l.stream : "stdout";
+    const tag = stream === "stdout" ? "" : `<span class="stream">${STREAMS[stream]}</span> `;
+    return `<span class="log-line ${stream}" data-task="${l.task}" data-attempt="${l.attempt}" data-stream="${stream}"><span class="origin">[${esc(origin)}]</span> ${tag}${esc(l.data)}</span>\n`;
   }).join("");
   el.insertAdjacentHTML("beforeend", html);
   state.count += lines.length;
