@@ -87,14 +87,18 @@ def test_container_booter_runs_the_startup_script_on_its_own_address_and_halts_c
 
 
 @pytest.fixture
-def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
-    """A controller on 127.0.0.1 with auth on and no scale groups: the slice's workers are all it has."""
+def controller(tmp_path: Path, container_booter: ContainerBooter) -> Iterator[ControllerProcess]:
+    """A controller on 127.0.0.1 with auth on and no scale groups: the slice's workers are all it
+    has. Its bundle store is in the booter's shared directory, which every host sees (on GCP it
+    is a gs:// bucket)."""
+    (tmp_path / "controller").mkdir()
     proc = ControllerProcess(tmp_path / "controller", auth=True)
-    proc.root.mkdir(parents=True)
     proc.config.write_text(
         "provider:\n  type: local\n  options: {worker_mode: process}\n"
         f"controller:\n  port: {proc.port}\n  state_dir: {proc.state_dir}\n  worker_timeout_seconds: 5\n"
+        f"  bundle_prefix: file://{container_booter.shared / 'bundles'}\n"
         "auth: {enabled: true}\n"
+        "scale_groups:\n  idle: {min_slices: 0, max_slices: 0}\n"  # no local workers: the slice's are all
     )
     proc.start()
     try:
@@ -103,6 +107,13 @@ def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
         proc.stop()
 
 
+def _worker_logs(engine: DockerEngine) -> str:
+    """The last lines of every worker container's log (for failure messages)."""
+    names = engine.docker("ps", "-a", "--filter", "label=iris.role=worker", "--format", "{{.Names}}").stdout.decode().split()
+    return "\n".join(f"--- {n}\n{engine.docker('logs', '--tail', '30', n, check=False).stderr.decode()[-3000:]}" for n in names)
+
+
+@pytest.mark.timeout(900)
 def test_a_four_host_slice_boots_registers_runs_a_job_and_halts(
     docker_engine: DockerEngine,
     docker_base_image: str,
@@ -134,7 +145,7 @@ def test_a_four_host_slice_boots_registers_runs_a_job_and_halts(
         up = wait_until(lambda: len(workers()) == 4, timeout=300)
         assert up, "\n".join(f"--- {h}: {container_booter.startup_state(h)}\n{container_booter.console(h)[-2000:]}" for h in hosts)
         for h in hosts:
-            assert container_booter.startup_state(h) == "running"
+            assert wait_until(lambda h=h: container_booter.startup_state(h) == "running", timeout=30), container_booter.console(h)
             assert "iris-startup: state: pulling" in container_booter.console(h)
         registered = workers()
         assert sorted(registered) == [bootstrap.worker_id(SLICE, i) for i in range(4)]
@@ -149,9 +160,9 @@ def test_a_four_host_slice_boots_registers_runs_a_job_and_halts(
             name="slice-job", entrypoint=Entrypoint.from_command("python3", "task.py"),
             resources=ResourceSpec(cpu=1, memory="64MB"), replicas=4, coscheduling=True,
         )  # fmt: skip
-        status = job.wait(timeout=300, raise_on_failure=False)
+        status = job.wait(timeout=240, raise_on_failure=False)
         logs = sorted(line.data for line in job.logs())
-        assert status.state is JobState.SUCCEEDED, (status, [container_booter.console(h)[-1500:] for h in hosts])
+        assert status.state is JobState.SUCCEEDED, (status, _worker_logs(docker_engine))
         # one task per host: every task index once, every worker once
         assert [line.split(" on ")[0] for line in logs] == [f"task {i} of 4" for i in range(4)], logs
         assert sorted(line.split(" on ")[1] for line in logs) == [bootstrap.worker_id(SLICE, i) for i in range(4)], logs
@@ -192,7 +203,10 @@ def test_a_controller_host_runs_the_controller_with_the_config_from_metadata(
 ) -> None:
     before = _all_containers(docker_engine)
     port = free_port()  # free on 127.0.0.1, so on the host's 127.0.0.N too
-    config = f"name: fake-gcp\ncontroller:\n  port: {port}\n  http_port: 0\nauth: {{enabled: true}}\n"
+    config = (
+        f"name: fake-gcp\nprovider: {{type: local}}\ncontroller:\n  port: {port}\n  http_port: 0\nauth: {{enabled: true}}\n"
+        "scale_groups:\n  idle: {min_slices: 0, max_slices: 0}\n"
+    )
     address = container_booter.boot(HostSpec("iris-controller-fake", metadata=bootstrap.controller_metadata(image=iris_image, config_yaml=config, port=port)))
     state_dir = container_booter.iris_root("iris-controller-fake") / "controller"
     url_file = state_dir / "controller.url"

@@ -98,7 +98,9 @@ def startup_script() -> str:
     fake machines of the tests set them; a real VM has none of them set):
     ``IRIS_METADATA_URL`` (the metadata server), ``IRIS_ROOT`` (default ``/var/lib/iris``: the
     worker's or controller's files, mounted at the same path into its container),
-    ``IRIS_CONFIG_DIR`` (default ``/etc/iris``), ``IRIS_DOCKER_SOCKET`` (the engine socket's path
+    ``IRIS_CONFIG_DIR`` (default ``/etc/iris``), ``IRIS_SHARED_DIRS`` (``:``-separated directories
+    the machine shares with others, e.g. a mounted filesystem holding a ``file://`` bundle store:
+    mounted at the same path into the container), ``IRIS_DOCKER_SOCKET`` (the engine socket's path
     as the engine sees it, default ``/var/run/docker.sock``), ``IRIS_PULL_ATTEMPTS`` (default 5)
     and ``IRIS_HEALTH_SECONDS`` (how long to wait for the container to come up, default 300).
     """
@@ -192,6 +194,14 @@ run_args=(-d --name "${CONTAINER}" --network host --restart unless-stopped
 if [ -n "${IRIS_METADATA_URL:-}" ]; then
   run_args+=(-e "IRIS_METADATA_URL=${IRIS_METADATA_URL}")
 fi
+# directories the machine shares with others (a mounted filesystem), at the same path
+shared_dirs=()
+if [ -n "${IRIS_SHARED_DIRS:-}" ]; then
+  IFS=: read -r -a shared_dirs <<< "${IRIS_SHARED_DIRS}"
+fi
+for shared in "${shared_dirs[@]}"; do
+  run_args+=(-v "${shared}:${shared}")
+done
 docker rm -f "${CONTAINER}" >/dev/null 2>&1 || true
 report "starting"
 

@@ -18,6 +18,8 @@ host gets:
   ``IRIS_CONFIG_DIR`` (``etc/``), so bind mounts the startup script and the worker ask the engine
   for resolve to the same files;
 - ``IRIS_METADATA_URL``: its own prefix on a :class:`~iris_gcp.testing.fake_metadata.FakeMetadataServer`;
+- a directory all hosts share (:attr:`ContainerBooter.shared`, as ``IRIS_SHARED_DIRS``), for
+  storage a real cluster shares through a bucket or filesystem (a ``file://`` bundle store);
 - optionally an sshd on its address (a key generated for the test), for the SSH tunnel.
 
 Its first process fetches ``startup-script`` from the metadata server and runs it with bash, as
@@ -219,6 +221,10 @@ class ContainerBooter:
         self._own_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="iris-fake-hosts-"))
         self.root.mkdir(parents=True, exist_ok=True)
+        #: a directory every host sees at the same path (``IRIS_SHARED_DIRS``), standing in for
+        #: storage the machines share: e.g. the controller's ``file://`` bundle store
+        self.shared = self.root / "shared"
+        self.shared.mkdir(exist_ok=True)
         self.id = uuid.uuid4().hex[:8]
         self._lock = threading.Lock()
         self._free = list(addresses)
@@ -277,6 +283,7 @@ class ContainerBooter:
             self.halt(host_id)
         # anything a host left behind that halting did not find (it is labelled with our id)
         self._remove(self._containers(f"label={LABEL_BOOTER}={self.id}"))
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.shared)], check=False)
         if self._own_root:
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
 
@@ -354,6 +361,7 @@ class ContainerBooter:
             "IRIS_CONSOLE": str(console),
             "IRIS_INSTANCE": name,
             "IRIS_ADDRESS": address,
+            "IRIS_SHARED_DIRS": str(self.shared),
         }
         ssh = None
         if self._wants_ssh(host):
@@ -363,7 +371,7 @@ class ContainerBooter:
             "run", "-d", "--name", f"iris-fake-host-{name}-{self.id}", "--network", "host",
             "--label", f"{LABEL_HOST}={name}", "--label", f"{LABEL_BOOTER}={self.id}",
             "-v", f"{self.engine.socket_path}:/var/run/docker.sock",
-            "-v", f"{directory}:{directory}",
+            "-v", f"{directory}:{directory}", "-v", f"{self.shared}:{self.shared}",
         ]  # fmt: skip
         if self.trust_dir:
             argv += ["-v", f"{self.trust_dir}:/etc/ssl/certs:ro"]
