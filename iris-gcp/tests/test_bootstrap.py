@@ -86,7 +86,7 @@ def _run_script(role: str, tmp_path: Path, metadata: FakeMetadataServer, failing
         "PATH": f"{bin_dir}:{os.environ['PATH']}", "IRIS_METADATA_URL": url, "IRIS_ROOT": str(root),
         "IRIS_CONFIG_DIR": str(tmp_path / "etc"), "IRIS_DOCKER_SOCKET": "/run/engine.sock",
         "DOCKER_CALLS": str(calls), "DOCKER_FAIL_PULLS": str(fail_pulls), "IRIS_PULL_ATTEMPTS": "3",
-        "IRIS_SHARED_DIRS": "/srv/shared one:/srv/two",
+        "IRIS_SHARED_DIRS": "/srv/shared one:/srv/two", "IRIS_CONTAINER_ENV": "STORAGE_EMULATOR_HOST=http://127.0.0.1:9 A=b",
     }  # fmt: skip
     result = subprocess.run(["bash", "-c", data[bootstrap.STARTUP_SCRIPT]], env=env, capture_output=True, text=True, timeout=60)
     lines = calls.read_text().splitlines() if calls.exists() else []
@@ -112,6 +112,7 @@ def test_startup_script_worker_runs_the_boot_entry_with_the_engine_socket_and_la
     assert "--entrypoint python3" in joined
     assert run[-4:] == ["127.0.0.1:5000/iris-worker:1", "-m", "iris_gcp.boot", "worker"]
     assert run[run.index("/srv/shared one:/srv/shared one") - 1] == "-v" and "-v /srv/two:/srv/two" in joined
+    assert "-e STORAGE_EMULATOR_HOST=http://127.0.0.1:9 -e A=b" in joined
     assert "t0" not in joined  # tokens stay in metadata; the boot entry reads them
     assert (root / bootstrap.STATE_FILE).read_text().strip() == "running"
     assert metadata.guest_attributes("m-worker") == {"iris/startup-state": "running"}

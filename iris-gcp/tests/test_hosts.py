@@ -69,7 +69,7 @@ def test_container_booter_runs_the_startup_script_on_its_own_address_and_halts_c
     # its sshd listens on its own address and runs commands on the machine
     endpoint = container_booter.ssh("node-a/w-0")
     assert endpoint.address == address
-    result = _ssh(endpoint, "cat $IRIS_ROOT/marker 2>/dev/null || cat " + str(root / "marker"))
+    result = _ssh(endpoint, f"cat {root / 'marker'}")
     assert result.returncode == 0 and result.stdout.strip() == "up", result.stderr
     # a second host gets the next address
     assert container_booter.boot(HostSpec("node-a/w-1", metadata={bootstrap.STARTUP_SCRIPT: "#!/bin/bash\ntrue\n"})) == "127.0.0.12"
@@ -223,5 +223,32 @@ def test_a_controller_host_runs_the_controller_with_the_config_from_metadata(
     config_mount = next(m for m in mounts if m["Destination"] == "/etc/iris/config.yaml")
     assert config_mount["RW"] is False
     assert docker_engine.docker("exec", container, "cat", "/etc/iris/config.yaml").stdout.decode() == config
+    # and through an SSH tunnel to the machine, as the gcp provider's tunnel reaches it
+    endpoint = container_booter.ssh("iris-controller-fake")
+    local_port = free_port()
+    tunnel = subprocess.Popen(
+        ["ssh", "-N", "-L", f"127.0.0.1:{local_port}:{address}:{port}", "-i", str(endpoint.key_path), "-p", str(endpoint.port),
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+         f"{endpoint.user}@{endpoint.address}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: _listening(local_port) or tunnel.poll() is not None, timeout=30)
+        assert tunnel.poll() is None, tunnel.stderr.read().decode() if tunnel.stderr else ""
+        with IrisClient.remote(f"http://127.0.0.1:{local_port}", token=token) as client:
+            assert client.list_workers() == []
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
     container_booter.halt("iris-controller-fake")
     assert _all_containers(docker_engine) <= before
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -100,7 +100,9 @@ def startup_script() -> str:
     worker's or controller's files, mounted at the same path into its container),
     ``IRIS_CONFIG_DIR`` (default ``/etc/iris``), ``IRIS_SHARED_DIRS`` (``:``-separated directories
     the machine shares with others, e.g. a mounted filesystem holding a ``file://`` bundle store:
-    mounted at the same path into the container), ``IRIS_DOCKER_SOCKET`` (the engine socket's path
+    mounted at the same path into the container), ``IRIS_CONTAINER_ENV`` (``KEY=VALUE`` words
+    added to the container's environment, e.g. ``STORAGE_EMULATOR_HOST`` for a fake GCS),
+    ``IRIS_DOCKER_SOCKET`` (the engine socket's path
     as the engine sees it, default ``/var/run/docker.sock``), ``IRIS_PULL_ATTEMPTS`` (default 5)
     and ``IRIS_HEALTH_SECONDS`` (how long to wait for the container to come up, default 300).
     """
@@ -201,6 +203,14 @@ if [ -n "${IRIS_SHARED_DIRS:-}" ]; then
 fi
 for shared in "${shared_dirs[@]}"; do
   run_args+=(-v "${shared}:${shared}")
+done
+# environment the machine's image gives Iris (KEY=VALUE words, e.g. a storage endpoint)
+container_env=()
+if [ -n "${IRIS_CONTAINER_ENV:-}" ]; then
+  read -r -a container_env <<< "${IRIS_CONTAINER_ENV}"
+fi
+for assignment in "${container_env[@]}"; do
+  run_args+=(-e "${assignment}")
 done
 docker rm -f "${CONTAINER}" >/dev/null 2>&1 || true
 report "starting"

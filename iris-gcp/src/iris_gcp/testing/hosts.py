@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -194,6 +194,8 @@ class ContainerBooter:
         removed by :meth:`close` if the booter made it).
     :param ssh: whether a host runs sshd (all hosts, or a predicate on the :class:`HostSpec`).
     :param zone, project: what the metadata server says about the hosts.
+    :param container_env: environment the startup script gives the worker or controller container
+        (``IRIS_CONTAINER_ENV``: e.g. ``STORAGE_EMULATOR_HOST`` of a fake GCS); no spaces.
     :param trust_dir: this machine's CA certificates, mounted read-only as the host's own (the
         startup script hands them to the worker, which reaches the package index with them).
     """
@@ -210,6 +212,7 @@ class ContainerBooter:
         zone: str = "us-central2-b",
         project: str = "iris-fake-project",
         trust_dir: str | None = "/etc/ssl/certs",
+        container_env: Mapping[str, str] | None = None,
     ):
         self.engine = engine
         self.image = image
@@ -218,6 +221,10 @@ class ContainerBooter:
         self.project = project
         self.trust_dir = trust_dir if trust_dir and Path(trust_dir).is_dir() else None
         self._ssh = ssh
+        for key, value in (container_env or {}).items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or any(c.isspace() for c in value):
+                raise ValueError(f"container_env {key}={value!r}: accepted: NAME=VALUE with a shell variable name and no whitespace")
+        self.container_env = dict(container_env or {})
         self._own_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="iris-fake-hosts-"))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -363,6 +370,8 @@ class ContainerBooter:
             "IRIS_ADDRESS": address,
             "IRIS_SHARED_DIRS": str(self.shared),
         }
+        if self.container_env:
+            env["IRIS_CONTAINER_ENV"] = " ".join(f"{k}={v}" for k, v in self.container_env.items())
         ssh = None
         if self._wants_ssh(host):
             ssh = self._ssh_setup(directory, address)
