@@ -10,7 +10,8 @@ They build on ``iris.testing.docker_pytest`` (``docker_engine``, ``docker_base_i
   it runs ``python3 -m iris_gcp.boot worker`` and, with ``--entrypoint``, the controller), pushed
   to the test registry as ``<registry>/iris-worker:<key>``; ``key`` is a hash of the workspace's
   sources, and the built image is cached as a ``docker save`` tarball by it, so a later session
-  with the same sources only loads it (seconds, not minutes). The registry tag is removed from the
+  with the same sources only loads it (seconds, not minutes; tarballs of other keys are deleted
+  after an hour). The registry tag is removed from the
   engine after the push, so machines really pull it.
 - ``fake_metadata`` (function): a :class:`~iris_gcp.testing.fake_metadata.FakeMetadataServer`.
 - ``container_booter`` (function): a :class:`~iris_gcp.testing.hosts.ContainerBooter` on
@@ -21,7 +22,9 @@ They build on ``iris.testing.docker_pytest`` (``docker_engine``, ``docker_base_i
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,10 +76,12 @@ def iris_image(docker_engine: DockerEngine, docker_base_image: str, docker_regis
             build_image("worker", local, base=docker_base_image, workspace=workspace, docker_host=docker_engine.url)
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
             for stale in CACHE_DIR.glob("iris-worker-*.tar"):
-                stale.unlink(missing_ok=True)  # one cached build at a time: they are large
-            partial = tar.with_suffix(".partial")
+                # they are large: keep only recent ones (another session may be loading one)
+                if time.time() - stale.stat().st_mtime > 3600:
+                    stale.unlink(missing_ok=True)
+            partial = tar.with_name(f"{tar.name}.{os.getpid()}.partial")
             docker_engine.docker("save", "-o", str(partial), local, timeout=600)
-            partial.rename(tar)
+            os.replace(partial, tar)
     pushed = f"{docker_registry.address}/iris-worker:{key}"
     docker_engine.docker("tag", local, pushed)
     docker_engine.docker("push", pushed, timeout=600)
