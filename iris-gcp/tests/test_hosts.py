@@ -240,6 +240,16 @@ def test_a_controller_host_runs_the_controller_with_the_config_from_metadata(
     finally:
         tunnel.terminate()
         tunnel.wait(10)
+    # a reboot runs the startup script again: a new controller container, the same state
+    url_file.unlink()
+    container_booter.reboot("iris-controller-fake")
+    assert container not in _all_containers(docker_engine)  # the old controller died with the machine
+    assert wait_until(lambda: url_file.exists(), timeout=120), container_booter.console("iris-controller-fake")
+    assert container_booter.console("iris-controller-fake").count("fake-vm: running startup-script") == 2
+    (again,) = container_booter.containers("iris-controller-fake")
+    assert again != container
+    with IrisClient.remote(url, token=token) as client:  # the owner token survived: same state directory
+        assert client.list_workers() == []
     container_booter.halt("iris-controller-fake")
     assert _all_containers(docker_engine) <= before
 

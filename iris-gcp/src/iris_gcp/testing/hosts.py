@@ -294,6 +294,17 @@ class ContainerBooter:
         if self._own_root:
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
 
+    def reboot(self, host_id: str) -> None:
+        """Power-cycle the host (as a GCE reset): what it started dies, its directory (its disk)
+        stays, and it boots again, running its startup script again (the console continues)."""
+        record = self._record(host_id)
+        started = [c for c in self._started_by(record) if c != record.container]
+        self.engine.docker("stop", "-t", "5", record.container, check=False, timeout=120)
+        self._remove(started)
+        result = self.engine.docker("start", record.container, check=False, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"rebooting {host_id}: docker start failed: {result.stderr.decode().strip()}")
+
     # --- what tests look at ------------------------------------------------------------------
 
     def address(self, host_id: str) -> str:
