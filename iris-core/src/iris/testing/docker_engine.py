@@ -247,3 +247,50 @@ class LocalRegistry:
                 process.kill()
                 process.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def workspace_key(workspace: Path) -> str:
+    """A hash of what an image built from ``workspace`` holds: its members' files (tracked and
+    untracked, not ignored, tests left out), the root ``pyproject.toml`` and ``uv.lock``."""
+    import hashlib
+
+    from iris.runtime.images import WORKSPACE_MEMBERS
+
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z", "--", *WORKSPACE_MEMBERS, "pyproject.toml", "uv.lock"],
+        cwd=workspace, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    digest = hashlib.sha256()
+    for name in sorted(n for n in listed if n and "/tests/" not in f"/{n}"):
+        path = workspace / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def cached_worker_image(engine: DockerEngine, base: str) -> str:
+    """``iris-worker:<workspace key>`` in ``engine``: loaded from its cached ``docker save``
+    tarball, else built on ``base`` and saved there (others older than an hour are deleted: they
+    are large, and another session may still be loading a recent one)."""
+    import time
+
+    from iris.runtime.images import CACHE_DIR, build_image, find_workspace
+
+    workspace = find_workspace()
+    key = workspace_key(workspace)
+    local = f"iris-worker:{key}"
+    tar = CACHE_DIR / f"iris-worker-{key}.tar"
+    if engine.docker("image", "inspect", local, check=False).returncode == 0:
+        return local
+    if tar.exists():
+        engine.docker("load", "-i", str(tar), timeout=600)
+        return local
+    build_image("worker", local, base=base, workspace=workspace, docker_host=engine.url)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in CACHE_DIR.glob("iris-worker-*.tar"):
+        if time.time() - stale.stat().st_mtime > 3600:
+            stale.unlink(missing_ok=True)
+    partial = tar.with_name(f"{tar.name}.{os.getpid()}.partial")
+    engine.docker("save", "-o", str(partial), local, timeout=600)
+    os.replace(partial, tar)
+    return local

@@ -5,7 +5,7 @@
 installed with apt-get first if missing, stopped and deleted at the end of the session.
 ``docker_base_image`` (session): the cached bookworm + python3 image imported into it.
 ``docker_registry`` (session): Debian's ``docker-registry`` on 127.0.0.1.
-``docker_worker_image`` (session): this workspace's worker image, built on the base image.
+``docker_worker_image`` (session): this workspace's worker image on the base image, cached by content.
 
 A test that uses them and cannot have them is skipped with the exact reason. Mark such tests
 ``@pytest.mark.docker`` so ``-m "not docker"`` leaves them out.
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from iris.testing.docker_engine import DockerEngine, LocalRegistry, base_image_key, base_image_tar, ensure_installed
+from iris.testing.docker_engine import DockerEngine, LocalRegistry, base_image_key, base_image_tar, cached_worker_image, ensure_installed
 
 BASE_IMAGE = f"iris-test-base:{base_image_key()}"
 
@@ -66,13 +66,11 @@ def docker_registry(docker_engine: DockerEngine) -> Iterator[LocalRegistry]:
 
 @pytest.fixture(scope="session")
 def docker_worker_image(docker_engine: DockerEngine, docker_base_image: str) -> str:
-    """``iris-worker:test``: the worker image of this workspace (``iris build worker-image``) on
-    the test base image, built once per session in the session's engine."""
-    from iris.runtime.images import build_image
-
-    tag = "iris-worker:test"
+    """``iris-worker:<key>``: the worker image of this workspace (``iris build worker-image``) on
+    the test base image; ``key`` is a hash of the workspace's sources (:func:`workspace_key`). The
+    built image is cached as a ``docker save`` tarball by that key, so a later session with the same
+    sources only loads it (seconds, not minutes); tarballs of other keys are deleted after an hour."""
     try:
-        build_image("worker", tag, base=docker_base_image, docker_host=docker_engine.url)
+        return cached_worker_image(docker_engine, docker_base_image)
     except Exception as exc:
         pytest.fail(f"cannot build the worker image: {exc}")
-    return tag
