@@ -1,8 +1,8 @@
 """Registers the ``gcp`` provider (entry point ``gcp``).
 
-This release registers the names so ``iris plugins`` and ``--provider gcp`` find the
-distribution, but creating TPU slices, the controller VM and the ``gs://`` bundle store are not
-implemented yet: each factory raises an error saying so. The ``ssh`` tunnel to the controller VM
+The controller VM (``controller.vm.enabled``) is :class:`iris_gcp.controller_vm.ControllerVm`,
+offered as the provider's ``controller_host``. Creating TPU slices and the ``gs://`` bundle
+store are not implemented in this release: each factory raises an error saying so. The ``ssh`` tunnel to the controller VM
 is iris-manual's (a dependency), not registered here. The Google client
 libraries are imported only inside factories, never when the plugin loads.
 """
@@ -28,6 +28,12 @@ def _vm_manager(context: Any) -> Any:
     _unsupported("creating TPU slices")
 
 
+def _controller_host(config: Any) -> Any:
+    from iris_gcp.controller_vm import ControllerVm
+
+    return ControllerVm(config)
+
+
 def _gcs_store(url: str) -> Any:
     _unsupported(f"the gs:// bundle store ({url})")
 
@@ -41,6 +47,7 @@ def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
             default_runtime="docker",
             default_bundle_scheme="gs",
             default_tunnel="ssh",
+            controller_host=_controller_host,
             description="TPU slices on Google Cloud (not yet implemented)",
         )
     )
