@@ -8,6 +8,8 @@ end (it often names the exact quota or permission), never a stack of API interna
 
 from __future__ import annotations
 
+import re
+
 from iris.errors import IrisError
 
 
@@ -36,8 +38,8 @@ def _reasons(exc: BaseException) -> list[str]:
 
 
 def _google_message(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(message).split())
+    message = " ".join(str(getattr(exc, "message", None) or exc).split())
+    return re.sub(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ", "", message)  # the request line adds nothing for the user
 
 
 def compute_error(exc: BaseException, *, action: str, resource: str, project: str, zone: str) -> ComputeError:
@@ -88,7 +90,7 @@ def compute_error(exc: BaseException, *, action: str, resource: str, project: st
             "forbidden",
             code,
         )
-    if code == 404 and (f"zones/{zone}'" in google or "Unknown zone" in google or "zone" in google.lower() and resource not in google):
+    if code == 404 and (f"zones/{zone}' was not found" in google or "Unknown zone" in google):
         return ComputeError(
             f"cannot {action}: zone {zone!r} does not exist in project {project!r}; check provider.zone "
             f"(`gcloud compute zones list`) and provider.project_id (Google: {google})",

@@ -149,9 +149,9 @@ def find_controller_instances(
     """Every instance in ``zone`` with all of ``labels`` (the real client's Instance objects)."""
     from google.cloud import compute_v1
 
-    instances, _ = compute_clients(options or {})
     request = compute_v1.ListInstancesRequest(project=project, zone=zone, filter=filter_for(labels))
     try:
+        instances, _ = compute_clients(options or {})
         return list(instances.list(request=request))
     except Exception as exc:
         raise compute_error(exc, action="list the controller VMs", resource=f"instances labelled {filter_for(labels)}",
@@ -179,7 +179,10 @@ class ControllerVm:
 
     def _api(self) -> tuple[Any, Any]:
         if self._clients is None:
-            self._clients = compute_clients(self.options)
+            try:
+                self._clients = compute_clients(self.options)
+            except Exception as exc:  # no credentials
+                raise self._error(exc, "reach the Compute API") from None
         return self._clients
 
     def _error(self, exc: BaseException, action: str) -> ComputeError:
