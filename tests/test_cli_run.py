@@ -283,3 +283,13 @@ def test_run_short_memory_spike_over_the_limit_fails_as_oom(iris, workspace: Pat
     assert result.returncode == 137, (result.stdout, result.stderr)
     assert "survived" not in result.stdout
     assert "out of memory" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("setting", ["bogus", "v3"])
+def test_run_with_an_iris_cgroups_setting_this_machine_cannot_give_fails_at_once(iris, workspace: Path, setting: str) -> None:
+    # before: every worker start failed and the job waited PENDING behind the autoscaler's backoff
+    result = iris("run", "--provider", "local", "--", "true", cwd=workspace, env={"IRIS_CGROUPS": setting}, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"iris: error: IRIS_CGROUPS: {setting!r} is not one of auto, v1, v2, off; leave IRIS_CGROUPS unset (auto) or set it to off"
+    ]

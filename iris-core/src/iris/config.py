@@ -7,6 +7,7 @@ Every error names the YAML path of the bad field, the value, and what is accepte
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,9 @@ class ControllerConfig:
     dashboard) of a long-lived controller, on the same host: 0 picks a free port, -1 turns it off
     (the in-process cluster of ``iris run --provider local`` has none). ``state_dir`` defaults to ``~/.iris/<cluster name>``
     (a temporary directory for the in-process local cluster). ``bundle_prefix`` defaults to
-    ``file://<state_dir>/bundles``. ``tunnel`` is how clients reach ``host:port``: a Tunnel
+    ``file://<state_dir>/bundles``. ``checkpoint_url`` (``file:///dir``, ``gs://bucket/prefix``;
+    empty = none) is where the controller copies its state every ``checkpoint_interval_seconds``
+    and when it stops, and where a controller starting without state restores it from. ``tunnel`` is how clients reach ``host:port``: a Tunnel
     plugin (``direct``, ``ssh``, ...; empty = the provider's default), given the provider section.
     """
 
@@ -71,6 +74,8 @@ class ControllerConfig:
     state_dir: str = ""
     bundle_prefix: str = ""
     worker_timeout_seconds: float = 60.0
+    checkpoint_url: str = ""
+    checkpoint_interval_seconds: float = 60.0
     vm: ControllerVmConfig = attrs.field(factory=ControllerVmConfig)
 
 
@@ -387,10 +392,31 @@ def _validate(config: ClusterConfig, source: str) -> None:
         raise ConfigError(f"{source}: controller.port: {config.controller.port}; must be 0 (any) to 65535")
     if not -1 <= config.controller.http_port <= 65535:
         raise ConfigError(f"{source}: controller.http_port: {config.controller.http_port}; must be -1 (off), 0 (any) or a port up to 65535")
+    if (problem := checkpoint_url_problem(config.controller.checkpoint_url)):
+        raise ConfigError(f"{source}: controller.checkpoint_url: {config.controller.checkpoint_url!r}: {problem}")
+    if not config.controller.checkpoint_interval_seconds > 0:
+        raise ConfigError(
+            f"{source}: controller.checkpoint_interval_seconds: {config.controller.checkpoint_interval_seconds:g}; must be above 0, e.g. 60"
+        )
     for i, entry in enumerate(config.auth.tokens):
         static_token_entry(entry.token, entry.role, entry.name, f"{source}: auth.tokens[{i}]")
     if config.auth.owner_token_ttl_seconds < 0:
         raise ConfigError(f"{source}: auth.owner_token_ttl_seconds: {config.auth.owner_token_ttl_seconds:g}; must be >= 0")
+
+
+def checkpoint_url_problem(url: str) -> str:
+    """Why ``controller.checkpoint_url`` is malformed ('' if it is fine or empty). The scheme is
+    checked against the installed plugins only when the controller starts."""
+    if not url:
+        return ""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        return "must be a URL such as file:///var/lib/iris/checkpoints or gs://my-bucket/iris/checkpoints"
+    if scheme == "file" and not rest.startswith("/"):
+        return "a file:// URL needs an absolute path, e.g. file:///var/lib/iris/checkpoints"
+    if scheme != "file" and not rest.strip("/"):
+        return f"names no place after {scheme}://, e.g. {scheme}://my-bucket/iris/checkpoints"
+    return ""
 
 
 def is_loopback(host: str) -> bool:

@@ -23,6 +23,15 @@ class BundleError(IrisError):
     """The workspace cannot be bundled (too large, unreadable)."""
 
 
+class BundleCorrupt(BundleError):
+    """A bundle store holds other bytes under a bundle's id than the id says: the object was
+    changed or truncated after upload. ``held`` says what it holds (size and sha256)."""
+
+    def __init__(self, message: str, held: str = ""):
+        super().__init__(message)
+        self.held = held
+
+
 class InvalidRequest(IrisError):
     """A request refused for what it asks (a field out of range, a name that cannot be used);
     the message names the field, the value and what is accepted. gRPC: INVALID_ARGUMENT."""

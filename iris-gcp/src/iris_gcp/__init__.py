@@ -1,1 +1,1 @@
-"""Iris provider ``gcp``: TPU slices on Google Cloud (not yet implemented in this release)."""
+"""Iris provider ``gcp``: TPU slices on Google Cloud (:mod:`iris_gcp.tpu`)."""

@@ -1,31 +1,25 @@
 """Registers the ``gcp`` provider (entry point ``gcp``).
 
-The controller VM (``controller.vm.enabled``) is :class:`iris_gcp.controller_vm.ControllerVm`,
-offered as the provider's ``controller_host``. Creating TPU slices and the ``gs://`` bundle
-store are not implemented in this release: each factory raises an error saying so. The ``ssh`` tunnel to the controller VM
+The VmManager creates TPU slices (:mod:`iris_gcp.tpu`); the ``gs://`` bundle store and controller
+checkpoints are :mod:`iris_gcp.gcs`; the controller VM (``controller.vm.enabled``) is
+:class:`iris_gcp.controller_vm.ControllerVm`, offered as the provider's ``controller_host``. The ``ssh`` tunnel to the controller VM
 is iris-manual's (a dependency), not registered here. The Google client
 libraries are imported only inside factories, never when the plugin loads.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
-from iris.errors import PluginError
 from iris.plugin import BundleStorePlugin, VmManagerPlugin, hookimpl
 
 VERSION = "0.1.0"
 
 
-def _unsupported(what: str) -> NoReturn:
-    raise PluginError(
-        f"iris-gcp {VERSION} does not support {what} yet; try the same config on this machine with "
-        "`iris cluster --config C start --local` (or `iris run --provider local`), or connect to a running controller with --controller-url"
-    )
-
-
 def _vm_manager(context: Any) -> Any:
-    _unsupported("creating TPU slices")
+    from iris_gcp.tpu import TpuVmManager, open_client
+
+    return TpuVmManager(context, open_client(context.options or {}))
 
 
 def _controller_host(config: Any) -> Any:
@@ -35,7 +29,15 @@ def _controller_host(config: Any) -> Any:
 
 
 def _gcs_store(url: str) -> Any:
-    _unsupported(f"the gs:// bundle store ({url})")
+    from iris_gcp.gcs import GcsBundleStore
+
+    return GcsBundleStore(url)
+
+
+def _gcs_checkpoints(url: str) -> Any:
+    from iris_gcp.gcs import GcsCheckpointStore
+
+    return GcsCheckpointStore(url)
 
 
 @hookimpl
@@ -48,12 +50,17 @@ def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
             default_bundle_scheme="gs",
             default_tunnel="ssh",
             controller_host=_controller_host,
-            description="TPU slices on Google Cloud (not yet implemented)",
+            description="TPU slices and the controller VM on Google Cloud",
         )
     )
 
 
 @hookimpl
 def iris_register_bundle_stores(register):  # type: ignore[no-untyped-def]
-    register(BundleStorePlugin(name="gs", factory=_gcs_store, description="Google Cloud Storage (not yet implemented)"))
+    register(
+        BundleStorePlugin(
+            name="gs", factory=_gcs_store, checkpoints=_gcs_checkpoints,
+            description="Google Cloud Storage (bundles and controller checkpoints)",
+        )
+    )
 

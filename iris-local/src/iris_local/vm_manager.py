@@ -157,6 +157,17 @@ def _signal_group(worker: WorkerProcess, sig: int) -> None:
         pass
 
 
+def _check_cgroups_setting() -> None:
+    """A forced ``IRIS_CGROUPS`` this machine cannot give fails the cluster at once: otherwise
+    every worker start fails and the autoscaler backs off forever with the job PENDING."""
+    from iris_local.cgroups import CgroupError, Cgroups
+
+    try:
+        Cgroups.detect()
+    except CgroupError as exc:
+        raise PluginError(f"{exc}; leave IRIS_CGROUPS unset (auto) or set it to off") from None
+
+
 class LocalVmManager:
     def __init__(self, context: ProviderContext):
         self._context = context
@@ -169,6 +180,8 @@ class LocalVmManager:
         self._state_dir = Path(context.state_dir)
         self._records_dir = self._state_dir / "slices"
         self._children: dict[int, subprocess.Popen] = {}  # worker processes this manager started
+        if self._runtime_name == "process":
+            _check_cgroups_setting()
         if self._mode == "thread" and self._state_dir.name.startswith(TEMP_STATE_PREFIX):
             self._reap_dead_siblings()
 

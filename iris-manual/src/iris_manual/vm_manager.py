@@ -29,6 +29,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import shlex
 import threading
 import time
 from collections.abc import Mapping
@@ -49,10 +50,15 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 
-# Runs on a host with the host's Python: the manager's hands there (stdlib only). Actions:
-#   list ROOT                     -> JSON list of records, each with "alive" and "ready"
-#   start ROOT VM_DIR READY JSON  -> start the worker (JSON: record + argv), write vm.json, print it
-#   stop ROOT VM_DIR GRACE [CLEANUP_ARGV_JSON] -> stop the worker, clean up, remove VM_DIR
+# Runs on a host with the host's Python: the manager's hands there (stdlib only). A worker runs
+# as a process of its own (record: "pid", "start_time") or as a container from the worker image
+# (record: "container", the id; the host's `docker` CLI, environment from the SSH session plus
+# the spec's "env"). Actions:
+#   list ROOT MARKER              -> JSON list of records, each with "alive" and "ready"
+#   start ROOT VM_ID              -> start the worker (stdin JSON: record, env, and "argv" for a
+#                                    process or "docker" (the `docker run -d` argv) + "image"),
+#                                    write vm.json, print it
+#   stop ROOT VM_ID GRACE [CLEANUP_ARGV_JSON] -> stop the worker, clean up, remove its directory
 _AGENT = r'''
 import json, os, shutil, signal, subprocess, sys, time
 
@@ -64,43 +70,77 @@ def start_time(pid):
         return None
     return None if fields[0] in ("Z", "X") else fields[19]
 
-def alive(rec):
+def docker(*args, env=None, check=False):
+    done = subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if check and done.returncode != 0:
+        sys.stderr.write("docker %s: %s\n" % (args[0], (done.stderr.strip() or done.stdout.strip() or "failed")))
+        sys.exit(3)
+    return done
+
+def running_containers(recs):
+    ids = [r["container"] for r in recs if r.get("container")]
+    if not ids:
+        return set()
+    done = docker("inspect", "-f", "{{.Id}} {{.State.Running}}", *ids, env=recs[0].get("docker_env"))
+    return {line.split()[0] for line in done.stdout.splitlines() if line.endswith(" true")}
+
+def alive(rec, running=None):
+    if rec.get("container"):
+        return rec["container"] in (running_containers([rec]) if running is None else running)
     return bool(rec.get("pid")) and start_time(rec["pid"]) == rec.get("start_time")
 
 def ready(vm_dir, rec, marker):
     try:
         with open(os.path.join(vm_dir, marker)) as f:
-            return json.load(f).get("pid") == rec.get("pid")
+            seen = json.load(f)
     except (OSError, ValueError):
         return False
+    if rec.get("container"):  # its pid is the container's; the marker was removed before it started
+        return seen.get("worker_id") == rec.get("vm_id")
+    return seen.get("pid") == rec.get("pid")
 
-action, root = sys.argv[1], os.path.expanduser(sys.argv[2])
-if action == "list":
-    out = []
-    if os.path.isdir(root):
-        for name in sorted(os.listdir(root)):
-            vm_dir = os.path.join(root, name)
-            try:
-                with open(os.path.join(vm_dir, "vm.json")) as f:
-                    rec = json.load(f)
-            except (OSError, ValueError):
-                continue
-            rec["alive"] = alive(rec)
-            rec["ready"] = rec["alive"] and ready(vm_dir, rec, sys.argv[3])
-            out.append(rec)
-    print(json.dumps(out))
-elif action == "start":
-    vm_dir = os.path.join(root, sys.argv[3])
-    spec = json.loads(sys.stdin.read())
-    os.makedirs(vm_dir, mode=0o700, exist_ok=True)
-    with open(os.path.join(vm_dir, "worker.log"), "ab") as log:
-        child = subprocess.Popen(spec["argv"], cwd=vm_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, env={**os.environ, **spec["env"], "PYTHONUNBUFFERED": "1"})
-    rec = dict(spec["record"], pid=child.pid, start_time=start_time(child.pid))
+def write_record(vm_dir, rec):
     tmp = os.path.join(vm_dir, "vm.json.tmp")
     with open(tmp, "w") as f:
         json.dump(rec, f)
     os.replace(tmp, os.path.join(vm_dir, "vm.json"))
+
+action, root = sys.argv[1], os.path.expanduser(sys.argv[2])
+if action == "list":
+    recs = []
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            try:
+                with open(os.path.join(root, name, "vm.json")) as f:
+                    recs.append((os.path.join(root, name), json.load(f)))
+            except (OSError, ValueError):
+                continue
+    running = running_containers([r for _, r in recs])
+    for vm_dir, rec in recs:
+        rec["alive"] = alive(rec, running)
+        rec["ready"] = rec["alive"] and ready(vm_dir, rec, sys.argv[3])
+    print(json.dumps([r for _, r in recs]))
+elif action == "start":
+    vm_dir = os.path.join(root, sys.argv[3])
+    spec = json.loads(sys.stdin.read())
+    os.makedirs(vm_dir, mode=0o700, exist_ok=True)
+    if "docker" in spec:
+        env = spec["env"]
+        if docker("image", "inspect", spec["image"], env=env).returncode != 0:
+            docker("pull", spec["image"], env=env, check=True)
+        docker("rm", "-f", "iris-worker-" + sys.argv[3], env=env)  # what a failed earlier start left
+        for name in os.listdir(vm_dir):
+            if name.startswith("ready"):
+                os.unlink(os.path.join(vm_dir, name))
+        started = docker(*spec["docker"][1:], env=env, check=True)
+        rec = dict(spec["record"], container=started.stdout.strip(), docker_env=spec.get("docker_env", {}))
+    else:
+        with open(os.path.join(vm_dir, "worker.log"), "ab") as log:
+            child = subprocess.Popen(spec["argv"], cwd=vm_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     start_new_session=True, env={**os.environ, **spec["env"], "PYTHONUNBUFFERED": "1"})
+        rec = dict(spec["record"], pid=child.pid, start_time=start_time(child.pid))
+    write_record(vm_dir, rec)
     print(json.dumps(rec))
 elif action == "stop":
     vm_dir, grace = os.path.join(root, sys.argv[3]), float(sys.argv[4])
@@ -110,16 +150,27 @@ elif action == "stop":
     except (OSError, ValueError):
         rec = {}
     killed = False
-    if alive(rec):
-        os.kill(rec["pid"], signal.SIGTERM)  # the worker kills its tasks, then exits
-        deadline = time.time() + grace
-        while alive(rec) and time.time() < deadline:
-            time.sleep(0.05)
+    cleanup = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
+    if rec.get("container"):
+        env = rec.get("docker_env")
+        if alive(rec):  # SIGTERM: the worker kills its tasks, then exits; SIGKILL after the grace
+            docker("stop", "-t", str(max(1, int(grace))), rec["container"], env=env)
+            code = docker("inspect", "-f", "{{.State.ExitCode}}", rec["container"], env=env).stdout.strip()
+            killed = code == "137"
+        if cleanup and os.path.isdir(vm_dir):  # what a killed worker left running (its task containers)
+            docker(*cleanup[1:], env=env)
+        docker("rm", "-f", rec["container"], env=env)
+    else:
         if alive(rec):
-            os.killpg(rec["pid"], signal.SIGKILL)
-            killed = True
-    if len(sys.argv) > 5 and os.path.isdir(vm_dir):  # what a killed worker left running
-        subprocess.run(json.loads(sys.argv[5]), cwd=vm_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            os.kill(rec["pid"], signal.SIGTERM)  # the worker kills its tasks, then exits
+            deadline = time.time() + grace
+            while alive(rec) and time.time() < deadline:
+                time.sleep(0.05)
+            if alive(rec):
+                os.killpg(rec["pid"], signal.SIGKILL)
+                killed = True
+        if cleanup and os.path.isdir(vm_dir):  # what a killed worker left running
+            subprocess.run(cleanup, cwd=vm_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shutil.rmtree(vm_dir, ignore_errors=True)
     print(json.dumps({"killed": killed}))
 '''
@@ -185,6 +236,15 @@ class ManualVmManager:
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise ConfigError(f"provider.options.env: {env!r} is not a mapping of variable names to strings")
         self._env = dict(env)
+        self._worker_image = str(options.get("worker_image") or "")
+        mounts = options.get("worker_mounts") or []
+        if not isinstance(mounts, list) or not all(isinstance(m, str) and m.startswith("/") for m in mounts):
+            raise ConfigError(f"provider.options.worker_mounts: {mounts!r} is not a list of absolute paths")
+        self._worker_mounts = list(mounts)
+        docker_host = self._env.get("DOCKER_HOST", "")
+        default_socket = docker_host[len("unix://"):] if docker_host.startswith("unix://") else "/var/run/docker.sock"
+        self._docker_socket = str(options.get("docker_socket") or default_socket)
+        self._task_image = str(section.get("docker_image") or "")
         self._clients: dict[Host, paramiko.SSHClient] = {}
         self._homes: dict[Host, str] = {}
         self._lock = threading.Lock()  # guards _clients/_homes
@@ -214,7 +274,23 @@ class ManualVmManager:
             raise ssh.SshError(f"{host.where}: {self._python} failed ({status}): {last}")
         return out
 
+    def _docker_env(self) -> dict[str, str]:
+        """What the host's ``docker`` CLI needs from ``provider.options.env`` (kept in the VM's
+        record, so it holds no credential)."""
+        return {k: v for k, v in self._env.items() if k.startswith("DOCKER_")}
+
     def _check_worker_runs(self, host: Host) -> None:
+        if self._worker_image:  # the worker runs from its image: the host needs Docker (and Python for the agent)
+            argv = ["env", *(f"{k}={v}" for k, v in self._docker_env().items()), "docker", "version", "--format", "{{.Server.Version}}"]
+            status, _, err = ssh.run(self._client(host), argv, host.where)
+            if status != 0:
+                last = (err.strip().splitlines() or ["(no output)"])[-1]
+                raise PluginError(
+                    f"{host.where}: Docker is not usable there ({last}); provider.options.worker_image "
+                    f"({self._worker_image}) runs each worker as a container: install Docker on the host and let "
+                    f"{host.user} use it (the docker group), or leave worker_image out to run workers as processes"
+                )
+            return
         argv = [self._python, "-c", "import iris.cluster.worker.main, iris_local"]
         status, _, err = ssh.run(self._client(host), argv, host.where)
         if status != 0:
@@ -341,19 +417,29 @@ class ManualVmManager:
                     worker_id=vm_id, controller_address=self._context.controller_address,
                     work_dir=f"{root}/{vm_id}", slice_id=request.slice_id, cpu=request.cpu,
                     memory_bytes=request.memory_bytes, attributes=attributes, runtime=self._runtime, python=self._python,
-                    task_python=self._task_python, env_dir=self._env_dir,
+                    task_python=self._task_python, env_dir=self._env_dir, task_image=self._task_image,
                     token=self._context.worker_token(vm_id) if self._context.worker_token else "",
                 )  # fmt: skip
                 record = {
                     "slice_id": request.slice_id, "scale_group": request.scale_group, "labels": labels, "vm_id": vm_id,
                     "index": index, "count": request.vm_count, "attributes": attributes,
-                    "cleanup": [*launch.argv(), "--cleanup"],
                 }  # fmt: skip
                 # the worker's credential travels in its environment, over the SSH channel's stdin:
                 # never on a command line (visible to every user of the host)
                 env = {**self._env, **launch.env({})}
-                spec = json.dumps({"argv": launch.argv(), "record": record, "env": env}).encode()
-                self._agent(host, "start", root, vm_id, stdin=spec)
+                if self._worker_image:
+                    # the container takes these from the `docker` command's environment: values stay off its command line
+                    passed = sorted(k for k in env if not k.startswith("DOCKER_"))
+                    docker_args = dict(socket=self._docker_socket, pass_env=passed, read_only=self._worker_mounts)
+                    record["cleanup"] = launch.docker_argv(self._worker_image, detach=False, extra_args=["--cleanup"], **docker_args)
+                    spec = {
+                        "docker": launch.docker_argv(self._worker_image, **docker_args), "image": self._worker_image,
+                        "record": record, "env": env, "docker_env": self._docker_env(),
+                    }  # fmt: skip
+                else:
+                    record["cleanup"] = [*launch.argv(), "--cleanup"]
+                    spec = {"argv": launch.argv(), "record": record, "env": env}
+                self._agent(host, "start", root, vm_id, stdin=json.dumps(spec).encode(), timeout=600)
                 started.append((host, vm_id))
                 logger.info("manual provider: started worker %s on %s", vm_id, host.where)
         except BaseException:
@@ -389,6 +475,14 @@ class ManualVmManager:
         for record in self._records():
             if record["vm_id"] == vm_id:
                 host = Host(**record["host"])
+                if record.get("container"):
+                    env = [f"{k}={v}" for k, v in (record.get("docker_env") or {}).items()]
+                    logs = shlex.join(["env", *env, "docker", "logs", "--tail", str(tail_lines), record["container"]])
+                    # `docker logs` replays the container's stderr (the worker's log) on its own stderr
+                    status, out, err = ssh.run(self._client(host), ["sh", "-c", f"{logs} 2>&1"], host.where)
+                    if status != 0:
+                        raise ssh.SshError(f"{host.where}: cannot read the logs of worker container {record['container'][:12]}: {out.strip()}")
+                    return out
                 log = f"{self._root(host)}/{vm_id}/worker.log"
                 status, out, err = ssh.run(self._client(host), ["tail", "-n", str(tail_lines), log], host.where)
                 if status != 0:

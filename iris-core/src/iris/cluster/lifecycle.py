@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 
 from iris.auth import OWNER_TOKEN_FILE, read_token_file, write_private
+from iris.cluster.scale_groups import scale_group_zones
 from iris.cluster.worker.worker import start_in_process
 from iris.config import ClusterConfig, config_to_dict
 from iris.errors import IrisError
@@ -218,6 +219,7 @@ def open_vm_manager(config: ClusterConfig, registry: PluginRegistry | None = Non
     options = {
         "runtime": config.worker.runtime or provider.default_runtime,
         "docker_image": config.docker.image,
+        "scale_group_zones": scale_group_zones(config),
         **attrs.asdict(config.provider),
     }
     context = ProviderContext(

@@ -27,11 +27,12 @@ from typing import Any
 import attrs
 
 from iris.cluster.autoscaler import Autoscaler
+from iris.cluster.controller.checkpoint import Checkpointer, restore_if_empty
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
 from iris.cluster.controller.store import Store, check_database
 from iris.cluster.scale_groups import group_attributes as group_attributes, group_vm_count as group_vm_count  # they lived here
-from iris.cluster.scale_groups import slice_request_for
+from iris.cluster.scale_groups import scale_group_zones, slice_request_for
 from iris.cluster.worker.worker import start_in_process
 from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSigner, cluster_secret, load_static_tokens
 from iris.auth import current_user, read_token_file, write_private
@@ -68,7 +69,11 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
         options["worker_mode"] = "process"
     provider = attrs.evolve(config.provider, type="local", options=options)
     state_dir = config.controller.state_dir or str(Path.home() / ".iris" / f"{config.name}-local")
-    controller = attrs.evolve(config.controller, host="127.0.0.1", bundle_prefix="", state_dir=state_dir, vm=attrs.evolve(config.controller.vm, enabled=False))
+    # bundle_prefix and checkpoint_url are the real cluster's: a copy on this machine must not write there
+    controller = attrs.evolve(
+        config.controller, host="127.0.0.1", bundle_prefix="", checkpoint_url="", state_dir=state_dir,
+        vm=attrs.evolve(config.controller.vm, enabled=False),
+    )
     return attrs.evolve(config, provider=provider, controller=controller)
 
 
@@ -83,6 +88,7 @@ class ClusterManager:
         self._http: Any = None
         self.http_url = ""
         self._store: Any = None
+        self._checkpointer: Checkpointer | None = None
         self._autoscaler: Any = None
         self._autoscale_thread: threading.Thread | None = None
         self._autoscale_stop = threading.Event()
@@ -152,8 +158,16 @@ class ClusterManager:
                 if old.exists():
                     old.rename(aside.with_name(aside.name + suffix))
             logger.warning("--fresh: moved the saved state aside to %s", aside)
+        checkpoints = None
+        if config.controller.checkpoint_url:
+            checkpoints = self._registry.open_checkpoint_store(config.controller.checkpoint_url)
+            if not self._fresh:
+                restore_if_empty(checkpoints, state_dir)  # a lost state directory comes back before we serve
         self.auth = self._authenticator(state_dir)
         self._store = Store(db_path)
+        if checkpoints is not None:
+            self._checkpointer = Checkpointer(checkpoints, state_dir, config.controller.checkpoint_interval_seconds)
+            self._checkpointer.start()
         bundle_prefix = config.controller.bundle_prefix or f"file://{state_dir / 'bundles'}"
         bundles = self._registry.open_bundle_store(bundle_prefix)
         controller = Controller(
@@ -174,6 +188,7 @@ class ClusterManager:
         options = {
             "runtime": config.worker.runtime or provider.default_runtime,
             "docker_image": config.docker.image,
+            "scale_group_zones": scale_group_zones(config),
             "task_python": config.worker.task_python,
             "env_dir": config.worker.env_dir,
             **attrs.asdict(config.provider),
@@ -415,6 +430,9 @@ class ClusterManager:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._checkpointer is not None:
+            self._checkpointer.stop(final=True)  # after the server: nothing changes the state any more
+            self._checkpointer = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -52,6 +52,20 @@ def group_vm_count(group: ScaleGroupConfig) -> int:
     return group.vms_per_slice
 
 
+def group_template(group: ScaleGroupConfig) -> dict[str, object]:
+    """The slice template a provider gets: the group's ``template``, with its ``runtime_version``
+    (the TPU software image) added when the group sets one and the template does not."""
+    template = dict(group.template)
+    if group.runtime_version and "runtime_version" not in template:
+        template["runtime_version"] = group.runtime_version
+    return template
+
+
+def scale_group_zones(config: ClusterConfig) -> list[str]:
+    """Every zone a scale group names: where a provider must look for the cluster's slices."""
+    return sorted({zone for group in config.scale_groups.values() for zone in group.zones})
+
+
 def machine_size() -> tuple[float, int]:
     """(cpus, memory bytes) of this machine: the size of a local worker whose group gives none,
     counted as the worker counts it."""
@@ -77,7 +91,7 @@ def slice_request_for(cluster: ClusterConfig) -> RequestFor:
             memory_bytes=group.memory_bytes or default_memory,
             labels={f"{prefix}.cluster": cluster.name, f"{prefix}.scale-group": name},
             attributes=group_attributes(cluster, name, group),
-            template=group.template,
+            template=group_template(group),
         )
 
     return request_for

@@ -280,6 +280,24 @@ class BundleStore(Protocol):
         """A local file holding the bundle (may be inside ``dest_dir``)."""
 
 
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where a controller keeps snapshots of its state (``controller.checkpoint_url``); served
+    by a bundle store plugin for its URL scheme (``BundleStorePlugin.checkpoints``).
+
+    Both methods are atomic: a reader never sees a half-written checkpoint, and a failed restore
+    leaves ``dest`` as it was.
+    """
+
+    url: str
+
+    def save(self, snapshot: Path, name: str) -> str:
+        """Store the file as a new checkpoint called ``name`` and make it the latest; return its URL."""
+
+    def restore_latest(self, dest: Path) -> str | None:
+        """Write the latest checkpoint, verified, to ``dest``; return its URL, or None if there is none."""
+
+
 # --- Tunnel ---------------------------------------------------------------------------------
 
 

@@ -72,11 +72,17 @@ class ContainerRuntimePlugin:
 
 @attrs.frozen
 class BundleStorePlugin:
-    """``factory(url_prefix: str) -> BundleStore``; ``name`` is the URL scheme it serves."""
+    """``factory(url_prefix: str) -> BundleStore``; ``name`` is the URL scheme it serves.
+
+    ``checkpoints``, if given, is ``checkpoints(url) -> CheckpointStore``: where a controller
+    keeps snapshots of its state under a URL of the same scheme (``controller.checkpoint_url``).
+    ``file://`` checkpoints are built into iris-core.
+    """
 
     name: str
     factory: Callable[[str], Any]
     description: str = ""
+    checkpoints: Callable[[str], Any] | None = None
 
 
 @attrs.frozen

@@ -218,6 +218,9 @@ class WorkerLaunch:
         socket: str = "/var/run/docker.sock",
         env: Mapping[str, str] | None = None,
         read_only: Sequence[str] = (),
+        pass_env: Sequence[str] = (),
+        detach: bool = True,
+        extra_args: Sequence[str] = (),
     ) -> list[str]:
         """``docker run`` of this worker from a worker image (``iris build worker-image``), as on
         a VM: host networking, the engine's ``socket`` mounted at ``/var/run/docker.sock`` (the
@@ -225,18 +228,26 @@ class WorkerLaunch:
         same path (task containers mount paths inside it, and task environments are built there);
         ``env`` and the ``read_only`` paths (at the same path) are what the worker needs from the
         machine (e.g. its CA certificates, ``SSL_CERT_FILE``, for uv to reach the package index).
-        SIGTERM (``docker stop``) stops it."""
+        SIGTERM (``docker stop``) stops it.
+
+        ``pass_env`` names variables the container takes from the ``docker`` command's own
+        environment (``-e NAME``: the value stays off the command line, e.g. the worker's
+        credential). ``detach=False`` runs it in the foreground and removes it afterwards (``--rm``,
+        no name: for one-off commands such as ``--cleanup``, given in ``extra_args``)."""
         work_dir = str(self.work_dir)
         extra: list[str] = []
         for key, value in (env or {}).items():
             extra += ["-e", f"{key}={value}"]
+        for key in pass_env:
+            extra += ["-e", key]
         for path in read_only:
             extra += ["-v", f"{path}:{path}:ro"]
+        how = ["-d", "--name", f"iris-worker-{self.worker_id}"] if detach else ["--rm"]
         return [
-            docker, "run", "-d", "--name", f"iris-worker-{self.worker_id}", "--network", "host",
+            docker, "run", *how, "--network", "host",
             "--label", f"{LABEL_WORKER}={self.worker_id}",
             "-v", f"{socket}:/var/run/docker.sock", "-v", f"{work_dir}:{work_dir}", *extra,
-            image, *self.argv()[3:],  # the image's entrypoint is `python3 -m iris.cluster.worker.main`
+            image, *self.argv()[3:], *extra_args,  # the image's entrypoint is `python3 -m iris.cluster.worker.main`
         ]  # fmt: skip
 
     def command(self) -> str:

@@ -5,6 +5,7 @@
 installed with apt-get first if missing, stopped and deleted at the end of the session.
 ``docker_base_image`` (session): the cached bookworm + python3 image imported into it.
 ``docker_registry`` (session): Debian's ``docker-registry`` on 127.0.0.1.
+``docker_worker_image`` (session): this workspace's worker image, built on the base image.
 
 A test that uses them and cannot have them is skipped with the exact reason. Mark such tests
 ``@pytest.mark.docker`` so ``-m "not docker"`` leaves them out.
@@ -61,3 +62,17 @@ def docker_registry(docker_engine: DockerEngine) -> Iterator[LocalRegistry]:
         pytest.skip(f"cannot start docker-registry on 127.0.0.1: {exc}")
     yield registry
     registry.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_worker_image(docker_engine: DockerEngine, docker_base_image: str) -> str:
+    """``iris-worker:test``: the worker image of this workspace (``iris build worker-image``) on
+    the test base image, built once per session in the session's engine."""
+    from iris.runtime.images import build_image
+
+    tag = "iris-worker:test"
+    try:
+        build_image("worker", tag, base=docker_base_image, docker_host=docker_engine.url)
+    except Exception as exc:
+        pytest.fail(f"cannot build the worker image: {exc}")
+    return tag

@@ -49,7 +49,7 @@ from iris.job.records import BundleLimits, ObservedAttempt, WorkerIdentity
 from iris.cluster.worker.environment import BuildCancelled, EnvironmentBuilder, TaskEnvironment
 from iris.cluster.worker.ports import PortAllocator, shared_allocator
 from iris.cluster.types import TaskState
-from iris.errors import BundleError
+from iris.errors import BundleCorrupt, BundleError
 from iris.plugin.protocols import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerStatus, TaskStartError
 from iris.auth import TOKEN_ENV, WORKER_TOKEN_ENV
 from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS, LABEL_WORKER, WorkerLaunch
@@ -746,6 +746,8 @@ class Worker:
                 if digest == bundle_id:
                     return copy
                 wrong, error = f"{size} bytes with sha256 {digest}", None
+            except BundleCorrupt as exc:  # a store that verifies what it serves said the same
+                wrong, error = exc.held or str(exc), None
             except Exception as exc:
                 wrong, error = "", exc
             if attempt < BUNDLE_TRIES - 1:
