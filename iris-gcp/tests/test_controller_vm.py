@@ -26,7 +26,6 @@ pytest.importorskip("google.cloud.compute_v1", reason="needs google-cloud-comput
 
 from iris.config import parse_config
 from iris.errors import ConfigError, IrisError
-from iris.plugin import VmManagerPlugin, hookimpl
 from iris.testing.polling import wait_until
 from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
 from iris_gcp import bootstrap
@@ -42,7 +41,7 @@ IRIS = str(Path(sys.executable).parent / "iris")
 def gcp_config(endpoint: str, name: str = "c1", **extra: Any) -> Any:
     data = {
         "name": name,
-        "provider": {"type": "gcp", "project_id": PROJECT, "zone": ZONE, "options": {"compute_endpoint": endpoint}},
+        "provider": {"type": "gcp", "project_id": PROJECT, "zone": ZONE, "options": {"compute_api_endpoint": endpoint}},
         "controller": {"vm": {"enabled": True, "image": "127.0.0.1:5000/iris-controller:test", "machine_type": "n2-standard-2"}},
     }
     for key, value in extra.items():
@@ -149,7 +148,7 @@ def test_controller_vm_unknown_zone_and_config_errors_name_the_field(fake: FakeC
 
 def test_controller_vm_unreachable_api_is_one_line() -> None:
     config = gcp_config("http://127.0.0.1:9")  # nothing listens there
-    with pytest.raises(ComputeError, match="the Compute API is unreachable .*compute_endpoint"):
+    with pytest.raises(ComputeError, match="the Compute API is unreachable .*compute_api_endpoint"):
         ControllerVm(config).find()
 
 
@@ -161,8 +160,7 @@ VM_ADDRESS = "127.0.0.71"
 class ControllerProcessBooter:
     """Boots a controller 'VM' on ``VM_ADDRESS`` as the real controller process: the VM's
     ``iris-config`` metadata written to a file and served with ``--host`` the VM's address, as
-    the startup script runs the controller container. Only the slices differ: the controller on
-    this fake VM gets provider ``local`` (TPU slices are the TPU VmManager's, tested apart)."""
+    the startup script runs the controller container."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -173,12 +171,10 @@ class ControllerProcessBooter:
         if host.host_id in self.processes:
             return VM_ADDRESS
         assert host.metadata[bootstrap.ROLE] == "controller" and host.metadata[bootstrap.STARTUP_SCRIPT]
-        config = yaml.safe_load(host.metadata[bootstrap.CONFIG])
-        config["provider"] = {"type": "local", "options": {"worker_mode": "process"}}
         disk = self.root / "disk"  # the VM's boot disk: kept across a reset
         disk.mkdir(exist_ok=True)
-        path = disk / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = disk / "config.yaml"  # the startup script's /etc/iris/config.yaml
+        path.write_text(host.metadata[bootstrap.CONFIG])
         log = open(disk / "controller.log", "ab")
         self.processes[host.host_id] = subprocess.Popen(
             [sys.executable, "-m", "iris.cluster.controller.main", "serve", "--config", str(path), "--host", VM_ADDRESS,
@@ -227,23 +223,20 @@ def free_port(address: str) -> int:
         return s.getsockname()[1]
 
 
-def cluster_data(path: Path, endpoint: str, sshd: SshServer, state_dir: Path, *, name: str = "vmtest", provider: str = "gcp") -> dict:
+def cluster_data(path: Path, endpoint: str, sshd: SshServer, state_dir: Path, *, name: str = "vmtest", provider: str = "gcp",
+                 tpu: str = "") -> dict:  # fmt: skip
     return {
         "name": name,
         "provider": {
             "type": provider, "project_id": PROJECT, "zone": ZONE, "ssh_user": sshd.user, "ssh_key": str(sshd.key_path),
-            "options": {"compute_endpoint": endpoint, "ssh_port": sshd.port, "ssh_known_hosts": str(path.parent / "known_hosts"),
-                        "connect_timeout": 5},
+            "options": {"compute_api_endpoint": endpoint, "ssh_port": sshd.port, "ssh_known_hosts": str(path.parent / "known_hosts"),
+                        "connect_timeout": 5, "tpu_api_endpoint": tpu, "worker_image": "127.0.0.1:5000/iris-worker:test"},
         },
         "controller": {"state_dir": str(state_dir), "http_port": free_port(VM_ADDRESS),
                        "vm": {"enabled": True, "image": "127.0.0.1:5000/iris-controller:test", "port": free_port(VM_ADDRESS)}},
-        "scale_groups": {"cpu": {"min_slices": 0, "max_slices": 1, "cpu": 1, "memory": "1GB"}},
+        "scale_groups": {"tpu": {"accelerator_type": "tpu", "accelerator_variant": "v5litepod-16", "zones": [ZONE],
+                                 "runtime_version": "v2-alpha-tpuv5-lite", "min_slices": 0, "max_slices": 1}},
     }  # fmt: skip
-
-
-def write_config(path: Path, endpoint: str, sshd: SshServer, state_dir: Path) -> Path:
-    path.write_text(yaml.safe_dump(cluster_data(path, endpoint, sshd, state_dir)))
-    return path
 
 
 def iris(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -252,14 +245,24 @@ def iris(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedPr
     return subprocess.run([IRIS, *args], cwd=home, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_cluster_controller_commands_place_the_controller_on_a_vm_and_reach_it_through_ssh(tmp_path: Path, vm_sshd: SshServer) -> None:
+def test_cluster_commands_place_the_controller_on_a_vm_reach_it_through_ssh_and_stop_removes_everything(
+    tmp_path: Path, vm_sshd: SshServer
+) -> None:
+    """``iris cluster start`` creates the controller VM (the real controller process on the VM's
+    address, with the gcp provider against the fake TPU API); every later command finds it by
+    label and reaches it through ssh; ``stop`` deletes the VM and the cluster's TPU slice."""
+    from iris_gcp.testing.fake_tpu import FakeTpuServer
+
     home = tmp_path / "home"
     home.mkdir()
     booter = ControllerProcessBooter(tmp_path)
-    with FakeCompute(booter, operation_delay=0.2) as fake:
-        config = str(write_config(tmp_path / "cluster.yaml", fake.endpoint, vm_sshd, tmp_path / "client-state"))
+    tpu_hosts = AddressOnlyBooter(first=120, last=140)  # the TPU hosts are not booted here (the hosts' booter does that)
+    with FakeCompute(booter, operation_delay=0.2) as fake, FakeTpuServer(tpu_hosts, create_delay=0.05, delete_delay=0.05) as tpu:
+        path = tmp_path / "cluster.yaml"
+        path.write_text(yaml.safe_dump(cluster_data(path, fake.endpoint, vm_sshd, tmp_path / "client-state", tpu=tpu.address)))
+        config = str(path)
         try:
-            started = iris("cluster", "--config", config, "controller", "start", home=home)
+            started = iris("cluster", "--config", config, "start", home=home)
             assert started.returncode == 0, started.stderr + (tmp_path / "disk" / "controller.log").read_text(errors="replace")
             vm_url = started.stdout.strip()
             assert vm_url.startswith(f"http://{VM_ADDRESS}:")
@@ -267,10 +270,16 @@ def test_cluster_controller_commands_place_the_controller_on_a_vm_and_reach_it_t
             assert "creating the controller VM iris-vmtest-controller" in started.stderr
             assert (tmp_path / "client-state" / "owner.token").exists()  # this user's admin token, kept here
 
-            status = iris("cluster", "--config", config, "controller", "status", "--json", home=home)
+            created = iris("cluster", "--config", config, "slice", "create", "--scale-group", "tpu", home=home)  # through the tunnel
+            assert created.returncode == 0, created.stderr
+            assert wait_until(lambda: len(tpu.nodes()) == 1, 30, interval=0.1)  # made by the controller on the VM
+
+            status = iris("cluster", "--config", config, "status", "--json", home=home)
             assert status.returncode == 0, status.stderr
             report = json.loads(status.stdout)
-            assert report["healthy"] and report["url"] == vm_url and report["where"].startswith("instance iris-vmtest-controller")
+            assert report["controller"]["healthy"] and report["controller"]["url"] == vm_url
+            assert report["controller"]["where"].startswith("instance iris-vmtest-controller")
+            assert [(s["slice_id"], s["vms"], s["unknown_to_controller"]) for s in report["slices"]] == [(created.stdout.strip(), 4, False)]
 
             jobs = iris("--config", config, "job", "list", home=home)  # no URL given: found by label, through the tunnel
             assert jobs.returncode == 0, jobs.stderr
@@ -279,68 +288,54 @@ def test_cluster_controller_commands_place_the_controller_on_a_vm_and_reach_it_t
             assert restarted.returncode == 0, restarted.stderr
             assert restarted.stdout.strip() == vm_url and booter.boots == 2 and fake.calls.count("reset") == 1
 
-            stopped = iris("cluster", "--config", config, "controller", "stop", home=home)
+            stopped = iris("cluster", "--config", config, "stop", home=home)
             assert stopped.returncode == 0, stopped.stderr
-            assert "controller stopped" in stopped.stderr
+            assert "controller stopped" in stopped.stderr and "deleted 1 slice(s)" in stopped.stderr
             assert fake.instance(PROJECT, ZONE, "iris-vmtest-controller") is None
             assert not booter.processes
+            assert wait_until(lambda: tpu.nodes() == [], 10)
             gone = iris("cluster", "--config", config, "controller", "status", home=home)
             assert gone.returncode == 1 and "not running" in gone.stdout
         finally:
             booter.close()
-
-
-class _TestProvider:
-    """Provider ``gcpvmtest``: the gcp controller VM as its ControllerHost, the ssh tunnel, and an
-    in-memory VmManager standing in for the TPU one (another engineer's), so ``stop`` has slices
-    to delete by label."""
-
-    def __init__(self, manager: Any):
-        self.manager = manager
-
-    @hookimpl
-    def iris_register_vm_managers(self, register):  # type: ignore[no-untyped-def]
-        register(VmManagerPlugin(name="gcpvmtest", factory=lambda context: self.manager, default_tunnel="ssh", controller_host=ControllerVm))
+            tpu_hosts.close()
 
 
 def test_cluster_manager_connect_and_controller_tunnel_reach_the_controller_vm(tmp_path: Path, vm_sshd: SshServer) -> None:
+    """Seed 004's ``ClusterManager(config).connect()`` starts the controller VM and yields the
+    local end of the tunnel; seeds 000/002's ``controller_tunnel(zone, project)`` finds the VM by
+    label; leaving ``connect()`` deletes the VM and the cluster's slices."""
     from iris.auth import read_token_file
     from iris.client import IrisClient
     from iris.cluster.manager import ClusterManager
     from iris.cluster.vm.debug import controller_tunnel
-    from iris.plugin.protocols import SliceRequest
-    from iris.plugin.registry import get_registry
-    from iris.testing.fakes import InMemoryVmManager
+    from iris_gcp.testing.fake_tpu import FakeTpuServer
 
-    slices = InMemoryVmManager()
-    slices.create_slice(SliceRequest("tpu-1", "tpu", labels={"iris.cluster": "vmtest2"}))
-    slices.create_slice(SliceRequest("other-1", "tpu", labels={"iris.cluster": "someone-else"}))
-    registry = get_registry()
-    registry.register(_TestProvider(slices), "gcpvmtest")
-    provider = registry.vm_manager("gcpvmtest")
     booter = ControllerProcessBooter(tmp_path)
-    with FakeCompute(booter, operation_delay=0.2) as fake:
-        data = cluster_data(tmp_path / "c.yaml", fake.endpoint, vm_sshd, tmp_path / "client-state", name="vmtest2", provider="gcpvmtest")
+    tpu_hosts = AddressOnlyBooter(first=141, last=160)
+    with FakeCompute(booter, operation_delay=0.2) as fake, FakeTpuServer(tpu_hosts, create_delay=0.05, delete_delay=0.05) as tpu:
+        data = cluster_data(tmp_path / "c.yaml", fake.endpoint, vm_sshd, tmp_path / "client-state", name="vmtest2", tpu=tpu.address)
         config = parse_config(data)
         try:
-            assert provider.controller_host is ControllerVm
             manager = ClusterManager(config)
             with manager.connect() as url:
                 assert url.startswith("http://127.0.0.1:")  # the local end of the ssh tunnel
                 token = read_token_file(tmp_path / "client-state" / "owner.token")
-                assert manager.owner_token == token
+                assert token and manager.owner_token == token
                 with IrisClient.remote(url, token=token) as client:
                     assert client.list_jobs() == []
+                    client.create_slice("tpu")
+                assert wait_until(lambda: len(tpu.nodes()) == 1, 30, interval=0.1)
                 ssh = {k: data["provider"][k] for k in ("ssh_user", "ssh_key")} | data["provider"]["options"]
-                with controller_tunnel(ZONE, PROJECT, cluster="vmtest2", tunnel_options=ssh, compute_endpoint=fake.endpoint) as seed_url:
+                with controller_tunnel(ZONE, PROJECT, cluster="vmtest2", tunnel_options=ssh, compute_api_endpoint=fake.endpoint) as seed_url:
                     with IrisClient.remote(seed_url, token=token) as client:
-                        assert client.list_workers() == []
-                assert fake.instance(PROJECT, ZONE, "iris-vmtest2-controller") is not None
-            assert fake.instance(PROJECT, ZONE, "iris-vmtest2-controller") is None  # stop deleted the VM
+                        assert [w for w in client.list_workers() if not w.lost] == []
+            assert fake.instance(PROJECT, ZONE, "iris-vmtest2-controller") is None  # leaving connect() deleted the VM
             assert not booter.processes
-            assert [s.slice_id for s in slices.list_slices({})] == ["other-1"]  # and every slice of this cluster
+            assert wait_until(lambda: tpu.nodes() == [], 10)  # and every slice of the cluster
             with pytest.raises(IrisError, match="no Iris controller VM of cluster 'vmtest2' in project 'proj'"):
-                with controller_tunnel(ZONE, PROJECT, cluster="vmtest2", compute_endpoint=fake.endpoint):
+                with controller_tunnel(ZONE, PROJECT, cluster="vmtest2", compute_api_endpoint=fake.endpoint):
                     pass
         finally:
             booter.close()
+            tpu_hosts.close()

@@ -66,7 +66,7 @@ def compute_error(exc: BaseException, *, action: str, resource: str, project: st
     if isinstance(exc, TransportError) or type(exc).__module__.startswith(("requests", "urllib3")):
         return ComputeError(
             f"cannot {action}: the Compute API is unreachable ({type(exc).__name__}); check this machine's network, "
-            "or provider.options.compute_endpoint if you set one",
+            "or provider.options.compute_api_endpoint if you set one",
             "unreachable",
         )
     if not isinstance(exc, gexc.GoogleAPICallError):

@@ -21,7 +21,7 @@ and the internal address workers know; the metadata (so the config) is the one i
 with: to apply a changed config, ``stop`` and ``start``. ``stop`` deletes every instance with
 the cluster's controller labels.
 
-The Google client is imported inside methods only. ``provider.options.compute_endpoint``
+The Google client is imported inside methods only. ``provider.options.compute_api_endpoint``
 points it at another endpoint (an ``http://`` one is a local fake or emulator, used without
 credentials).
 """
@@ -91,10 +91,10 @@ def filter_for(labels: dict[str, str]) -> str:
 
 
 def compute_clients(options: dict[str, Any]) -> tuple[Any, Any]:
-    """(InstancesClient, ZoneOperationsClient) for the provider options (``compute_endpoint``)."""
+    """(InstancesClient, ZoneOperationsClient) for the provider options (``compute_api_endpoint``)."""
     from google.cloud import compute_v1
 
-    endpoint = str(options.get("compute_endpoint") or "")
+    endpoint = str(options.get("compute_api_endpoint") or "")
     kwargs: dict[str, Any] = {}
     if endpoint:
         kwargs["client_options"] = {"api_endpoint": endpoint}

@@ -386,9 +386,9 @@ def wait_healthy(config: ClusterConfig, info: ControllerProcessInfo, *, timeout:
                 with connect_controller(config, info, http=True) as url:
                     with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as response:
                         body = json.loads(response.read() or b"{}")
-                if body.get("ok", body.get("status") == "ok") is not False:
+                if body.get("ok") and body.get("started", True):
                     return
-                last_error = f"/health answered {body}"
+                last_error = "/health: the controller is still starting (its provider and autoscaler)"
             else:
                 from iris.client import IrisClient
 

@@ -99,6 +99,8 @@ class ClusterManager:
         self._lock_file: Any = None  # holds the state directory's lock while this controller runs
         self.auth: Authenticator | None = None
         self._placed_info: Any = None  # the controller placed on a provider's machine, once started
+        #: start() has finished: the server, the provider and the autoscaler are up (``/health`` says so)
+        self.started = False
         #: the admin token of the user who started this controller (also in <state_dir>/owner.token)
         self.owner_token = ""
 
@@ -204,6 +206,7 @@ class ClusterManager:
         )
         self._vm_manager = provider.factory(context)
         self._start_autoscaler()
+        self.started = True
         return address
 
     def _authenticator(self, state_dir: Path) -> Authenticator | None:
@@ -412,6 +415,7 @@ class ClusterManager:
                 self._placed_info = None
                 stop_cluster(self._config)
             return
+        self.started = False
         self._stop_autoscaler()
         if self._vm_manager is not None:
             labels = {f"{self._config.label_prefix}.cluster": self._config.name}

@@ -31,7 +31,7 @@ def controller_tunnel(
     cluster: str = "",
     tunnel: str = "ssh",
     tunnel_options: dict[str, Any] | None = None,
-    compute_endpoint: str = "",
+    compute_api_endpoint: str = "",
 ) -> Iterator[str]:
     """Yield a URL on this machine that reaches the controller VM in ``zone`` of ``project``.
 
@@ -39,7 +39,7 @@ def controller_tunnel(
     :param tunnel: the Tunnel plugin (``ssh``; ``direct`` when this machine reaches the VM).
     :param tunnel_options: the tunnel's settings (``ssh_user``, ``ssh_key``, ``ssh_port``, ...),
         as in a config's ``provider`` section.
-    :param compute_endpoint: another Compute API endpoint (a local fake or emulator).
+    :param compute_api_endpoint: another Compute API endpoint (a local fake or emulator).
     """
     try:
         from iris_gcp.controller_vm import controller_vms
@@ -47,7 +47,7 @@ def controller_tunnel(
         raise IrisError("controller_tunnel needs the gcp provider: pip install iris-gcp") from None
     from iris.plugin.registry import get_registry
 
-    options = {"compute_endpoint": compute_endpoint} if compute_endpoint else {}
+    options = {"compute_api_endpoint": compute_api_endpoint} if compute_api_endpoint else {}
     found = list(controller_vms(project, zone, label_prefix=label_prefix, cluster=cluster, options=options))
     if not found:
         which = f" of cluster {cluster!r}" if cluster else ""
