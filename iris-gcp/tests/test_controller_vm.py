@@ -93,6 +93,27 @@ def test_controller_vm_create_find_restart_delete_by_label(fake: FakeCompute, bo
     assert vm.find() is None and vm.stop(progress) is False
 
 
+def test_controller_vm_stopped_by_hand_is_started_again_not_recreated(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+
+    config = gcp_config(fake.endpoint)
+    vm = ControllerVm(config)
+    vm.start(config, lambda line: None)
+    instances = compute_v1.InstancesClient(credentials=AnonymousCredentials(), client_options={"api_endpoint": fake.endpoint})
+    instances.stop_unary(project=PROJECT, zone=ZONE, instance="iris-c1-controller")
+    assert wait_until(lambda: fake.instance(PROJECT, ZONE, "iris-c1-controller")["status"] == "TERMINATED", 10)
+    assert not booter.running(f"{ZONE}/iris-c1-controller")
+    lines, progress = progress_lines()
+    placement = vm.start(config, progress)
+    assert placement.state == "RUNNING" and booter.running(f"{ZONE}/iris-c1-controller")
+    assert fake.calls.count("insert") == 1 and fake.calls.count("start") == 1
+    assert any("starting the stopped controller VM iris-c1-controller" in line for line in lines)
+    instances.stop_unary(project=PROJECT, zone=ZONE, instance="iris-c1-controller")
+    assert wait_until(lambda: fake.instance(PROJECT, ZONE, "iris-c1-controller")["status"] == "TERMINATED", 10)
+    assert vm.restart(progress).state == "RUNNING" and fake.calls.count("start") == 2 and fake.calls.count("reset") == 0
+
+
 def test_controller_vm_metadata_carries_the_config_adapted_for_the_vm(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
     config = gcp_config(fake.endpoint, controller={"port": 0, "state_dir": "/home/me/state", "vm": {
         "enabled": True, "image": "img:1", "port": 12000}})  # fmt: skip

@@ -45,6 +45,7 @@ DEFAULT_BOOT_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
 DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 VM_STATE_DIR = "/var/lib/iris/controller"
 OPERATION_TIMEOUT = 600.0
+STOPPED = ("TERMINATED", "STOPPED", "SUSPENDED")  # instance states a start (not a reset) brings back
 
 
 def label_value(text: str) -> str:
@@ -273,6 +274,8 @@ class ControllerVm:
     def start(self, config: Any, progress: Callable[[str], None]) -> ControllerPlacement:
         existing = self._instances()
         if existing:
+            if _status_name(existing[0]) in STOPPED:  # stopped (by hand, or by GCE): start it again
+                return self._power_on(existing[0].name, progress)
             return placement_of(existing[0])
         body = self.instance_body(config)
         instances, _ = self._api()
@@ -308,6 +311,8 @@ class ControllerVm:
                                f"{self.project!r}, zone {self.zone!r}; start it with iris cluster --config C start")  # fmt: skip
         instances, _ = self._api()
         name = found[0].name
+        if _status_name(found[0]) in STOPPED:
+            return self._power_on(name, progress)
         progress(f"resetting the controller VM {name} (its disk and address are kept)")
         try:
             operation = instances.reset_unary(project=self.project, zone=self.zone, instance=name)
@@ -315,6 +320,16 @@ class ControllerVm:
             raise self._error(exc, "restart the controller VM") from None
         self._wait(operation, "restart the controller VM", progress)
         return self._get(progress, "restart the controller VM")
+
+    def _power_on(self, name: str, progress: Callable[[str], None]) -> ControllerPlacement:
+        instances, _ = self._api()
+        progress(f"starting the stopped controller VM {name} (its disk and address are kept)")
+        try:
+            operation = instances.start_unary(project=self.project, zone=self.zone, instance=name)
+        except Exception as exc:
+            raise self._error(exc, "start the controller VM") from None
+        self._wait(operation, "start the controller VM", progress)
+        return self._get(progress, "start the controller VM")
 
     def stop(self, progress: Callable[[str], None]) -> bool:
         found = self._instances()

@@ -416,13 +416,11 @@ def _start_placed(config: ClusterConfig, host: Any, *, fresh: bool, timeout: flo
             "which deletes the machine and its state, then start it again"
         )
     existing = host.find()
-    if existing is not None and existing.url:
-        info = _remote_info(config, existing)
-    else:
-        served_config, _ = _owner_token(config)
-        placement = host.start(served_config, _progress)
-        info = _remote_info(config, placement)
-        wait_healthy(config, info, timeout=timeout, hint=placement.logs_hint)
+    # the admin token goes into a new machine's config only: an existing one keeps its own
+    served_config = config if existing is not None else _owner_token(config)[0]
+    placement = host.start(served_config, _progress)  # an existing machine is found (and started if stopped)
+    info = _remote_info(config, placement)
+    wait_healthy(config, info, timeout=timeout, hint=placement.logs_hint)  # one /health when it is up
     return info
 
 
