@@ -17,8 +17,13 @@ metadata (``startup-script`` included) and the booted address is its
 (the same status codes and error bodies): ``permission``, ``quota``, ``not_found``,
 ``bad_zone``, ``bad_machine_type``, or an :class:`InjectedError` of your own.
 
-What it does not do: IAM, networks and firewalls (any network name is accepted), disks as
-resources, pagination (one page holds every item), per-project quotas unless injected.
+What it does not do: IAM, networks and firewalls (any network name is accepted), external
+addresses (``natIP`` stays empty), disks as resources, pagination (one page holds every item),
+per-project quotas unless injected. A reset or start boots the host again with the same host id;
+it keeps its address only if the booter gives that host the same one (GCE keeps it).
+
+The client library's own polling (``operation.result()``) asks ``compute.googleapis.com``
+whatever the endpoint; poll with a ``ZoneOperationsClient`` built with the same endpoint.
 """
 
 from __future__ import annotations
