@@ -360,3 +360,18 @@ def test_cluster_manager_connect_and_controller_tunnel_reach_the_controller_vm(t
         finally:
             booter.close()
             tpu_hosts.close()
+
+
+def test_controller_is_placed_only_when_vm_enabled_and_the_provider_can(fake: FakeCompute) -> None:
+    from iris.cluster.lifecycle import controller_host
+    from iris.cluster.manager import make_local_config
+
+    config = gcp_config(fake.endpoint)
+    host = controller_host(config)
+    assert isinstance(host, ControllerVm) and host.name == "iris-c1-controller"
+    assert controller_host(make_local_config(config, process_workers=True)) is None  # --local: a process here
+    config.controller.vm.enabled = False
+    assert controller_host(config) is None
+    manual = parse_config({"provider": {"type": "manual", "hosts": ["h1"]}, "controller": {"vm": {"enabled": True}}})
+    with pytest.raises(IrisError, match="provider 'manual' cannot place the controller on a VM; set controller.vm.enabled: false"):
+        controller_host(manual)

@@ -320,8 +320,9 @@ def controller_host(config: ClusterConfig, registry: PluginRegistry | None = Non
     provider = registry.vm_manager(config.provider.type)
     if provider.controller_host is None:
         raise IrisError(
-            f"controller.vm.enabled: true, but provider {config.provider.type!r} cannot place the controller on a VM; "
-            "set controller.vm.enabled: false to run it on this machine (or use a provider that can, e.g. gcp)"
+            f"controller.vm.enabled: true (or the seeds' controller_vm: {{{config.provider.type}: ...}}), but provider "
+            f"{config.provider.type!r} cannot place the controller on a VM; set controller.vm.enabled: false to run it on "
+            "this machine (or use a provider that can: gcp)"
         )
     return provider.controller_host(config)
 
