@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from iris_gcp.compute_errors import ComputeError, ComputeQuotaExceeded
 from iris_gcp.controller_vm import ControllerVm
 from iris_gcp.testing.boot import AddressOnlyBooter, HostSpec
 from iris_gcp.testing.fake_compute import FakeCompute
+from iris_gcp.testing.gcs_pytest import fake_gcs, gcs_bucket  # noqa: F401 (fixtures)
 
 PROJECT, ZONE = "proj", "europe-west4-a"
 IRIS = str(Path(sys.executable).parent / "iris")
@@ -375,3 +377,40 @@ def test_controller_is_placed_only_when_vm_enabled_and_the_provider_can(fake: Fa
     manual = parse_config({"provider": {"type": "manual", "hosts": ["h1"]}, "controller": {"vm": {"enabled": True}}})
     with pytest.raises(IrisError, match="provider 'manual' cannot place the controller on a VM; set controller.vm.enabled: false"):
         controller_host(manual)
+
+
+def test_controller_vm_deleted_and_started_again_restores_every_job_from_gcs(tmp_path: Path, vm_sshd: SshServer, gcs_bucket: Any) -> None:
+    """The controller checkpoints to (fake) GCS; its VM is deleted with its disk; a new VM
+    restores the checkpoint before it serves, so the job submitted before is there again."""
+    from iris.client import IrisClient
+    from iris.cluster.lifecycle import connect_controller, start_cluster, stop_cluster, stop_controller
+    from iris.job.types import Entrypoint, ResourceSpec, tpu_device
+    from iris_gcp.testing.fake_tpu import FakeTpuServer
+
+    booter = ControllerProcessBooter(tmp_path)  # its controller process inherits STORAGE_EMULATOR_HOST (the fake GCS)
+    tpu_hosts = AddressOnlyBooter(first=161, last=180)
+    with FakeCompute(booter, operation_delay=0.2) as fake, FakeTpuServer(tpu_hosts, create_delay=0.05, delete_delay=0.05) as tpu:
+        data = cluster_data(tmp_path / "c.yaml", fake.endpoint, vm_sshd, tmp_path / "client-state", name="vmtest3", tpu=tpu.address)
+        data["controller"]["checkpoint_url"] = f"{gcs_bucket.url}/checkpoints"
+        config = parse_config(data)
+        try:
+            info = start_cluster(config)
+            with connect_controller(config, info) as url, IrisClient.remote(url, token=info.token) as client:
+                job = client.submit(Entrypoint.from_command(["echo", "hi"]), name="waits-for-a-tpu",
+                                    resources=ResourceSpec(device=tpu_device("v5litepod-16")))  # fmt: skip
+                job_id = job.job_id
+            assert stop_controller(config)  # deletes the VM; the controller checkpoints as it stops
+            assert fake.instance(PROJECT, ZONE, "iris-vmtest3-controller") is None and not booter.processes
+            shutil.rmtree(tmp_path / "disk")  # the boot disk went with the VM (auto_delete)
+
+            again = start_cluster(config)  # a new VM, an empty state directory: restored from GCS
+            assert booter.boots == 2 and fake.calls.count("insert") == 2
+            with connect_controller(config, again) as url, IrisClient.remote(url, token=again.token) as client:
+                assert job_id in [j.job_id for j in client.list_jobs()]
+        finally:
+            try:
+                stop_cluster(config)
+            finally:
+                booter.close()
+                tpu_hosts.close()
+        assert wait_until(lambda: tpu.nodes() == [], 10)
