@@ -414,3 +414,18 @@ def test_controller_vm_deleted_and_started_again_restores_every_job_from_gcs(tmp
                 booter.close()
                 tpu_hosts.close()
         assert wait_until(lambda: tpu.nodes() == [], 10)
+
+
+def test_waiting_for_a_controller_vm_that_never_answers_ends_naming_where_to_look(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from iris.cluster.lifecycle import ControllerProcessInfo, wait_healthy
+
+    config = gcp_config("http://127.0.0.1:9")
+    config.controller.tunnel = "direct"
+    free = free_port("127.0.0.9")  # nothing listens there
+    info = ControllerProcessInfo(0, f"http://127.0.0.9:{free}", tmp_path, f"http://127.0.0.9:{free}", remote=True, where="instance iris-c1-controller in z")
+    with pytest.raises(IrisError) as caught:
+        wait_healthy(config, info, timeout=1.0, hint="its boot log: gcloud compute instances get-serial-port-output iris-c1-controller")
+    message = str(caught.value)
+    assert message.startswith("the controller on instance iris-c1-controller in z did not answer its health check within 1s")
+    assert message.endswith("see its boot log: gcloud compute instances get-serial-port-output iris-c1-controller") and "\n" not in message
+    assert "iris: waiting for the controller on instance iris-c1-controller in z to answer" in capsys.readouterr().err
