@@ -264,6 +264,20 @@ def test_job_logs_prints_the_task_environment_lines_on_stderr(client: IrisClient
     assert env_lines and ("using the cached environment" in env_lines[0] or "building the environment" in env_lines[0]), result.stderr
 
 
+def test_job_logs_prints_the_tasks_stderr_on_stderr_and_its_stdout_on_stdout(client: IrisClient, job_cli) -> None:
+    code = "import sys\nfor i in range(3):\n    print(f'out-{i}', flush=True)\n    print(f'err-{i}', file=sys.stderr, flush=True)\n"
+    job = submit(client, "streams", *python(code), replicas=2)
+    job.wait(timeout=120)
+    for follow in ((), ("--follow",)):
+        result = job_cli("logs", *follow, job.job_id)
+        assert result.returncode == 0, result.stderr
+        for task in (0, 1):  # each stream in its order, on its own file
+            assert [ln for ln in result.stdout.splitlines() if ln.startswith(f"[{task}]")] == [f"[{task}] out-{i}" for i in range(3)]
+            task_err = [ln for ln in result.stderr.splitlines() if ln.startswith(f"[{task}] err")]
+            assert task_err == [f"[{task}] err-{i}" for i in range(3)], result.stderr
+        assert "err-" not in result.stdout and "out-" not in result.stderr
+
+
 def test_job_logs_follow_streams_every_line_once_in_order(client: IrisClient, job_cli, tmp_path: Path) -> None:
     half_way = tmp_path / "half-way"
     code = (

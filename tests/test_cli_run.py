@@ -65,6 +65,14 @@ def test_run_config_before_subcommand_is_honoured(iris, workspace: Path) -> None
     assert result.stdout == "ok\n"
 
 
+def test_run_prints_the_tasks_stderr_on_stderr_and_its_stdout_on_stdout(iris, workspace: Path) -> None:
+    code = "import sys\nfor i in range(3):\n    print(f'out-{i}', flush=True)\n    print(f'err-{i}', file=sys.stderr, flush=True)\n"
+    result = iris("run", "--provider", "local", "--", sys.executable, "-c", code, cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "out-0\nout-1\nout-2\n"  # what `iris run ... 2>/dev/null` shows
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("err-")] == ["err-0", "err-1", "err-2"], result.stderr
+
+
 def test_run_replicas_prefix_each_line_with_task_index(iris, workspace: Path) -> None:
     result = iris(
         "run", "--provider", "local", "--replicas", "2", "--cpu", "0.5", "--", "sh", "-c", "echo task $IRIS_TASK_INDEX of $IRIS_NUM_TASKS",

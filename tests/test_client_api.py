@@ -48,6 +48,23 @@ def test_callable_exception_fails_job_with_traceback_in_logs(client: IrisClient)
     text = "\n".join(line.data for line in job.logs())
     assert "Traceback (most recent call last)" in text
     assert "ValueError: boom from the task" in text
+    assert {line.stream for line in job.logs() if "boom from the task" in line.data} == {"stderr"}
+
+
+def test_log_lines_say_their_stream_and_wait_prints_each_where_the_task_wrote_it(client: IrisClient, capsys) -> None:
+    code = "import sys\nfor i in range(3):\n    print(f'out-{i}', flush=True)\n    print(f'err-{i}', file=sys.stderr, flush=True)\n"
+    job = client.submit(Entrypoint.from_command(sys.executable, "-c", code), name="streams", resources=ResourceSpec(cpu=0.1))
+    capsys.readouterr()
+    assert job.wait(timeout=60, stream_logs=True).state is JobState.SUCCEEDED
+    printed = capsys.readouterr()
+    assert printed.out == "out-0\nout-1\nout-2\n"
+    assert [ln for ln in printed.err.splitlines() if not ln.startswith("[iris env] ")] == ["err-0", "err-1", "err-2"]
+    lines = list(job.logs())  # without the environment's lines: only the task's, each with its stream
+    assert [(ln.stream, ln.data) for ln in lines if ln.stream == "stdout"] == [("stdout", f"out-{i}") for i in range(3)]
+    assert [(ln.stream, ln.data) for ln in lines if ln.stream == "stderr"] == [("stderr", f"err-{i}") for i in range(3)]
+    assert len(lines) == 6
+    env = [ln for ln in job.logs(environment=True) if ln.is_environment]
+    assert env and all(ln.stream == "env" and not ln.data.startswith("[iris env]") for ln in env)
 
 
 def test_callable_from_module_missing_in_task_explains_workspace(client: IrisClient, tmp_path: Path) -> None:

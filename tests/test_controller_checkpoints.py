@@ -121,7 +121,10 @@ def test_controller_restored_from_checkpoint_keeps_finished_jobs_and_adopts_runn
         assert [ln.data for ln in client.job(done_id).logs()] == ["hello from done"]
         assert client.job(long_id).status().state == JobState.RUNNING  # adopted: its worker still runs it
         go.touch()
-        final = client.job(long_id).wait(timeout=120)
+        try:
+            final = client.job(long_id).wait(timeout=120)
+        except TimeoutError:
+            pytest.fail(f"the adopted job did not finish; controller log:\n{controller.log()[-6000:]}")
         assert final.state == JobState.SUCCEEDED
         assert len(final.tasks[0].attempts) == 1  # the same attempt finished: adopted, not rerun
         assert (markers / "long").read_text() == "started\n"

@@ -62,6 +62,11 @@ class Cluster:
         self.url = ""
         self.http_url = ""
 
+    @property
+    def token(self) -> str:
+        """The admin token the controller wrote for the user who started it."""
+        return (self.root / "state" / "owner.token").read_text().strip()
+
     def iris(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         owner = self.root / "state" / "owner.token"  # the controller runs with auth: present its owner's token
         token = {"IRIS_TOKEN": owner.read_text().strip()} if owner.exists() else {}
@@ -99,16 +104,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         c.cluster("stop")
 
 
-def get(url: str) -> tuple[int, dict[str, Any]]:
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def get(url: str, token: str) -> tuple[int, dict[str, Any]]:
+    """GET a JSON answer, presenting ``token`` ('' for none)."""
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_auth(token)), timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
 
 
-def post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+def post(url: str, body: bytes, token: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **_auth(token)})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -136,12 +146,32 @@ def test_dashboard_command_opens_the_url_in_the_users_browser(cluster: Cluster, 
     browser.chmod(0o755)
     shown = cluster.iris("cluster", "--config", str(cluster.config), "dashboard", env={"BROWSER": str(browser)})
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.strip() == cluster.http_url
-    until(lambda: opened.exists() and opened.read_text().strip() == cluster.http_url, timeout=30)
+    assert shown.stdout.strip() == cluster.http_url  # what the terminal (and its logs) keep: no ticket
+    until(lambda: opened.exists() and opened.read_text().startswith(cluster.http_url + "/login?ticket="), timeout=30)
+    link = opened.read_text().strip()  # a one-time link: the first use sets the session cookie, a second is refused
+    status, location, cookie = login_response(link)
+    assert (status, location) == (303, "/") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert login_response(link)[0] == 401
+
+
+def login_response(url: str) -> tuple[int, str, str]:
+    """(status, Location, Set-Cookie) of GET ``url``, not following the redirect."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}")
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Location", ""), response.getheader("Set-Cookie", "")
+    finally:
+        conn.close()
 
 
 def test_health_answers_ok_with_version_uptime_and_counts(cluster: Cluster) -> None:
-    status, body = get(cluster.http_url + "/health")
+    status, body = get(cluster.http_url + "/health", "")  # open: probes and bootstrap scripts have no token
     assert status == 200
     assert body["ok"] is True and body["version"] and body["uptime_seconds"] > 0
     assert body["workers"] >= 1 and isinstance(body["jobs"], dict)
@@ -163,19 +193,59 @@ def test_health_answers_ok_with_version_uptime_and_counts(cluster: Cluster) -> N
     ],
 )
 def test_api_bad_input_is_a_json_error_naming_field_value_and_accepted(cluster: Cluster, path: str, code: int, field: str, value: Any) -> None:
-    status, body = get(cluster.http_url + path)
+    status, body = get(cluster.http_url + path, cluster.token)
     assert status == code
     assert body["field"] == field and body["value"] == value and body["accepted"]
     assert field in body["error"] and "Traceback" not in body["error"]
 
 
+def test_without_a_token_the_api_and_page_answer_401_not_the_data(cluster: Cluster) -> None:
+    job_id = cluster.submit("true")
+    for path in ("/api/jobs", f"/api/job?id={job_id}", f"/api/logs?job={job_id}", "/api/workers", "/api/endpoints"):
+        status, body = get(cluster.http_url + path, "")
+        assert status == 401 and "requires a token" in body["error"] and job_id not in json.dumps(body), path
+    status, body = post(cluster.http_url + "/api/kill", json.dumps({"job_id": job_id}).encode(), "")
+    assert status == 401
+    try:
+        urllib.request.urlopen(cluster.http_url + "/", timeout=30)
+        raise AssertionError("the dashboard page was served without a token")
+    except urllib.error.HTTPError as exc:
+        page = exc.read().decode()
+        assert exc.code == 401 and 'action="/login"' in page and job_id not in page and "/static/app.js" not in page
+
+
+def test_another_users_jobs_are_neither_shown_nor_killable(cluster: Cluster) -> None:
+    created = cluster.iris("--config", str(cluster.config), "token", "create", "bob")
+    assert created.returncode == 0, created.stderr
+    bob = created.stdout.strip()
+    mine = cluster.submit("sh", "-c", "sleep 600")  # the owner's (an admin's) job
+    try:
+        ran = cluster.iris("--controller-url", cluster.url, "run", "--no-wait", "--cpu", "0.1", "--memory", "64MB", "--", "true",
+                           env={"IRIS_TOKEN": bob})  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        bobs = ran.stdout.strip().splitlines()[-1]
+        assert bobs.startswith("/bob/")
+        status, body = get(cluster.http_url + "/api/jobs?per_page=500", bob)
+        assert status == 200 and [j["job_id"] for j in body["jobs"]] == [bobs] and body["total"] == 1
+        status, body = get(f"{cluster.http_url}/api/job?id={mine}", bob)
+        assert status == 403 and "may not read" in body["error"] and "tasks" not in body
+        assert get(f"{cluster.http_url}/api/logs?job={mine}", bob)[0] == 403
+        status, body = post(cluster.http_url + "/api/kill", json.dumps({"job_id": mine}).encode(), bob)
+        assert status == 403 and "may not kill" in body["error"]
+        assert cluster.job_status(mine)["state"] in ("PENDING", "RUNNING")
+        status, body = get(f"{cluster.http_url}/api/job?id={bobs}", cluster.token)  # an admin sees (and may kill) every job
+        assert status == 200 and body["user"] == "bob" and body["may_kill"] is True
+    finally:
+        cluster.iris("job", "kill", "--controller-url", cluster.url, mine)
+
+
 def test_api_kill_refuses_bad_bodies_and_unknown_jobs(cluster: Cluster) -> None:
-    assert post(cluster.http_url + "/api/kill", b"not json")[0] == 400
-    status, body = post(cluster.http_url + "/api/kill", b'{"job_id": 7}')
+    assert post(cluster.http_url + "/api/kill", b"not json", cluster.token)[0] == 400
+    status, body = post(cluster.http_url + "/api/kill", b'{"job_id": 7}', cluster.token)
     assert status == 400 and body["field"] == "job_id"
-    status, body = post(cluster.http_url + "/api/kill", b'{"job_id": "/nobody/nothing"}')
+    status, body = post(cluster.http_url + "/api/kill", b'{"job_id": "/nobody/nothing"}', cluster.token)
     assert status == 404 and body["field"] == "job_id"
-    status, body = get(cluster.http_url + "/api/kill")
+    status, body = get(cluster.http_url + "/api/kill", cluster.token)
     assert status == 405
 
 
@@ -183,27 +253,27 @@ def test_api_pages_and_filters_jobs_submitted_by_the_cli(cluster: Cluster) -> No
     ids = [cluster.submit("true") for _ in range(3)]
     until(lambda: all(cluster.job_status(j)["state"] == "SUCCEEDED" for j in ids), timeout=UI_TIMEOUT)
     prefix = ids[0].rsplit("/", 1)[0] + "/"
-    status, body = get(f"{cluster.http_url}/api/jobs?prefix={prefix}&state=SUCCEEDED&per_page=2")
+    status, body = get(f"{cluster.http_url}/api/jobs?prefix={prefix}&state=SUCCEEDED&per_page=2", cluster.token)
     assert status == 200
     assert body["total"] >= 3 and body["per_page"] == 2 and len(body["jobs"]) == 2
     assert body["pages"] == -(-body["total"] // 2)
     assert all(j["state"] == "SUCCEEDED" and j["tasks_by_state"] == {"SUCCEEDED": 1} for j in body["jobs"])
     newest_first = [j["submitted_at"] for j in body["jobs"]]
     assert newest_first == sorted(newest_first, reverse=True)
-    assert get(f"{cluster.http_url}/api/jobs?prefix=/no-such-prefix/")[1]["total"] == 0
-    status, job = get(f"{cluster.http_url}/api/job?id={ids[0]}")
+    assert get(f"{cluster.http_url}/api/jobs?prefix=/no-such-prefix/", cluster.token)[1]["total"] == 0
+    status, job = get(f"{cluster.http_url}/api/job?id={ids[0]}", cluster.token)
     assert status == 200 and job["tasks"][0]["attempts"][0]["exit_code"] == 0 and job["tasks"][0]["attempts"][0]["worker_id"]
 
 
 def test_dashboard_assets_are_served_from_the_package_and_nothing_else(cluster: Cluster) -> None:
-    with urllib.request.urlopen(cluster.http_url + "/", timeout=30) as response:
+    with urllib.request.urlopen(urllib.request.Request(cluster.http_url + "/", headers=_auth(cluster.token)), timeout=30) as response:
         page = response.read().decode()
     assert "/static/app.js" in page and "http" not in page.replace('lang="en"', "").split("<body>")[0].replace("/static/", "")
     for name in ("app.js", "style.css"):
-        with urllib.request.urlopen(f"{cluster.http_url}/static/{name}", timeout=30) as response:
+        with urllib.request.urlopen(urllib.request.Request(f"{cluster.http_url}/static/{name}", headers=_auth(cluster.token)), timeout=30) as response:
             text = response.read().decode()
         assert "https://" not in text and "//cdn" not in text
-    assert get(cluster.http_url + "/static/..%2fhttp_server.py")[0] == 404
+    assert get(cluster.http_url + "/static/..%2fhttp_server.py", cluster.token)[0] == 404
 
 
 def test_http_port_off_serves_no_http_and_dashboard_says_how_to_turn_it_on(tmp_path: Path) -> None:
@@ -275,7 +345,7 @@ def _install_browser() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def browser():
+def chromium():
     problem = _install_browser()
     if problem:
         pytest.skip(problem)
@@ -297,6 +367,22 @@ def browser():
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser(cluster: Cluster, chromium: Any) -> Any:
+    """Chromium logged in to the cluster's dashboard the way a user is: through the one-time
+    login link `iris cluster dashboard` makes (exchanged for the HttpOnly session cookie)."""
+    shown = cluster.cluster("dashboard", "--login-link")
+    assert shown.returncode == 0, shown.stderr
+    link = shown.stdout.strip()
+    assert link.startswith(cluster.http_url + "/login?ticket=")
+    chromium.get(link)
+    until(lambda: chromium.current_url.split("#")[0].rstrip("/") == cluster.http_url and "ticket" not in chromium.current_url, timeout=UI_TIMEOUT)
+    assert [c["name"] for c in chromium.get_cookies()] == ["iris_token"]
+    assert chromium.get_cookies()[0]["httpOnly"] is True and chromium.get_cookies()[0]["sameSite"] == "Strict"
+    assert chromium.execute_script("return document.cookie;") == ""  # the page's scripts cannot read it
+    return chromium
 
 
 @pytest.fixture(scope="session")
@@ -373,6 +459,13 @@ def test_failing_task_shows_its_exit_code_and_error(cluster: Cluster, browser: A
     assert text_of(browser, "#tasks tr.task .error") == task_error
     assert text_of(browser, "#attempts tr.attempt .exit-code") == "3"
     until(lambda: "about to fail" in text_of(browser, "#log"), timeout=UI_TIMEOUT)
+    # the line the task wrote to stderr says so, and in another colour than stdout's
+    line = browser.find_element("css selector", "#log .log-line.stderr")
+    assert line.get_attribute("data-stream") == "stderr" and "about to fail" in line.text
+    assert line.find_element("css selector", ".stream").text == "err"
+    assert line.value_of_css_property("color") != browser.find_element("css selector", "#log").value_of_css_property("color")
+    code, data = get(f"{cluster.http_url}/api/logs?job={job_id}", cluster.token)
+    assert code == 200 and [(ln["stream"], ln["data"]) for ln in data["lines"] if ln["stream"] != "env"] == [("stderr", "about to fail")]
     screenshots(browser, "job-failed")
     assert not_reloaded(browser)
 
@@ -403,10 +496,10 @@ def test_workers_scale_groups_and_endpoints_pages_show_the_cluster(cluster: Clus
 
     server = cluster.submit("sh", "-c", "sleep 600")
     until(lambda: cluster.job_status(server)["state"] == "RUNNING", timeout=UI_TIMEOUT)
-    with IrisClient.remote(cluster.url, token=(cluster.root / "state" / "owner.token").read_text().strip()) as client:  # what an ActorServer in the task does
+    with IrisClient.remote(cluster.url, token=cluster.token) as client:  # what an ActorServer in the task does
         client.register_endpoint("dash-test-actor", "127.0.0.1:45678", job_id=server, metadata={"kind": "actor"})
     try:
-        _, workers = get(cluster.http_url + "/api/workers")
+        _, workers = get(cluster.http_url + "/api/workers", cluster.token)
         worker = next(w for w in workers["workers"] if not w["lost"])
         assert worker["running_attempts"] >= 1 and worker["free_cpu"] < worker["cpu"]
         assert {"task_id": f"{server}/0", "attempt_id": 0, "state": "RUNNING"} in worker["attempts"]
@@ -469,3 +562,20 @@ def test_jobs_page_past_the_last_page_falls_back_to_the_first(cluster: Cluster, 
     until(lambda: "page 1 of" in text_of(browser, "#page-info") and row_state(browser, done) == "SUCCEEDED", timeout=UI_TIMEOUT)
     assert "page=" not in browser.current_url
     assert not_reloaded(browser)
+
+
+def test_without_a_session_the_browser_gets_the_login_page_and_the_form_logs_in(cluster: Cluster, browser: Any, screenshots: Any) -> None:
+    done = cluster.submit("true")
+    until(lambda: cluster.job_status(done)["state"] == "SUCCEEDED", timeout=UI_TIMEOUT)
+    browser.delete_all_cookies()
+    browser.get(cluster.http_url + "/#/jobs")
+    until(lambda: browser.find_elements("css selector", "#login input[name=token]") != [], timeout=UI_TIMEOUT)
+    assert done not in browser.page_source
+    screenshots(browser, "login")
+    browser.find_element("css selector", "#login input[name=token]").send_keys("not-a-token")
+    browser.find_element("css selector", "#login button").click()
+    until(lambda: "not valid here" in text_of(browser, "#login"), timeout=UI_TIMEOUT)
+    browser.find_element("css selector", "#login input[name=token]").send_keys(cluster.token)
+    browser.find_element("css selector", "#login button").click()
+    until(lambda: row_state(browser, done) == "SUCCEEDED", timeout=UI_TIMEOUT)  # the dashboard, with the data
+    assert browser.get_cookies()[0]["httpOnly"] is True

@@ -119,3 +119,22 @@ def test_tunnel_with_a_wrong_key_is_one_line_naming_the_host(host: SshServer, cl
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
     assert f"{host.user}@{host.address}:{host.port}: authentication failed with key {wrong}" in result.stderr, result.stderr
+
+
+def test_login_checks_the_token_through_the_tunnel_and_keeps_it_for_the_controller(
+    host: SshServer, controller: ControllerProcess, client_config: Path, workspace: Path, tmp_path: Path, iris
+) -> None:
+    import json
+
+    home = tmp_path / "home"
+    home.mkdir()
+    before = logins(host)
+    login = iris("--config", str(client_config), "login", "--token", controller.token, cwd=workspace, env={"HOME": str(home)})
+    assert login.returncode == 0, login.stderr
+    assert logins(host) >= before + 1, "iris login did not go through the config's ssh tunnel"
+    kept = json.loads((home / ".iris" / "credentials.json").read_text())
+    assert kept == {f"http://127.0.0.1:{controller.port}": controller.token}  # the controller's URL, not the tunnel's end
+    before = logins(host)
+    who = iris("--config", str(client_config), "whoami", cwd=workspace, env={"HOME": str(home)})
+    assert who.returncode == 0 and who.stdout.startswith("admin "), who.stderr
+    assert logins(host) >= before + 1

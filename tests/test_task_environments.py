@@ -21,7 +21,6 @@ import pytest
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, TaskState
 from iris.cluster.worker.environment import MARKER, EnvironmentBuilder, find_uv
-from iris.job.records import ENVIRONMENT_LOG_PREFIX
 from iris.testing import wait_until
 
 IRIS_CORE = Path(__file__).resolve().parents[1] / "iris-core"
@@ -125,7 +124,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IrisClient]:
 
 
 def _env_lines(job) -> list[str]:  # noqa: ANN001
-    return [ln.data.removeprefix(ENVIRONMENT_LOG_PREFIX) for ln in job.logs(environment=True) if ln.is_environment]
+    return [ln.data for ln in job.logs(environment=True) if ln.stream == "env"]
 
 
 def _output(job) -> list[str]:  # noqa: ANN001

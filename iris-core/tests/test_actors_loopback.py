@@ -285,3 +285,50 @@ def test_server_interceptor_and_client_metadata_hook_carry_a_credential() -> Non
         assert time.monotonic() - started < 5  # refused at once, not retried as if unavailable
         pool = ActorPool(resolver, "counter", metadata=lambda: [("authorization", "Bearer s3cret")])
         assert pool.call.add(1) == 2
+
+
+def test_actor_gate_admits_the_job_tree_its_owner_and_admins_and_asks_once_per_token() -> None:
+    """The check an actor server inside a task makes, with a real token checker standing in for
+    the controller's WhoAmI (the cluster test, tests/test_actors_auth.py, asks a real controller)."""
+    from iris.actor import ActorGate, ActorPermissionDenied
+    from iris.auth import Authenticator, Principal, Role, TokenSigner
+
+    auth = Authenticator(TokenSigner(b"s" * 32))
+    asked: list[str] = []
+
+    def who_is(token: str) -> Principal | None:
+        asked.append(token)
+        return auth.authenticate(token)
+
+    own = auth.mint(Principal(Role.TASK, "alice", "/alice/train/coordinator"))
+    gate = ActorGate("", own, "/alice/train/coordinator", who_is=who_is)
+    tokens = {
+        "sibling task": auth.mint(Principal(Role.TASK, "alice", "/alice/train/workers")),
+        "driver task": auth.mint(Principal(Role.TASK, "alice", "/alice/train")),
+        "owner": auth.mint(Principal(Role.USER, "alice")),
+        "admin": auth.mint(Principal(Role.ADMIN, "root")),
+        "other tree": auth.mint(Principal(Role.TASK, "alice", "/alice/eval")),
+        "other user": auth.mint(Principal(Role.USER, "bob")),
+        "other user's task": auth.mint(Principal(Role.TASK, "bob", "/bob/x")),
+        "forged": "iris1.e30.forged",
+        "none": "",
+    }
+    with ActorServer(gate=gate) as server:
+        server.register("counter", Counter())
+        resolver = FixedResolver({"counter": server.address})
+        outcomes = {}
+        for who, token in tokens.items():
+            sent = [("authorization", f"Bearer {token}")] if token else []
+            client = ActorClient(resolver, "counter", metadata=lambda sent=sent: sent)
+            try:
+                client.add(1)
+                client.add(1)  # a second call is answered from the cache
+                outcomes[who] = "ok"
+            except ActorPermissionDenied as exc:
+                assert isinstance(exc, PermissionError)
+                outcomes[who] = str(exc).split(": ", 2)[-1]
+    assert [w for w, o in outcomes.items() if o == "ok"] == ["sibling task", "driver task", "owner", "admin"]
+    assert outcomes["other tree"].startswith("actor call refused: a task of /alice/eval may not call the actors of /alice/train/coordinator")
+    assert "user bob may not call" in outcomes["other user"] and "a task of /bob/x" in outcomes["other user's task"]
+    assert "not valid for this cluster" in outcomes["forged"] and "no credential" in outcomes["none"]
+    assert asked == [own, *(t for t in tokens.values() if t)]  # once per token: no round trip per call

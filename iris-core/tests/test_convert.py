@@ -263,7 +263,7 @@ TO_PROTO: list[tuple[str, Callable[[], Message], tuple[str, ...]]] = [
     ),
     (
         "log lines -> GetLogsResponse",
-        lambda: convert.logs_to_proto([("/alice/train", LogLine(1, 2, 3.0, "hello"))], "cursor", True),
+        lambda: convert.logs_to_proto([("/alice/train", LogLine(1, 2, 3.0, "hello", "stderr"))], "cursor", True),
         (),
     ),
 ]

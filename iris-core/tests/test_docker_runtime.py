@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from iris.plugin.protocols import ContainerSpec, TaskStartError
+from iris.runtime.output_log import parse_record
 from iris.runtime.docker import ENTRYPOINT, LABEL_MANAGED, DockerRuntime, container_name, create_kwargs, pids_limit
 from iris.testing.contracts import ContainerRuntimeContract
 from iris.testing.polling import wait_until
@@ -202,6 +203,12 @@ def _run(runtime: DockerRuntime, tmp_path: Path, argv: list[str], env_extra: dic
     return runtime.start(spec)
 
 
+def _lines(handle: Any) -> list[tuple[str, str]]:
+    """``(stream, text)`` of each record of the handle's log."""
+    records = handle.read_logs(0, 1 << 20).split(b"\n")[:-1]
+    return [(stream, content.decode()) for stream, content, _ in map(parse_record, records)]
+
+
 @pytest.mark.docker
 def test_docker_container_has_the_limits_and_labels_asked_for(docker_runtime: DockerRuntime, tmp_path: Path) -> None:
     handle = _run(docker_runtime, tmp_path, ["sleep", "30"], cpu=1, memory_bytes=64 << 20)
@@ -227,7 +234,7 @@ def test_docker_mounts_are_read_only_and_cwd_and_writable_paths_writable(docker_
     )
     handle = _run(docker_runtime, work, ["sh", "-c", script], mounts=[shared], writable_mounts=[attempt])
     assert handle.wait(timeout=60).exit_code == 0
-    assert handle.read_logs(0, 1 << 20).decode().split() == ["from-the-env", "wrote-cwd", "wrote-attempt"]
+    assert _lines(handle) == [("stdout", "from-the-env"), ("stdout", "wrote-cwd"), ("stdout", "wrote-attempt")]
     assert (attempt / "result.pkl").read_text() == "done\n"
     assert (work / "result").read_text() == "out\n"
     assert (work / "result").stat().st_uid == os.getuid()
@@ -238,7 +245,7 @@ def test_docker_missing_command_exits_127_saying_not_found(docker_runtime: Docke
     handle = _run(docker_runtime, tmp_path, ["no-such-program", "x"])
     status = handle.wait(timeout=60)
     assert status.exit_code == 127
-    assert b"no-such-program: not found" in handle.read_logs(0, 1 << 20)
+    assert [data for stream, data in _lines(handle) if "no-such-program: not found" in data and stream == "stderr"], _lines(handle)
 
 
 @pytest.mark.docker
@@ -263,12 +270,12 @@ def test_docker_removed_container_is_gone_from_the_engine(docker_runtime: Docker
 
 
 @pytest.mark.docker
-def test_docker_adopting_a_followed_container_copies_each_log_byte_once(
+def test_docker_adopting_a_followed_container_copies_each_line_once(
     docker_runtime: DockerRuntime, docker_engine: DockerEngine, docker_base_image: str, tmp_path: Path
 ) -> None:
-    script = "echo first; while [ ! -e gate ]; do sleep 0.05; done; echo second"
+    script = "echo first; echo err-first >&2; printf half; while [ ! -e gate ]; do sleep 0.05; done; echo -line; echo second >&2"
     handle = _run(docker_runtime, tmp_path, ["sh", "-c", script])
-    assert wait_until(lambda: handle.read_logs(0, 100) == b"first\n", timeout=60)
+    assert wait_until(lambda: sorted(_lines(handle)) == [("stderr", "err-first"), ("stdout", "first")], timeout=60)
     # the same runtime hands out the handle it has; another one (a restarted worker) adopts it
     assert docker_runtime.list_containers({"iris-test": tmp_path.name}) == [handle]
     other = DockerRuntime(tmp_path / "runtime", base_url=docker_engine.url, default_image=docker_base_image)
@@ -278,7 +285,10 @@ def test_docker_adopting_a_followed_container_copies_each_log_byte_once(
         (tmp_path / "gate").touch()
         assert handle.wait(timeout=60).exit_code == 0
         assert adopted.wait(timeout=60).exit_code == 0
-        assert handle.read_logs(0, 100) == adopted.read_logs(0, 100) == b"first\nsecond\n"
+        assert handle.read_logs(0, 1000) == adopted.read_logs(0, 1000)
+        # each stream's lines once, in order; the line half-written when it was adopted whole
+        assert [ln for ln in _lines(handle) if ln[0] == "stdout"] == [("stdout", "first"), ("stdout", "half-line")]
+        assert [ln for ln in _lines(handle) if ln[0] == "stderr"] == [("stderr", "err-first"), ("stderr", "second")]
     finally:
         other.close()
 
@@ -312,7 +322,7 @@ def test_docker_named_port_is_reachable_on_this_machine(docker_runtime: DockerRu
         "conn, _ = s.accept(); conn.sendall(b'hello over the host network'); conn.close()\n"
     )
     handle = _run(docker_runtime, tmp_path, ["python3", "-c", code], env_extra={"IRIS_PORT_HTTP": str(port)})
-    assert wait_until(lambda: b"listening" in handle.read_logs(0, 100), timeout=60), handle.read_logs(0, 1000)
+    assert wait_until(lambda: ("stdout", "listening") in _lines(handle), timeout=60), handle.read_logs(0, 1000)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         assert conn.recv(100) == b"hello over the host network"
     assert handle.wait(timeout=60).exit_code == 0

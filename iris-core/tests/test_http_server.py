@@ -162,3 +162,137 @@ def test_http_server_refuses_a_port_in_use_with_one_line(controller: Controller,
 
     with pytest.raises(IrisError, match=rf"controller.http_port: cannot listen on 127.0.0.1:{server.port}"):
         HttpServer(controller, port=server.port)
+
+
+# --- behind the RPCs' authentication (the controller's Authenticator) ---------------------------
+
+
+class Tokens:
+    """Minted credentials of one cluster secret: an admin, two users, a worker."""
+
+    def __init__(self) -> None:
+        from iris.auth import Authenticator, Principal, Role, TokenSigner
+
+        self.auth = Authenticator(TokenSigner(b"k" * 32))
+        self.admin = self.auth.mint(Principal(Role.ADMIN, "root"))
+        self.alice = self.auth.mint(Principal(Role.USER, "alice"))
+        self.bob = self.auth.mint(Principal(Role.USER, "bob"))
+        self.worker = self.auth.mint(Principal(Role.WORKER, "w1"))
+
+
+@pytest.fixture
+def tokens() -> Tokens:
+    return Tokens()
+
+
+@pytest.fixture
+def authed(controller: Controller, tokens: Tokens) -> Iterator[HttpServer]:
+    s = HttpServer(controller, auth=tokens.auth)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def bearer(token: str, **more: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **more}
+
+
+def set_cookie(server: HttpServer, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """(status, Location, Set-Cookie) of a login request."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Location", ""), response.getheader("Set-Cookie", "")
+    finally:
+        conn.close()
+
+
+def test_auth_on_without_a_token_gets_401_and_the_login_page_not_the_data(authed: HttpServer) -> None:
+    status, page = request(authed, "GET", "/")
+    assert status == 401 and b'action="/login"' in page and b"/static/app.js" not in page
+    for path in ("/api/jobs", "/api/job?id=/alice/j2", "/api/logs?job=/alice/j2", "/api/workers", "/api/endpoints", "/static/app.js"):
+        status, body = request(authed, "GET", path)
+        assert status == 401 and "requires a token" in body["error"], path
+        assert "/alice/" not in json.dumps(body)
+    status, body = request(authed, "GET", "/api/jobs", headers=bearer("iris1.forged.token"))
+    assert status == 401 and "not valid" in body["error"]
+
+
+def test_auth_on_health_stays_open_for_probes(authed: HttpServer) -> None:
+    status, body = request(authed, "GET", "/health")
+    assert status == 200 and body["ok"] is True and body["jobs"] == {"PENDING": 5, "KILLED": 2}
+
+
+def test_auth_on_a_user_sees_and_kills_only_their_own_jobs(authed: HttpServer, controller: Controller, tokens: Tokens) -> None:
+    status, body = request(authed, "GET", "/api/jobs", headers=bearer(tokens.bob))
+    assert status == 200 and {j["job_id"] for j in body["jobs"]} == {"/bob/j1", "/bob/j3", "/bob/j5"}
+    assert body["counts"] == {"PENDING": 2, "KILLED": 1}
+    status, body = request(authed, "GET", "/api/jobs?user=alice", headers=bearer(tokens.bob))
+    assert status == 403 and "only their own jobs" in body["error"]
+    for path in ("/api/job?id=/alice/j2", "/api/logs?job=/alice/j2"):
+        status, body = request(authed, "GET", path, headers=bearer(tokens.bob))
+        assert status == 403 and "belongs to alice" in body["error"] and "tasks" not in body, path
+    status, body = request(authed, "GET", "/api/job?id=/bob/j3", headers=bearer(tokens.bob))
+    assert status == 200 and body["may_kill"] is True
+    kill = {"Content-Type": "application/json"}
+    status, body = request(authed, "POST", "/api/kill", b'{"job_id": "/alice/j2"}', bearer(tokens.bob, **kill))
+    assert status == 403 and "may not kill /alice/j2" in body["error"]
+    assert controller.job_state("/alice/j2")[1] is JobState.PENDING
+    status, body = request(authed, "POST", "/api/kill", b'{"job_id": "/bob/j3"}', {"Cookie": f"iris_token={tokens.bob}", **kill})
+    assert status == 200 and controller.job_state("/bob/j3")[1] is JobState.KILLED
+
+
+def test_auth_on_an_admin_sees_and_kills_every_job_and_a_worker_sees_nothing(authed: HttpServer, controller: Controller, tokens: Tokens) -> None:
+    status, body = request(authed, "GET", "/api/jobs", headers=bearer(tokens.admin))
+    assert status == 200 and body["total"] == 7
+    status, body = request(authed, "GET", "/api/job?id=/alice/j2", headers=bearer(tokens.admin))
+    assert status == 200 and body["may_kill"] is True
+    status, _ = request(authed, "POST", "/api/kill", b'{"job_id": "/alice/j2"}', bearer(tokens.admin, **{"Content-Type": "application/json"}))
+    assert status == 200 and controller.job_state("/alice/j2")[1] is JobState.KILLED
+    for path in ("/api/jobs", "/api/workers", "/"):
+        status, body = request(authed, "GET", path, headers=bearer(tokens.worker))
+        assert status == 403 and "worker" in body["error"], path
+
+
+def test_login_link_is_one_time_and_sets_an_httponly_strict_session_cookie(authed: HttpServer, tokens: Tokens) -> None:
+    status, body = request(authed, "POST", "/api/login-ticket", b"{}", bearer(tokens.alice, **{"Content-Type": "application/json"}))
+    assert status == 200 and body["ticket"]
+    ticket = body["ticket"]
+    status, body = request(authed, "GET", "/api/jobs", headers=bearer(ticket))  # a ticket is no bearer token
+    assert status == 401
+    status, location, cookie = set_cookie(authed, "GET", f"/login?ticket={ticket}")
+    assert status == 303 and location == "/"
+    assert cookie.startswith("iris_token=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie and ticket not in cookie
+    session = cookie.split(";")[0].removeprefix("iris_token=")
+    status, body = request(authed, "GET", "/api/jobs", headers={"Cookie": f"iris_token={session}"})
+    assert status == 200 and {j["job_id"] for j in body["jobs"]} == {"/alice/j0", "/alice/j2", "/alice/j4", "/alice/j6"}
+    assert tokens.auth.authenticate(session) is None  # a session is good on the HTTP side only, not for the RPCs
+    status, page = request(authed, "GET", "/", headers={"Cookie": f"iris_token={session}"})
+    assert status == 200 and b"/static/app.js" in page
+    status, location, cookie = set_cookie(authed, "GET", f"/login?ticket={ticket}")  # used once already
+    assert status == 401 and not cookie
+    assert set_cookie(authed, "GET", "/login?ticket=iris1.bad.ticket")[0] == 401
+
+
+def test_login_form_checks_the_token_and_refuses_other_sites(authed: HttpServer, tokens: Tokens) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, page = request(authed, "GET", "/login")
+    assert status == 200 and b'name="token"' in page
+    status, location, cookie = set_cookie(authed, "POST", "/login", f"token={tokens.bob}".encode(), form)
+    assert status == 303 and "HttpOnly" in cookie and tokens.bob not in cookie
+    status, page = request(authed, "POST", "/login", b"token=wrong", form)
+    assert status == 401 and b"not valid here" in page
+    status, body = request(authed, "POST", "/login", f"token={tokens.bob}".encode(), {**form, "Origin": "https://evil.example"})
+    assert status == 403
+    status, _, cookie = set_cookie(authed, "GET", "/logout")
+    assert status == 303 and "Max-Age=0" in cookie
+
+
+def test_auth_off_login_pages_lead_to_the_dashboard(server: HttpServer) -> None:
+    assert set_cookie(server, "GET", "/login")[:2] == (303, "/")
+    status, body = request(server, "POST", "/api/login-ticket", b"{}", {"Content-Type": "application/json"})
+    assert status == 200 and body == {"ticket": "", "auth_enabled": False}

@@ -1,5 +1,6 @@
 """The state database: a row per task and attempt (a change costs what changed, not the size of
-its job), and a schema-1 database (one document per job) migrated forward untouched in meaning."""
+its job), log lines with their stream, and a schema-1 database (one document per job) migrated
+forward untouched in meaning."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from iris.cluster.controller.controller import Controller, ObservedAttempt, Work
 from iris.cluster.controller.state import JobSpec
 from iris.cluster.controller.store import _SCHEMA_1, SCHEMA_VERSION, Store
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec, TaskState
+from iris.runtime.output_log import ENV, STDERR, STDOUT, encode, encode_text
 
 GB = 1 << 30
 
@@ -60,7 +62,8 @@ def test_store_schema_1_database_is_migrated_with_tasks_attempts_and_children(tm
              "tasks": [{"job_id": "/parent/child", "index": 0, "state": "PENDING", "attempts": []}], "state": "PENDING"}
     for doc in (parent, child):
         conn.execute("INSERT INTO jobs VALUES (?, ?, ?)", (doc["job_id"], doc["submitted_at"], json.dumps(doc)))
-    conn.execute("INSERT INTO logs VALUES ('/parent', 0, 0, 0, 1.5, 'hello')")
+    conn.execute("INSERT INTO logs VALUES ('/parent', 0, 0, 0, 1.4, '[iris env] using the cached environment')")
+    conn.execute("INSERT INTO logs VALUES ('/parent', 1, 0, 0, 1.5, 'hello')")
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
@@ -70,8 +73,27 @@ def test_store_schema_1_database_is_migrated_with_tasks_attempts_and_children(tm
     assert job.state is JobState.SUCCEEDED and job.children == ("/parent/child",)
     assert job.tasks[0].attempts[0].worker_id == "w0" and job.tasks[0].attempts[0].state is TaskState.SUCCEEDED
     lines, _, _, _ = controller.read_logs("/parent", "")
-    assert [line.data for _, line in lines] == ["hello"]
+    # lines from before streams: stdout, except the environment's (told apart by their prefix then)
+    assert [(line.stream, line.data) for _, line in lines] == [("env", "using the cached environment"), ("stdout", "hello")]
     assert controller.get_job("/parent/child").tasks[0].state is TaskState.PENDING
+
+
+def test_store_log_lines_keep_their_stream_across_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "controller.db"
+    controller = Controller(store=Store(db))
+    worker = WorkerIdentity("w0", cpu=1000, memory_bytes=1000 * GB)
+    controller.reconcile(worker, [], 0)
+    job_id = controller.launch_job(JobSpec(name="streams", entrypoint=Entrypoint.from_command("true"), resources=ResourceSpec(cpu=1)))
+    result = controller.reconcile(worker, [], 0)
+    data = encode_text(ENV, "building") + encode(STDOUT, b"out") + encode(STDERR, b"err") + encode(STDERR, b"tail", complete=False)
+    done = ObservedAttempt(f"{job_id}/0", 0, TaskState.SUCCEEDED, exit_code=0, log_data=data, log_complete=True)
+    controller.reconcile(worker, [done], result.version)
+    expected = [("env", "building"), ("stdout", "out"), ("stderr", "err"), ("stderr", "tail")]
+    lines, _, _, _ = controller.read_logs(job_id, "")
+    assert [(line.stream, line.data) for _, line in lines] == expected
+    lines, _, _, _ = Controller(store=Store(db)).read_logs(job_id, "")
+    assert [(line.stream, line.data) for _, line in lines] == expected
+    assert rows(db, "SELECT stream FROM logs ORDER BY seq") == [(2,), (0,), (1,), (1,)]
 
 
 def test_store_keeps_a_jobs_extras_and_pip_packages_and_reads_older_specs_without_them(tmp_path: Path) -> None:

@@ -30,6 +30,19 @@ def started(tmp_path: Path) -> Iterator[list[ProcessHandle]]:
         handle.wait(timeout=10)
 
 
+def _punches_holes(directory: Path) -> bool:
+    """Whether this filesystem gives back a hole's blocks (what ProcessHandle's release relies on)."""
+    from iris_local.process_runtime import release
+
+    probe = directory / "hole-probe"
+    probe.write_bytes(b"x" * (1 << 20))
+    before = os.stat(probe).st_blocks
+    release(probe, 0, 1 << 20)
+    after = os.stat(probe).st_blocks
+    probe.unlink()
+    return after < before
+
+
 def start(
     runtime: ProcessRuntime, started: list, tmp_path: Path, container_id: str, argv: list[str], **kw: object
 ) -> ProcessHandle:
@@ -48,7 +61,26 @@ def test_process_runtime_keeps_meta_log_and_exit_code_files(tmp_path: Path, star
     meta = json.loads((directory / "meta.json").read_text())
     assert (meta["container_id"], meta["labels"], meta["argv"]) == ("c1", {"k": "v"}, ["sh", "-c", "echo out; exit 4"])
     assert (directory / "exit_code").read_text().strip() == "4"
-    assert (directory / "output.log").read_bytes() == b"out\n"
+    assert (directory / "stdout").read_bytes() == b"out\n"
+    assert handle.read_logs(0, 100) == (directory / "output.log").read_bytes() == b"o  out\n"
+
+
+def test_process_runtime_keeps_each_stream_apart_and_an_adopting_runtime_resumes_its_records(
+    tmp_path: Path, started: list
+) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    script = "echo out-1; echo err-1 >&2; read _ < fifo; echo out-2; printf err-2 >&2"
+    os.mkfifo(tmp_path / "fifo")
+    handle = start(runtime, started, tmp_path, "c1", ["sh", "-c", script])
+    assert wait_until(lambda: handle.log_size() == len(b"o  out-1\ne  err-1\n"), timeout=TIMEOUT)
+    assert sorted(handle.read_logs(0, 100).splitlines()) == [b"e  err-1", b"o  out-1"]
+    adopted = ProcessRuntime(tmp_path / "rt").list_containers({})[0]  # as a restarted worker would
+    with open(tmp_path / "fifo", "w") as fifo:
+        fifo.write("go\n")
+    assert adopted.wait(timeout=TIMEOUT).exit_code == 0
+    records = adopted.read_logs(0, 1000).splitlines()
+    assert len(records) == 4 and records[2:] == [b"o  out-2", b"e+ err-2"], records
+    assert handle.read_logs(0, 1000) == adopted.read_logs(0, 1000)  # the first handle sees the same records
 
 
 def test_process_runtime_start_reusing_an_id_replaces_the_old_files(tmp_path: Path, started: list) -> None:
@@ -57,7 +89,7 @@ def test_process_runtime_start_reusing_an_id_replaces_the_old_files(tmp_path: Pa
     first.wait(timeout=TIMEOUT)
     second = start(runtime, started, tmp_path, "same", ["sh", "-c", "echo second"])
     second.wait(timeout=TIMEOUT)
-    assert second.read_logs(0, 100) == b"second\n"
+    assert second.read_logs(0, 100) == b"o  second\n"
     assert len(runtime.list_containers({})) == 1
 
 
@@ -152,8 +184,8 @@ def test_process_runtime_finds_commands_relative_to_cwd_and_through_path(tmp_pat
     relative = runtime.start(ContainerSpec(container_id="c2", argv=["./bin/hello"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}))
     started.extend([by_path, relative])
     assert by_path.wait(timeout=TIMEOUT).exit_code == 0 and relative.wait(timeout=TIMEOUT).exit_code == 0
-    assert by_path.read_logs(0, 100) == b"hello from bin/hello\n"
-    assert relative.read_logs(0, 100) == b"hello from ./bin/hello\n"
+    assert by_path.read_logs(0, 100) == b"o  hello from bin/hello\n"
+    assert relative.read_logs(0, 100) == b"o  hello from ./bin/hello\n"
 
 
 def test_process_runtime_kill_right_after_start_reaches_the_task(tmp_path: Path, started: list) -> None:
@@ -202,3 +234,28 @@ def test_process_runtime_without_cgroups_samples_memory(tmp_path: Path) -> None:
 def test_process_runtime_unknown_cgroup_mode_names_what_is_accepted(tmp_path: Path) -> None:
     with pytest.raises(CgroupError, match=r"IRIS_CGROUPS: 'v3' is not one of auto, v1, v2, off"):
         ProcessRuntime(tmp_path / "rt", cgroups="v3")
+
+
+def test_process_runtime_output_larger_than_one_move_comes_whole_and_in_order(tmp_path: Path, started: list) -> None:
+    runtime = ProcessRuntime(tmp_path / "rt")
+    code = "import sys\nw = sys.stdout.write\nfor i in range(1_000_000):\n    w(f'{i:09d}\\n')\nsys.stderr.write('done')\n"
+    handle = start(runtime, started, tmp_path, "big", [sys.executable, "-c", code])
+    assert handle.wait(timeout=TIMEOUT).exit_code == 0
+    data = b""
+    while True:  # as the worker reads: what is there, then again until nothing more comes
+        size = handle.log_size()
+        data += handle.read_logs(len(data), size - len(data))
+        if handle.log_size() == len(data):
+            break
+    records = data.split(b"\n")[:-1]
+    assert len(records) == 1_000_001
+    assert [r for r in records if r.startswith(b"e")] == [b"e+ done"]
+    # the moved bytes are on disk once: the stream file keeps its size, not its blocks (ext4, tmpfs...)
+    stdout = os.stat(tmp_path / "rt" / "containers" / "big" / "stdout")
+    assert stdout.st_size == 10_000_000
+    if _punches_holes(tmp_path):
+        assert stdout.st_blocks * 512 < 2 << 20, stdout
+    # a restarted worker's handle counts what the records hold (over several pieces) and adds nothing
+    (adopted,) = ProcessRuntime(tmp_path / "rt").list_containers({})
+    assert adopted.log_size() == len(data) and adopted.read_logs(0, len(data) + 1) == data
+    assert [r for r in records if r.startswith(b"o")] == [b"o  %09d" % i for i in range(1_000_000)]

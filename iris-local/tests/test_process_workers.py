@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from iris.job.records import ENVIRONMENT_LOG_PREFIX
 from iris.cluster.worker.worker import start_in_process
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
@@ -141,7 +140,7 @@ def first_attempt_running(server: ControllerServer, job_id: str) -> bool:
 def log_lines(controller: Controller, job_id: str) -> list[str]:
     """The task's own lines (not the worker's about its environment)."""
     lines, _, _, _ = controller.read_logs(job_id, "")
-    return [line.data for _, line in lines if not line.data.startswith(ENVIRONMENT_LOG_PREFIX)]
+    return [line.data for _, line in lines if line.stream != "env"]
 
 
 # --- the VmManager contract -----------------------------------------------------------------

@@ -155,12 +155,11 @@ def _status(config: Any, controller_only: bool = False) -> dict[str, Any]:
         try:
             client = IrisClient.remote(stack.enter_context(connect_controller(config, info)), token=info_token(info))
             workers = client.list_workers()
-            jobs = client.list_jobs()
             controller.update(
                 healthy=True,
                 workers=sum(1 for w in workers if not w.lost),
                 lost_workers=sum(1 for w in workers if w.lost),
-                jobs={state: sum(1 for j in jobs if j.state.value == state) for state in sorted({j.state.value for j in jobs})},
+                jobs=_job_counts("" if info.remote else info.http_url, client),  # a VM's HTTP side is not reachable from here
             )
             known = {w.slice_id or w.attributes.get("slice", "") for w in workers if not w.lost}
             try:
@@ -194,6 +193,24 @@ def _status(config: Any, controller_only: bool = False) -> dict[str, Any]:
     finally:
         manager.close()
     return out
+
+
+def _job_counts(http_url: str, client: Any) -> dict[str, int]:
+    """Jobs by state: the controller's cheap counts (``/health`` answers them from
+    ``Controller.page_jobs(limit=0)`` without reading any job); every job listed only for a
+    controller that serves no HTTP."""
+    if http_url:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{http_url}/health", timeout=10) as response:
+                counts = json.loads(response.read()).get("jobs")
+            if isinstance(counts, dict):
+                return {str(k): int(v) for k, v in sorted(counts.items())}
+        except (OSError, ValueError):
+            pass  # an older controller, or its HTTP side is busy: count through the RPCs
+    jobs = client.list_jobs()
+    return {state: sum(1 for j in jobs if j.state.value == state) for state in sorted({j.state.value for j in jobs})}
 
 
 @cluster_group.command("status")
@@ -233,10 +250,17 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
 @cluster_group.command("dashboard")
 @click.option("--local", is_flag=True, help="The cluster was started with --local.")
 @click.option("--no-open", is_flag=True, help="Only print the URL; do not open a browser.")
+@click.option(
+    "--login-link", is_flag=True,
+    help="Print a one-time login link (valid for 2 minutes, usable once) instead of opening it; for a browser elsewhere.",
+)
 @click.pass_context
-def dashboard_command(ctx: click.Context, local: bool, no_open: bool) -> None:
+def dashboard_command(ctx: click.Context, local: bool, no_open: bool, login_link: bool) -> None:
     """Print the dashboard's URL and open it in a browser, through the config's tunnel
-    (controller.tunnel, else the provider's); a tunnel other than direct stays open until Ctrl-C."""
+    (controller.tunnel, else the provider's); a tunnel other than direct stays open until Ctrl-C.
+
+    With auth on, the browser opens a one-time login link: the controller exchanges it for a
+    session cookie and forgets it, so no token lands in a URL the browser keeps."""
     from iris.cluster.lifecycle import running_controller
 
     config = _config(ctx, local)
@@ -252,12 +276,27 @@ def dashboard_command(ctx: click.Context, local: bool, no_open: bool) -> None:
 
     direct = (config.controller.tunnel or _default_tunnel(config)) == "direct"
     with reach_controller(config, info.http_url, via=info.tunnel_host) as url:  # the same tunnel the CLI's RPCs use
-        click.echo(url)
-        if not no_open:
+        open_url = url
+        if login_link or not no_open:
+            ticket = _login_ticket(url, info_token(info))
+            open_url = f"{url}/login?ticket={ticket}" if ticket else url
+        if login_link:
+            click.echo(open_url)
+            if open_url == url:
+                click.echo("iris: this controller runs without auth; the dashboard needs no login", err=True)
+        else:
+            click.echo(url)
+        if not no_open and not login_link:
             import webbrowser
 
-            if not webbrowser.open(url):
-                click.echo("iris: no browser found here; open the URL above yourself", err=True)
+            if open_url != url:
+                click.echo("iris: opening a one-time login link in your browser", err=True)
+            if not webbrowser.open(open_url):
+                click.echo(
+                    "iris: no browser found here; open the URL above yourself and log in with a token "
+                    "(or use --login-link for a one-time link)",
+                    err=True,
+                )
         if not direct:
             click.echo("iris: the tunnel stays open until Ctrl-C", err=True)
             try:
@@ -266,6 +305,33 @@ def dashboard_command(ctx: click.Context, local: bool, no_open: bool) -> None:
                 threading.Event().wait()
             except KeyboardInterrupt:
                 pass
+
+
+def _login_ticket(url: str, token: str | None) -> str:
+    """A one-time login ticket from the dashboard at ``url`` for whoever ``token`` names; '' when
+    the controller runs without auth (or predates the login link: the login form remains)."""
+    if not token:
+        return ""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url}/api/login-ticket", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return str(json.loads(response.read()).get("ticket", ""))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return ""
+        try:
+            detail = json.loads(exc.read()).get("error", "")
+        except ValueError:
+            detail = ""
+        raise click.ClickException(f"the dashboard at {url} refused the login link: {detail or exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"the dashboard at {url} did not answer: {exc}") from None
 
 
 def _default_tunnel(config: Any) -> str:

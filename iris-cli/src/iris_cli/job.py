@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from iris_cli.attempts import AttemptMarks
+from iris_cli.log_lines import print_log_line
 from iris_cli.options import cluster_options, resolve
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
@@ -381,7 +382,10 @@ def logs_command(
     provider: str | None,
     controller_url: str | None,
 ) -> None:
-    """Print JOB's log lines; a job with several tasks prefixes each line with [task index]."""
+    """Print JOB's log lines; a job with several tasks prefixes each line with [task index].
+
+    What the task wrote to stdout goes to stdout, what it wrote to stderr to stderr, and the
+    lines about its environment (marked [iris env]) to stderr."""
     with _connect(ctx, config, controller_url) as client:
         job, status = _lookup(client, job_id)
         several = len(status.tasks) > 1
@@ -407,13 +411,7 @@ def logs_command(
                 if mark:
                     out.flush()
                     click.echo(mark, err=True)
-                if line.is_environment:  # the environment's build: status, not the job's output
-                    out.flush()
-                    click.echo(f"{prefix}{line.data}", err=True)
-                    continue
-                out.write(f"{prefix}{line.data}\n")
-                if follow:
-                    out.flush()
+                print_log_line(line, prefix, flush=follow)
             out.flush()
         except BrokenPipeError:
             # the reader went away (e.g. `| head`); stop quietly, without a second error at exit

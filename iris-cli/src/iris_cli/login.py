@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -20,11 +22,26 @@ def _url(ctx: click.Context, config: str | None, controller_url: str | None) -> 
     return _controller_target(ctx, config, controller_url)[0]
 
 
-def _client(ctx: click.Context, url: str, token: str | None = None) -> Any:
+@contextmanager
+def _client(ctx: click.Context, config: str | None, controller_url: str | None, token: str | None = None) -> Iterator[tuple[str, Any]]:
+    """(the controller's URL, a client of it): reached through the config's tunnel when the
+    address is the config's (``controller.tunnel``), as every other command reaches it. Tokens are
+    kept and found under the controller's URL, never a tunnel's local end."""
     from iris.auth import find_token
     from iris.client import IrisClient
+    from iris_cli.job import _controller_target
 
-    return IrisClient.remote(url, token=token or find_token(url, fallback=ctx.meta.get("iris_owner_token", "")) or None)
+    url, loaded = _controller_target(ctx, config, controller_url)
+    token = token or find_token(url, fallback=ctx.meta.get("iris_owner_token", "")) or None
+    reach = url
+    if loaded is not None:
+        from iris.cluster.lifecycle import reach_controller
+
+        with reach_controller(loaded, url) as reach, IrisClient.remote(reach, token=token) as client:
+            yield url, client
+        return
+    with IrisClient.remote(reach, token=token) as client:
+        yield url, client
 
 
 def _ttl(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
@@ -47,17 +64,13 @@ def login_command(ctx: click.Context, config: str | None, provider: str | None, 
     ~/.iris/credentials.json (mode 600); later commands and IrisClient.remote use it."""
     from iris.auth import store_token
 
-    url = _url(ctx, config, controller_url)
     if token_text is None:
         token_text = sys.stdin.readline() if not sys.stdin.isatty() else click.prompt("token", hide_input=True)
     token_text = token_text.strip()
     if not token_text:
         raise click.UsageError("no token given; pass --token TOKEN or give it on stdin")
-    client = _client(ctx, url, token_text)
-    try:
+    with _client(ctx, config, controller_url, token_text) as (url, client):
         who = client.whoami()
-    finally:
-        client.close()
     if not who.auth_enabled:
         click.echo(f"iris: the controller at {url} runs without auth; nothing to log in to", err=True)
         return
@@ -81,12 +94,8 @@ def logout_command(ctx: click.Context, config: str | None, provider: str | None,
 @click.pass_context
 def whoami_command(ctx: click.Context, config: str | None, provider: str | None, controller_url: str | None) -> None:
     """Who the controller takes you for (role and name)."""
-    url = _url(ctx, config, controller_url)
-    client = _client(ctx, url)
-    try:
+    with _client(ctx, config, controller_url) as (url, client):
         who = client.whoami()
-    finally:
-        client.close()
     if not who.auth_enabled:
         click.echo(f"{url}: auth is off; every caller may do anything")
         return
@@ -108,9 +117,5 @@ def token_create(
     ctx: click.Context, name: str, role: str, ttl: float, config: str | None, provider: str | None, controller_url: str | None
 ) -> None:
     """Mint a token for NAME and print it (hand it to them; they run `iris login`)."""
-    url = _url(ctx, config, controller_url)
-    client = _client(ctx, url)
-    try:
+    with _client(ctx, config, controller_url) as (_, client):
         click.echo(client.create_token(name, role=role, ttl_seconds=ttl))
-    finally:
-        client.close()

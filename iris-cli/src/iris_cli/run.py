@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from iris_cli.attempts import AttemptMarks
+from iris_cli.log_lines import print_log_line
 from iris_cli.options import cluster_options, resolve
 
 _ENV_FLAGS = ("-e", "--env_vars", "--env-vars")
@@ -350,11 +351,7 @@ def _submit_and_follow(client: Any, spec: dict[str, Any], *, no_wait: bool, incl
             mark = marks.mark(line, label)
             if mark:
                 click.echo(mark, err=True)
-            if line.is_environment:  # building the task's environment: progress, not output
-                click.echo(label + line.data, err=True)
-                return
-            sys.stdout.write(label + line.data + "\n")
-            sys.stdout.flush()
+            print_log_line(line, label)
 
         status = job.wait(stream_logs=True, log_sink=sink, include_children=include_children, raise_on_failure=False, environment=True)
     except KeyboardInterrupt:

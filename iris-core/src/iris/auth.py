@@ -113,11 +113,15 @@ class TokenSigner:
             raise ValueError("the token secret must be at least 16 bytes")
         self._secret = secret
 
-    def mint(self, principal: Principal, ttl_seconds: float = 0.0) -> str:
-        """A token naming ``principal``; ``ttl_seconds`` 0 = it does not expire."""
+    def mint(self, principal: Principal, ttl_seconds: float = 0.0, purpose: str = "") -> str:
+        """A token naming ``principal``; ``ttl_seconds`` 0 = it does not expire. A ``purpose``
+        (e.g. ``"login"``: the dashboard's one-time login link) makes a token that only
+        :meth:`verify` with that purpose accepts: it is no bearer token for the RPCs."""
         payload = {"r": principal.role.value, "n": principal.name, "i": secrets.token_hex(8)}
         if principal.job_id:
             payload["j"] = principal.job_id
+        if purpose:
+            payload["p"] = purpose
         if ttl_seconds > 0:
             payload["e"] = int(time.time() + ttl_seconds)
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
@@ -126,8 +130,9 @@ class TokenSigner:
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
 
-    def verify(self, token: str) -> Principal | None:
-        """The principal a token names, or None if it is not one of ours, is forged or expired."""
+    def verify(self, token: str, purpose: str = "") -> Principal | None:
+        """The principal a token names, or None if it is not one of ours, is forged, expired, or
+        was minted for another ``purpose`` (the default: none, a bearer token)."""
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _PREFIX:
             return None
@@ -137,7 +142,10 @@ class TokenSigner:
             payload = json.loads(_unb64(parts[1]))
             role = Role(payload["r"])
             expires = float(payload.get("e", 0))
+            minted_for = str(payload.get("p", ""))
         except (ValueError, KeyError, TypeError):
+            return None
+        if minted_for != purpose:
             return None
         if role is Role.OPEN or (expires and time.time() >= expires):
             return None
@@ -219,8 +227,12 @@ class Authenticator:
             self._cache[token] = (principal, _expiry(token))
         return principal
 
-    def mint(self, principal: Principal, ttl_seconds: float = 0.0) -> str:
-        return self.signer.mint(principal, ttl_seconds)
+    def mint(self, principal: Principal, ttl_seconds: float = 0.0, purpose: str = "") -> str:
+        return self.signer.mint(principal, ttl_seconds, purpose)
+
+    def check_purpose(self, token: str, purpose: str) -> Principal | None:
+        """The principal of a token minted for ``purpose`` (see :meth:`TokenSigner.mint`), or None."""
+        return self.signer.verify(token, purpose)
 
 
 def _expiry(token: str) -> float:

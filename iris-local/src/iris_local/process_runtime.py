@@ -1,9 +1,22 @@
 """ContainerRuntime ``process``: each attempt is a process group on this machine.
 
 Each container keeps its files under ``<root>/containers/<id>/``: ``meta.json`` (labels, pid),
-``output.log`` (stdout and stderr, interleaved as written), ``exit_code`` (written by a tiny
+``stdout`` and ``stderr`` (the task's two streams, written by the kernel: nothing runs beside
+the task to copy them), ``output.log`` (their lines as records tagged with their stream, see
+:mod:`iris.runtime.output_log`), ``exit_code`` (written by a tiny
 ``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start) and
 ``tmp/``, the task's ``TMPDIR`` unless its env sets one, so its temporary files go with it.
+
+``log_size`` and ``read_logs`` first move what the task wrote since the last call from the two
+stream files into ``output.log``, a record per line (a line still being written waits for its
+newline, or for the task's end). So lines keep their order within each stream; between the
+streams they are ordered as they were read, at most one read apart (the worker asks every 20 ms
+while a task runs). Any handle, in any process, can resume the move after a restart: it starts
+from what the records already hold. Bytes moved are given back to the disk a megabyte at a time
+(:func:`release`), so a chatty task's output is not kept twice. Why not a process beside each task copying two pipes (with
+a timestamp per line): it would cost every start a process (the task's start is about a
+millisecond), and a task would lose its output (or get SIGPIPE) when that process died; the
+kernel writes the two files whatever happens to the worker.
 
 A command that cannot be run (not found in the spec's ``PATH``, not executable, argv or env
 that cannot be passed to a process) raises :class:`~iris.plugin.protocols.TaskStartError` from
@@ -25,6 +38,7 @@ is a scheduling quantity only: the process runtime does not throttle it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -35,8 +49,10 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
+from iris.runtime.output_log import STDERR, STDOUT, OutputLog, records
 from iris.procfs import group_alive, group_members, group_rss, pid_start_time
 from iris_local.cgroups import Cgroup, Cgroups
 
@@ -52,6 +68,10 @@ WRAPPER = 'trap : TERM; f=$1; shift; "$@"; rc=$?; echo $rc > "$f"; exit $rc'
 # The same, joining the cgroup named first before anything else runs.
 CGROUP_WRAPPER = 'echo $$ > "$1" || exit 125; shift; ' + WRAPPER
 MEMORY_POLL_SECONDS = 0.25
+RELEASE_BYTES = 1 << 20  # moved bytes of a stream file given back to the disk at a time (see release)
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+MOVE_BYTES = 4 << 20  # of each stream per move into output.log (the worker sends 1 MiB per exchange)
 KILL_POLL_SECONDS = 0.05
 TASK_START_TIMEOUT_SECONDS = 10.0
 # Where /bin/sh looks for a command when the environment has no PATH.
@@ -121,6 +141,46 @@ def remove_tree(directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+_punch_hole: Any = None
+
+
+def release(path: Path, start: int, end: int) -> None:
+    """Give the disk blocks of bytes ``start`` to ``end`` of ``path`` back to the filesystem,
+    keeping the file's size and every other byte (``fallocate`` punching a hole, which ext4,
+    xfs, btrfs and tmpfs do). Only bytes already moved into output.log are released, so the
+    task's output is on disk once, not twice. Does nothing where the kernel or filesystem
+    cannot; the bytes then stay until the container is removed."""
+    global _punch_hole
+    if _punch_hole is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+        if function is None:
+            _punch_hole = False
+            return
+        function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        function.restype = ctypes.c_int
+        _punch_hole = function
+    if not _punch_hole or end <= start:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        _punch_hole(fd, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, start, end - start)  # an error: nothing given back
+    finally:
+        os.close(fd)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def _children(pid: int) -> list[int] | None:
     """The pids of ``pid``'s children; None if this kernel does not list them (or it is gone)."""
     try:
@@ -167,6 +227,12 @@ class ProcessHandle:
         self._killed = False
         self._exit_fd: int | None = None
         self._oom = False  # this handle killed its container for exceeding memory
+        self._log = OutputLog(directory / "output.log")
+        self._log_lock = threading.Lock()
+        self._captured: dict[str, int] | None = None  # bytes of each stream in output.log
+        self._log_known = -1  # output.log's size when this handle last wrote or counted it
+        self._log_seen: tuple[dict[str, int], bool] | None = None  # stream sizes at the last move
+        self._released: dict[str, int] = {}  # bytes of each stream file this handle gave back
         cgroup = meta.get("cgroup")
         self._cgroup = Cgroup(cgroup, meta.get("cgroup_version", 1)) if cgroup else None
 
@@ -288,19 +354,51 @@ class ProcessHandle:
         (self._dir / "oom").touch()
         self._signal_group(signal.SIGKILL)
 
+    # --- logs ---------------------------------------------------------------------------
+
+    def _sync_logs(self) -> None:
+        """Move what the task wrote to its stream files since the last call into output.log."""
+        ended = not self._alive()  # first: once it has ended, the sizes below hold all it wrote
+        sizes = {stream: _size(self._dir / stream) for stream in (STDOUT, STDERR)}
+        if (sizes, ended) == self._log_seen:
+            return  # nothing new since the last move (the common case: two stat calls)
+        with self._log_lock, open(self._dir / "log.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one mover at a time, across handles and processes
+            if self._captured is None or self._log.size() != self._log_known:
+                self._captured = self._log.captured()  # first call, or another handle moved some
+            captured = self._captured
+            out = []
+            behind = False  # more than one move's worth was written: the next call moves more
+            for stream in (STDOUT, STDERR):
+                if sizes[stream] <= captured[stream]:
+                    continue
+                want = min(sizes[stream] - captured[stream], MOVE_BYTES)
+                behind = behind or want < sizes[stream] - captured[stream]
+                try:
+                    with open(self._dir / stream, "rb") as f:
+                        f.seek(captured[stream])
+                        data = f.read(want)
+                except OSError:
+                    continue
+                # a line still being written waits for its newline, or for the task's end
+                chunk, used = records(stream, data, final=ended and len(data) == sizes[stream] - captured[stream])
+                out.append(chunk)
+                captured[stream] += used
+            self._log.append(b"".join(out))
+            self._log_known = self._log.size()
+            for stream in (STDOUT, STDERR):  # what is in output.log now need not stay on disk twice
+                if captured[stream] - self._released.get(stream, 0) >= RELEASE_BYTES:
+                    release(self._dir / stream, self._released.get(stream, 0), captured[stream])
+                    self._released[stream] = captured[stream]
+            self._log_seen = None if behind else (sizes, ended)
+
     def log_size(self) -> int:
-        try:
-            return (self._dir / "output.log").stat().st_size
-        except OSError:
-            return 0
+        self._sync_logs()
+        return self._log.size()
 
     def read_logs(self, offset: int, max_bytes: int) -> bytes:
-        try:
-            with open(self._dir / "output.log", "rb") as f:
-                f.seek(offset)
-                return f.read(max_bytes)
-        except OSError:
-            return b""
+        self._sync_logs()
+        return self._log.read(offset, max_bytes)
 
     def exit_fd(self) -> int | None:
         """A pidfd of the wrapper: readable once it ends (None where the kernel has none, or the
@@ -360,14 +458,14 @@ class ProcessRuntime:
             (directory / "tmp").mkdir()
             env["TMPDIR"] = str(directory / "tmp")
         try:
-            with open(directory / "output.log", "wb") as log:
+            with open(directory / STDOUT, "wb") as out, open(directory / STDERR, "wb") as err:
                 popen = subprocess.Popen(
                     wrapper_argv,
                     cwd=spec.cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+                    stdout=out,
+                    stderr=err,
                     start_new_session=True,
                 )
         except ValueError as exc:  # what check_command did not foresee about argv or env

@@ -12,9 +12,11 @@ from iris.actor.protocol import (
     ActorError,
     ActorMethodNotFound,
     ActorNotFound,
+    ActorPermissionDenied,
     ActorTimeout,
     OperationCancelled,
 )
+from iris.actor.auth import ActorGate
 from iris.actor.resolver import FixedResolver, ResolvedEndpoint, Resolver
 from iris.actor.server import ActorServer, operation_cancelled
 from iris.errors import RemoteTraceback
@@ -23,8 +25,10 @@ __all__ = [
     "ActorCallError",
     "ActorClient",
     "ActorError",
+    "ActorGate",
     "ActorMethodNotFound",
     "ActorNotFound",
+    "ActorPermissionDenied",
     "ActorPool",
     "ActorServer",
     "ActorTimeout",

@@ -26,7 +26,8 @@ from typing import Any
 import grpc
 
 from iris.actor import protocol
-from iris.actor.protocol import ActorCallError, ActorNotFound, ActorTimeout
+from iris.actor.auth import default_credentials
+from iris.actor.protocol import ActorCallError, ActorNotFound, ActorPermissionDenied, ActorTimeout
 from iris.actor.resolver import ResolvedEndpoint, Resolver
 
 __all__ = ["ActorClient", "Operation"]
@@ -99,6 +100,8 @@ def invoke(
         code, details = exc.code(), exc.details() or ""
         if code in _RETRYABLE:
             raise _Retryable(f"{address}: {details or code.name}") from None
+        if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            raise ActorPermissionDenied(f"{where} at {address} failed: {code.name}: {details}") from None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise ActorTimeout(f"{where} did not finish within {timeout:g}s (at {address})") from None
         raise ActorCallError(f"{where} at {address} failed: {code.name}: {details}") from None
@@ -120,7 +123,8 @@ class ActorClient:
     """Calls the methods of the actor registered as ``name``. ``timeout``: seconds each call may
     run (None: no limit). ``connect_timeout``: how long a call keeps retrying while no endpoint is
     registered or the registered one does not answer. ``metadata``: the credential hook, called
-    per call for the gRPC metadata to send."""
+    per call for the gRPC metadata to send; None presents the task's credential inside a task,
+    else the resolver's client's token to actors of its own jobs (:func:`~iris.actor.auth.default_credentials`)."""
 
     def __init__(
         self,
@@ -135,7 +139,7 @@ class ActorClient:
         self._name = name
         self._timeout = timeout
         self._connect_timeout = connect_timeout
-        self._metadata = metadata
+        self._metadata = metadata if metadata is not None else default_credentials(resolver)
         self._shared = {"address": None}  # shared with with_timeout() copies
 
     def __repr__(self) -> str:

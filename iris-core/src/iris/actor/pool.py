@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from iris.actor import protocol
+from iris.actor.auth import default_credentials
 from iris.actor.client import (
     DEFAULT_CONNECT_TIMEOUT,
     CallMetadata,
@@ -54,7 +55,7 @@ class ActorPool:
         self._name = name
         self._timeout = timeout
         self._connect_timeout = connect_timeout
-        self._metadata = metadata
+        self._metadata = metadata if metadata is not None else default_credentials(resolver)
         self._lock = threading.Lock()
         self._endpoints: list[ResolvedEndpoint] = []
         self._resolved_at = 0.0

@@ -62,6 +62,11 @@ class ActorCallError(ActorError):
     transport failure, or a remote exception that could not be sent back as itself."""
 
 
+class ActorPermissionDenied(ActorCallError, PermissionError):
+    """The actor's server refused the caller: only tasks of the actor's job tree, the job's owner
+    and admins may call it (or the call carried no valid credential)."""
+
+
 class ActorTimeout(ActorError, TimeoutError):
     """The call did not finish within its timeout."""
 

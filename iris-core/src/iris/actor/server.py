@@ -5,8 +5,9 @@
     server.serve()                          # listens, then registers "counter" as an endpoint of the job
     server.wait()                           # until stop() (or the task ends)
 
-Calls run concurrently on a thread pool (``max_workers``), so an actor shared by many callers
-must be thread-safe. Long-running operations (``ActorClient.method.start``) run on their own
+Inside a task of a cluster with auth, only tasks of the same job tree, the job's owner and admins
+may call (:class:`~iris.actor.auth.ActorGate`; docs/actors.md). Calls run concurrently on a
+thread pool (``max_workers``), so an actor shared by many callers must be thread-safe. Long-running operations (``ActorClient.method.start``) run on their own
 threads and may check :func:`operation_cancelled` to stop early.
 """
 
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from iris.actor import protocol
+from iris.actor.auth import ActorGate, task_gate
 from iris.errors import IrisError
 
 if TYPE_CHECKING:
@@ -57,7 +59,10 @@ class ActorServer:
     """Hosts actors on one port. ``port``: a task's named port (``"actor"`` reads
     ``IRIS_PORT_ACTOR``), a number, or ``None``/0 for any free port. ``host``: the address to
     bind and advertise (default: the worker's ``IRIS_ADVERTISE_HOST``, else 127.0.0.1).
-    ``interceptors`` are gRPC server interceptors, where authentication plugs in.
+    ``interceptors`` are gRPC server interceptors (more checks of your own).
+    ``gate`` checks each caller's credential: None (the default) is the task's own inside a task
+    of a cluster with auth (only its job tree, its owner and admins may call), and no check
+    otherwise; ``False`` lets every caller in (an actor meant for other users' jobs).
     ``client``: where to register endpoints (default inside a task: ``iris_ctx().client``; outside
     a task nothing is registered unless a client and ``job_id`` are given)."""
 
@@ -70,6 +75,7 @@ class ActorServer:
         interceptors: Sequence[grpc.ServerInterceptor] = (),
         client: IrisClient | None = None,
         job_id: str | None = None,
+        gate: ActorGate | None | bool = None,
     ):
         from iris.client.job_info import get_job_info
 
@@ -87,6 +93,9 @@ class ActorServer:
         self._stopped = threading.Event()
         self._operations: dict[str, _Operation] = {}
         self._op_pool: ThreadPoolExecutor | None = None
+        if gate is True:
+            raise IrisError("ActorServer(gate=True): pass an ActorGate, None (the task's own) or False (no check)")
+        self._gate: ActorGate | None = task_gate() if gate is None else (gate or None)
 
     def _port_number(self, port: int | str | None) -> int:
         if port is None:
@@ -125,6 +134,10 @@ class ActorServer:
         with self._lock:
             if self._server is not None:
                 return self
+            if self._gate is not None:
+                self._gate.start()  # who owns this job (one controller call); auth off: no checks
+                if not self._gate.enabled:
+                    self._gate = None
             handler = grpc.method_handlers_generic_handler(
                 protocol.SERVICE,
                 {
@@ -188,6 +201,14 @@ class ActorServer:
 
     # --- handlers -----------------------------------------------------------------------
 
+    def _admit(self, context: grpc.ServicerContext) -> None:
+        """Refuse a caller the gate does not let in (UNAUTHENTICATED / PERMISSION_DENIED)."""
+        gate = self._gate
+        if gate is not None:
+            refused = gate.check(context.invocation_metadata())
+            if refused is not None:
+                context.abort(*refused)
+
     def _actor(self, actor_name: str, context: grpc.ServicerContext) -> Any:
         actor = self._actors.get(actor_name)
         if actor is None:
@@ -207,6 +228,7 @@ class ActorServer:
         return target
 
     def _call(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self._admit(context)
         try:
             actor_name, method, args, kwargs = protocol.decode_request(request)
         except Exception as exc:  # noqa: BLE001 - e.g. an argument whose class cannot be imported here
@@ -221,6 +243,7 @@ class ActorServer:
     # --- long-running operations ------------------------------------------------------------
 
     def _start(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self._admit(context)
         actor_name, method, args, kwargs = protocol.decode_request(request)
         actor = self._actor(actor_name, context)
         try:
@@ -260,6 +283,7 @@ class ActorServer:
                 del self._operations[op_id]
 
     def _poll(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self._admit(context)
         op_id, wait = pickle.loads(request)
         op = self._operations.get(op_id)
         if op is None or op.future is None:
@@ -275,6 +299,7 @@ class ActorServer:
         return pickle.dumps((True, outcome))
 
     def _cancel(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self._admit(context)
         op_id = pickle.loads(request)
         op = self._operations.get(op_id)
         if op is not None:

@@ -27,6 +27,7 @@ import grpc
 from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleProgress, create_bundle
 from iris.cluster.constraints import Constraint, parse_constraint
 from iris.job.records import AttemptStatus, Endpoint, JobSpec, JobStatus, TaskStatus
+from iris.job.records import ENVIRONMENT_LOG_PREFIX
 from iris.job.records import JobLogLine as LogLine
 from iris.job.validation import check_job_spec
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
@@ -176,7 +177,8 @@ class Job:
         tail: int = 0,
         environment: bool = False,
     ) -> Iterator[LogLine]:
-        """Log lines from ``cursor`` on (children's too if asked), in arrival order.
+        """Log lines from ``cursor`` on (children's too if asked), in arrival order. Each says
+        which stream it came from (``line.stream``: ``stdout``, ``stderr`` or ``env``).
 
         With ``follow``, keeps reading until every job read is over and all its lines returned.
         ``since`` (unix time) skips older lines; ``tail`` starts with the last N lines. The lines
@@ -224,8 +226,9 @@ class Job:
         status and the last lines of the failing task's output) unless ``raise_on_failure=False``;
         a job still running after ``timeout`` seconds raises ``TimeoutError``.
 
-        ``environment`` (default: True when printing, False with a ``log_sink``) includes the
-        lines about the task's environment (see :meth:`logs`); printed, they go to stderr."""
+        Printed, a line goes where the task wrote it (``line.stream``: stdout or stderr); the
+        lines about the task's environment (see :meth:`logs`) go to stderr. ``environment``
+        (default: True when printing, False with a ``log_sink``) includes those."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if stream_logs:
             sink = log_sink or _print_line
@@ -274,7 +277,13 @@ class Job:
 
 
 def _print_line(line: LogLine) -> None:
-    out = sys.stderr if line.is_environment else sys.stdout
+    """A line where the task wrote it: stdout's on stdout; stderr's, and the environment's
+    (marked ``[iris env] ``), on stderr."""
+    if line.is_environment:
+        sys.stderr.write(ENVIRONMENT_LOG_PREFIX + line.data + "\n")
+        sys.stderr.flush()
+        return
+    out = sys.stderr if line.is_stderr else sys.stdout
     out.write(line.data + "\n")
     out.flush()
 

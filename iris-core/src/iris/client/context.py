@@ -10,7 +10,8 @@
 worker's variables are read (``IRIS_JOB_ID``, ``IRIS_TASK_INDEX``, ``IRIS_NUM_TASKS``,
 ``IRIS_ATTEMPT_ID``, ``IRIS_TASK_ID``, ``IRIS_WORKER_ID``, ``IRIS_CONTROLLER_ADDRESS``,
 ``IRIS_PORT_<NAME>``, ``IRIS_ADVERTISE_HOST``); a credential the worker passes (``IRIS_TOKEN``) is
-carried as ``token`` for clients and actor calls to present, never interpreted here.
+carried as ``token``: the task's client presents it to the controller, and its actor clients to
+the actors of its job tree (:mod:`iris.actor.auth`); it is never interpreted here.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class IrisContext:
 
                 if not self.info.controller_address:
                     raise NotInTask("IRIS_CONTROLLER_ADDRESS is not set: this task was started without a controller")
-                self._client = IrisClient(self.info.controller_address)
+                # the task's own credential (IRIS_TOKEN), which its actor calls present too
+                self._client = IrisClient(self.info.controller_address, token=self.info.token or None)
             return self._client
 
     @property

@@ -123,6 +123,10 @@ class WorkerPool(Executor):
             max_task_failures=num_workers - 1,
         )
         self._resolver = ClusterResolver(client, namespace=self.job.job_id)
+        if metadata is None:  # the task's credential inside a task, else the client's (the workers' owner)
+            from iris.actor.auth import default_credentials
+
+            self._metadata = default_credentials(self._resolver, self.job.job_id)
         self._watcher = threading.Thread(target=self._watch, name="iris-worker-pool-watch", daemon=True)
         self._watcher.start()
 

@@ -183,7 +183,9 @@ class ClusterManager:
         if self._serve_http and config.controller.http_port >= 0:
             from iris.cluster.controller.http_server import HttpServer
 
-            self._http = HttpServer(controller, host=config.controller.host, port=config.controller.http_port, cluster=self)
+            self._http = HttpServer(
+                controller, host=config.controller.host, port=config.controller.http_port, cluster=self, auth=self.auth
+            )  # behind the RPCs' authentication when auth is on
             self.http_url = self._http.start()
         auth = self.auth
         worker_token = None if auth is None else (lambda worker_id: auth.mint(Principal(Role.WORKER, worker_id)))

@@ -60,6 +60,7 @@ class LogLine:
     attempt_id: int
     timestamp: float
     data: str
+    stream: str = "stdout"  # stdout, stderr or env (see iris.runtime.output_log)
 
 
 @attrs.frozen
@@ -254,8 +255,8 @@ class JobStatus:
         return self.state is JobState.SUCCEEDED
 
 
-#: Every line a worker writes into an attempt's log about the task's environment (uv's output
-#: while it builds, or which cached environment it uses) starts with this.
+#: How readers print a line of the ``env`` stream (what the worker wrote about the task's
+#: environment: uv's output while it builds, or which cached environment it uses).
 ENVIRONMENT_LOG_PREFIX = "[iris env] "
 
 
@@ -268,8 +269,15 @@ class JobLogLine:
     attempt_id: int
     timestamp: float
     data: str
+    #: ``stdout`` or ``stderr`` (what the task wrote there), or ``env``: written by the worker
+    #: while preparing the task's environment.
+    stream: str = "stdout"
 
     @property
     def is_environment(self) -> bool:
         """Written by the worker while preparing the task's environment, not by the task."""
-        return self.data.startswith(ENVIRONMENT_LOG_PREFIX)
+        return self.stream == "env"
+
+    @property
+    def is_stderr(self) -> bool:
+        return self.stream == "stderr"

@@ -221,7 +221,10 @@ class ContainerHandle(Protocol):
         """Ask the container to stop, then force it after ``grace_seconds``. Idempotent."""
 
     def read_logs(self, offset: int, max_bytes: int) -> bytes:
-        """Combined stdout/stderr bytes from ``offset``, at most ``max_bytes``."""
+        """At most ``max_bytes`` of the container's log from ``offset``. The log is records, one
+        line of stdout or stderr each, tagged with its stream (:mod:`iris.runtime.output_log`,
+        whose ``OutputLog`` and ``LineWriter`` a runtime can keep it with); each stream's lines
+        in the order the task wrote them. It only grows."""
 
     def log_size(self) -> int:
         """Bytes of log written so far."""

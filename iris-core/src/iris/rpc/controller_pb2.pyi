@@ -1,11 +1,21 @@
 from iris.rpc import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOG_STREAM_STDOUT: _ClassVar[LogStream]
+    LOG_STREAM_STDERR: _ClassVar[LogStream]
+    LOG_STREAM_ENV: _ClassVar[LogStream]
+LOG_STREAM_STDOUT: LogStream
+LOG_STREAM_STDERR: LogStream
+LOG_STREAM_ENV: LogStream
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "entrypoint", "resources", "environment", "bundle_id", "replicas", "max_retries", "timeout_seconds", "constraints", "coscheduling", "ports", "max_task_failures", "scheduling_timeout_seconds", "max_preemptions", "parent_job_id", "user", "task_image")
@@ -255,18 +265,20 @@ class GetLogsRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., cursor: _Optional[str] = ..., max_lines: _Optional[int] = ..., wait_seconds: _Optional[float] = ..., include_children: _Optional[bool] = ..., since: _Optional[float] = ..., tail: _Optional[int] = ...) -> None: ...
 
 class LogLine(_message.Message):
-    __slots__ = ("job_id", "task_index", "attempt_id", "timestamp", "data")
+    __slots__ = ("job_id", "task_index", "attempt_id", "timestamp", "data", "stream")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_INDEX_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     task_index: int
     attempt_id: int
     timestamp: float
     data: str
-    def __init__(self, job_id: _Optional[str] = ..., task_index: _Optional[int] = ..., attempt_id: _Optional[int] = ..., timestamp: _Optional[float] = ..., data: _Optional[str] = ...) -> None: ...
+    stream: LogStream
+    def __init__(self, job_id: _Optional[str] = ..., task_index: _Optional[int] = ..., attempt_id: _Optional[int] = ..., timestamp: _Optional[float] = ..., data: _Optional[str] = ..., stream: _Optional[_Union[LogStream, str]] = ...) -> None: ...
 
 class GetLogsResponse(_message.Message):
     __slots__ = ("lines", "cursor", "finished")

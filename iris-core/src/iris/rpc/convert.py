@@ -287,17 +287,26 @@ def job_status_from_proto(p: controller_pb2.JobInfo) -> JobStatus:
 # --- logs ---------------------------------------------------------------------------------------
 
 
+#: A log line's stream as the wire has it (LogStream) and as Python does (a name).
+_STREAM_TO_PROTO = {"stdout": controller_pb2.LOG_STREAM_STDOUT, "stderr": controller_pb2.LOG_STREAM_STDERR,
+                    "env": controller_pb2.LOG_STREAM_ENV}  # fmt: skip
+_STREAM_FROM_PROTO = {v: k for k, v in _STREAM_TO_PROTO.items()}
+
+
 def logs_to_proto(lines: Iterable[tuple[str, LogLine]], cursor: str, finished: bool) -> controller_pb2.GetLogsResponse:
     """A page of ``(job_id, line)`` pairs as ``Controller.read_logs`` returns them."""
     response = controller_pb2.GetLogsResponse(cursor=cursor, finished=finished)
     add = response.lines.add
+    stdout = controller_pb2.LOG_STREAM_STDOUT
     for job_id, ln in lines:
-        add(job_id=job_id, task_index=ln.task_index, attempt_id=ln.attempt_id, timestamp=ln.timestamp, data=ln.data)
+        add(job_id=job_id, task_index=ln.task_index, attempt_id=ln.attempt_id, timestamp=ln.timestamp, data=ln.data,
+            stream=_STREAM_TO_PROTO.get(ln.stream, stdout))  # fmt: skip
     return response
 
 
 def log_line_from_proto(p: controller_pb2.LogLine) -> JobLogLine:
-    return JobLogLine(p.job_id, p.task_index, p.attempt_id, p.timestamp, p.data)
+    # a stream value this client does not know (a newer controller's) reads as stdout
+    return JobLogLine(p.job_id, p.task_index, p.attempt_id, p.timestamp, p.data, _STREAM_FROM_PROTO.get(p.stream, "stdout"))
 
 
 # --- endpoints and workers (controller.proto) ------------------------------------------------

@@ -24,13 +24,15 @@ The engine is the one ``DOCKER_HOST`` names (the local socket by default), reach
   runtimes over its own directory, as the process runtime does: two clusters (or two workers
   with their own directories) sharing an engine never see each other's.
 
-Logs: the container's entrypoint is ``/bin/sh -c 'exec "$@" 2>&1'`` (so a task image needs
-``/bin/sh``), which sends stderr to stdout: the engine records one stream in the order it was
-written, as the process runtime does (two pipes are copied by the engine in either order). A
-command that is not found exits 127 with the shell's message in the log. A thread per running
-container follows the engine's log stream into ``<root>/containers/<id>/output.log``;
-``read_logs`` and ``log_size`` read that file. A runtime adopting a container resumes following
-where the file ends (the engine's log is replayed and the bytes already copied are skipped).
+Logs: the container's entrypoint is ``/bin/sh -c 'exec "$@"'`` (so a task image needs
+``/bin/sh``; a command that is not found exits 127 with the shell's message on stderr). The
+engine keeps stdout and stderr apart, each frame of its log stream tagged with its stream; a
+thread per running container follows that stream into ``<root>/containers/<id>/output.log``, a
+record per line tagged with its stream (:mod:`iris.runtime.output_log`, which the process
+runtime writes too); ``read_logs`` and ``log_size`` read that file. Lines keep their order within
+each stream; between the streams, the engine's order (it copies the two pipes apart). A runtime
+adopting a container resumes following where the records end (the engine's log is replayed and
+the bytes of each stream already recorded are skipped).
 The follower's end closes a pipe, which is the handle's ``exit_fd``, so the worker sees an ending
 at once without polling the engine.
 
@@ -47,14 +49,16 @@ import math
 import os
 import re
 import shutil
+import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from iris.errors import IrisError
 from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
+from iris.runtime.output_log import STDERR, STDOUT, LineWriter, OutputLog
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +71,11 @@ MIN_PIDS = 1024
 STATUS_POLL_SECONDS = 0.5
 FOLLOW_JOIN_SECONDS = 30.0
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# The container's entrypoint: the task's stderr goes to its stdout, so the engine records both in
-# the order they were written (two pipes would be copied by two goroutines, in either order).
-ENTRYPOINT = ["/bin/sh", "-c", 'exec "$@" 2>&1', "iris-task"]
+# The container's entrypoint: a shell, so a command that is not found says so (exit 127).
+ENTRYPOINT = ["/bin/sh", "-c", 'exec "$@"', "iris-task"]
+# The engine's multiplexed log stream: an 8-byte header (stream, 3 zero bytes, big-endian
+# length) before each frame; stream 1 is stdout, 2 stderr.
+_FRAME_STREAMS = {1: STDOUT, 2: STDERR}
 
 #: What Google documents for a container that uses a TPU VM's chips: privileged (the chips are
 #: /dev/accel* on v2-v4 and /dev/vfio/* on v5 and later), host networking (the chips of a
@@ -210,6 +216,29 @@ class _Follower:
         os.close(self._read_fd)
 
 
+def _log_frames(api: Any, name: str, follow: bool) -> Iterator[tuple[str, bytes]]:
+    """``(stream, bytes)`` of each frame of the container's log, from its start (following it
+    while it runs with ``follow``). The SDK's ``logs`` drops which stream a frame is of, so
+    this reads the engine's multiplexed stream itself (the request is the one ``logs`` sends)."""
+    params = {"stdout": 1, "stderr": 1, "timestamps": 0, "follow": 1 if follow else 0, "tail": "all"}
+    # no read timeout while following: a quiet task is not a broken connection
+    response = api._get(api._url("/containers/{0}/logs", name), params=params, stream=True, timeout=None if follow else api.timeout)
+    try:
+        api._raise_for_status(response)
+        raw = response.raw
+        while True:
+            header = raw.read(8)
+            if len(header) < 8:
+                return
+            kind, length = struct.unpack(">BxxxL", header)
+            data = raw.read(length) if length else b""
+            if length and not data:
+                return
+            yield _FRAME_STREAMS.get(kind, STDOUT), data
+    finally:
+        response.close()
+
+
 def _not_found(exc: BaseException) -> bool:
     return type(exc).__name__ == "NotFound"
 
@@ -221,6 +250,7 @@ class DockerHandle:
         self._name = name
         self._labels = dict(labels)
         self._dir = directory
+        self._log = OutputLog(directory / "output.log")
         self._write_lock = threading.Lock()
         self._follow_lock = threading.Lock()
         self._follower: _Follower | None = None
@@ -253,44 +283,27 @@ class DockerHandle:
     # --- logs ---------------------------------------------------------------------------
 
     def _copy_logs(self, follow: bool) -> None:
-        """Append the engine's log of the container to our files, from where they end (the
-        engine's log is replayed from its start and the bytes we have are skipped).
+        """Append the engine's log of the container to our records, from where they end (the
+        engine's log is replayed from its start and the bytes of each stream we have are skipped).
 
         One copier at a time per container, across handles and processes (a lock file): a
         second runtime adopting a container another still follows waits, then copies the rest."""
         with self._write_lock, open(self._dir / "copy.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            have = self.log_size()
             if self._dir.joinpath("complete").exists():
                 return
-            frames = self._api.logs(self._name, stdout=True, stderr=True, stream=True, follow=follow)
-            skip = have
-            with open(self._dir / "output.log", "ab") as out:
-                for chunk in frames:
-                    if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
-                            continue
-                        chunk = chunk[skip:]
-                        skip = 0
-                    out.write(chunk)
-                    out.flush()
-            if not follow:
+            writer = LineWriter(self._log, skip=self._log.captured())
+            for stream, data in _log_frames(self._api, self._name, follow):
+                writer.write(stream, data)
+            if not follow:  # the container has ended: so have its streams
+                writer.close((STDOUT, STDERR))
                 self._dir.joinpath("complete").touch()
 
     def log_size(self) -> int:
-        try:
-            return (self._dir / "output.log").stat().st_size
-        except OSError:
-            return 0
+        return self._log.size()
 
     def read_logs(self, offset: int, max_bytes: int) -> bytes:
-        try:
-            with open(self._dir / "output.log", "rb") as f:
-                f.seek(offset)
-                return f.read(max_bytes)
-        except OSError:
-            return b""
+        return self._log.read(offset, max_bytes)
 
     # --- status -------------------------------------------------------------------------
 

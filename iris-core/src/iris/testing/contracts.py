@@ -49,6 +49,7 @@ from iris.plugin.protocols import (
     Tunnel,
     VmManager,
 )
+from iris.runtime.output_log import MAX_LINE_BYTES, STDERR, STDOUT, encode, parse_record
 from iris.testing.polling import wait_until
 
 
@@ -240,8 +241,20 @@ class ContainerRuntimeContract:
         return [self.python, "-c", code]
 
     @staticmethod
-    def logs(handle: Any) -> bytes:
-        return handle.read_logs(0, 1 << 24)
+    def records(handle: Any) -> list[tuple[str, bytes, bool]]:
+        """``(stream, content, complete)`` of each record of the handle's log (see
+        :mod:`iris.runtime.output_log`)."""
+        data = handle.read_logs(0, 1 << 24)
+        return [parse_record(record) for record in data.split(b"\n")[:-1]]
+
+    @classmethod
+    def logs(cls, handle: Any) -> bytes:
+        """The text of the handle's log lines, both streams, a newline after each."""
+        return b"".join(content + b"\n" for _, content, _ in cls.records(handle))
+
+    @classmethod
+    def stream_lines(cls, handle: Any, stream: str) -> list[bytes]:
+        return [content for s, content, _ in cls.records(handle) if s == stream]
 
     def wait_for_output(self, handle: Any, marker: bytes) -> None:
         assert wait_until(lambda: marker in self.logs(handle), self.timeout), (
@@ -262,23 +275,34 @@ class ContainerRuntimeContract:
         assert handle.labels[self.label_key] == self._run
         self.wait_ended(handle)
 
-    def test_start_command_writing_stdout_and_stderr_exits_zero_with_ordered_logs(
+    def test_start_command_writing_stdout_and_stderr_exits_zero_with_each_line_tagged_in_stream_order(
         self, runtime: Any, tmp_path: Path
     ) -> None:
         code = (
             "import sys\n"
-            "print('out-1', flush=True)\n"
-            "print('err-2', file=sys.stderr, flush=True)\n"
-            "print('out-3', flush=True)\n"
+            "for i in range(50):\n"
+            "    print(f'out-{i}', flush=True)\n"
+            "    print(f'err-{i}', file=sys.stderr, flush=True)\n"
         )
         handle = self.start(runtime, self.py(code), tmp_path)
         status = self.wait_ended(handle)
         assert status.exit_code == 0
         assert not status.oom
-        logs = self.logs(handle)
-        assert b"out-1" in logs and b"err-2" in logs and b"out-3" in logs, logs
-        assert logs.index(b"out-1") < logs.index(b"err-2") < logs.index(b"out-3"), logs
+        records = self.records(handle)
+        assert all(complete for _, _, complete in records), records
+        assert self.stream_lines(handle, STDOUT) == [f"out-{i}".encode() for i in range(50)], records
+        assert self.stream_lines(handle, STDERR) == [f"err-{i}".encode() for i in range(50)], records
+        assert {s for s, _, _ in records} == {STDOUT, STDERR}
 
+    def test_line_without_newline_and_long_line_are_kept_whole_across_records(self, runtime: Any, tmp_path: Path) -> None:
+        long = MAX_LINE_BYTES * 2 + 5
+        code = f"import sys; sys.stderr.write('x' * {long} + '\\n'); sys.stdout.write('no-newline')"
+        handle = self.start(runtime, self.py(code), tmp_path)
+        assert self.wait_ended(handle).exit_code == 0
+        err = [(content, complete) for s, content, complete in self.records(handle) if s == STDERR]
+        assert [len(c) for c, _ in err] == [MAX_LINE_BYTES, MAX_LINE_BYTES, 5]
+        assert [complete for _, complete in err] == [False, False, True]
+        assert [(s, c, complete) for s, c, complete in self.records(handle) if s == STDOUT] == [(STDOUT, b"no-newline", False)]
     def test_start_failing_command_reports_its_exit_code(self, runtime: Any, tmp_path: Path) -> None:
         handle = self.start(runtime, self.py("import sys; sys.exit(3)"), tmp_path)
         status = self.wait_ended(handle)
@@ -481,11 +505,13 @@ class ContainerRuntimeContract:
     def test_read_logs_with_offset_and_max_bytes_returns_the_slice(self, runtime: Any, tmp_path: Path) -> None:
         handle = self.start(runtime, self.py("import sys; sys.stdout.write('0123456789abcdef')"), tmp_path)
         assert self.wait_ended(handle).exit_code == 0
-        assert handle.log_size() == 16
-        assert handle.read_logs(0, 4) == b"0123"
-        assert handle.read_logs(10, 100) == b"abcdef"
-        assert handle.read_logs(4, 3) == b"456"
-        assert handle.read_logs(16, 10) == b""
+        assert self.records(handle) == [(STDOUT, b"0123456789abcdef", False)]
+        whole = handle.read_logs(0, 1 << 20)
+        assert handle.log_size() == len(whole) == len(encode(STDOUT, b"0123456789abcdef", complete=False))
+        assert handle.read_logs(0, 4) == whole[:4]
+        assert handle.read_logs(10, 100) == whole[10:]
+        assert handle.read_logs(4, 3) == whole[4:7]
+        assert handle.read_logs(len(whole), 10) == b""
 
     def test_remove_ended_container_deletes_it(self, runtime: Any, tmp_path: Path) -> None:
         handle = self.start(runtime, self.py("print('x')"), tmp_path)

@@ -19,8 +19,17 @@ every handler is a short, non-blocking controller read, so no request waits on t
 asyncio loop and the gRPC side never waits on HTTP. Bad input gets a 4xx with a JSON body naming
 the field, the value and what is accepted; never a traceback.
 
-Every request passes :meth:`HttpServer.authorize` first (see :data:`Authorizer`): the hook where
-the RPCs' authentication plugs in. Without one, every request is allowed (auth off).
+    GET  /login?ticket=T                exchanges a one-time login link for the session cookie
+    GET  /login,  POST /login           the login form (paste a token), the fallback
+    GET  /logout                        forgets the session cookie
+    POST /api/login-ticket              (Bearer TOKEN) a one-time login link's ticket, for the CLI
+
+Every request but ``/health`` and the login pages passes :meth:`HttpServer.authorize` first (see
+:data:`Authorizer`). With ``auth`` (the controller's :class:`~iris.auth.Authenticator`) it is
+:func:`token_authorizer`: the request must carry a token the RPCs would accept (``Authorization:
+Bearer``, or the ``iris_token`` cookie the login pages set), and what the principal may read or
+kill is decided by :mod:`iris.cluster.controller.access`, as for the RPCs. Without auth every
+request is allowed.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
+from iris.auth import OPEN, Authenticator, PermissionDenied, Principal, Role
+from iris.cluster.controller import access
 from iris.cluster.controller.controller import BadCursor, Controller, InvalidRequest
 from iris.errors import IrisError, JobNotFound
 from iris.job.types import JobState
@@ -49,6 +60,13 @@ DEFAULT_TASKS_PER_PAGE = 100
 MAX_LOG_LINES = 5_000
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_COOKIE = "iris_token"
+#: How long a login link's ticket may wait to be used (once), and how long a session lasts.
+TICKET_TTL_SECONDS = 120.0
+SESSION_TTL_SECONDS = 12 * 3600.0
+LOGIN_PURPOSE = "login"
+#: A session cookie's token is minted for this purpose: good on the HTTP side only, so a cookie
+#: that leaks cannot submit jobs or reach any RPC.
+SESSION_PURPOSE = "dashboard-session"
 
 @attrs.frozen
 class HttpRequest:
@@ -65,10 +83,11 @@ class HttpRequest:
     job_id: str = ""
 
 
-#: ``authorize(request) -> None`` raises :class:`Unauthorized` (401) or :class:`Forbidden` (403)
-#: to refuse a request. The default allows everything (auth off); the RPCs' token and role check
-#: is meant to be passed here, so the dashboard sits behind the same authentication as the RPCs.
-Authorizer = Callable[[HttpRequest], None]
+#: ``authorize(request) -> Principal | None`` raises :class:`Unauthorized` (401) or
+#: :class:`Forbidden` (403) to refuse a request, else says who sent it (None: anyone, as with auth
+#: off). The principal then meets the RPCs' rules (:mod:`~iris.cluster.controller.access`): a user
+#: lists, reads and kills only their own jobs. :func:`token_authorizer` is the controller's.
+Authorizer = Callable[[HttpRequest], "Principal | None"]
 
 
 class Unauthorized(IrisError):
@@ -105,6 +124,30 @@ def _resolving(field: str, job_id: str, call: Callable[[], Any]) -> Any:
 
 def allow_all(request: HttpRequest) -> None:
     """Auth off: every request is allowed."""
+
+
+NO_TOKEN = (
+    "this controller requires a token: open the dashboard with `iris cluster dashboard` (a one-time "
+    "login link), log in at /login, or send Authorization: Bearer TOKEN"
+)
+BAD_TOKEN = "the token is not valid for this controller (expired, rotated, or from another cluster); log in again at /login"
+
+
+def token_authorizer(auth: Authenticator) -> Authorizer:
+    """The RPCs' authentication for HTTP: the request's token must name a principal ``auth``
+    accepts, and not a worker (a worker's credential only reconciles)."""
+
+    def authorize(request: HttpRequest) -> Principal:
+        if not request.token:
+            raise Unauthorized(NO_TOKEN)
+        who = auth.authenticate(request.token) or auth.check_purpose(request.token, SESSION_PURPOSE)
+        if who is None:
+            raise Unauthorized(BAD_TOKEN)
+        if who.role is Role.WORKER:
+            raise Forbidden(f"permission denied: {who.describe()} may not use the dashboard (a worker's credential only reconciles)")
+        return who
+
+    return authorize
 
 
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
@@ -187,12 +230,18 @@ class HttpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         cluster: Any = None,
-        authorize: Authorizer = allow_all,
+        authorize: Authorizer | None = None,
+        auth: Authenticator | None = None,
     ):
-        """``cluster`` (the ClusterManager) answers ``/api/scale-groups``; None = no autoscaler."""
+        """``cluster`` (the ClusterManager) answers ``/api/scale-groups``; None = no autoscaler.
+        ``auth``: the controller's token checker (None: auth off); it also mints the login
+        tickets and session cookies. ``authorize`` replaces the check it implies."""
         self.controller = controller
         self.cluster = cluster
-        self.authorize = authorize
+        self.auth = auth
+        self.authorize: Authorizer = authorize or (token_authorizer(auth) if auth is not None else allow_all)
+        self._used_tickets: dict[str, float] = {}  # ticket -> when it expires (each is used once)
+        self._tickets_lock = threading.Lock()
         self.host = host
         self.version = _version()
         self.started = time.time()
@@ -218,7 +267,7 @@ class HttpServer:
 
     # --- the API (each returns a JSON-ready value or raises) ---------------------------------
 
-    def health(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def health(self, query: dict[str, list[str]], who: Principal) -> dict[str, Any]:
         page = self.controller.page_jobs(limit=0)
         workers = self.controller.list_workers()
         return {
@@ -234,20 +283,26 @@ class HttpServer:
             "grpc_url": self.controller.address,
         }
 
-    def jobs(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def jobs(self, query: dict[str, list[str]], who: Principal) -> dict[str, Any]:
         states = _states(query)
         page = _int(query, "page", 1, 1, 10**9)
         per_page = _int(query, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
         user = query.get("user", [""])[-1]
         prefix = query.get("prefix", [""])[-1]
+        if who.role is Role.USER:  # a user's list is their own jobs (ListJobs' rule)
+            if user and user != who.name:
+                raise Forbidden(f"permission denied: user {who.name} may list only their own jobs, not {user!r}'s")
+            user = who.name
+        elif who.role is Role.TASK:
+            raise Forbidden(f"permission denied: {who.describe()} reads its own job (/api/job?id={who.job_id}), not the job list")
         result = self.controller.page_jobs(states=states, user=user, prefix=prefix, offset=(page - 1) * per_page, limit=per_page)
         pages = max(1, -(-result.total // per_page))
         if page > pages:
             raise BadRequest("page", page, f"a page from 1 to {pages} ({result.total} matching jobs, {per_page} per page)")
         return {"total": result.total, "page": page, "per_page": per_page, "pages": pages, "counts": result.counts, "jobs": _plain(result.jobs)}
 
-    def job(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        job_id = _required(query, "id")
+    def job(self, query: dict[str, list[str]], who: Principal) -> dict[str, Any]:
+        job_id = self._visible("id", _required(query, "id"), who, "read")
         task_page = _int(query, "task_page", 1, 1, 10**9)
         per_page = _int(query, "tasks_per_page", DEFAULT_TASKS_PER_PAGE, 1, MAX_PER_PAGE)
         offset = (task_page - 1) * per_page
@@ -279,10 +334,11 @@ class HttpServer:
             "task_pages": task_pages,
             "tasks_per_page": per_page,
             "tasks": _plain(view.tasks),
+            "may_kill": who.role in (Role.ADMIN, Role.OPEN) or access.may_see(who, view.job_id, spec.user),
         }
 
-    def logs(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        job_id = _required(query, "job")
+    def logs(self, query: dict[str, list[str]], who: Principal) -> dict[str, Any]:
+        job_id = self._visible("job", _required(query, "job"), who, "read the logs of")
         max_lines = _int(query, "max_lines", 1000, 1, MAX_LOG_LINES)
         children = query.get("children", ["0"])[-1] in ("1", "true", "yes")
         cursor = query.get("cursor", [""])[-1]
@@ -293,12 +349,16 @@ class HttpServer:
         except BadCursor:
             raise BadRequest("cursor", cursor, "a cursor returned by an earlier /api/logs answer, or empty for the start") from None
         return {
-            "lines": [{"job_id": j, "task": ln.task_index, "attempt": ln.attempt_id, "time": ln.timestamp, "data": ln.data} for j, ln in lines],
+            "lines": [
+                {"job_id": j, "task": ln.task_index, "attempt": ln.attempt_id, "time": ln.timestamp, "stream": ln.stream, "data": ln.data}
+                for j, ln in lines
+            ],
             "cursor": cursor,
             "finished": finished,
         }
 
-    def workers(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def workers(self, query: dict[str, list[str]], who: Principal) -> dict[str, Any]:
+        access.require_person(who, "list workers")
         now = time.time()
         workers = sorted(self.controller.list_workers(), key=lambda w: (w.lost, w.worker_id))
         attempts = self.controller.worker_attempts()
@@ -310,23 +370,65 @@ class HttpServer:
             out.append(row)
         return {"workers": out}
 
-    def scale_groups(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def scale_groups(self, query: dict[str, list[str]], who: Principal) -> dict[str, Any]:
+        access.require_person(who, "read the autoscaler's status")
         if self.cluster is None or not hasattr(self.cluster, "autoscaler_status"):
             return {"groups": [], "autoscaler": False}
         return {"groups": self.cluster.autoscaler_status(), "autoscaler": True}
 
-    def endpoints(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def endpoints(self, query: dict[str, list[str]], who: Principal) -> dict[str, Any]:
+        access.require_person(who, "look up endpoints")
         return {"endpoints": _plain(self.controller.list_endpoints())}
 
-    def kill(self, body: dict[str, Any]) -> dict[str, Any]:
+    def kill(self, body: dict[str, Any], who: Principal) -> dict[str, Any]:
         job_id = body.get("job_id")
         if not isinstance(job_id, str) or not job_id:
             raise BadRequest("job_id", job_id, "a job id string, e.g. /alice/train")
+        job_id = self._visible("job_id", job_id, who, "kill")
         reason = body.get("reason", "")
         if not isinstance(reason, str):
             raise BadRequest("reason", reason, "a string")
         view = _resolving("job_id", job_id, lambda: self.controller.kill_job(job_id, reason=reason or "killed from the dashboard"))
         return {"job_id": view.job_id, "state": view.state.value}
+
+
+    def login_ticket(self, body: dict[str, Any], who: Principal) -> dict[str, Any]:
+        """A one-time ticket for ``/login?ticket=``, naming the caller (for ``iris cluster dashboard``)."""
+        if self.auth is None or who.role is Role.OPEN:
+            return {"ticket": "", "auth_enabled": False}
+        ticket = self.auth.mint(who, TICKET_TTL_SECONDS, purpose=LOGIN_PURPOSE)
+        return {"ticket": ticket, "auth_enabled": True, "expires_in": TICKET_TTL_SECONDS}
+
+    def redeem_ticket(self, ticket: str) -> Principal | None:
+        """The principal of an unused, unexpired login ticket, now used up; else None."""
+        if self.auth is None:
+            return None
+        who = self.auth.check_purpose(ticket, LOGIN_PURPOSE)
+        if who is None:
+            return None
+        now = time.time()
+        with self._tickets_lock:
+            for used, expires in list(self._used_tickets.items()):
+                if expires < now:
+                    del self._used_tickets[used]
+            if ticket in self._used_tickets:
+                return None
+            self._used_tickets[ticket] = now + TICKET_TTL_SECONDS + 60
+        return who
+
+    def session_for(self, who: Principal) -> str:
+        """The session cookie's value: a token for ``who`` that ends after SESSION_TTL_SECONDS
+        and that only this HTTP side accepts (not the RPCs)."""
+        assert self.auth is not None
+        return self.auth.mint(who, SESSION_TTL_SECONDS, purpose=SESSION_PURPOSE)
+
+    def _visible(self, field: str, job_id: str, who: Principal, what: str) -> str:
+        """The full id of ``job_id`` once ``who`` may ``what`` it (the RPCs' rule), else 403."""
+        if who.role in (Role.OPEN, Role.ADMIN):  # may see every job: the handler resolves the id
+            return job_id
+        full_id, owner = _resolving(field, job_id, lambda: self.controller.job_owner(job_id))
+        access.check_job(who, full_id, owner, what)
+        return full_id
 
 
 def _entrypoint(entrypoint: Any) -> str:
@@ -345,7 +447,8 @@ _GET_ROUTES = {
     "/api/scale-groups": HttpServer.scale_groups,
     "/api/endpoints": HttpServer.endpoints,
 }
-_POST_ROUTES = {"/api/kill": HttpServer.kill}
+_POST_ROUTES = {"/api/kill": HttpServer.kill, "/api/login-ticket": HttpServer.login_ticket}
+_OPEN_ROUTES = ("/health", "/login", "/logout")  # answered before (or without) authorization
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -373,6 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "same-origin")  # never sent off-site; "no-referrer" would make a form POST's Origin "null"
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
@@ -394,10 +498,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")
 
-    def _check_origin(self, method: str) -> None:
+    def _check_origin(self, method: str, path: str) -> None:
         """Refuse what another web site could make a browser send here: a Host that is not this
         server's (DNS rebinding), and a cross-origin or non-JSON POST (a form or fetch from another
-        page: a JSON body forces the browser to ask first, and this server never says yes)."""
+        page: a JSON body forces the browser to ask first, and this server never says yes). The
+        login form is the one form POST, and only from this origin."""
         host = (self.headers.get("Host") or "").strip()
         name = urlsplit(f"//{host}").hostname or ""
         if not _local_name(name, self.app.host):
@@ -406,32 +511,48 @@ class _Handler(BaseHTTPRequestHandler):
             origin = self.headers.get("Origin")
             if origin and urlsplit(origin).netloc != host:
                 raise Forbidden(f"cross-origin request from {origin} refused")
-            if (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/json":
+            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if path == "/login":
+                if content_type != "application/x-www-form-urlencoded":
+                    raise BadRequest("Content-Type", self.headers.get("Content-Type", ""), "application/x-www-form-urlencoded (the login form)")
+            elif content_type != "application/json":
                 raise BadRequest("Content-Type", self.headers.get("Content-Type", ""), "application/json")
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         path = url.path
         try:
-            self._check_origin(method)
+            self._check_origin(method, path)
             query = parse_qs(url.query, keep_blank_values=True)
+            if path in ("/health", "/api/health") and method == "GET":  # probes and bootstrap scripts: no token
+                self._json(200, self.app.health(query, OPEN))
+                return
+            if path in ("/login", "/logout"):
+                self._login(method, path, query)
+                return
             body = self._body() if method == "POST" and path in _POST_ROUTES else {}
             job_id = body.get("job_id") if isinstance(body.get("job_id"), str) else (query.get("id") or query.get("job") or [""])[-1]
-            self.app.authorize(HttpRequest(self._token(), method, path, job_id))
+            try:
+                who = self.app.authorize(HttpRequest(self._token(), method, path, job_id)) or OPEN
+            except Unauthorized as exc:
+                if method == "GET" and path in ("/", "/index.html"):  # a browser without a session: the login page
+                    self._login_page(401, str(exc))
+                    return
+                raise
             if method == "GET" and path in _GET_ROUTES:
-                self._json(200, _GET_ROUTES[path](self.app, query))
+                self._json(200, _GET_ROUTES[path](self.app, query, who))
             elif method == "POST" and path in _POST_ROUTES:
-                self._json(200, _POST_ROUTES[path](self.app, body))
+                self._json(200, _POST_ROUTES[path](self.app, body, who))
             elif method == "GET" and (path in ("/", "/index.html") or path.startswith("/static/")):
                 self._static(path)
             elif path in _GET_ROUTES or path in _POST_ROUTES:
                 allowed = "GET" if path in _GET_ROUTES else "POST"
                 self._send(405, json.dumps({"error": f"{path} accepts {allowed} only"}).encode(), "application/json", {"Allow": allowed})
             else:
-                self._error(404, f"no such page or API: {path}", accepted="/health, /api/jobs, /api/job, /api/logs, /api/workers, /api/scale-groups, /api/endpoints, /api/kill, /")
+                self._error(404, f"no such page or API: {path}", accepted="/health, /api/jobs, /api/job, /api/logs, /api/workers, /api/scale-groups, /api/endpoints, /api/kill, /login, /")
         except Unauthorized as exc:
             self._error(401, str(exc))
-        except Forbidden as exc:
+        except (Forbidden, PermissionDenied) as exc:
             self._error(403, str(exc))
         except BadRequest as exc:
             status = 404 if isinstance(exc, NotFound) else 400
@@ -447,6 +568,61 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             logger.exception("http %s %s failed", method, path)
             self._error(500, "internal error; see the controller's log")
+
+    # --- logging in: a one-time link or the form, then an HttpOnly session cookie ----------------
+
+    def _login(self, method: str, path: str, query: dict[str, list[str]]) -> None:
+        app = self.app
+        if path == "/logout":
+            self._redirect("/login" if app.auth is not None else "/", clear=True)
+            return
+        if app.auth is None:  # auth off: nothing to log in to
+            self._redirect("/")
+            return
+        if method == "GET":
+            ticket = query.get("ticket", [""])[-1]
+            if not ticket:
+                self._login_page(200, "")
+                return
+            who = app.redeem_ticket(ticket)
+            if who is None:
+                self._login_page(401, "That login link has expired or was used already: run `iris cluster dashboard` again, or paste a token below.")
+                return
+        elif method == "POST":
+            token = parse_qs(self._form(), keep_blank_values=True).get("token", [""])[-1].strip()
+            who = app.auth.authenticate(token) if token else None
+            if who is None or who.role is Role.WORKER:
+                self._login_page(401, "That token is not valid here (mistyped, expired, rotated, or from another cluster)." if token else "Paste a token.")
+                return
+        else:
+            self._error(405, "/login accepts GET and POST only")
+            return
+        logger.info("dashboard login: %s", who.describe())
+        self._redirect("/", cookie=app.session_for(who))
+
+    def _form(self) -> str:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise BadRequest("Content-Length", self.headers.get("Content-Length"), "a byte count") from None
+        if length > MAX_BODY_BYTES:
+            raise BadRequest("body", f"{length} bytes", f"at most {MAX_BODY_BYTES} bytes")
+        return self.rfile.read(length).decode("utf-8", "replace") if length else ""
+
+    def _redirect(self, location: str, cookie: str | None = None, clear: bool = False) -> None:
+        extra = {"Location": location}
+        if cookie is not None:
+            extra["Set-Cookie"] = f"{TOKEN_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={int(SESSION_TTL_SECONDS)}"
+        elif clear:
+            extra["Set-Cookie"] = f"{TOKEN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+        self._send(303, b"", "text/plain; charset=utf-8", extra)
+
+    def _login_page(self, status: int, message: str) -> None:
+        import html
+
+        page = resources.files("iris.cluster.controller").joinpath("dashboard", "login.html").read_text()
+        notice = f'<p class="problem">{html.escape(message)}</p>' if message else ""
+        self._send(status, page.replace("<!--message-->", notice).encode(), _CONTENT_TYPES[".html"])
 
     def _body(self) -> dict[str, Any]:
         try:

@@ -1,5 +1,8 @@
 """Job logs: bytes from workers become lines in the job's log; readers page through them with a
-cursor (one position per job read, so a reader of a job and its children resumes exactly)."""
+cursor (one position per job read, so a reader of a job and its children resumes exactly).
+
+A worker sends an attempt's log as it is on disk: records, a line of one stream each
+(:mod:`iris.runtime.output_log`); each record becomes a line that keeps its stream."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections.abc import Callable
 
 from iris.cluster.controller.state import Attempt, Job, LogLine, Task
 from iris.errors import IrisError
+from iris.runtime.output_log import HEADS, parse_record
 
 MAX_LOG_LINES_PER_READ = 10_000
 
@@ -31,6 +35,11 @@ def decode_cursor(cursor: str) -> dict[str, int]:
     except (ValueError, TypeError):
         pass
     raise BadCursor(f"log cursor {cursor[:40]!r} is invalid")
+
+
+def _line(task_index: int, attempt_id: int, now: float, record: bytes) -> LogLine:
+    stream, content, _ = parse_record(record)
+    return LogLine(task_index, attempt_id, now, content.decode("utf-8", "replace"), stream)
 
 
 class Logs:
@@ -58,13 +67,19 @@ class Logs:
             return False
         now = self._clock()
         index, attempt_id = task.index, attempt.attempt_id
-        job.logs.extend(LogLine(index, attempt_id, now, line.decode("utf-8", "replace")) for line in complete)
+        heads = HEADS
+        for record in complete:  # _line, inlined: a busy task sends thousands of lines at once
+            stream = heads.get(record[:3])
+            if stream is None:
+                job.logs.append(LogLine(index, attempt_id, now, record.decode("utf-8", "replace")))
+            else:
+                job.logs.append(LogLine(index, attempt_id, now, record[3:].decode("utf-8", "replace"), stream))
         return True
 
     def flush_partial(self, job: Job, task: Task, attempt: Attempt) -> None:
-        """The attempt ended: an unfinished last line is a line."""
+        """The attempt ended: an unfinished last record (its log was cut short) is a line."""
         if attempt.log_partial:
-            job.logs.append(LogLine(task.index, attempt.attempt_id, self._clock(), attempt.log_partial.decode("utf-8", "replace")))
+            job.logs.append(_line(task.index, attempt.attempt_id, self._clock(), attempt.log_partial))
             attempt.log_partial = b""
 
     @staticmethod

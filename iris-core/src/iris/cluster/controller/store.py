@@ -5,10 +5,12 @@ before it acknowledges anything (a launched job's id, a worker's log or outcome)
 killed at any instant reopens the same file and finds every job, task, attempt, worker,
 endpoint and log line it had acknowledged.
 
-Layout (schema 2): a job's spec is written once; its small mutable header, each task and each
+Layout (schema 3): a job's spec is written once; its small mutable header, each task and each
 attempt are rows of their own, so a change costs what changed, not the size of the job. Log
-lines are rows; workers, endpoints and the bundle index too. The schema version is
-``PRAGMA user_version``; migrations only move forward (schema 1 kept one JSON document per job).
+lines are rows, each with its stream (schema 3); workers, endpoints and the bundle index too.
+The schema version is ``PRAGMA user_version``; migrations only move forward (schema 1 kept one
+JSON document per job; schema 2's log lines had no stream: they read as stdout, except the
+environment's lines, which carried the ``[iris env] `` prefix then).
 """
 
 from __future__ import annotations
@@ -134,9 +136,21 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE jobs")
 
 
+#: A log line's stream in the ``logs`` table: the values of the wire's LogStream.
+_STREAM_CODES = {"stdout": 0, "stderr": 1, "env": 2}
+_STREAM_NAMES = {code: name for name, code in _STREAM_CODES.items()}
+
+# 3: log lines carry their stream. Before, the environment's lines were told apart by a prefix
+# of their text (substr is 1-based: the text after the 11 characters of "[iris env] ").
+_MIGRATE_2_TO_3 = """
+ALTER TABLE logs ADD COLUMN stream INTEGER NOT NULL DEFAULT 0;
+UPDATE logs SET stream = 2, data = substr(data, 12) WHERE substr(data, 1, 11) = '[iris env] '
+"""
+
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     _SCHEMA_1,  # 1: the initial schema
     _migrate_1_to_2,  # 2: a row per task and attempt
+    _MIGRATE_2_TO_3,  # 3: a stream per log line
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -248,8 +262,9 @@ class Store:
             if attempt_rows:
                 conn.executemany("INSERT OR REPLACE INTO attempts(job_id, idx, attempt_id, doc) VALUES (?, ?, ?, ?)", attempt_rows)
             conn.executemany(
-                "INSERT OR IGNORE INTO logs(job_id, seq, task_index, attempt_id, ts, data) VALUES (?, ?, ?, ?, ?, ?)",
-                [(job_id, seq, ln.task_index, ln.attempt_id, ln.timestamp, ln.data) for job_id, seq, ln in logs],
+                "INSERT OR IGNORE INTO logs(job_id, seq, task_index, attempt_id, ts, data, stream) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(job_id, seq, ln.task_index, ln.attempt_id, ln.timestamp, ln.data, _STREAM_CODES.get(ln.stream, 0))
+                 for job_id, seq, ln in logs],  # fmt: skip
             )
             conn.executemany(
                 "INSERT INTO workers(worker_id, doc) VALUES (?, ?) ON CONFLICT(worker_id) DO UPDATE SET doc = excluded.doc",
@@ -306,12 +321,13 @@ class Store:
             task = tasks.get((job_id, idx))
             if task is not None:
                 task.attempts.append(_attempt_from(attempt_id, doc))
-        for job_id, task_index, attempt_id, ts, data in conn.execute(
-            "SELECT job_id, task_index, attempt_id, ts, data FROM logs ORDER BY job_id, seq"
+        names = _STREAM_NAMES
+        for job_id, task_index, attempt_id, ts, data, stream in conn.execute(
+            "SELECT job_id, task_index, attempt_id, ts, data, stream FROM logs ORDER BY job_id, seq"
         ):
             job = by_id.get(job_id)
             if job is not None:
-                job.logs.append(LogLine(task_index, attempt_id, ts, data))
+                job.logs.append(LogLine(task_index, attempt_id, ts, data, names.get(stream, "stdout")))
         for job in jobs:
             parent = by_id.get(job.spec.parent_job_id) if job.spec.parent_job_id else None
             if parent is not None:

@@ -40,9 +40,9 @@ from typing import IO, BinaryIO
 
 import attrs
 
-from iris.job.records import ENVIRONMENT_LOG_PREFIX
 from iris.job.types import extra_problem, package_problem
 from iris.plugin.protocols import TaskStartError
+from iris.runtime.output_log import ENV, encode_text
 
 #: Bump when the layout of an environment changes, so older cached ones are not reused.
 ENV_FORMAT = 1
@@ -50,9 +50,6 @@ ENV_FORMAT = 1
 MARKER = "iris-env.json"
 #: Where the callable runner sits inside an environment.
 RUNNER = Path("iris-runner") / "run_callable.py"
-#: Every line the worker writes to an attempt's log about its environment starts with this, so
-#: clients can tell the build's output from the task's (``iris run`` prints it on stderr).
-LOG_PREFIX = ENVIRONMENT_LOG_PREFIX
 _RUNNER_SOURCE = Path(__file__).with_name("run_callable.py")
 _POLL_SECONDS = 0.05  # how often a build (or the wait for another's) looks for a cancellation
 _KILL_GRACE_SECONDS = 2.0
@@ -185,8 +182,9 @@ class EnvironmentBuilder:
         cancelled: Callable[[], bool] = lambda: False,
     ) -> TaskEnvironment:
         """The environment for a task whose bundle is unpacked in ``app`` (None: no bundle),
-        built now if it is not cached. What the build prints goes to ``log``, each line
-        prefixed with :data:`LOG_PREFIX`.
+        built now if it is not cached. What the build prints goes to ``log`` as records of the
+        ``env`` stream (:mod:`iris.runtime.output_log`), so clients can tell it from the task's
+        output (``iris run`` prints it on stderr).
 
         Raises TaskStartError when the task's own declaration cannot be built (uv's error is
         the message), BuildCancelled once ``cancelled()`` turns true during a build or the wait
@@ -276,7 +274,7 @@ class EnvironmentBuilder:
             assert proc.stdout is not None
             for raw in proc.stdout:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
-                log.write((LOG_PREFIX + line + "\n").encode())
+                log.write(encode_text(ENV, line))
                 log.flush()
                 tail[:] = (tail + [line])[-20:]
 
@@ -340,7 +338,7 @@ def _runner_digest() -> str:
 
 
 def _say(log: BinaryIO, message: str) -> None:
-    log.write((LOG_PREFIX + message + "\n").encode())
+    log.write(encode_text(ENV, message))
     log.flush()
 
 

@@ -67,7 +67,7 @@ MONITOR_POLL_SECONDS = 0.05
 # a short task then costs one report (its end), not two.
 RUNNING_REPORT_DELAY = 0.005
 RESULT_FILE = "result.pkl"  # where run_callable leaves a callable's outcome (see run_callable.py)
-ENVIRONMENT_LOG = "environment.log"  # the environment build's output: the start of the attempt's log
+ENVIRONMENT_LOG = "environment.log"  # the environment build's output (env records): the start of the attempt's log
 MAX_RESULT_BYTES = 16 << 20
 START_THREADS = 8
 CLEANUP_THREADS = 2
@@ -101,7 +101,8 @@ class LocalAttempt:
     ports: dict[str, int] = attrs.field(factory=dict)
     watch_failing: bool = False  # the last status() call raised (logged once per streak)
     # The attempt's log is the environment build's output (this file) followed by the
-    # container's; build_log_size is that file's final size once the container has started.
+    # container's, both records of iris.runtime.output_log (so each line keeps its stream);
+    # build_log_size is that file's final size once the container has started.
     build_log: Path | None = None
     build_log_size: int = -1
 

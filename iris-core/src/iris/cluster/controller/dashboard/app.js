@@ -53,6 +53,7 @@ async function api(path, options) {
   const response = await fetch(path, Object.assign({ cache: "no-store", credentials: "same-origin" }, options || {}));
   let body = null;
   try { body = await response.json(); } catch (e) { body = { error: `${response.status} ${response.statusText}` }; }
+  if (response.status === 401) { location.assign("/login"); } // the session ended: log in again
   if (!response.ok) throw new Error(body && body.error ? body.error : `${response.status}`);
   return body;
 }
@@ -226,7 +227,7 @@ async function jobPage(mine) {
   if (mine !== generation) return;
   document.getElementById("job-state").innerHTML = badge(job.state);
   const kill = document.getElementById("kill");
-  kill.hidden = TERMINAL.has(job.state);
+  kill.hidden = TERMINAL.has(job.state) || job.may_kill === false; // only its owner (or an admin) kills it
   const attempts = [];
   for (const t of job.tasks) for (const a of t.attempts) attempts.push([t, a]);
   const facts = [
@@ -279,14 +280,18 @@ async function readLog(mine) {
   }
 }
 
+// Each line's stream: stdout lines as they are; the others tagged, and coloured by style.css.
+const STREAMS = { stdout: "out", stderr: "err", env: "env" };
+
 function appendLog(lines, state) {
   if (!lines.length) return;
   const el = document.getElementById("log");
   const atBottom = el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
   const html = lines.map(l => {
     const origin = (l.job_id !== state.jobId ? `${l.job_id} ` : "") + `task ${l.task} attempt ${l.attempt}`;
-    const cls = l.data.startsWith("[iris env] ") ? "log-line env" : "log-line";
-    return `<span class="${cls}" data-task="${l.task}" data-attempt="${l.attempt}"><span class="origin">[${esc(origin)}]</span> ${esc(l.data)}</span>\n`;
+    const stream = STREAMS[l.stream] ? l.stream : "stdout";
+    const tag = stream === "stdout" ? "" : `<span class="stream">${STREAMS[stream]}</span> `;
+    return `<span class="log-line ${stream}" data-task="${l.task}" data-attempt="${l.attempt}" data-stream="${stream}"><span class="origin">[${esc(origin)}]</span> ${tag}${esc(l.data)}</span>\n`;
   }).join("");
   el.insertAdjacentHTML("beforeend", html);
   state.count += lines.length;
