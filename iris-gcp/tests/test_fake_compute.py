@@ -156,3 +156,25 @@ def test_fake_compute_close_halts_every_host(booter: AddressOnlyBooter) -> None:
     assert booter.running(f"{ZONE}/vm-1")
     fake.close()
     assert not booter.running(f"{ZONE}/vm-1")
+
+
+class RebootingBooter(AddressOnlyBooter):
+    """Can power-cycle a host in place (as the container booter does)."""
+
+    def __init__(self) -> None:
+        super().__init__(first=211, last=215)
+        self.rebooted: list[str] = []
+
+    def reboot(self, host_id: str) -> None:
+        self.rebooted.append(host_id)
+
+
+def test_fake_compute_reset_reboots_in_place_when_the_booter_can() -> None:
+    booter = RebootingBooter()
+    with FakeCompute(booter) as fake:
+        instances, operations = clients(fake)
+        done(operations, instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=instance()))
+        done(operations, instances.reset_unary(project=PROJECT, zone=ZONE, instance="vm-1"))
+        assert booter.rebooted == [f"{ZONE}/vm-1"] and len(booter.booted) == 1 and booter.running(f"{ZONE}/vm-1")
+        got = instances.get(project=PROJECT, zone=ZONE, instance="vm-1")
+        assert got.status == "RUNNING" and got.network_interfaces[0].network_i_p == "127.0.0.211"

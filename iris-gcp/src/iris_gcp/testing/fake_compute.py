@@ -19,8 +19,10 @@ metadata (``startup-script`` included) and the booted address is its
 
 What it does not do: IAM, networks and firewalls (any network name is accepted), external
 addresses (``natIP`` stays empty), disks as resources, pagination (one page holds every item),
-per-project quotas unless injected. A reset or start boots the host again with the same host id;
-it keeps its address only if the booter gives that host the same one (GCE keeps it).
+per-project quotas unless injected. A reset reboots the host when the booter can
+(``reboot(host_id)``, as ``ContainerBooter``: disk and address kept, startup script run again),
+else halts and boots it again with the same host id; a stop then start always does the latter
+(the host keeps its address and disk only if the booter keeps them for that host id).
 
 The client library's own polling (``operation.result()``) asks ``compute.googleapis.com``
 whatever the endpoint; poll with a ``ZoneOperationsClient`` built with the same endpoint.
@@ -324,7 +326,16 @@ class FakeCompute:
         if instance["status"] != "RUNNING":
             raise ApiError(InjectedError(400, "resourceNotReady", f"The resource '{instance['selfLink']}' is not ready", "FAILED_PRECONDITION"))
 
-        def again() -> None:  # a reset keeps the machine's disk and, on GCE, its internal address
+        def again() -> None:  # a reset keeps the machine's disk and its internal address
+            reboot = getattr(self.booter, "reboot", None)
+            if reboot is not None:  # a booter that can power-cycle a host keeps its disk and address
+                with self._lock:
+                    instance["status"] = "STAGING"
+                reboot(_host_id(instance))
+                with self._lock:
+                    instance["status"] = "RUNNING"
+                    instance["lastStartTimestamp"] = _now()
+                return
             self._halt(instance, "STAGING")
             self._boot(instance)
 
