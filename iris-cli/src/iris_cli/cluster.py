@@ -5,13 +5,20 @@
     iris cluster --config C dashboard [--no-open]
     iris cluster --config C slice list | get SLICE | create --scale-group G | terminate SLICE... | terminate --all
     iris cluster --config C vm status | get VM | logs VM [--tail N]
-    iris cluster --config C controller run-local
+    iris cluster --config C controller start | stop | restart | status [--json] | run-local
+
+With ``controller.vm.enabled: true`` (the seeds' ``controller_vm: {gcp: ...}``) and a provider
+that can place it (gcp), the controller runs on the provider's VM: ``start`` creates it and waits
+for its health check, and every command reaches it through the config's tunnel. ``--local``
+always means a controller process on this machine.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -82,7 +89,7 @@ def start_command(ctx: click.Context, local: bool, fresh: bool) -> None:
     already = running_controller(config)
     info = start_cluster(config, fresh=fresh)
     word = "already running" if already else "started"
-    click.echo(f"iris: controller {word} at {info.url} (pid {info.pid}, state in {info.state_dir})", err=True)
+    click.echo(f"iris: controller {word} at {info.url} ({_where(info)})", err=True)
     if info.token:
         path = resolve(ctx, "config", None)
         click.echo(
@@ -91,6 +98,13 @@ def start_command(ctx: click.Context, local: bool, fresh: bool) -> None:
             err=True,
         )
     click.echo(info.url)
+
+
+def _where(info: Any) -> str:
+    """Where a controller runs, in words: its machine, or its pid and state directory here."""
+    if info.remote:
+        return f"on {info.where}; clients reach it through the config's tunnel"
+    return f"pid {info.pid}, state in {info.state_dir}"
 
 
 @cluster_group.command("stop")
@@ -112,16 +126,15 @@ def stop_command(ctx: click.Context, local: bool) -> None:
 @click.pass_context
 def restart_command(ctx: click.Context, local: bool) -> None:
     """Restart the controller; its slices keep running and are adopted again."""
-    from iris.cluster.lifecycle import start_cluster, stop_controller
+    from iris.cluster.lifecycle import restart_controller
 
     config = _config(ctx, local)
-    stop_controller(config)
-    info = start_cluster(config)
-    click.echo(f"iris: controller restarted at {info.url} (pid {info.pid})", err=True)
+    info = restart_controller(config)
+    click.echo(f"iris: controller restarted at {info.url} ({_where(info)})", err=True)
     click.echo(info.url)
 
 
-def _status(config: Any) -> dict[str, Any]:
+def _status(config: Any, controller_only: bool = False) -> dict[str, Any]:
     from iris.cluster.lifecycle import cluster_labels, open_vm_manager, running_controller
 
     info = running_controller(config)
@@ -130,15 +143,23 @@ def _status(config: Any) -> dict[str, Any]:
     if info is not None:
         from iris.client import IrisClient
 
+        from contextlib import ExitStack
+
+        from iris.cluster.lifecycle import connect_controller
+
         controller: dict[str, Any] = {"url": info.url, "pid": info.pid, "dashboard": info.http_url, "healthy": False}
-        client = IrisClient.remote(info.url, token=info_token(info))
+        if info.remote:
+            controller["where"] = info.where
+        stack = ExitStack()
+        client = None
         try:
+            client = IrisClient.remote(stack.enter_context(connect_controller(config, info)), token=info_token(info))
             workers = client.list_workers()
             controller.update(
                 healthy=True,
                 workers=sum(1 for w in workers if not w.lost),
                 lost_workers=sum(1 for w in workers if w.lost),
-                jobs=_job_counts(info.http_url, client),
+                jobs=_job_counts("" if info.remote else info.http_url, client),  # a VM's HTTP side is not reachable from here
             )
             known = {w.slice_id or w.attributes.get("slice", "") for w in workers if not w.lost}
             try:
@@ -150,8 +171,12 @@ def _status(config: Any) -> dict[str, Any]:
         except Exception as exc:
             controller["error"] = str(exc)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
+            stack.close()
         out["controller"] = controller
+    if controller_only:
+        return out
     manager = open_vm_manager(config)
     try:
         for s in manager.list_slices(cluster_labels(config)):
@@ -204,7 +229,8 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
         click.echo(f"controller: not running (cluster {status['cluster']}, provider {status['provider']})")
     else:
         health = "healthy" if controller.get("healthy") else f"unhealthy: {controller.get('error', '')}"
-        click.echo(f"controller: {controller['url']} pid {controller['pid']} {health}")
+        where = f"on {controller['where']}" if controller.get("where") else f"pid {controller['pid']}"
+        click.echo(f"controller: {controller['url']} {where} {health}")
         if controller.get("dashboard"):
             click.echo(f"dashboard: {controller['dashboard']}")
         if controller.get("healthy"):
@@ -249,7 +275,7 @@ def dashboard_command(ctx: click.Context, local: bool, no_open: bool, login_link
     from iris.cluster.lifecycle import reach_controller
 
     direct = (config.controller.tunnel or _default_tunnel(config)) == "direct"
-    with reach_controller(config, info.http_url) as url:  # the same tunnel the CLI's RPCs use
+    with reach_controller(config, info.http_url, via=info.tunnel_host) as url:  # the same tunnel the CLI's RPCs use
         open_url = url
         if login_link or not no_open:
             ticket = _login_ticket(url, info_token(info))
@@ -335,14 +361,22 @@ def slice_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{s['slice_id']}  {s['scale_group']}  {s['state']}  {s['vms']} vm(s){flag}")
 
 
-def _controller_client(ctx: click.Context) -> Any:
+@contextmanager
+def _controller_client(ctx: click.Context) -> Iterator[Any]:
+    """A client of the cluster's running controller (through the tunnel to a controller VM)."""
     from iris.client import IrisClient
-    from iris.cluster.lifecycle import running_controller
+    from iris.cluster.lifecycle import connect_controller, running_controller
 
-    info = running_controller(_config(ctx))
+    config = _config(ctx)
+    info = running_controller(config)
     if info is None:
         raise click.UsageError("the cluster's controller is not running; start it with iris cluster --config C start")
-    return IrisClient.remote(info.url, token=info_token(info))
+    with connect_controller(config, info) as url:
+        client = IrisClient.remote(url, token=info_token(info))
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 @slice_group.command("create")
@@ -351,11 +385,8 @@ def _controller_client(ctx: click.Context) -> Any:
 @click.pass_context
 def slice_create(ctx: click.Context, scale_group: str) -> None:
     """Ask the autoscaler for one more slice of a scale group now."""
-    client = _controller_client(ctx)
-    try:
+    with _controller_client(ctx) as client:
         click.echo(client.create_slice(scale_group))
-    finally:
-        client.close()
 
 
 @slice_group.command("terminate")
@@ -367,12 +398,9 @@ def slice_terminate(ctx: click.Context, slice_ids: tuple[str, ...], all_: bool) 
     """Delete slices (their tasks are retried elsewhere)."""
     if not slice_ids and not all_:
         raise click.UsageError("name the slices to terminate, or pass --all")
-    client = _controller_client(ctx)
-    try:
+    with _controller_client(ctx) as client:
         for slice_id in client.terminate_slices(list(slice_ids), all_slices=all_):
             click.echo(f"terminated {slice_id}")
-    finally:
-        client.close()
 
 
 def _slice_json(info: Any) -> dict[str, Any]:
@@ -491,8 +519,69 @@ def vm_logs(ctx: click.Context, vm_id: str, tail: int) -> None:
 
 
 @cluster_group.group("controller")
+@local_option
 def controller_group() -> None:
-    """The controller process itself."""
+    """The controller alone (its slices are left as they are): a process here, or the provider's
+    controller VM (controller.vm.enabled)."""
+
+
+@controller_group.command("start")
+@local_option
+@click.option("--fresh", is_flag=True, help="Ignore the controller's saved state (a process here only).")
+@click.pass_context
+def controller_start(ctx: click.Context, fresh: bool) -> None:
+    """Start the controller (create its VM) and wait until it answers; print its URL."""
+    from iris.cluster.lifecycle import running_controller, start_cluster
+
+    config = _config(ctx)
+    already = running_controller(config)
+    info = start_cluster(config, fresh=fresh)
+    click.echo(f"iris: controller {'already running' if already else 'started'} at {info.url} ({_where(info)})", err=True)
+    click.echo(info.url)
+
+
+@controller_group.command("stop")
+@local_option
+@click.pass_context
+def controller_stop(ctx: click.Context) -> None:
+    """Stop the controller (delete its VM); the slices keep running for the next controller to adopt."""
+    from iris.cluster.lifecycle import stop_controller
+
+    was_running = stop_controller(_config(ctx))
+    click.echo(f"iris: controller {'stopped' if was_running else 'was not running'}; slices left running", err=True)
+
+
+@controller_group.command("restart")
+@local_option
+@click.pass_context
+def controller_restart(ctx: click.Context) -> None:
+    """Restart the controller (reset its VM, keeping its disk and address); its slices are adopted again."""
+    from iris.cluster.lifecycle import restart_controller
+
+    info = restart_controller(_config(ctx))
+    click.echo(f"iris: controller restarted at {info.url} ({_where(info)})", err=True)
+    click.echo(info.url)
+
+
+@controller_group.command("status")
+@local_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def controller_status(ctx: click.Context, as_json: bool) -> None:
+    """Where the controller runs and whether it answers (exit 1 if it is not running or unhealthy)."""
+    controller = _status(_config(ctx), controller_only=True)["controller"]
+    if as_json:
+        click.echo(json.dumps(controller, indent=2))
+    elif controller is None:
+        click.echo("controller: not running")
+    else:
+        health = "healthy" if controller.get("healthy") else f"unhealthy: {controller.get('error', '')}"
+        where = f"on {controller['where']}" if controller.get("where") else f"pid {controller['pid']}"
+        click.echo(f"controller: {controller['url']} {where} {health}")
+        if controller.get("healthy"):
+            click.echo(f"workers: {controller['workers']}   jobs: {', '.join(f'{n} {s}' for s, n in controller['jobs'].items()) or 'none'}")
+    if controller is None or not controller.get("healthy"):
+        sys.exit(1)
 
 
 @controller_group.command("run-local")

@@ -70,10 +70,13 @@ def _controller_target(ctx: click.Context, config: str | None, controller_url: s
 
         loaded = load_config(path)
         # the cluster `iris cluster --config C start [--local]` started, as `iris --config C run` finds it
-        for candidate in (loaded, make_local_config(loaded, process_workers=True)):
+        for candidate in (make_local_config(loaded, process_workers=True), loaded):  # the local one first: no API call
             info = running_controller(candidate)
             if info is not None:
                 ctx.meta["iris_owner_token"] = info.token  # used if no other token is given
+                if info.remote:  # a controller VM: through the config's tunnel, to the address it reports
+                    ctx.meta["iris_tunnel_host"] = info.tunnel_host
+                    return info.url, candidate
                 return info.url, None
         controller = loaded.controller
         if not controller.port:
@@ -103,7 +106,7 @@ def _connect(ctx: click.Context, config: str | None, controller_url: str | None)
         if loaded is not None:
             from iris.cluster.lifecycle import reach_controller
 
-            url = stack.enter_context(reach_controller(loaded, url))
+            url = stack.enter_context(reach_controller(loaded, url, via=ctx.meta.get("iris_tunnel_host", "")))
         client = IrisClient.remote(url, token=token)
         try:
             yield client

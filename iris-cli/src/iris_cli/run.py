@@ -260,14 +260,17 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
         from iris.cluster.manager import make_local_config
 
         # a cluster started with `iris cluster --config C start [--local]` is used if it runs
-        for candidate in (config, make_local_config(config, process_workers=True)):
+        for candidate in (make_local_config(config, process_workers=True), config):  # the local one first: no API call
             info = running_controller(candidate)
             if info is not None:
-                _status(f"using the running cluster at {info.url}")
+                _status(f"using the running cluster at {info.url}" + (f" ({info.where})" if info.where else ""))
+                from iris.cluster.lifecycle import connect_controller
                 from iris_cli.cluster import info_token
 
-                client = IrisClient.remote(info.url, token=info_token(info), **bundling)
-                sys.exit(_submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children))
+                with connect_controller(candidate, info) as url:  # through the tunnel to a controller VM
+                    client = IrisClient.remote(url, token=info_token(info), **bundling)
+                    code = _submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children)
+                sys.exit(code)
     if config.provider.type != "local" and config.controller.port:
         # a cluster elsewhere: the config's fixed address, through its tunnel (controller.tunnel)
         from iris.cluster.lifecycle import reach_controller

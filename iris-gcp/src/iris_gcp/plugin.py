@@ -1,7 +1,8 @@
 """Registers the ``gcp`` provider (entry point ``gcp``).
 
 The VmManager creates TPU slices (:mod:`iris_gcp.tpu`); the ``gs://`` bundle store and controller
-checkpoints are :mod:`iris_gcp.gcs`. The ``ssh`` tunnel to the controller VM
+checkpoints are :mod:`iris_gcp.gcs`; the controller VM (``controller.vm.enabled``) is
+:class:`iris_gcp.controller_vm.ControllerVm`, offered as the provider's ``controller_host``. The ``ssh`` tunnel to the controller VM
 is iris-manual's (a dependency), not registered here. The Google client
 libraries are imported only inside factories, never when the plugin loads.
 """
@@ -19,6 +20,12 @@ def _vm_manager(context: Any) -> Any:
     from iris_gcp.tpu import TpuVmManager, open_client
 
     return TpuVmManager(context, open_client(context.options or {}))
+
+
+def _controller_host(config: Any) -> Any:
+    from iris_gcp.controller_vm import ControllerVm
+
+    return ControllerVm(config)
 
 
 def _gcs_store(url: str) -> Any:
@@ -42,7 +49,8 @@ def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
             default_runtime="docker",
             default_bundle_scheme="gs",
             default_tunnel="ssh",
-            description="TPU slices on Google Cloud",
+            controller_host=_controller_host,
+            description="TPU slices and the controller VM on Google Cloud",
         )
     )
 

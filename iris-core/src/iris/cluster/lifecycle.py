@@ -2,6 +2,12 @@
 
 ``start`` runs the controller as a background process (``python -m iris.cluster.controller.main
 serve``) that outlives the command, with its state, log, pid and URL in the state directory.
+When the config says ``controller.vm.enabled`` and the provider offers a ``controller_host``
+(``VmManagerPlugin.controller_host``), the controller is placed on the provider's machine
+instead: ``start`` asks the host to create it and waits for its health check through the
+config's tunnel; it is found again through the provider (by label), never through local files,
+and reached through the tunnel (:func:`connect_controller`). ``--local`` (``make_local_config``)
+turns ``controller.vm.enabled`` off, so it always means a process here.
 ``stop`` stops it and then deletes every slice the provider reports under this cluster's label,
 whether or not the controller's state still knows about them. ``status`` compares the two.
 """
@@ -49,6 +55,10 @@ class ControllerProcessInfo:
     url: str
     state_dir: Path
     http_url: str = ""  # the dashboard and /health ("" = the controller serves no HTTP)
+    #: placed on a provider's machine (pid is 0): reach it with :func:`connect_controller`
+    remote: bool = False
+    where: str = ""  # the machine, in words ("" = a process on this machine)
+    tunnel_host: str = ""  # the address a tunnel connects to ("" = the host of url)
 
     @property
     def token(self) -> str:
@@ -71,6 +81,15 @@ def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
     nothing should run on it or stop it by accident."""
     import yaml
 
+    host = controller_host(config)
+    if host is not None:
+        try:
+            placement = host.find()
+        finally:
+            host.close()
+        if placement is None or not placement.url:
+            return None
+        return _remote_info(config, placement)
     state_dir = state_dir_for(config)
     try:
         pid = int((state_dir / "controller.pid").read_text())
@@ -109,6 +128,12 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
     """Start the controller process for ``config`` (if not already running) and wait for its URL."""
     import yaml
 
+    host = controller_host(config)
+    if host is not None:
+        try:
+            return _start_placed(config, host, fresh=fresh, timeout=max(timeout, PLACED_START_TIMEOUT))
+        finally:
+            host.close()
     existing = running_controller(config)
     if existing is not None:
         return existing
@@ -156,7 +181,14 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
 
 
 def stop_controller(config: ClusterConfig, timeout: float = 30.0) -> bool:
-    """SIGTERM the controller process (its slices keep running); True if one was running."""
+    """SIGTERM the controller process, or delete the provider's controller machine (its slices
+    keep running); True if one was running."""
+    host = controller_host(config)
+    if host is not None:
+        try:
+            return host.stop(_progress)
+        finally:
+            host.close()
     info = running_controller(config)
     if info is None:
         return False
@@ -230,7 +262,8 @@ def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
     info = running_controller(config)
     if info is not None:
         try:
-            kill_unfinished_jobs(info.url, token=info.token or None)
+            with connect_controller(config, info) as url:
+                kill_unfinished_jobs(url, token=info.token or None)
         except IrisError as exc:  # an unresponsive controller: stop it anyway
             logger.warning("could not kill the unfinished jobs before stopping: %s", exc)
     was_running = stop_controller(config)
@@ -248,15 +281,163 @@ def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
 
 
 @contextmanager
-def reach_controller(config: ClusterConfig, url: str) -> Iterator[str]:
+def reach_controller(config: ClusterConfig, url: str, via: str = "") -> Iterator[str]:
     """A URL for the controller at ``url`` that works from this machine: ``url`` itself, or a
     local end of the tunnel the config names (``controller.tunnel``, else the provider's default),
-    open until the block ends. A tunnel that cannot open raises a PluginError naming why."""
+    open until the block ends. ``via`` is the address the tunnel connects to when it is not the
+    host of ``url`` (a VM's external address; the ``ssh_host`` tunnel option). A tunnel that
+    cannot open raises a PluginError naming why."""
     registry = get_registry()
     name = config.controller.tunnel or registry.vm_manager(config.provider.type).default_tunnel
     if name == "direct":
         yield url
         return
-    tunnel = registry.tunnel(name).factory(attrs.asdict(config.provider))
+    options = attrs.asdict(config.provider)
+    if via and not options.get("ssh_host"):
+        options["ssh_host"] = via
+    tunnel = registry.tunnel(name).factory(options)
     with tunnel.connect(url) as local:
         yield local
+
+
+# --- a controller placed on a provider's machine (controller.vm.enabled) ----------------------
+
+PLACED_START_TIMEOUT = 900.0  # creating a VM, pulling the image and starting: minutes, not seconds
+HEALTH_INTERVAL = 2.0
+
+
+def _progress(line: str) -> None:
+    """Progress of a long wait, on stderr (the CLI prints the URL alone on stdout)."""
+    print(f"iris: {line}", file=sys.stderr, flush=True)
+
+
+def controller_host(config: ClusterConfig, registry: PluginRegistry | None = None) -> Any:
+    """The provider's ControllerHost when this config places the controller on the provider's
+    machine (``controller.vm.enabled``), else None (a process on this machine)."""
+    if not config.controller.vm.enabled:
+        return None
+    registry = registry or get_registry()
+    provider = registry.vm_manager(config.provider.type)
+    if provider.controller_host is None:
+        raise IrisError(
+            f"controller.vm.enabled: true (or the seeds' controller_vm: {{{config.provider.type}: ...}}), but provider "
+            f"{config.provider.type!r} cannot place the controller on a VM; set controller.vm.enabled: false to run it on "
+            "this machine (or use a provider that can: gcp)"
+        )
+    return provider.controller_host(config)
+
+
+def _remote_info(config: ClusterConfig, placement: Any) -> ControllerProcessInfo:
+    return ControllerProcessInfo(
+        0, placement.url, state_dir_for(config), placement.http_url, remote=True, where=placement.where, tunnel_host=placement.tunnel_host
+    )
+
+
+@contextmanager
+def connect_controller(config: ClusterConfig, info: ControllerProcessInfo, *, http: bool = False) -> Iterator[str]:
+    """A URL this machine can use for the controller ``info`` describes: its own for a process
+    here, else the local end of the config's tunnel to the machine it was placed on. ``http``:
+    the HTTP side (dashboard, ``/health``) instead of gRPC."""
+    url = info.http_url if http else info.url
+    if not info.remote:
+        yield url
+        return
+    with reach_controller(config, url, via=info.tunnel_host) as local:
+        yield local
+
+
+def _owner_token(config: ClusterConfig) -> tuple[ClusterConfig, str]:
+    """The config with a static admin token for the user starting the cluster (its sha256 only:
+    the config travels in the VM's metadata), and the token, kept in ``<state_dir>/owner.token``
+    here (the same file a local controller writes), so this user's commands find it."""
+    import hashlib
+    import secrets
+
+    from iris.auth import current_user
+    from iris.cluster.manager import auth_enabled
+    from iris.config import StaticTokenConfig
+
+    if not auth_enabled(config):
+        return config, ""
+    state_dir = state_dir_for(config)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = read_token_file(state_dir / OWNER_TOKEN_FILE)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        write_private(state_dir / OWNER_TOKEN_FILE, token + "\n")
+    entry = StaticTokenConfig(token="sha256:" + hashlib.sha256(token.encode()).hexdigest(), role="admin", name=current_user())
+    auth = attrs.evolve(config.auth, tokens=[*config.auth.tokens, entry])
+    return attrs.evolve(config, auth=auth), token
+
+
+def wait_healthy(config: ClusterConfig, info: ControllerProcessInfo, *, timeout: float, hint: str = "") -> None:
+    """Return once the controller answers its health check (``GET /health`` on its HTTP side,
+    else a gRPC call), through the config's tunnel; print progress while waiting; raise an
+    IrisError naming what to look at if it does not answer within ``timeout``."""
+    import json
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    last_reported = 0.0
+    last_error = ""
+    while True:
+        try:
+            if info.http_url:
+                with connect_controller(config, info, http=True) as url:
+                    with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as response:
+                        body = json.loads(response.read() or b"{}")
+                if body.get("ok") and body.get("started", True):
+                    return
+                last_error = "/health: the controller is still starting (its provider and autoscaler)"
+            else:
+                from iris.client import IrisClient
+
+                with connect_controller(config, info) as url, IrisClient.remote(url, token=info.token or None) as client:
+                    client.list_workers()
+                return
+        except Exception as exc:  # not up yet: the VM boots, sshd starts, the image is pulled
+            last_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        now = time.monotonic()
+        if now >= deadline:
+            raise IrisError(
+                f"the controller on {info.where or info.url} did not answer its health check within {timeout:.0f}s "
+                f"(last: {last_error}); see {hint or 'the machine it runs on'}"
+            )
+        if now - last_reported >= 15.0:
+            _progress(f"waiting for the controller on {info.where} to answer ({now - started:.0f}s; last: {last_error})")
+            last_reported = now
+        time.sleep(HEALTH_INTERVAL)
+
+
+def _start_placed(config: ClusterConfig, host: Any, *, fresh: bool, timeout: float) -> ControllerProcessInfo:
+    if fresh:
+        raise IrisError(
+            "--fresh: the controller's state is on its machine; stop the cluster (iris cluster --config C stop), "
+            "which deletes the machine and its state, then start it again"
+        )
+    existing = host.find()
+    # the admin token goes into a new machine's config only: an existing one keeps its own
+    served_config = config if existing is not None else _owner_token(config)[0]
+    placement = host.start(served_config, _progress)  # an existing machine is found (and started if stopped)
+    info = _remote_info(config, placement)
+    wait_healthy(config, info, timeout=timeout, hint=placement.logs_hint)  # one /health when it is up
+    return info
+
+
+def restart_controller(config: ClusterConfig, *, timeout: float = 60.0) -> ControllerProcessInfo:
+    """Restart the controller, keeping its state and its slices: the process here is stopped and
+    started again; a controller machine is restarted by its provider (e.g. a VM reset)."""
+    host = controller_host(config)
+    if host is None:
+        stop_controller(config)
+        return start_cluster(config, timeout=timeout)
+    try:
+        if host.find() is None:
+            return _start_placed(config, host, fresh=False, timeout=max(timeout, PLACED_START_TIMEOUT))
+        placement = host.restart(_progress)
+    finally:
+        host.close()
+    info = _remote_info(config, placement)
+    wait_healthy(config, info, timeout=max(timeout, PLACED_START_TIMEOUT), hint=placement.logs_hint)
+    return info

@@ -98,6 +98,9 @@ class ClusterManager:
         self._temp_dir: str | None = None
         self._lock_file: Any = None  # holds the state directory's lock while this controller runs
         self.auth: Authenticator | None = None
+        self._placed_info: Any = None  # the controller placed on a provider's machine, once started
+        #: start() has finished: the server, the provider and the autoscaler are up (``/health`` says so)
+        self.started = False
         #: the admin token of the user who started this controller (also in <state_dir>/owner.token)
         self.owner_token = ""
 
@@ -119,10 +122,23 @@ class ClusterManager:
     def vm_manager(self) -> Any:
         return self._vm_manager
 
+    @property
+    def placed(self) -> bool:
+        """Whether the controller runs on a provider's machine (``controller.vm.enabled``), not here."""
+        return self._config.controller.vm.enabled
+
     def start(self) -> str:
         """Start the controller and the initial slices; return the controller URL.
 
-        If anything fails (or is interrupted) on the way, what was started is stopped again."""
+        If anything fails (or is interrupted) on the way, what was started is stopped again.
+        With ``controller.vm.enabled`` the controller is placed on the provider's machine (as
+        ``iris cluster start`` does) and the URL is its address there."""
+        if self.placed:
+            from iris.cluster.lifecycle import start_cluster
+
+            self._placed_info = start_cluster(self._config, fresh=self._fresh)
+            self.owner_token = self._placed_info.token
+            return self._placed_info.url
         provider = self._registry.vm_manager(self._config.provider.type)  # fails early on an unknown provider
         try:
             return self._start(provider)
@@ -192,6 +208,7 @@ class ClusterManager:
         )
         self._vm_manager = provider.factory(context)
         self._start_autoscaler()
+        self.started = True
         return address
 
     def _authenticator(self, state_dir: Path) -> Authenticator | None:
@@ -393,6 +410,14 @@ class ClusterManager:
 
     def stop(self) -> None:
         """Delete every slice of this cluster, stop the controller, remove temp state."""
+        if self.placed:
+            if self._placed_info is not None:
+                from iris.cluster.lifecycle import stop_cluster
+
+                self._placed_info = None
+                stop_cluster(self._config)
+            return
+        self.started = False
         self._stop_autoscaler()
         if self._vm_manager is not None:
             labels = {f"{self._config.label_prefix}.cluster": self._config.name}
@@ -429,6 +454,12 @@ class ClusterManager:
         """Start, yield a URL reachable from here (through the provider's tunnel), stop on exit."""
         address = self.start()
         try:
+            if self._placed_info is not None:  # the controller's machine, through the config's tunnel
+                from iris.cluster.lifecycle import connect_controller
+
+                with connect_controller(self._config, self._placed_info) as url:
+                    yield url
+                return
             provider = self._registry.vm_manager(self._config.provider.type)
             tunnel = self._registry.tunnel(provider.default_tunnel).factory(attrs.asdict(self._config.provider))
             with tunnel.connect(address) as url:

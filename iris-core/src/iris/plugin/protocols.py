@@ -7,7 +7,7 @@ too, so a plugin depends on nothing but this module and :mod:`iris.plugin.record
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -92,6 +92,53 @@ class VmManager(Protocol):
     #
     # def vm_logs(self, vm_id: str, tail_lines: int = 100) -> str:
     #     """The last lines of the worker's log on that VM."""
+
+
+# --- ControllerHost (optional, offered by a VmManagerPlugin) ---------------------------------
+
+
+@attrs.frozen
+class ControllerPlacement:
+    """Where a provider placed the controller.
+
+    :ivar url: the controller's gRPC URL as workers reach it (e.g. the VM's internal address).
+    :ivar http_url: its HTTP side (``/health``, the dashboard), "" if none.
+    :ivar where: the machine in words, for messages ("instance iris-x-controller in europe-west4-a").
+    :ivar state: the provider's word for the machine's state (``RUNNING``, ``PROVISIONING``, ...).
+    :ivar tunnel_host: the address a tunnel to the controller connects to ("" = the host of ``url``),
+        e.g. the VM's external address.
+    :ivar logs_hint: what to look at when the controller does not come up (a command to read the
+        machine's boot log).
+    """
+
+    url: str
+    http_url: str = ""
+    where: str = ""
+    state: str = ""
+    tunnel_host: str = ""
+    logs_hint: str = ""
+
+
+@runtime_checkable
+class ControllerHost(Protocol):
+    """Runs the controller on a machine of the provider's (``controller.vm.enabled``) instead of
+    as a process on this machine. Built by ``VmManagerPlugin.controller_host(config)``; the core
+    waits for the controller's health check and reaches it through the config's tunnel."""
+
+    def find(self) -> ControllerPlacement | None:
+        """The controller machine of this cluster (found through the provider, by label), or None."""
+
+    def start(self, config: object, progress: Callable[[str], None]) -> ControllerPlacement:
+        """Create the controller machine for ``config`` (a ClusterConfig, adapted by the host for
+        running there) unless it exists; return once it is placed (the core waits for health)."""
+
+    def restart(self, progress: Callable[[str], None]) -> ControllerPlacement:
+        """Restart the controller machine, keeping its state; return its placement."""
+
+    def stop(self, progress: Callable[[str], None]) -> bool:
+        """Delete the controller machine(s) of this cluster; True if there was one."""
+
+    def close(self) -> None: ...
 
 
 # --- ContainerRuntime -----------------------------------------------------------------------

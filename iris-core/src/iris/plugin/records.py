@@ -56,6 +56,9 @@ class VmManagerPlugin:
     default_bundle_scheme: str = "file"
     default_tunnel: str = "direct"
     description: str = ""
+    #: ``controller_host(ClusterConfig) -> ControllerHost``: places the controller on one of the
+    #: provider's machines when the config says ``controller.vm.enabled`` (None: it cannot).
+    controller_host: Callable[[Any], Any] | None = None
 
 
 @attrs.frozen

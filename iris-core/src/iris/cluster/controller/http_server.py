@@ -272,6 +272,9 @@ class HttpServer:
         workers = self.controller.list_workers()
         return {
             "ok": True,
+            # the whole controller is up (its provider and autoscaler too), not only this port: what
+            # `iris cluster start` waits for when the controller runs on another machine
+            "started": bool(getattr(self.cluster, "started", True)),
             "version": self.version,
             "uptime_seconds": round(time.time() - self.started, 3),
             "jobs": page.counts,

@@ -1,0 +1,362 @@
+"""The controller VM: a Compute Engine instance that runs the cluster's controller.
+
+:class:`ControllerVm` is the ``gcp`` provider's ControllerHost (``iris.plugin.protocols``):
+``iris cluster start`` with ``controller.vm.enabled: true`` creates one instance per cluster,
+
+- named ``<label_prefix>-<cluster>-controller``, labelled ``<prefix>-cluster=<cluster>`` and
+  ``<prefix>-role=controller`` (found by these labels, never by name alone);
+- in ``provider.zone`` of ``provider.project_id``, machine type ``controller.vm.machine_type``
+  (default ``n2-standard-4``), a boot disk from ``provider.options.controller_boot_image``
+  (default Debian 12's image family), on ``provider.options.network`` (default ``default``),
+  with the service account ``provider.options.service_account`` (default: the project's
+  Compute default) and ``provider.options.scopes`` (default ``cloud-platform``);
+- with the metadata of :func:`iris_gcp.bootstrap.controller_metadata`: the startup script, the
+  image ``controller.vm.image``, and the cluster config adapted for the VM
+  (:func:`vm_config`): it listens on every interface of the VM on ``controller.vm.port`` (HTTP
+  on the next port), keeps its state in ``/var/lib/iris/controller`` on the boot disk, and does
+  not try to place itself again.
+
+``restart`` resets the instance: a reset keeps the boot disk (so the controller's SQLite state)
+and the internal address workers know; the metadata (so the config) is the one it was created
+with: to apply a changed config, ``stop`` and ``start``. ``stop`` deletes every instance with
+the cluster's controller labels.
+
+The Google client is imported inside methods only. ``provider.options.compute_api_endpoint``
+points it at another endpoint (an ``http://`` one is a local fake or emulator, used without
+credentials).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+from iris.errors import ConfigError
+from iris.plugin.protocols import ControllerPlacement
+from iris_gcp import bootstrap
+from iris_gcp.compute_errors import ComputeError, compute_error
+
+DEFAULT_MACHINE_TYPE = "n2-standard-4"
+DEFAULT_BOOT_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
+DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+VM_STATE_DIR = "/var/lib/iris/controller"
+OPERATION_TIMEOUT = 600.0
+STOPPED = ("TERMINATED", "STOPPED", "SUSPENDED")  # instance states a start (not a reset) brings back
+
+
+def label_value(text: str) -> str:
+    """``text`` as a GCE label value / name part: lowercase letters, digits and ``-``, at most 63."""
+    value = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return value[:63] or "iris"
+
+
+def labels_for(config: Any) -> dict[str, str]:
+    prefix = label_value(config.label_prefix)
+    return {f"{prefix}-cluster": label_value(config.name), f"{prefix}-role": "controller"}
+
+
+def instance_name(config: Any) -> str:
+    name = f"{label_value(config.label_prefix)}-{label_value(config.name)}-controller"
+    if not name[0].isalpha():
+        name = f"iris-{name}"
+    return name[:63].rstrip("-")
+
+
+def http_port_for(config: Any) -> int:
+    """The controller's HTTP port on the VM: ``controller.http_port`` if set, else the gRPC port + 1."""
+    http = config.controller.http_port
+    return http if http > 0 else config.controller.vm.port + 1
+
+
+def vm_config(config: Any) -> Any:
+    """The cluster config as the controller on the VM runs it: listening on every interface of
+    the VM on ``controller.vm.port`` (HTTP on :func:`http_port_for`), state under
+    ``/var/lib/iris/controller``, ``controller.vm.enabled`` off (it is the VM)."""
+    controller = attrs.evolve(
+        config.controller,
+        host="0.0.0.0",
+        port=config.controller.vm.port,
+        http_port=http_port_for(config),
+        state_dir=VM_STATE_DIR,
+        vm=attrs.evolve(config.controller.vm, enabled=False),
+    )
+    return attrs.evolve(config, controller=controller)
+
+
+def filter_for(labels: dict[str, str]) -> str:
+    return " AND ".join(f"labels.{k}={v}" for k, v in sorted(labels.items()))
+
+
+def compute_clients(options: dict[str, Any]) -> tuple[Any, Any]:
+    """(InstancesClient, ZoneOperationsClient) for the provider options (``compute_api_endpoint``)."""
+    from google.cloud import compute_v1
+
+    endpoint = str(options.get("compute_api_endpoint") or "")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        kwargs["client_options"] = {"api_endpoint": endpoint}
+        if endpoint.startswith("http://"):
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+    return compute_v1.InstancesClient(**kwargs), compute_v1.ZoneOperationsClient(**kwargs)
+
+
+def _status_name(instance: Any) -> str:
+    status = instance.status
+    return status if isinstance(status, str) else getattr(status, "name", str(status))
+
+
+def _metadata(instance: Any) -> dict[str, str]:
+    return {item.key: item.value for item in instance.metadata.items}
+
+
+def placement_of(instance: Any) -> ControllerPlacement:
+    """Where the controller of a controller instance is (its address, ports from its metadata)."""
+    import yaml
+
+    nic = instance.network_interfaces[0] if instance.network_interfaces else None
+    address = nic.network_i_p if nic is not None else ""
+    external = next((a.nat_i_p for a in (nic.access_configs if nic is not None else []) if a.nat_i_p), "")
+    metadata = _metadata(instance)
+    port = int(metadata.get(bootstrap.CONTROLLER_PORT) or 10000)
+    try:
+        http_port = int(((yaml.safe_load(metadata.get(bootstrap.CONFIG, "")) or {}).get("controller") or {}).get("http_port") or 0)
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+        http_port = 0
+    zone = instance.zone.rsplit("/", 1)[-1]
+    project = instance.self_link.split("/projects/", 1)[-1].split("/", 1)[0] if "/projects/" in instance.self_link else ""
+    return ControllerPlacement(
+        url=f"http://{address}:{port}" if address else "",
+        http_url=f"http://{address}:{http_port}" if address and http_port > 0 else "",
+        where=f"instance {instance.name} in {zone}",
+        state=_status_name(instance),
+        tunnel_host=external,
+        logs_hint=(
+            f"its boot log: gcloud compute instances get-serial-port-output {instance.name} --zone {zone}"
+            + (f" --project {project}" if project else "")
+            + f"; the controller's: gcloud compute ssh {instance.name} --zone {zone} -- sudo docker logs iris-controller"
+        ),
+    )
+
+
+def find_controller_instances(
+    *, project: str, zone: str, labels: dict[str, str], options: dict[str, Any] | None = None
+) -> list[Any]:
+    """Every instance in ``zone`` with all of ``labels`` (the real client's Instance objects)."""
+    from google.cloud import compute_v1
+
+    request = compute_v1.ListInstancesRequest(project=project, zone=zone, filter=filter_for(labels))
+    try:
+        instances, _ = compute_clients(options or {})
+        return list(instances.list(request=request))
+    except Exception as exc:
+        raise compute_error(exc, action="list the controller VMs", resource=f"instances labelled {filter_for(labels)}",
+                            project=project, zone=zone) from None  # fmt: skip
+
+
+class ControllerVm:
+    """The gcp ControllerHost: the controller instance of one cluster config."""
+
+    def __init__(self, config: Any):
+        provider = config.provider
+        self.config = config
+        self.options: dict[str, Any] = dict(provider.options)
+        self.project = provider.project_id
+        self.zone = provider.zone or str(self.options.get("controller_zone") or "")
+        if not self.project:
+            raise ConfigError("provider.project_id: empty; the controller VM needs the GCP project to create it in (e.g. my-project)")
+        if not self.zone:
+            raise ConfigError("provider.zone: empty; the controller VM needs a zone (e.g. europe-west4-a)")
+        self.name = instance_name(config)
+        self.labels = labels_for(config)
+        self._clients: tuple[Any, Any] | None = None
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def _api(self) -> tuple[Any, Any]:
+        if self._clients is None:
+            try:
+                self._clients = compute_clients(self.options)
+            except Exception as exc:  # no credentials
+                raise self._error(exc, "reach the Compute API") from None
+        return self._clients
+
+    def _error(self, exc: BaseException, action: str) -> ComputeError:
+        return compute_error(exc, action=action, resource=f"instance {self.name}", project=self.project, zone=self.zone)
+
+    def _wait(self, operation: Any, action: str, progress: Callable[[str], None]) -> None:
+        """Wait for a zone operation (zoneOperations.wait, which returns when done or after ~2 min)."""
+        from google.api_core import exceptions as gexc
+
+        _, operations = self._api()
+        deadline = time.monotonic() + OPERATION_TIMEOUT
+        name = operation.name
+        while True:
+            status = operation.status if isinstance(operation.status, str) else getattr(operation.status, "name", "")
+            if status == "DONE":
+                break
+            if time.monotonic() > deadline:
+                raise ComputeError(f"cannot {action}: operation {name} did not finish in {OPERATION_TIMEOUT:.0f}s "
+                                   f"(gcloud compute operations describe {name} --zone {self.zone})")  # fmt: skip
+            try:
+                operation = operations.wait(project=self.project, zone=self.zone, operation=name, timeout=130)
+            except Exception as exc:
+                raise self._error(exc, action) from None
+        if operation.error and operation.error.errors:
+            first = operation.error.errors[0]
+            code = int(operation.http_error_status_code or 400)
+            error = gexc.from_http_status(code, first.message, errors=[{"reason": first.code, "message": first.message}])
+            raise self._error(error, action)
+
+    def _instances(self) -> list[Any]:
+        return find_controller_instances(project=self.project, zone=self.zone, labels=self.labels, options=self.options)
+
+    # --- ControllerHost ----------------------------------------------------------------------
+
+    def find(self) -> ControllerPlacement | None:
+        found = self._instances()
+        return placement_of(found[0]) if found else None
+
+    def instance_body(self, config: Any) -> Any:
+        """The Instance resource the controller VM is created from."""
+        import yaml
+        from google.cloud import compute_v1
+
+        from iris.config import config_to_dict
+
+        vm = config.controller.vm
+        if not vm.image:
+            raise ConfigError(
+                "controller.vm.image: empty; name the controller image the VM pulls (e.g. "
+                "europe-west4-docker.pkg.dev/my-project/iris/controller:latest, built with iris build controller-image)"
+            )
+        served = vm_config(config)
+        metadata = bootstrap.controller_metadata(
+            image=vm.image, config_yaml=yaml.safe_dump(config_to_dict(served), sort_keys=False), port=served.controller.port
+        )
+        o = self.options
+        network = str(o.get("network") or "default")
+        nic = compute_v1.NetworkInterface(network=network if "/" in network else f"global/networks/{network}")
+        if o.get("subnetwork"):
+            subnetwork = str(o["subnetwork"])
+            nic.subnetwork = subnetwork if "/" in subnetwork else f"regions/{self.zone.rsplit('-', 1)[0]}/subnetworks/{subnetwork}"
+        if o.get("controller_external_ip", True):
+            nic.access_configs = [compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")]
+        scopes = o.get("scopes") or list(DEFAULT_SCOPES)
+        if isinstance(scopes, str):
+            scopes = [s.strip() for s in scopes.split(",") if s.strip()]
+        machine_type = vm.machine_type or DEFAULT_MACHINE_TYPE
+        return compute_v1.Instance(
+            name=self.name,
+            machine_type=f"zones/{self.zone}/machineTypes/{machine_type}",
+            labels=dict(self.labels),
+            tags=compute_v1.Tags(items=[f"{label_value(config.label_prefix)}-controller"]),
+            metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]),
+            network_interfaces=[nic],
+            disks=[
+                compute_v1.AttachedDisk(
+                    boot=True,
+                    auto_delete=True,
+                    initialize_params=compute_v1.AttachedDiskInitializeParams(
+                        source_image=str(o.get("controller_boot_image") or DEFAULT_BOOT_IMAGE),
+                        disk_size_gb=int(o.get("controller_disk_gb") or 50),
+                    ),
+                )
+            ],
+            service_accounts=[compute_v1.ServiceAccount(email=str(o.get("service_account") or "default"), scopes=list(scopes))],
+        )
+
+    def start(self, config: Any, progress: Callable[[str], None]) -> ControllerPlacement:
+        existing = self._instances()
+        if existing:
+            if _status_name(existing[0]) in STOPPED:  # stopped (by hand, or by GCE): start it again
+                return self._power_on(existing[0].name, progress)
+            return placement_of(existing[0])
+        body = self.instance_body(config)
+        instances, _ = self._api()
+        progress(f"creating the controller VM {self.name} ({body.machine_type.rsplit('/', 1)[-1]}) in {self.zone}")
+        try:
+            operation = instances.insert_unary(project=self.project, zone=self.zone, instance_resource=body)
+        except Exception as exc:
+            raise self._error(exc, "create the controller VM") from None
+        self._wait(operation, "create the controller VM", progress)
+        return self._get(progress, "create the controller VM")
+
+    def _get(self, progress: Callable[[str], None], action: str) -> ControllerPlacement:
+        instances, _ = self._api()
+        deadline = time.monotonic() + OPERATION_TIMEOUT
+        while True:
+            try:
+                instance = instances.get(project=self.project, zone=self.zone, instance=self.name)
+            except Exception as exc:
+                raise self._error(exc, action) from None
+            placement = placement_of(instance)
+            if placement.state == "RUNNING" and placement.url:
+                return placement
+            if time.monotonic() > deadline:
+                raise ComputeError(f"cannot {action}: the VM {self.name} is {placement.state}, not RUNNING, after "
+                                   f"{OPERATION_TIMEOUT:.0f}s; see {placement.logs_hint}")  # fmt: skip
+            progress(f"the controller VM {self.name} is {placement.state}")
+            time.sleep(2.0)
+
+    def restart(self, progress: Callable[[str], None]) -> ControllerPlacement:
+        found = self._instances()
+        if not found:
+            raise ComputeError(f"cannot restart the controller VM: there is none labelled {filter_for(self.labels)} in project "
+                               f"{self.project!r}, zone {self.zone!r}; start it with iris cluster --config C start")  # fmt: skip
+        instances, _ = self._api()
+        name = found[0].name
+        if _status_name(found[0]) in STOPPED:
+            return self._power_on(name, progress)
+        progress(f"resetting the controller VM {name} (its disk and address are kept)")
+        try:
+            operation = instances.reset_unary(project=self.project, zone=self.zone, instance=name)
+        except Exception as exc:
+            raise self._error(exc, "restart the controller VM") from None
+        self._wait(operation, "restart the controller VM", progress)
+        return self._get(progress, "restart the controller VM")
+
+    def _power_on(self, name: str, progress: Callable[[str], None]) -> ControllerPlacement:
+        instances, _ = self._api()
+        progress(f"starting the stopped controller VM {name} (its disk and address are kept)")
+        try:
+            operation = instances.start_unary(project=self.project, zone=self.zone, instance=name)
+        except Exception as exc:
+            raise self._error(exc, "start the controller VM") from None
+        self._wait(operation, "start the controller VM", progress)
+        return self._get(progress, "start the controller VM")
+
+    def stop(self, progress: Callable[[str], None]) -> bool:
+        found = self._instances()
+        instances, _ = self._api()
+        pending = []
+        for instance in found:
+            progress(f"deleting the controller VM {instance.name}")
+            try:
+                pending.append(instances.delete_unary(project=self.project, zone=self.zone, instance=instance.name))
+            except Exception as exc:
+                error = self._error(exc, "delete the controller VM")
+                if error.reason != "notFound":
+                    raise error from None
+        for operation in pending:
+            self._wait(operation, "delete the controller VM", progress)
+        return bool(found)
+
+    def close(self) -> None:
+        self._clients = None
+
+
+def controller_vms(project: str, zone: str, *, label_prefix: str = "iris", cluster: str = "",
+                   options: dict[str, Any] | None = None) -> Iterator[tuple[str, ControllerPlacement]]:  # fmt: skip
+    """(cluster name, placement) of every Iris controller VM in a zone (``cluster`` narrows it)."""
+    prefix = label_value(label_prefix)
+    labels = {f"{prefix}-role": "controller"}
+    if cluster:
+        labels[f"{prefix}-cluster"] = label_value(cluster)
+    for instance in find_controller_instances(project=project, zone=zone, labels=labels, options=options):
+        yield instance.labels.get(f"{prefix}-cluster", ""), placement_of(instance)
