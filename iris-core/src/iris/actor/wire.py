@@ -299,6 +299,7 @@ class FrameServer:
 
     def _serve(self, conn: ServerConnection) -> None:
         sock = conn.sock
+        rfile = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             rfile = sock.makefile("rb", buffering=_SMALL)
@@ -345,6 +346,8 @@ class FrameServer:
                 self._connections.discard(conn)
                 self._idle.notify_all()
             try:
+                if rfile is not None:
+                    rfile.close()  # the socket's file descriptor closes only once its file is closed too
                 sock.close()
             except OSError:
                 pass
