@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import struct
 import threading
@@ -227,6 +228,18 @@ def close_all() -> None:
         for ep in _endpoints.values():
             ep.drop_idle()
         _endpoints.clear()
+
+
+def _forget_after_fork() -> None:
+    """A forked child must not share its parent's connections: drop (close its copies of) them."""
+    global _endpoints_lock
+    for ep in list(_endpoints.values()):
+        ep.drop_idle()
+    _endpoints.clear()
+    _endpoints_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 # --- server side -------------------------------------------------------------------------------
