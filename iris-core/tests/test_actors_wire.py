@@ -31,6 +31,14 @@ class Echo:
     def size(self, data: bytes) -> int:
         return len(data)
 
+    def started_then_sleep(self, seconds: float) -> str:
+        RUNNING.set()  # the test shares this process with the server
+        time.sleep(seconds)
+        return "answered"
+
+
+RUNNING = threading.Event()
+
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ActorServer]:
@@ -324,3 +332,21 @@ class _CreatesFile:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_stop_lets_an_inflight_call_answer_then_refuses_new_ones() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from iris.actor import ActorNotFound
+
+    server = ActorServer().serve()
+    server.register("echo", Echo())
+    client = ActorClient(FixedResolver({"echo": server.address}), "echo", timeout=30, connect_timeout=0.5)
+    assert client.echo("warm") == "warm"  # an idle pooled connection, closed by stop()
+    with ThreadPoolExecutor(1) as pool:
+        inflight = pool.submit(client.started_then_sleep, 0.5)
+        assert RUNNING.wait(timeout=10)  # the call is running on the server
+        server.stop(grace=10)
+        assert inflight.result(timeout=10) == "answered"
+    with pytest.raises(ActorNotFound, match="no endpoint for actor 'echo' answered"):
+        client.echo("after stop")

@@ -222,7 +222,7 @@ class ActorServer:
         if actor is None:
             hosted = ", ".join(sorted(self._actors)) or "none"
             # NOT_FOUND tells the client that this endpoint does not (or no longer) serve the actor
-            context.abort("NOT_FOUND", f"no actor named {actor_name!r} at {self.address}; it hosts: {hosted}")
+            context.abort("NOT_FOUND", f"no actor named {actor_name!r} at {self._host}:{self._bound_port}; it hosts: {hosted}")
         return actor
 
     @staticmethod
@@ -295,7 +295,7 @@ class ActorServer:
         op_id, wait = pickle.loads(request)
         op = self._operations.get(op_id)
         if op is None or op.future is None:
-            context.abort("NOT_FOUND", f"no operation {op_id!r} at {self.address} (finished and collected, or the actor restarted)")
+            context.abort("NOT_FOUND", f"no operation {op_id!r} at {self._host}:{self._bound_port} (finished and collected, or the actor restarted)")
         try:
             outcome = op.future.result(timeout=max(0.0, min(wait, 30.0)))
         except TimeoutError:

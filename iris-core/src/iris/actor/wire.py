@@ -335,23 +335,24 @@ class FrameServer:
                         return
                     conn.busy = True
                 try:
-                    answer, answer_kind = self._handler(kind, body, conn, timeout or None), OK
-                except Abort as exc:
-                    answer, answer_kind = error_body(exc.status, exc.details), ERROR
-                except Exception as exc:  # noqa: BLE001 - a bug of ours: tell the caller, keep serving
-                    logger.exception("actor server: request of kind %d from %s failed", kind, conn.peer)
-                    answer, answer_kind = error_body("INTERNAL", f"{type(exc).__name__}: {exc}"), ERROR
-                finally:
+                    try:
+                        answer, answer_kind = self._handler(kind, body, conn, timeout or None), OK
+                    except Abort as exc:
+                        answer, answer_kind = error_body(exc.status, exc.details), ERROR
+                    except Exception as exc:  # noqa: BLE001 - a bug of ours: tell the caller, keep serving
+                        logger.exception("actor server: request of kind %d from %s failed", kind, conn.peer)
+                        answer, answer_kind = error_body("INTERNAL", f"{type(exc).__name__}: {exc}"), ERROR
+                    head = HEADER.pack(len(answer), request_id, answer_kind, 0.0)
+                    if len(answer) < _SMALL:
+                        send(head + answer)
+                    else:
+                        send(head)
+                        send(answer)
+                finally:  # busy until answered: stop() waits for the answer to be sent
                     with self._lock:
                         conn.busy = False
                         if self._stopping:
                             self._idle.notify_all()
-                head = HEADER.pack(len(answer), request_id, answer_kind, 0.0)
-                if len(answer) < _SMALL:
-                    send(head + answer)
-                else:
-                    send(head)
-                    send(answer)
         except OSError:
             pass  # the caller went away, or stop() shut the socket
         finally:
