@@ -7,7 +7,8 @@
 
 Inside a task of a cluster with auth, only tasks of the same job tree, the job's owner and admins
 may call (:class:`~iris.actor.auth.ActorGate`; docs/actors.md). Calls run concurrently on a
-thread pool (``max_workers``), so an actor shared by many callers must be thread-safe. Long-running operations (``ActorClient.method.start``) run on their own
+thread per caller connection (at most ``max_workers`` at once; :mod:`iris.actor.wire`), so an actor
+shared by many callers must be thread-safe. Long-running operations (``ActorClient.method.start``) run on their own
 threads and may check :func:`operation_cancelled` to stop early.
 """
 

@@ -42,7 +42,7 @@ CALL, START, POLL, CANCEL, HELLO = 1, 2, 3, 4, 5
 # answer kinds (server -> client)
 OK, ERROR = 16, 17
 
-_IDLE_PER_ENDPOINT = 32  # idle connections kept per (address, credential); more are closed
+_IDLE_PER_ENDPOINT = 64  # idle connections kept per (address, credential); more are closed
 CONNECT_TIMEOUT = 10.0
 _SMALL = 64 << 10  # bodies below this go out in one send with their header
 
