@@ -350,3 +350,26 @@ def test_stop_lets_an_inflight_call_answer_then_refuses_new_ones() -> None:
         assert inflight.result(timeout=10) == "answered"
     with pytest.raises(ActorNotFound, match="no endpoint for actor 'echo' answered"):
         client.echo("after stop")
+
+
+def test_calls_beyond_max_workers_wait_for_a_free_worker() -> None:
+    """Two workers, six concurrent calls: never more than two run at once, and all answer."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    class Gauge:
+        def work(self) -> str:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.1)
+            with lock:
+                running[0] -= 1
+            return "ok"
+
+    with ActorServer(max_workers=2) as server:
+        server.register("gauge", Gauge())
+        client = ActorClient(FixedResolver({"gauge": server.address}), "gauge", timeout=30)
+        futures = [client.work.submit() for _ in range(6)]
+        assert [f.result(timeout=30) for f in futures] == ["ok"] * 6
+    assert 1 <= most[0] <= 2  # the cap holds (six calls at once would reach 6 without it)

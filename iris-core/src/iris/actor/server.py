@@ -93,7 +93,9 @@ class ActorServer:
         self._actors: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._max_message = max_message
-        self._slots = threading.BoundedSemaphore(max_workers)
+        self._running = 0  # calls running now, at most max_workers (a counter: cheaper than a semaphore)
+        self._waiting = 0
+        self._slots = threading.Condition(threading.Lock())
         self._server: wire.FrameServer | None = None
         self._bound_port = 0
         self._stopped = threading.Event()
@@ -203,12 +205,23 @@ class ActorServer:
             answered = _intercept(self._interceptors, _METHOD_NAMES[kind], request, context)
             if answered is not None:
                 return answered
-        if not self._slots.acquire(timeout=timeout):
-            context.abort("DEADLINE_EXCEEDED", f"no free worker among {self._max_workers} within the call's timeout")
+        slots = self._slots
+        with slots:
+            if self._running >= self._max_workers:
+                self._waiting += 1
+                try:
+                    if not slots.wait_for(lambda: self._running < self._max_workers, timeout):
+                        context.abort("DEADLINE_EXCEEDED", f"no free worker among {self._max_workers} within the call's timeout")
+                finally:
+                    self._waiting -= 1
+            self._running += 1
         try:
             return handler(self, request, context)
         finally:
-            self._slots.release()
+            with slots:
+                self._running -= 1
+                if self._waiting:
+                    slots.notify()
 
     def _admit(self, context: wire.ServerConnection) -> None:
         """Refuse a caller the gate does not let in (UNAUTHENTICATED / PERMISSION_DENIED)."""
