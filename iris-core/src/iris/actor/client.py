@@ -101,8 +101,6 @@ def invoke(
         raise _Retryable(f"{address}: {exc}") from None
     except TimeoutError:
         raise ActorTimeout(f"{where} did not finish within {timeout:g}s (at {address})") from None
-    except ValueError as exc:  # a malformed address
-        raise _Retryable(str(exc)) from None
 
 
 def backoff_delays() -> Any:
@@ -121,7 +119,8 @@ class ActorClient:
     """Calls the methods of the actor registered as ``name``. ``timeout``: seconds each call may
     run (None: no limit). ``connect_timeout``: how long a call keeps retrying while no endpoint is
     registered or the registered one does not answer. ``metadata``: the credential hook, called
-    per call for the gRPC metadata to send; None presents the task's credential inside a task,
+    per call for the metadata its connection presents (a connection carries one credential, so
+    calls presenting different metadata use different connections); None presents the task's credential inside a task,
     else the resolver's client's token to actors of its own jobs (:func:`~iris.actor.auth.default_credentials`)."""
 
     def __init__(

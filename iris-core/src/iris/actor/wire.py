@@ -87,7 +87,10 @@ class ClientConnection:
     __slots__ = ("sock", "rfile", "next_id", "reused")
 
     def __init__(self, address: str, hello: bytes):
-        host, port = split_address(address)
+        try:
+            host, port = split_address(address)
+        except ValueError as exc:
+            raise ConnectionLost(str(exc)) from None
         try:
             sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
