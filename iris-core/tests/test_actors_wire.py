@@ -31,6 +31,9 @@ class Echo:
     def size(self, data: bytes) -> int:
         return len(data)
 
+    def make(self, n: int) -> bytes:
+        return b"m" * n
+
     def started_then_sleep(self, seconds: float) -> str:
         RUNNING.set()  # the test shares this process with the server
         time.sleep(seconds)
@@ -215,6 +218,13 @@ def test_oversized_request_is_refused_cleanly_and_the_server_keeps_serving(serve
     _still_serves(server.address)
 
 
+def test_oversized_answer_is_a_clear_error_not_a_retry(server: ActorServer) -> None:
+    client = ActorClient(FixedResolver({"echo": server.address}), "echo", timeout=30, connect_timeout=30)
+    with pytest.raises(ActorCallError, match=r"echo.make at .* failed: RESOURCE_EXHAUSTED: the answer of \d+ bytes exceeds this actor server's limit of 4194304 bytes"):
+        client.make(5 << 20)
+    assert len(client.make(1 << 20)) == 1 << 20
+
+
 @pytest.mark.parametrize(
     ("garbage", "expected"),
     [
@@ -373,3 +383,29 @@ def test_calls_beyond_max_workers_wait_for_a_free_worker() -> None:
         futures = [client.work.submit() for _ in range(6)]
         assert [f.result(timeout=30) for f in futures] == ["ok"] * 6
     assert 1 <= most[0] <= 2  # the cap holds (six calls at once would reach 6 without it)
+
+
+def test_a_forked_child_does_not_share_its_parents_connections(server: ActorServer) -> None:
+    import os
+    import signal
+
+    client = ActorClient(FixedResolver({"echo": server.address}), "echo", timeout=10, connect_timeout=5)
+    assert client.echo(1) == 1
+    parent_idle = list(wire.endpoint(server.address, ()).idle)
+    assert parent_idle
+    pid = os.fork()
+    if pid == 0:  # the child: no pooled connection of its parent; its own calls work
+        code = 1
+        try:
+            code = 0 if not wire._endpoints and client.echo(2) == 2 else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if waited[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish its call")
+    assert os.waitstatus_to_exitcode(waited[1]) == 0
+    assert client.echo(3) == 3  # the parent's connections were not disturbed by the child

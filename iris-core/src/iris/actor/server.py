@@ -61,8 +61,8 @@ class ActorServer:
     ``interceptors`` are more checks of your own, written as gRPC server interceptors: each sees
     the call's method name and the connection's credential metadata, and may answer instead of
     the actor (``context.abort(code, details)``); only unary handlers are supported.
-    ``max_message``: the largest request accepted, in bytes (larger ones are refused with a clear
-    error, the server keeps serving).
+    ``max_message``: the largest request accepted and answer sent, in bytes (a larger one is
+    refused with a clear error, not retried; the server keeps serving).
     ``gate`` checks each caller's credential: None (the default) is the task's own inside a task
     of a cluster with auth (only its job tree, its owner and admins may call), and no check
     otherwise; ``False`` lets every caller in (an actor meant for other users' jobs).

@@ -345,6 +345,9 @@ class FrameServer:
                     except Exception as exc:  # noqa: BLE001 - a bug of ours: tell the caller, keep serving
                         logger.exception("actor server: request of kind %d from %s failed", kind, conn.peer)
                         answer, answer_kind = error_body("INTERNAL", f"{type(exc).__name__}: {exc}"), ERROR
+                    if len(answer) > self._max_message:
+                        details = f"the answer of {len(answer)} bytes exceeds this actor server's limit of {self._max_message} bytes"
+                        answer, answer_kind = error_body("RESOURCE_EXHAUSTED", details), ERROR
                     head = HEADER.pack(len(answer), request_id, answer_kind, 0.0)
                     if len(answer) < _SMALL:
                         send(head + answer)
