@@ -183,9 +183,10 @@ class Endpoint:
                 else:
                     self._put_back(conn)
                 raise
-            except ConnectionLost:
+            except ConnectionLost as exc:
                 conn.close()
                 if conn.reused:
+                    logger.debug("actor connection to %s: a pooled connection failed (%s); trying a new one", self.address, exc)
                     self.drop_idle()
                     continue
                 raise
