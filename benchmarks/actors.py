@@ -1,8 +1,9 @@
 """Actor calls and WorkerPool: latency, throughput from 8 threads, and a 10,000-call map.
 
 1. An ``ActorServer`` in a child process hosting one object; this process calls it through
-   ``ActorClient`` and ``FixedResolver`` (one gRPC channel, shared): ``--calls`` sequential tiny
-   calls after a warm-up (p50/p90/p99), then 8 threads making ``--calls`` calls each (calls/s).
+   ``ActorClient`` and ``FixedResolver`` (the process's pooled actor connections, shared by its
+   threads): ``--calls`` sequential tiny calls after a warm-up (p50/p90/p99), then 8 threads
+   making ``--calls`` calls each (calls/s, and the CPU each process spends per call).
 2. ``WorkerPool.map`` of 10,000 tiny calls (``x + 1``) on an in-process local cluster
    (``IrisClient.local()``) with ``--workers`` worker tasks, after a warm-up map; wall time of
    the map alone (the pool's job is started and its workers registered before timing).

@@ -252,17 +252,38 @@ def fail_on_seven(x: int) -> int:
     return x
 
 
-def test_worker_pool_maps_a_thousand_calls_and_survives_losing_a_worker(client: IrisClient, caplog: pytest.LogCaptureFixture) -> None:
+def pid_then_sleep(marker: str, seconds: float) -> int:
+    """Say which process runs this call (the first run only), then keep it busy."""
+    path = Path(marker)
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(str(os.getpid()))
+        tmp.rename(path)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_worker_pool_maps_a_thousand_calls_and_survives_losing_a_worker(
+    client: IrisClient, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     caplog.set_level("WARNING", logger="iris.client.worker_pool")
     with WorkerPool(client, 4, resources=SMALL, name="pool") as pool:
         assert list(pool.map(square, range(1000), timeout=120)) == [x * x for x in range(1000)]
 
+        # kill the worker while it is known to be running a call (the call says where it runs):
+        # killing one after its first answer raced with the others having taken all the work
+        marker = tmp_path / "victim"
+        doomed = pool.submit(pid_then_sleep, str(marker), 2.0)
         futures = [pool.submit(slow_square_with_pid, x) for x in range(1000)]
-        victim = futures[0].result(timeout=60)[1]
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        victim = int(marker.read_text())
         os.kill(victim, signal.SIGKILL)
         results = [f.result(timeout=180) for f in futures]
         assert [value for value, _ in results] == [x * x for x in range(1000)]
         assert len({pid for _, pid in results} - {victim}) >= 2  # the others carried on
+        assert doomed.result(timeout=180) != victim  # the call the lost worker held ran again elsewhere
         assert any("lost" in r.getMessage() and "run again" in r.getMessage() for r in caplog.records)
 
         with pytest.raises(ValueError, match=r"seven is not allowed") as info:

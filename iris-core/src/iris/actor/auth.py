@@ -1,7 +1,8 @@
 """Who may call an actor: the credentials actor calls carry, and how an actor server checks them.
 
 Only tasks of the actor's job tree, the job's owner and admins may call a job's actors. A caller
-presents the controller's own credential in the call's ``authorization: Bearer TOKEN`` metadata:
+presents the controller's own credential as ``authorization: Bearer TOKEN`` metadata at the
+opening of each connection (:mod:`iris.actor.wire`; the server checks it on every request):
 inside a task, the task's credential (``IRIS_TOKEN``, minted by the controller per attempt,
 bound to its job); outside a task, the owner's token, and only to actors of the owner's own jobs.
 
@@ -47,7 +48,8 @@ class ActorGate:
     """Checks the credential of each call to the actors of job ``job_id``, whose own task
     credential is ``own_token``, against the controller at ``controller_address``.
 
-    :meth:`check` answers None (allowed) or why not, as (gRPC status, message)."""
+    :meth:`check` answers None (allowed) or why not, as (status, message); the status is a gRPC
+    status code, whose name the actor transport sends back."""
 
     def __init__(self, controller_address: str, own_token: str, job_id: str, *, who_is: Callable[[str], Principal | None] | None = None):
         self._address = controller_address

@@ -10,8 +10,9 @@ A call that finds no endpoint, or one that does not answer (its task died and is
 another worker), resolves the name again and retries with backoff for up to ``connect_timeout``
 seconds. So a call is delivered at least once: one in flight when its actor died may run again.
 
-Channels are cached per address for the whole process and shared by every client and thread:
-gRPC multiplexes concurrent calls over the one connection without a lock of ours.
+Connections are pooled per (address, credential) for the whole process and shared by every
+client and thread: a call takes an idle connection (or opens one), sends its request and reads
+the answer on its own thread, then puts the connection back (:mod:`iris.actor.wire`).
 """
 
 from __future__ import annotations
@@ -23,48 +24,34 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import grpc
-
-from iris.actor import protocol
+from iris.actor import protocol, wire
 from iris.actor.auth import default_credentials
 from iris.actor.protocol import ActorCallError, ActorNotFound, ActorPermissionDenied, ActorTimeout
 from iris.actor.resolver import ResolvedEndpoint, Resolver
 
 __all__ = ["ActorClient", "Operation"]
 
-# Credential hook: returns the gRPC metadata to send with each call (e.g. an authorization header).
+# Credential hook: returns the metadata a connection presents (e.g. an authorization header).
 CallMetadata = Callable[[], Sequence[tuple[str, str]]]
 
 DEFAULT_CONNECT_TIMEOUT = 300.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 1.0
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+_RETRYABLE = ("UNAVAILABLE", "NOT_FOUND")
 
 
-class _Connection:
-    """One channel to an address and its four method callables."""
+class _Kinds:
+    """``connection(address).call`` and friends: the request kinds :func:`invoke` sends."""
+
+    __slots__ = ("address",)
+    call, start, poll, cancel = wire.CALL, wire.START, wire.POLL, wire.CANCEL
 
     def __init__(self, address: str):
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=protocol.CHANNEL_OPTIONS)
-        self.call = self.channel.unary_unary(protocol.CALL)
-        self.start = self.channel.unary_unary(protocol.START)
-        self.poll = self.channel.unary_unary(protocol.POLL)
-        self.cancel = self.channel.unary_unary(protocol.CANCEL)
 
 
-_connections: dict[str, _Connection] = {}
-_connections_lock = threading.Lock()
-
-
-def connection(address: str) -> _Connection:
-    """The process-wide channel to ``address`` (made on first use)."""
-    conn = _connections.get(address)
-    if conn is None:
-        with _connections_lock:
-            conn = _connections.get(address)
-            if conn is None:
-                conn = _connections[address] = _Connection(address)
-    return conn
+def connection(address: str) -> _Kinds:
+    """The requests one can send to ``address`` (``.call``, ``.start``, ``.poll``, ``.cancel``)."""
+    return _Kinds(address)
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -86,25 +73,34 @@ class _Retryable(Exception):
 
 def invoke(
     address: str,
-    method: Callable[..., Any],
+    kind: int,
     payload: bytes,
     *,
     timeout: float | None,
     metadata: CallMetadata | None,
     where: str,
 ) -> bytes:
-    """One RPC; a transport failure that a retry elsewhere may fix raises :class:`_Retryable`."""
+    """One request and its answer; a transport failure that a retry elsewhere may fix raises
+    :class:`_Retryable`."""
+    if len(payload) > protocol.MAX_MESSAGE:
+        raise ActorCallError(f"{where}: the request is {len(payload)} bytes, over the {protocol.MAX_MESSAGE}-byte limit of actor messages")
     try:
-        return method(payload, timeout=timeout, metadata=tuple(metadata()) if metadata else None)
-    except grpc.RpcError as exc:
-        code, details = exc.code(), exc.details() or ""
-        if code in _RETRYABLE:
-            raise _Retryable(f"{address}: {details or code.name}") from None
-        if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-            raise ActorPermissionDenied(f"{where} at {address} failed: {code.name}: {details}") from None
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise ActorTimeout(f"{where} did not finish within {timeout:g}s (at {address})") from None
-        raise ActorCallError(f"{where} at {address} failed: {code.name}: {details}") from None
+        return wire.endpoint(address, tuple(metadata()) if metadata else ()).request(
+            kind, payload, None if timeout is None else max(timeout, 1e-3)
+        )
+    except wire.RemoteStatus as exc:
+        status, details = exc.status, exc.details
+        if status in _RETRYABLE:
+            raise _Retryable(f"{address}: {details or status}") from None
+        if status in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            raise ActorPermissionDenied(f"{where} at {address} failed: {status}: {details}") from None
+        if status == "DEADLINE_EXCEEDED":
+            raise ActorTimeout(f"{where} did not finish within {timeout:g}s (at {address}): {details}") from None
+        raise ActorCallError(f"{where} at {address} failed: {status}: {details}") from None
+    except wire.ConnectionLost as exc:
+        raise _Retryable(f"{address}: {exc}") from None
+    except TimeoutError:
+        raise ActorTimeout(f"{where} did not finish within {timeout:g}s (at {address})") from None
 
 
 def backoff_delays() -> Any:
@@ -123,7 +119,8 @@ class ActorClient:
     """Calls the methods of the actor registered as ``name``. ``timeout``: seconds each call may
     run (None: no limit). ``connect_timeout``: how long a call keeps retrying while no endpoint is
     registered or the registered one does not answer. ``metadata``: the credential hook, called
-    per call for the gRPC metadata to send; None presents the task's credential inside a task,
+    per call for the metadata its connection presents (a connection carries one credential, so
+    calls presenting different metadata use different connections); None presents the task's credential inside a task,
     else the resolver's client's token to actors of its own jobs (:func:`~iris.actor.auth.default_credentials`)."""
 
     def __init__(

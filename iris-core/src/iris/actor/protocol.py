@@ -1,15 +1,14 @@
-"""The actor wire format and its errors.
+"""The actor messages and their errors.
 
-One gRPC service, ``iris.actor.Actor``, served through a generic handler with raw-bytes methods:
-``Call`` carries a cloudpickled ``(actor, method, args, kwargs)`` and answers a pickled outcome;
-``Start``/``Poll``/``Cancel`` do the same for long-running operations. gRPC because it is already
-how every Iris process talks (HTTP/2 multiplexing one connection per endpoint, deadlines,
-status codes, and the server interceptor where authentication lives); cloudpickle because actor
-arguments and results are arbitrary Python values, including functions and exceptions.
+A request is a cloudpickled ``(actor, method, args, kwargs)``; an answer a pickled outcome (the
+value, or the raised exception with its formatted traceback). ``Start``/``Poll``/``Cancel`` do
+the same for long-running operations. cloudpickle because actor arguments and results are
+arbitrary Python values, including functions and exceptions. They travel as length-prefixed
+frames over persistent TCP connections (:mod:`iris.actor.wire`; why not gRPC: docs/actors.md).
 
-A remote exception travels in-band (the call itself succeeded); gRPC status codes mean transport
-or routing: ``UNAVAILABLE`` (nobody listens: retry elsewhere), ``NOT_FOUND`` (this server does not
-host that actor: the endpoint moved), ``DEADLINE_EXCEEDED`` (the per-call timeout).
+A remote exception travels in-band (the call itself succeeded); a transport status means
+transport or routing: ``UNAVAILABLE`` (nobody listens: retry elsewhere), ``NOT_FOUND`` (this
+server does not host that actor: the endpoint moved), ``DEADLINE_EXCEEDED`` (the per-call timeout).
 """
 
 from __future__ import annotations
@@ -20,27 +19,8 @@ from typing import Any
 
 from iris.errors import IrisError, RemoteTraceback
 
-SERVICE = "iris.actor.Actor"
-CALL = f"/{SERVICE}/Call"
-START = f"/{SERVICE}/Start"
-POLL = f"/{SERVICE}/Poll"
-CANCEL = f"/{SERVICE}/Cancel"
-
-# message limits both sides agree on; channel options that make a moved endpoint found quickly
+# the largest request or answer either side sends or accepts
 MAX_MESSAGE = 512 << 20
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.enable_retries", 0),
-]
-SERVER_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.so_reuseport", 0),
-]
 
 _OK, _RAISED, _RAISED_UNPICKLABLE = 0, 1, 2
 

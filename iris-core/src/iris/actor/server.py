@@ -7,7 +7,8 @@
 
 Inside a task of a cluster with auth, only tasks of the same job tree, the job's owner and admins
 may call (:class:`~iris.actor.auth.ActorGate`; docs/actors.md). Calls run concurrently on a
-thread pool (``max_workers``), so an actor shared by many callers must be thread-safe. Long-running operations (``ActorClient.method.start``) run on their own
+thread per caller connection (at most ``max_workers`` at once; :mod:`iris.actor.wire`), so an actor
+shared by many callers must be thread-safe. Long-running operations (``ActorClient.method.start``) run on their own
 threads and may check :func:`operation_cancelled` to stop early.
 """
 
@@ -23,9 +24,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from iris.actor import protocol
+from iris.actor import protocol, wire
 from iris.actor.auth import ActorGate, task_gate
 from iris.errors import IrisError
 
@@ -59,7 +58,11 @@ class ActorServer:
     """Hosts actors on one port. ``port``: a task's named port (``"actor"`` reads
     ``IRIS_PORT_ACTOR``), a number, or ``None``/0 for any free port. ``host``: the address to
     bind and advertise (default: the worker's ``IRIS_ADVERTISE_HOST``, else 127.0.0.1).
-    ``interceptors`` are gRPC server interceptors (more checks of your own).
+    ``interceptors`` are more checks of your own, written as gRPC server interceptors: each sees
+    the call's method name and the connection's credential metadata, and may answer instead of
+    the actor (``context.abort(code, details)``); only unary handlers are supported.
+    ``max_message``: the largest request accepted and answer sent, in bytes (a larger one is
+    refused with a clear error, not retried; the server keeps serving).
     ``gate`` checks each caller's credential: None (the default) is the task's own inside a task
     of a cluster with auth (only its job tree, its owner and admins may call), and no check
     otherwise; ``False`` lets every caller in (an actor meant for other users' jobs).
@@ -72,7 +75,8 @@ class ActorServer:
         *,
         host: str | None = None,
         max_workers: int = 64,
-        interceptors: Sequence[grpc.ServerInterceptor] = (),
+        interceptors: Sequence[Any] = (),
+        max_message: int = protocol.MAX_MESSAGE,
         client: IrisClient | None = None,
         job_id: str | None = None,
         gate: ActorGate | None | bool = None,
@@ -88,7 +92,11 @@ class ActorServer:
         self._job_id = job_id or (self._info.job_id if self._info else "")
         self._actors: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._server: grpc.Server | None = None
+        self._max_message = max_message
+        self._running = 0  # calls running now, at most max_workers (a counter: cheaper than a semaphore)
+        self._waiting = 0
+        self._slots = threading.Condition(threading.Lock())
+        self._server: wire.FrameServer | None = None
         self._bound_port = 0
         self._stopped = threading.Event()
         self._operations: dict[str, _Operation] = {}
@@ -138,26 +146,11 @@ class ActorServer:
                 self._gate.start()  # who owns this job (one controller call); auth off: no checks
                 if not self._gate.enabled:
                     self._gate = None
-            handler = grpc.method_handlers_generic_handler(
-                protocol.SERVICE,
-                {
-                    "Call": grpc.unary_unary_rpc_method_handler(self._call),
-                    "Start": grpc.unary_unary_rpc_method_handler(self._start),
-                    "Poll": grpc.unary_unary_rpc_method_handler(self._poll),
-                    "Cancel": grpc.unary_unary_rpc_method_handler(self._cancel),
-                },
-            )
-            server = grpc.server(
-                ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="actor"),
-                handlers=[handler],
-                interceptors=self._interceptors,
-                options=protocol.SERVER_OPTIONS,
-            )
-            bound = server.add_insecure_port(f"{self._host}:{self._port}")
-            if not bound:
-                raise IrisError(f"ActorServer: cannot listen on {self._host}:{self._port}")
-            server.start()
-            self._server, self._bound_port = server, bound
+            try:
+                server = wire.FrameServer(self._host, self._port, self._handle, max_message=self._max_message)
+            except OSError as exc:
+                raise IrisError(f"ActorServer: {exc}") from None
+            self._server, self._bound_port = server, server.port
             names = list(self._actors)
         for name in names:
             self._publish(name)
@@ -186,7 +179,7 @@ class ActorServer:
             server, self._server = self._server, None
             pool, self._op_pool = self._op_pool, None
         if server is not None:
-            server.stop(grace).wait()
+            server.stop(grace)
         if pool is not None:
             for op in list(self._operations.values()):
                 op.cancel.set()
@@ -201,7 +194,36 @@ class ActorServer:
 
     # --- handlers -----------------------------------------------------------------------
 
-    def _admit(self, context: grpc.ServicerContext) -> None:
+    def _handle(self, kind: int, request: bytes, context: wire.ServerConnection, timeout: float | None) -> bytes:
+        """One request of a connection (run on the connection's thread): admit the caller, then
+        run the call while holding one of ``max_workers`` slots (waiting at most the call's
+        timeout for one)."""
+        handler = self._handlers.get(kind)
+        if handler is None:
+            context.abort("UNIMPLEMENTED", f"unknown request kind {kind}")
+        if self._interceptors:
+            answered = _intercept(self._interceptors, _METHOD_NAMES[kind], request, context)
+            if answered is not None:
+                return answered
+        slots = self._slots
+        with slots:
+            if self._running >= self._max_workers:
+                self._waiting += 1
+                try:
+                    if not slots.wait_for(lambda: self._running < self._max_workers, timeout):
+                        context.abort("DEADLINE_EXCEEDED", f"no free worker among {self._max_workers} within the call's timeout")
+                finally:
+                    self._waiting -= 1
+            self._running += 1
+        try:
+            return handler(self, request, context)
+        finally:
+            with slots:
+                self._running -= 1
+                if self._waiting:
+                    slots.notify()
+
+    def _admit(self, context: wire.ServerConnection) -> None:
         """Refuse a caller the gate does not let in (UNAUTHENTICATED / PERMISSION_DENIED)."""
         gate = self._gate
         if gate is not None:
@@ -209,12 +231,12 @@ class ActorServer:
             if refused is not None:
                 context.abort(*refused)
 
-    def _actor(self, actor_name: str, context: grpc.ServicerContext) -> Any:
+    def _actor(self, actor_name: str, context: wire.ServerConnection) -> Any:
         actor = self._actors.get(actor_name)
         if actor is None:
             hosted = ", ".join(sorted(self._actors)) or "none"
             # NOT_FOUND tells the client that this endpoint does not (or no longer) serve the actor
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no actor named {actor_name!r} at {self.address}; it hosts: {hosted}")
+            context.abort("NOT_FOUND", f"no actor named {actor_name!r} at {self._host}:{self._bound_port}; it hosts: {hosted}")
         return actor
 
     @staticmethod
@@ -227,7 +249,7 @@ class ActorServer:
             )
         return target
 
-    def _call(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def _call(self, request: bytes, context: wire.ServerConnection) -> bytes:
         self._admit(context)
         try:
             actor_name, method, args, kwargs = protocol.decode_request(request)
@@ -242,7 +264,7 @@ class ActorServer:
 
     # --- long-running operations ------------------------------------------------------------
 
-    def _start(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def _start(self, request: bytes, context: wire.ServerConnection) -> bytes:
         self._admit(context)
         actor_name, method, args, kwargs = protocol.decode_request(request)
         actor = self._actor(actor_name, context)
@@ -282,12 +304,12 @@ class ActorServer:
             if op.finished_at and now - op.finished_at > _OPERATION_TTL:
                 del self._operations[op_id]
 
-    def _poll(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def _poll(self, request: bytes, context: wire.ServerConnection) -> bytes:
         self._admit(context)
         op_id, wait = pickle.loads(request)
         op = self._operations.get(op_id)
         if op is None or op.future is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no operation {op_id!r} at {self.address} (finished and collected, or the actor restarted)")
+            context.abort("NOT_FOUND", f"no operation {op_id!r} at {self._host}:{self._bound_port} (finished and collected, or the actor restarted)")
         try:
             outcome = op.future.result(timeout=max(0.0, min(wait, 30.0)))
         except TimeoutError:
@@ -298,7 +320,7 @@ class ActorServer:
             self._operations.pop(op_id, None)
         return pickle.dumps((True, outcome))
 
-    def _cancel(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def _cancel(self, request: bytes, context: wire.ServerConnection) -> bytes:
         self._admit(context)
         op_id = pickle.loads(request)
         op = self._operations.get(op_id)
@@ -307,6 +329,40 @@ class ActorServer:
             if op.future is not None:
                 op.future.cancel()
         return pickle.dumps(op is not None)
+
+    _handlers = {wire.CALL: _call, wire.START: _start, wire.POLL: _poll, wire.CANCEL: _cancel}
+
+
+_METHOD_NAMES = {wire.CALL: "/iris.actor.Actor/Call", wire.START: "/iris.actor.Actor/Start", wire.POLL: "/iris.actor.Actor/Poll", wire.CANCEL: "/iris.actor.Actor/Cancel"}
+
+
+class _CallDetails:
+    """What a gRPC server interceptor reads of a call: its method and metadata."""
+
+    __slots__ = ("method", "invocation_metadata")
+
+    def __init__(self, method: str, metadata: tuple):
+        self.method = method
+        self.invocation_metadata = metadata
+
+
+_PROCEED = object()
+
+
+def _intercept(interceptors: Sequence[Any], method: str, request: bytes, context: wire.ServerConnection) -> bytes | None:
+    """Run gRPC-style server interceptors: each either passes the call on (``continuation``;
+    then None) or answers with a unary handler of its own (its answer, or its ``context.abort``
+    refuses the call)."""
+    details = _CallDetails(method, context.metadata)
+    for interceptor in interceptors:
+        handler = interceptor.intercept_service(lambda _details: _PROCEED, details)
+        if handler is _PROCEED:
+            continue
+        unary = getattr(handler, "unary_unary", None)
+        if unary is None:
+            context.abort("UNIMPLEMENTED", f"interceptor {type(interceptor).__name__} answered with a non-unary handler")
+        return unary(request, context)
+    return None
 
 
 def serve_forever(actors: dict[str, Any], port: int | str | None = "actor") -> None:
