@@ -17,7 +17,16 @@ import pytest
 
 from iris.plugin.protocols import ContainerSpec, TaskStartError
 from iris.runtime.output_log import parse_record
-from iris.runtime.docker import ENTRYPOINT, LABEL_MANAGED, DockerRuntime, container_name, create_kwargs, pids_limit
+from iris.runtime.docker import (
+    ENTRYPOINT,
+    LABEL_MANAGED,
+    DockerRuntime,
+    DockerRuntimeError,
+    container_name,
+    create_kwargs,
+    pids_limit,
+    tpu_access_from_env,
+)
 from iris.testing.contracts import ContainerRuntimeContract
 from iris.testing.polling import wait_until
 from iris.testing.docker_engine import DockerEngine
@@ -146,6 +155,24 @@ def test_create_kwargs_tpu_task_gets_what_a_tpu_vm_container_needs() -> None:
     assert host["network_mode"] == "host"
     assert host["ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1}]
     assert "device_requests" not in host
+
+
+def test_create_kwargs_tpu_task_on_a_machine_without_tpu_chips_is_a_plain_container() -> None:
+    spec = _spec(device_kind="tpu", device_variant="v5litepod-16", device_count=4)
+    host = create_kwargs(spec, image="img:1", uid=0, gid=0, host_cpus=2, tpu_access="none")["host_config"]
+    assert "privileged" not in host and "ulimits" not in host
+    assert host["network_mode"] == "host"  # as every task
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "privileged"), ("", "privileged"), ("privileged", "privileged"), ("none", "none")])
+def test_tpu_access_from_env_reads_privileged_or_none(value: str | None, expected: str) -> None:
+    assert tpu_access_from_env({} if value is None else {"IRIS_DOCKER_TPU_ACCESS": value}) == expected
+
+
+def test_tpu_access_from_env_bad_value_is_one_line_naming_it() -> None:
+    with pytest.raises(DockerRuntimeError) as caught:
+        tpu_access_from_env({"IRIS_DOCKER_TPU_ACCESS": "all"})
+    assert str(caught.value) == "IRIS_DOCKER_TPU_ACCESS='all': accepted: privileged, none"
 
 
 def test_create_kwargs_host_config_is_accepted_by_the_docker_sdk() -> None:

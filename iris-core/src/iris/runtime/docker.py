@@ -17,7 +17,9 @@ The engine is the one ``DOCKER_HOST`` names (the local socket by default), reach
 - is limited to the task's cpu (``NanoCpus``), memory (``Memory`` = ``MemorySwap``: no swap) and a
   number of processes that grows with its cpu (:func:`pids_limit`);
 - gets the accelerator the task asked for: GPUs as a device request, a TPU VM's chips as Google
-  documents for containers on TPU VMs (privileged, host network, unlimited locked memory);
+  documents for containers on TPU VMs (privileged, host network, unlimited locked memory;
+  ``IRIS_DOCKER_TPU_ACCESS=none`` runs TPU tasks as plain containers instead, on a machine
+  that has no TPU chips, such as the tests' fake TPU hosts);
 - carries the labels ``iris.managed=true``, ``iris.container=<container id>``,
   ``iris.runtime-root=<the runtime's directory>`` and the spec's labels, so a restarted worker
   finds it with :meth:`DockerRuntime.list_containers`. A runtime lists only the containers of
@@ -66,6 +68,11 @@ LABEL_MANAGED = "iris.managed"
 LABEL_CONTAINER = "iris.container"
 LABEL_ROOT = "iris.runtime-root"
 DEFAULT_IMAGE_ENV = "IRIS_DOCKER_IMAGE"
+#: How TPU task containers reach the chips: ``privileged`` (the default: :data:`TPU_HOST_CONFIG`
+#: and unlimited locked memory, as on a TPU VM) or ``none`` (a machine without TPU chips, e.g. the
+#: tests' fake TPU hosts, whose engine can give neither: the task runs as a plain container).
+TPU_ACCESS_ENV = "IRIS_DOCKER_TPU_ACCESS"
+TPU_ACCESS = ("privileged", "none")
 PIDS_PER_CPU = 1024
 MIN_PIDS = 1024
 STATUS_POLL_SECONDS = 0.5
@@ -102,9 +109,21 @@ def pids_limit(cpu: float) -> int:
     return max(MIN_PIDS, int(math.ceil(cpu)) * PIDS_PER_CPU)
 
 
-def create_kwargs(spec: ContainerSpec, *, image: str, uid: int, gid: int, host_cpus: int) -> dict[str, Any]:
+def tpu_access_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    """``IRIS_DOCKER_TPU_ACCESS`` (default ``privileged``). A bad value raises a
+    DockerRuntimeError naming the variable, the value and what is accepted."""
+    value = environ.get(TPU_ACCESS_ENV, "").strip() or "privileged"
+    if value not in TPU_ACCESS:
+        raise DockerRuntimeError(f"{TPU_ACCESS_ENV}={value!r}: accepted: {', '.join(TPU_ACCESS)}")
+    return value
+
+
+def create_kwargs(
+    spec: ContainerSpec, *, image: str, uid: int, gid: int, host_cpus: int, tpu_access: str = "privileged"
+) -> dict[str, Any]:
     """The keyword arguments of ``docker.APIClient.create_container`` for ``spec`` (with
-    ``host_config`` as a plain dict of ``create_host_config`` arguments).
+    ``host_config`` as a plain dict of ``create_host_config`` arguments). ``tpu_access``: how a
+    TPU task reaches the chips (:data:`TPU_ACCESS_ENV`).
 
     Raises TaskStartError for a spec no engine can run: an empty command, a bad variable name, an
     unknown accelerator kind."""
@@ -143,8 +162,9 @@ def create_kwargs(spec: ContainerSpec, *, image: str, uid: int, gid: int, host_c
         # all of them when the task asks for none in particular, as `docker run --gpus all`
         host["device_requests"] = [{"Driver": "", "Count": spec.device_count or -1, "Capabilities": [["gpu"]]}]
     elif kind == "tpu":
-        host.update(TPU_HOST_CONFIG)
-        host["ulimits"] = [{"Name": "memlock", "Soft": -1, "Hard": -1}]
+        if tpu_access == "privileged":
+            host.update(TPU_HOST_CONFIG)
+            host["ulimits"] = [{"Name": "memlock", "Soft": -1, "Hard": -1}]
     elif kind != "cpu":
         raise TaskStartError(f"device kind {spec.device_kind!r} is not supported by the docker runtime; accepted: cpu, gpu, tpu")
     labels = {**{str(k): str(v) for k, v in spec.labels.items()}, LABEL_MANAGED: "true", LABEL_CONTAINER: spec.container_id}
@@ -407,6 +427,7 @@ class DockerRuntime:
         self._root.mkdir(parents=True, exist_ok=True)
         self._root_label = str(Path(root_dir).resolve())
         self._default_image = default_image if default_image is not None else os.environ.get(DEFAULT_IMAGE_ENV, "")
+        self._tpu_access = tpu_access_from_env()
         url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         try:
             self.api = docker.APIClient(base_url=url, version="auto", timeout=120)
@@ -450,7 +471,7 @@ class DockerRuntime:
                 "no task image: give the job one (iris run --task-image, task_image=...) or set the cluster's "
                 f"docker.image (the runtime's default, {DEFAULT_IMAGE_ENV})"
             )
-        kwargs = create_kwargs(spec, image=image, uid=os.getuid(), gid=os.getgid(), host_cpus=self._cpus())
+        kwargs = create_kwargs(spec, image=image, uid=os.getuid(), gid=os.getgid(), host_cpus=self._cpus(), tpu_access=self._tpu_access)
         kwargs["labels"][LABEL_ROOT] = self._root_label
         self._check_image(image)
         directory = self._root / spec.container_id

@@ -47,6 +47,7 @@ from pathlib import Path
 import attrs
 
 from iris.plugin.worker_host import LABEL_WORKER
+from iris.runtime.docker import TPU_ACCESS_ENV
 from iris.runtime.images import CACHE_DIR, DEBIAN_MIRROR, DEBIAN_SUITE
 from iris.testing.docker_engine import DockerEngine
 from iris_gcp import bootstrap
@@ -193,9 +194,15 @@ class ContainerBooter:
     :param root: where the hosts' directories are made (a fresh temporary directory if None;
         removed by :meth:`close` if the booter made it).
     :param ssh: whether a host runs sshd (all hosts, or a predicate on the :class:`HostSpec`).
+    :param ssh_port: the port every host's sshd listens on (each on its own address); None: a
+        free port per host. A fixed port and :meth:`ssh_user_key` let a cluster config name the
+        tunnel's port and key before the machine exists, as a real VM's port 22 and key are known.
     :param zone, project: what the metadata server says about the hosts.
     :param container_env: environment the startup script gives the worker or controller container
         (``IRIS_CONTAINER_ENV``: e.g. ``STORAGE_EMULATOR_HOST`` of a fake GCS); no spaces.
+        ``IRIS_DOCKER_TPU_ACCESS=none`` is added unless given: the fake hosts have no TPU chips,
+        and the test engine can give a task container neither ``--privileged`` nor unlimited
+        locked memory (what a TPU VM's containers get), so TPU tasks run as plain containers.
     :param trust_dir: this machine's CA certificates, mounted read-only as the host's own (the
         startup script hands them to the worker, which reaches the package index with them).
     """
@@ -209,6 +216,7 @@ class ContainerBooter:
         addresses: Sequence[str],
         root: Path | None = None,
         ssh: bool | Callable[[HostSpec], bool] = False,
+        ssh_port: int | None = None,
         zone: str = "us-central2-b",
         project: str = "iris-fake-project",
         trust_dir: str | None = "/etc/ssl/certs",
@@ -221,10 +229,12 @@ class ContainerBooter:
         self.project = project
         self.trust_dir = trust_dir if trust_dir and Path(trust_dir).is_dir() else None
         self._ssh = ssh
+        self._ssh_port = ssh_port
         for key, value in (container_env or {}).items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or any(c.isspace() for c in value):
                 raise ValueError(f"container_env {key}={value!r}: accepted: NAME=VALUE with a shell variable name and no whitespace")
         self.container_env = dict(container_env or {})
+        self.container_env.setdefault(TPU_ACCESS_ENV, "none")
         self._own_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="iris-fake-hosts-"))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -347,6 +357,17 @@ class ContainerBooter:
             raise KeyError(f"host {host_id} runs no sshd (ContainerBooter(ssh=...))")
         return record.ssh
 
+    def ssh_user_key(self) -> Path:
+        """The private key every host's sshd accepts (for ``root``), made on first use."""
+        from iris.testing.sshd import keygen
+
+        with self._lock:
+            if self._user_key is None:
+                keys = self.root / "ssh-user"
+                keys.mkdir(exist_ok=True)
+                self._user_key = keygen(keys / "id_ed25519")
+            return self._user_key
+
     def hosts(self) -> list[str]:
         with self._lock:
             return list(self._hosts)
@@ -408,13 +429,13 @@ class ContainerBooter:
 
         ssh_dir = directory / "ssh"
         ssh_dir.mkdir()
-        if self._user_key is None:
+        if self._user_key is None:  # under the booter's lock (boot): made here, as ssh_user_key() does
             keys = self.root / "ssh-user"
             keys.mkdir(exist_ok=True)
             self._user_key = keygen(keys / "id_ed25519")
         keygen(ssh_dir / "host_key")
         shutil.copy(self._user_key.with_suffix(".pub"), ssh_dir / "authorized_keys")
-        port = _free_port(address)
+        port = self._ssh_port or _free_port(address)
         (ssh_dir / "sshd_config").write_text(
             f"ListenAddress {address}:{port}\n"
             f"HostKey {ssh_dir / 'host_key'}\n"
