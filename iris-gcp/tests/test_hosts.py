@@ -262,3 +262,31 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_container_booter_with_one_ssh_port_serves_every_host_on_it_with_the_key_known_before_boot(
+    docker_engine: DockerEngine, fake_host_image: str, fake_metadata
+) -> None:  # type: ignore[no-untyped-def]
+    """A cluster config names the tunnel's port and key before the machine exists (as a real
+    VM's port 22 and the user's key): ``ssh_port=`` gives every host's sshd that port, each on
+    its own address, and ``ssh_user_key()`` is the key they accept, known before any boot."""
+    from iris.testing.processes import free_port
+
+    port = free_port()
+    booter = ContainerBooter(docker_engine, fake_host_image, metadata=fake_metadata, addresses=["127.0.0.91", "127.0.0.92"],
+                             ssh=True, ssh_port=port)  # fmt: skip
+    try:
+        key = booter.ssh_user_key()
+        assert key.exists() and booter.ssh_user_key() == key
+        script = "#!/bin/bash\necho ready > \"$IRIS_ROOT/ready\"\n"
+        for name in ("a/w-0", "a/w-1"):
+            booter.boot(HostSpec(name, metadata={bootstrap.STARTUP_SCRIPT: script}))
+        for name, address in (("a/w-0", "127.0.0.91"), ("a/w-1", "127.0.0.92")):
+            endpoint = booter.ssh(name)
+            assert (endpoint.address, endpoint.port, endpoint.key_path) == (address, port, key)
+            assert wait_until(lambda name=name: (booter.iris_root(name) / "ready").exists(), timeout=60), booter.console(name)
+            result = _ssh(endpoint, f"cat {booter.iris_root(name) / 'ready'}")
+            assert result.returncode == 0 and result.stdout.strip() == "ready", result.stderr
+        assert booter.container_env["IRIS_DOCKER_TPU_ACCESS"] == "none"  # the fake hosts have no TPU chips
+    finally:
+        booter.close()
