@@ -182,6 +182,23 @@ def test_help_does_not_import_grpc_or_google(iris, workspace: Path) -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_run_provider_local_imports_no_google_cloud_docker_or_ssh_library(workspace: Path) -> None:
+    """The local path runs a job without importing what the cloud providers need (``google.protobuf``
+    is Iris's own wire format, so it is not counted)."""
+    code = (
+        "import sys\n"
+        "from iris_cli.main import main\n"
+        "try:\n"
+        "    main(['run', '--provider', 'local', '--', 'true'])\n"
+        "except SystemExit as exc:\n"
+        "    print('EXIT', exc.code)\n"
+        "print('HEAVY', sorted(m for m in sys.modules if m.startswith(('google.cloud', 'google.auth', 'google.api_core', 'docker', 'paramiko'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=workspace, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "EXIT 0" in result.stdout and "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
 def test_run_streams_child_job_output_into_the_parent_stream(iris, iris_workspace: Path) -> None:
     workspace = iris_workspace
     (workspace / "parent.py").write_text(

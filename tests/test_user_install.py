@@ -67,7 +67,8 @@ def test_user_install_run_provider_local_imports_no_google_or_docker_library(
     gcp_user_venv: Path, user_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The local path in the user's install (which has iris-gcp, not iris-local) ends with its
-    one-line error without importing a Google or Docker library on the way."""
+    one-line error without importing a Google Cloud, Docker or SSH library on the way
+    (``google.protobuf`` is Iris's own wire format, a dependency of iris-core)."""
     probe = (
         "import sys\n"
         "from iris_cli.main import main\n"
@@ -75,7 +76,7 @@ def test_user_install_run_provider_local_imports_no_google_or_docker_library(
         "    main(['run', '--provider', 'local', '--', 'true'])\n"
         "except SystemExit as exc:\n"
         "    print('EXIT', exc.code)\n"
-        "heavy = sorted(m for m in sys.modules if m.startswith(('google', 'docker', 'paramiko')))\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('google.cloud', 'google.auth', 'google.api_core', 'docker', 'paramiko')))\n"
         "print('HEAVY', heavy)\n"
     )
     result = run(gcp_user_venv, "python", "-c", probe, cwd=tmp_path, env=user_env)
