@@ -18,7 +18,8 @@ socket). In one pass:
 3. the slice is preempted mid-run (the tasks wait on a gate the test holds): the tasks are retried
    on a new slice on the preemption budget and the job succeeds;
 4. the controller VM is deleted through the Compute API (lost, with its disk), and ``cluster
-   start`` again restores every job from the GCS checkpoint (``iris job list``);
+   start`` again restores every job from the GCS checkpoint (``iris job list``: the job above,
+   SUCCEEDED, and a second one, KILLED);
 5. ``iris cluster stop`` deletes the controller VM and every slice by label: nothing is left in
    the fakes, among the booter's hosts, or among the engine's containers.
 """
@@ -287,6 +288,16 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
             assert first["worker_id"].startswith(f"{first_slice}-w") and first["state"] != "SUCCEEDED", task
             assert last["worker_id"].startswith(f"{second_slice()}-w") and last["state"] == "SUCCEEDED", task
 
+        # a second job, killed: the restore must bring back both states
+        submitted = run("--config", str(config_path), "run", "--no-wait", "--memory", "64MB", "--job-name", "e2e-killed",
+                        "--", "python3", "-c", "import time; time.sleep(600)")  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        killed_id = submitted.stdout.strip().splitlines()[-1]
+        killed = run("--config", str(config_path), "job", "kill", killed_id)
+        assert killed.returncode == 0, killed.stderr
+        jobs = json.loads(run("--config", str(config_path), "job", "list", "--json").stdout)
+        assert sorted((j["name"].rsplit("/", 1)[-1], j["state"]) for j in jobs) == [("e2e-killed", "KILLED"), ("e2e-train", "SUCCEEDED")], jobs
+
         # 4. the controller VM is lost (deleted with its disk through the API); start again restores
         # every job from the GCS checkpoint
         # the controller checkpoints within a second of a change (checkpoint_interval_seconds: 1) and
@@ -319,6 +330,7 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         assert restored == {j["job_id"]: j["state"] for j in jobs}, (restored, jobs)
         text = run("--config", str(config_path), "job", "list")
         assert "e2e-train" in text.stdout and "SUCCEEDED" in text.stdout, text.stdout + text.stderr
+        assert "e2e-killed" in text.stdout and "KILLED" in text.stdout, text.stdout + text.stderr
 
         # 5. stop: the controller VM and every slice by label; nothing left anywhere
         stopped = run("cluster", "--config", str(config_path), "stop", timeout=300)
