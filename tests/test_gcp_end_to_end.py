@@ -171,7 +171,7 @@ def _config(tmp_path: Path, booter: ContainerBooter, compute: FakeCompute, tpu: 
             "ssh_user": "root", "ssh_key": str(booter.ssh_user_key()),
             "options": {
                 "compute_api_endpoint": compute.endpoint, "tpu_api_endpoint": tpu.address,
-                "ssh_port": booter._ssh_port, "ssh_known_hosts": str(tmp_path / "known_hosts"), "connect_timeout": 5,
+                "ssh_port": booter.ssh_port, "ssh_known_hosts": str(tmp_path / "known_hosts"), "connect_timeout": 5,
                 "worker_image": image,
             },
         },

@@ -277,6 +277,7 @@ def test_container_booter_with_one_ssh_port_serves_every_host_on_it_with_the_key
                              ssh=True, ssh_port=port)  # fmt: skip
     try:
         key = booter.ssh_user_key()
+        assert booter.ssh_port == port
         assert key.exists() and booter.ssh_user_key() == key
         script = "#!/bin/bash\necho ready > \"$IRIS_ROOT/ready\"\n"
         for name in ("a/w-0", "a/w-1"):

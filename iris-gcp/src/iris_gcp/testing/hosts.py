@@ -357,6 +357,11 @@ class ContainerBooter:
             raise KeyError(f"host {host_id} runs no sshd (ContainerBooter(ssh=...))")
         return record.ssh
 
+    @property
+    def ssh_port(self) -> int | None:
+        """The port every host's sshd listens on (None: each host has its own; see :meth:`ssh`)."""
+        return self._ssh_port
+
     def ssh_user_key(self) -> Path:
         """The private key every host's sshd accepts (for ``root``), made on first use."""
         from iris.testing.sshd import keygen
