@@ -456,3 +456,13 @@ def load_config(path: str | Path) -> ClusterConfig:
 
 def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
     return _converter.unstructure(config)
+
+
+def auth_enabled(config: ClusterConfig) -> bool:
+    """Whether this config's controller checks tokens: ``auth.enabled`` when set, else on for
+    every controller but the in-process local cluster (local provider, workers as threads)."""
+    if config.auth.enabled is not None:
+        return config.auth.enabled
+    options = config.provider.options
+    in_process = config.provider.type == "local" and options.get("worker_mode", "thread") == "thread"
+    return not in_process
