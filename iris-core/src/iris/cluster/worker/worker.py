@@ -259,11 +259,16 @@ class Worker:
                 continue
             future = stub.Reconcile.future(request, timeout=self._wait_seconds + 10)
             future.add_done_callback(self._notify)
+            sent = time.monotonic()
             with self._cv:
                 while not future.done() and not self._stop.is_set():
                     # a long-poll is cut short by local news (checked before each wait, so news that
-                    # came first is not slept on); a call that answers at once is awaited
-                    if request.wait_seconds and (self._local_news or self._has_new_output()):
+                    # came first is not slept on) and by new output once LOG_POLL_SECONDS have
+                    # passed (output is shipped at that pace: a line written just now need not
+                    # cost an exchange of its own); a call that answers at once is awaited
+                    if request.wait_seconds and (
+                        self._local_news or (time.monotonic() - sent >= LOG_POLL_SECONDS and self._has_new_output())
+                    ):
                         break
                     self._cv.wait(LOG_POLL_SECONDS)
             if not future.done():
@@ -287,7 +292,12 @@ class Worker:
                 faults.inject("worker.reconcile_receive")
             except faults.FaultInjected:
                 continue  # as if the answer was lost: the next exchange carries the same facts
-            self._apply_response(response)
+            if self._apply_response(response):
+                # attempts were just started: until one of them has something to say (it ended, or
+                # has run RUNNING_REPORT_DELAY), at most LOG_POLL_SECONDS, the controller need not
+                # hear that they build, so a short task costs one report (its end), not two
+                with self._cv:
+                    self._cv.wait_for(lambda: self._local_news or self._stop.is_set(), LOG_POLL_SECONDS)
 
     def _notify(self, _: object = None) -> None:
         with self._cv:
@@ -348,7 +358,8 @@ class Worker:
         wait = 0.0 if needs_answer else self._wait_seconds
         return convert.reconcile_request_to_proto(self._identity, observed, self._known_version, wait), has_news
 
-    def _apply_response(self, response: worker_pb2.ReconcileResponse) -> None:
+    def _apply_response(self, response: worker_pb2.ReconcileResponse) -> int:
+        """Start, kill and forget what the answer says; returns how many attempts were started."""
         self._known_version = response.version
         desired = {(d.task_id, d.attempt_id): d for d in response.attempts}
         to_start: list[LocalAttempt] = []
@@ -386,6 +397,7 @@ class Worker:
             self._starts.submit(self._run_attempt, attempt)
         for attempt in forgotten:
             self._cleanups.submit(self._cleanup_attempt, attempt)
+        return len(to_start)
 
     # --- attempts -----------------------------------------------------------------------
 
@@ -626,12 +638,16 @@ class Worker:
 
     def _build_environment(self, attempt: LocalAttempt, app: Path | None) -> TaskEnvironment:
         """The attempt's Python environment (cached, or built now while the attempt is BUILDING,
-        the build's output streaming into the attempt's log)."""
+        the build's output streaming into the attempt's log).
+
+        The controller is not told at once that the attempt builds: a cached environment is found
+        in well under a millisecond and the task usually ends soon after, so its end carries the
+        state and these lines in one exchange; a real build's lines are seen by the reconcile
+        loop's output check (every ``LOG_POLL_SECONDS``) and sent then, with the state."""
         spec = attempt.spec
         log_path = attempt.directory / ENVIRONMENT_LOG
         with open(log_path, "ab") as log:
             attempt.build_log = log_path
-            self._wake()
             environment = self._environments.prepare(
                 app, list(spec.extras), list(spec.pip_packages), log, cancelled=lambda: attempt.kill_requested
             )
