@@ -262,6 +262,9 @@ class ProcessHandle:
         the container can run (its cgroup is gone); True if it took it."""
         self._dir = directory
         self._recycle = recycle
+        # set by remove() once nothing of the container is left running (its cgroup is gone), so
+        # no process of the task holds or writes files it was given (read by the worker)
+        self.contained = False
         self._meta = meta
         self._popen = popen
         self._wrapper_argv = wrapper_argv  # set while the task may not have exec'd yet
@@ -462,9 +465,9 @@ class ProcessHandle:
             os.close(self._exit_fd)
             self._exit_fd = None
         if self._cgroup is not None:  # and whatever the task left running
-            gone = self._cgroup.destroy()
+            self.contained = self._cgroup.destroy()
             # nothing of the task is left to hold or write its files: the directory may be reused
-            if gone and self._recycle is not None and self._recycle(self._dir):
+            if self.contained and self._recycle is not None and self._recycle(self._dir):
                 return
         remove_tree(self._dir)
 
