@@ -6,6 +6,9 @@ the task to copy them), ``output.log`` (their lines as records tagged with their
 :mod:`iris.runtime.output_log`), ``exit_code`` (written by a tiny
 ``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start) and
 ``tmp/``, the task's ``TMPDIR`` unless its env sets one, so its temporary files go with it.
+Once a container is removed and its cgroup is gone, its directory is emptied and kept for a later
+start (see ``ProcessRuntime._recycle``): a new inode per file costs far more, on some
+filesystems, than emptying one.
 
 ``log_size`` and ``read_logs`` first move what the task wrote since the last call from the two
 stream files into ``output.log``, a record per line (a line still being written waits for its
@@ -406,6 +409,9 @@ class ProcessHandle:
         sizes = {stream: _size(self._dir / stream) for stream in (STDOUT, STDERR)}
         if (sizes, ended) == self._log_seen:
             return  # nothing new since the last move (the common case: two stat calls)
+        if not any(sizes.values()):  # the task wrote nothing (yet): nothing to move, no lock to take
+            self._log_seen = (sizes, ended)
+            return
         with self._log_lock, open(self._dir / "log.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one mover at a time, across handles and processes
             if self._captured is None or self._log.size() != self._log_known:
