@@ -22,12 +22,17 @@ TIMEOUT = 30.0
 
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[list[ProcessHandle]]:
-    """Handles to kill after the test."""
+    """Handles to kill and remove after the test (their cgroups too)."""
     handles: list[ProcessHandle] = []
     yield handles
     for handle in handles:
         handle.kill(grace_seconds=0)
         handle.wait(timeout=10)
+    for handle in handles:
+        try:
+            handle.remove()
+        except (OSError, RuntimeError):
+            pass
 
 
 def _punches_holes(directory: Path) -> bool:
