@@ -184,3 +184,116 @@ def test_manual_gang_spans_a_slices_hosts_and_a_task_on_a_host_that_dies_runs_ag
             subprocess.run(json.loads(path.read_text())["cleanup"], cwd=path.parent, capture_output=True, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     assert not any(pid_alive(r["pid"]) for r in worker_records(remote)), "a worker outlived iris cluster stop"
+
+
+def _free_port(address: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def test_manual_controller_placed_on_a_host_over_ssh_runs_restarts_and_stops_clean(tmp_path: Path) -> None:
+    """controller.vm.enabled with provider.options.controller_host: the controller runs on that
+    host (a process of its Python, the config written there and passed with --config), workers on
+    the others get its address as the hosts reach it, clients go through the ssh tunnel, and
+    restart/stop find it from what runs on the host."""
+    try:
+        ensure_sshd()
+    except SshdUnavailable as exc:
+        pytest.skip(str(exc))
+    servers = [SshServer(tmp_path / f"host{i}", address=f"127.0.0.5{i}").start() for i in range(3)]
+    for server in servers[1:]:
+        (server.directory / "authorized_keys").write_text(Path(f"{servers[0].key_path}.pub").read_text())
+    placed, workers = servers[0], servers[1:]
+    home = tmp_path / "home"
+    home.mkdir()
+    remote, controller_dir = tmp_path / "remote", tmp_path / "controller-dir"
+    port, http_port = _free_port(placed.address), _free_port(placed.address)
+    config = tmp_path / "manual.yaml"
+    config.write_text(
+        "name: manualplaced\n"
+        "provider:\n  type: manual\n"
+        f"  hosts: [{', '.join(f'{h.address}:{h.port}' for h in workers)}]\n"
+        f"  ssh_user: {placed.user}\n  ssh_key: {placed.key_path}\n"
+        f"  options: {{python: {sys.executable}, remote_dir: '{remote}/{{host}}', ssh_known_hosts: {tmp_path / 'known_hosts'}, stop_grace: 5,\n"
+        f"             controller_dir: {controller_dir}, env: {json.dumps(session_env())}}}\n"
+        f"controller: {{tunnel: ssh, http_port: {http_port}}}\n"
+        f"controller_vm: {{manual: {{host: '{placed.user}@{placed.address}:{placed.port}', port: {port}}}}}\n"
+        "autoscaler: {evaluation_interval_seconds: 0.5}\n"
+        "scale_groups:\n  hosts: {min_slices: 2, max_slices: 2, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
+    )
+    url = f"http://{placed.address}:{port}"
+    records: list[dict] = []
+    first: dict = {}
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr + _read(controller_dir / "controller.log")
+        assert started.stdout.strip() == url
+        first = json.loads((controller_dir / "controller.json").read_text())
+        assert pid_alive(first["pid"]) and first["argv"][-1] == f"{controller_dir}/config.yaml"
+        assert (controller_dir / "config.yaml").stat().st_mode & 0o077 == 0  # it holds the admin token's hash
+        assert not (home / ".iris" / "manualplaced" / "controller.pid").exists()  # nothing runs here
+        with IrisClient.remote(url, token=owner_token(home, "manualplaced")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
+        records = worker_records(remote)
+        assert {p.parent.parent.name for p in remote.glob("*/*/vm.json")} == {f"{h.address}-{h.port}" for h in workers}
+        # the workers were given the controller's address on its host
+        for record in records:
+            assert record["cleanup"][record["cleanup"].index("--controller") + 1] == url
+
+        ran = iris_cmd("--config", str(config), "run", "--replicas", "2", "--cpu", "1", "--memory", "64MB", "--",
+                       "sh", "-c", "echo on $IRIS_WORKER_ID", home=home, cwd=tmp_path)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert sorted(line.split("on ")[1] for line in ran.stdout.splitlines() if "on " in line) == sorted(r["vm_id"] for r in records)
+
+        status = iris_cmd("cluster", "--config", str(config), "controller", "status", home=home, cwd=tmp_path)
+        assert status.returncode == 0 and "healthy" in status.stdout and placed.address in status.stdout, status.stdout + status.stderr
+
+        # restart: the same directory and state, a new process; the workers are adopted, not started anew
+        restarted = iris_cmd("cluster", "--config", str(config), "controller", "restart", home=home, cwd=tmp_path)
+        assert restarted.returncode == 0, restarted.stderr
+        again = json.loads((controller_dir / "controller.json").read_text())
+        assert again["pid"] != first["pid"] and not pid_alive(first["pid"]) and pid_alive(again["pid"])
+        with IrisClient.remote(url, token=owner_token(home, "manualplaced")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
+            assert len(client.list_jobs()) == 1  # the job run before the restart is still on the record
+        assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
+        first = again
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+        for server in servers:
+            server.stop()
+    assert stopped.returncode == 0, stopped.stderr
+    assert not first or not pid_alive(first["pid"]), "the controller outlived iris cluster stop"
+    assert not controller_dir.exists()
+    assert not any(pid_alive(r["pid"]) for r in records), "a worker outlived iris cluster stop"
+    assert worker_records(remote) == []
+
+
+def test_manual_controller_host_without_docker_or_iris_says_what_to_install(hosts: list[SshServer], tmp_path: Path) -> None:
+    config = tmp_path / "manual.yaml"
+    host = hosts[0]
+    config.write_text(
+        "name: manualbare\n"
+        f"provider:\n  type: manual\n  hosts: ['{hosts[1].address}:{hosts[1].port}']\n"
+        f"  ssh_user: {host.user}\n  ssh_key: {host.key_path}\n"
+        f"  options: {{python: /usr/bin/python3, ssh_known_hosts: {tmp_path / 'known_hosts'}, controller_dir: {tmp_path / 'c'},\n"
+        "             env: {DOCKER_HOST: 'unix:///nonexistent/docker.sock'}}\n"
+        f"controller_vm: {{image: iris-controller:none, manual: {{host: '{host.address}:{host.port}'}}}}\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+    assert started.returncode != 0 and "Traceback" not in started.stderr
+    (line,) = [ln for ln in started.stderr.splitlines() if "cannot run the controller" in ln]
+    assert f"{host.user}@{host.address}:{host.port}" in line and "install Docker" in line and "iris-core and iris-manual" in line
+    assert not (tmp_path / "c").exists()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-3000:]
+    except OSError:
+        return ""
