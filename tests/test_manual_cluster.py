@@ -297,3 +297,98 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")[-3000:]
     except OSError:
         return ""
+
+
+CONTAINER_HOST_ADDRESSES = [f"127.0.0.{n}" for n in range(61, 66)]
+
+
+def _trust() -> tuple[dict[str, str], list[str]]:
+    """This machine's CA settings and the directories holding them (the worker containers reach
+    the package index as this machine does)."""
+    env = {k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in os.environ}
+    return env, sorted({str(Path(v) if Path(v).is_dir() else Path(v).parent) for v in env.values()})
+
+
+@pytest.mark.docker
+def test_manual_cluster_on_container_hosts_places_the_controller_and_docker_workers_and_stops_clean(
+    docker_engine, docker_worker_image: str, docker_registry, docker_base_image: str, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Four hosts that are containers (sshd on their own loopback address, Docker through the
+    engine's socket, python3, no Iris): `iris cluster start` places the controller on one as a
+    container of the worker image (pulled from the registry) and workers as containers on the
+    other three; a job runs across them through the ssh tunnel; `vm logs` reads a worker's log;
+    `stop` leaves no container and no directory."""
+    from iris.testing.container_hosts import ContainerHosts, host_image
+
+    try:
+        image = host_image(docker_engine)
+    except Exception as exc:
+        pytest.skip(f"cannot build the test host image (debootstrap of Debian bookworm with python3 and openssh-server): {exc}")
+    pushed = f"{docker_registry.address}/iris-worker:{docker_worker_image.rsplit(':', 1)[1]}"
+    docker_engine.docker("tag", docker_worker_image, pushed)
+    docker_engine.docker("push", pushed, timeout=600)
+    docker_engine.docker("rmi", pushed)  # the hosts pull it from the registry
+    hosts = ContainerHosts(docker_engine, image, addresses=CONTAINER_HOST_ADDRESSES, root=tmp_path / "hosts")
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "manual.yaml"
+    stopped = None
+    try:
+        placed = hosts.start("controller")
+        workers = [hosts.start(f"w{i}") for i in range(3)]
+        root = hosts.root
+        (root / "shared" / "bundles").mkdir(parents=True)
+        env, mounts = _trust()
+        port, http_port = _free_port(placed.address), _free_port(placed.address)
+        options = {
+            "remote_dir": f"{root}/remote/{{host}}", "ssh_known_hosts": str(tmp_path / "known_hosts"), "stop_grace": 5,
+            "controller_dir": f"{root}/controller", "worker_image": pushed, "docker_socket": str(docker_engine.socket_path),
+            "worker_mounts": [*mounts, f"{root}/shared/bundles"], "env": env,
+        }  # fmt: skip
+        config.write_text(
+            "name: manualdocker\n"
+            "provider:\n  type: manual\n"
+            f"  hosts: [{', '.join(f'{h.address}:{h.ssh.port}' for h in workers)}]\n"
+            f"  ssh_user: root\n  ssh_key: {hosts.user_key}\n"
+            f"  options: {json.dumps(options)}\n"
+            f"worker: {{runtime: docker}}\ndocker: {{image: '{docker_base_image}'}}\n"
+            f"controller: {{tunnel: ssh, http_port: {http_port}, bundle_prefix: 'file://{root}/shared/bundles'}}\n"
+            f"controller_vm: {{image: '{pushed}', manual: {{host: '{placed.where}', port: {port}}}}}\n"
+            "autoscaler: {evaluation_interval_seconds: 0.5}\n"
+            "scale_groups:\n  hosts: {min_slices: 3, max_slices: 3, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
+        )
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path, timeout=900)
+        assert started.returncode == 0, started.stderr
+        url = f"http://{placed.address}:{port}"
+        assert started.stdout.strip() == url
+        record = json.loads((root / "controller" / "controller.json").read_text())
+        inspect = json.loads(docker_engine.docker("inspect", record["container"]).stdout)[0]
+        assert inspect["State"]["Running"] and inspect["Config"]["Image"] == pushed
+        assert inspect["Args"][-2:] == ["--config", "/etc/iris/config.yaml"]
+        config_mount = [m for m in inspect["Mounts"] if m["Destination"] == "/etc/iris/config.yaml"]
+        assert config_mount and config_mount[0]["Source"] == f"{root}/controller/config.yaml" and not config_mount[0]["RW"]
+        with IrisClient.remote(url, token=owner_token(home, "manualdocker")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=300)
+        worker_containers = docker_engine.docker("ps", "-q", "--filter", "label=iris.worker").stdout.decode().split()
+        assert len(worker_containers) == 3
+        records = sorted((json.loads(p.read_text()) for p in (root / "remote").glob("*/*/vm.json")), key=lambda r: r["vm_id"])
+        assert {p.parent.parent.name for p in (root / "remote").glob("*/*/vm.json")} == {f"{h.address}-{h.ssh.port}" for h in workers}
+        assert all(r.get("container") for r in records)
+
+        ran = iris_cmd("--config", str(config), "run", "--replicas", "3", "--cpu", "1", "--memory", "64MB", "--",
+                       "sh", "-c", "echo on $IRIS_WORKER_ID", home=home, cwd=tmp_path, timeout=600)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert sorted(line.split("on ")[1] for line in ran.stdout.splitlines() if "on " in line) == [r["vm_id"] for r in records]
+
+        logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", records[0]["vm_id"], home=home, cwd=tmp_path)
+        assert logs.returncode == 0 and f"iris worker {records[0]['vm_id']} running" in logs.stdout, logs.stdout + logs.stderr
+    finally:
+        if config.exists():
+            stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path, timeout=600)
+        left = hosts.started_containers()
+        hosts.close()
+        docker_engine.docker("rmi", pushed, check=False)
+    assert stopped is not None and stopped.returncode == 0, stopped.stderr if stopped else ""
+    assert left == [], "a container outlived iris cluster stop"
+    assert not (tmp_path / "hosts" / "controller").exists()
+    assert list((tmp_path / "hosts" / "remote").glob("*/*")) == []
