@@ -142,8 +142,11 @@ def test_manual_unreachable_host_and_wrong_key_name_the_host(hosts: list[SshServ
 def test_manual_host_without_iris_says_what_to_install(hosts: list[SshServer], controller: ControllerServer, tmp_path: Path) -> None:
     manager = manager_for(hosts, controller, tmp_path, python="/usr/bin/python3")
     try:
-        with pytest.raises(Exception, match="cannot run an Iris worker .*install iris-core and iris-local"):
+        with pytest.raises(Exception, match="cannot run an Iris worker .*install iris-core and iris-local") as caught:
             manager.create_slice(SliceRequest(slice_id="s2", scale_group="g"))
+        message = str(caught.value)  # one line, naming the host and both ways
+        assert message.startswith(f"{hosts[0].user}@{hosts[0].address}:{hosts[0].port}: ") and "\n" not in message
+        assert "run workers as containers" in message and "provider.options.worker_image" in message
     finally:
         manager.close()
 

@@ -295,9 +295,14 @@ class ManualVmManager:
         status, _, err = ssh.run(self._client(host), argv, host.where)
         if status != 0:
             last = (err.strip().splitlines() or ["(no output)"])[-1]
+            # the other way: the worker image, if the host has (or gets) Docker
+            docker = ["env", *(f"{k}={v}" for k, v in self._docker_env().items()), "docker", "version", "--format", "{{.Server.Version}}"]
+            has_docker = ssh.run(self._client(host), docker, host.where)[0] == 0
             raise PluginError(
-                f"{host.where}: {self._python} cannot run an Iris worker ({last}); install iris-core and iris-local "
-                "there, or point provider.options.python at an interpreter that has them"
+                f"{host.where}: {self._python} cannot run an Iris worker ({last}); either install iris-core and iris-local "
+                "there (pip install iris-core iris-local; or point provider.options.python at an interpreter that has "
+                f"them), or run workers as containers: {'the host has Docker' if has_docker else 'install Docker there'}, "
+                "then set provider.options.worker_image (iris build worker-image)"
             )
 
     def _home(self, host: Host) -> str:
