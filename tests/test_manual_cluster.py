@@ -260,7 +260,21 @@ def test_manual_controller_placed_on_a_host_over_ssh_runs_restarts_and_stops_cle
             assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
             assert len(client.list_jobs()) == 1  # the job run before the restart is still on the record
         assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
-        first = again
+
+        # SIGKILLed on its host: status says so (found from the host, not from local files), and
+        # start brings it back on the same state, adopting the workers
+        os.kill(again["pid"], signal.SIGKILL)
+        assert wait_until(lambda: not pid_alive(again["pid"]), timeout=10)
+        down = iris_cmd("cluster", "--config", str(config), "controller", "status", home=home, cwd=tmp_path)
+        assert down.returncode == 1 and "not running" in down.stdout, down.stdout + down.stderr
+        revived = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert revived.returncode == 0 and revived.stdout.strip() == url, revived.stderr
+        first = json.loads((controller_dir / "controller.json").read_text())
+        assert pid_alive(first["pid"]) and first["pid"] != again["pid"]
+        with IrisClient.remote(url, token=owner_token(home, "manualplaced")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
+            assert len(client.list_jobs()) == 1
+        assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
         for server in servers:
