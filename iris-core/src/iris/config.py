@@ -321,6 +321,12 @@ def normalize_seed_shape(data: dict[str, Any], source: str) -> dict[str, Any]:
                 for key in ("image", "machine_type", "port"):
                     if key in settings:
                         section[key] = settings[key]
+                if kind == "manual" and "host" in settings:  # the host the manual provider places it on
+                    if not isinstance(data.get("provider"), dict):
+                        data["provider"] = {} if data.get("provider") is None else data["provider"]
+                    if isinstance(data["provider"], dict):
+                        data["provider"] = {**data["provider"], "options": {**(data["provider"].get("options") or {}),
+                                                                           "controller_host": settings["host"]}}  # fmt: skip
                 if isinstance(data.get("provider"), dict):
                     data["provider"].setdefault("type", kind)
         if "image" in vm:

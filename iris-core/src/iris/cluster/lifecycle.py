@@ -326,7 +326,7 @@ def controller_host(config: ClusterConfig, registry: PluginRegistry | None = Non
         raise IrisError(
             f"controller.vm.enabled: true (or the seeds' controller_vm: {{{config.provider.type}: ...}}), but provider "
             f"{config.provider.type!r} cannot place the controller on a VM; set controller.vm.enabled: false to run it on "
-            "this machine (or use a provider that can: gcp)"
+            "this machine (or use a provider that can: gcp, manual)"
         )
     return provider.controller_host(config)
 
