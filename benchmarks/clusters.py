@@ -18,6 +18,31 @@ CLUSTER_KINDS = ("in-process", "processes")
 AUTH_CHOICES = ("default", "on", "off")
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds of process ``pid`` so far: its own (user + system) and its reaped children's
+    (a worker's `sh` wrappers and tasks). 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu(client: IrisClient) -> dict[str, float]:
+    """CPU seconds so far of each process of a ``processes`` cluster, by role (``controller``,
+    ``workers``: summed, with their tasks); empty for an in-process cluster."""
+    pids = getattr(client, "bench_processes", None)
+    if pids is None:
+        return {}
+    by_name = pids()
+    return {
+        "controller": process_cpu(by_name.pop("controller")),
+        "workers": sum(process_cpu(pid) for pid in by_name.values()),
+    }
+
+
 def add_auth_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth", choices=AUTH_CHOICES, default="default",
@@ -44,6 +69,7 @@ def cluster(kind: str, auth: str = "default") -> Iterator[IrisClient]:
     try:
         url = controller.start()
         client = IrisClient.remote(url, token=controller.token or None)
+        client.bench_processes = lambda: {"controller": controller.proc.pid, **controller.worker_pids()}  # type: ignore[attr-defined]
         try:
             yield client
         finally:

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
-from clusters import CLUSTER_KINDS, add_auth_option, cluster
+from clusters import CLUSTER_KINDS, add_auth_option, cluster, cluster_cpu
 from stats import load_line, machine_line, verdict
 
 TARGET_JOBS_PER_S = 100.0
@@ -82,6 +82,7 @@ def one_run(cpu: float, memory: str, jobs: int, threads: int, kind: str, auth: s
                 raise SystemExit("a warm-up job did not succeed")
 
         cpu_before = os.times()
+        cluster_before = cluster_cpu(client)
         first_submit = time.time()
         started = time.perf_counter()
         with ConcurrencySampler(client, cpu) as sampler:
@@ -96,6 +97,7 @@ def one_run(cpu: float, memory: str, jobs: int, threads: int, kind: str, auth: s
                 statuses = list(pool.map(lambda job: job.wait(timeout=300), handles))
             all_seen = time.perf_counter()
             cpu_after = os.times()
+            cluster_after = cluster_cpu(client)
 
     bad = [s for s in statuses if s.state is not JobState.SUCCEEDED]
     if bad:
@@ -115,6 +117,8 @@ def one_run(cpu: float, memory: str, jobs: int, threads: int, kind: str, auth: s
         # task processes (`sh` wrapper plus `true`), per job.
         "cpu_ms_per_job": (own_cpu(cpu_after) - own_cpu(cpu_before)) / jobs * 1000,
         "child_cpu_ms_per_job": (child_cpu(cpu_after) - child_cpu(cpu_before)) / jobs * 1000,
+        # processes cluster: the controller's and the workers' (with their tasks) CPU per job
+        **{f"{role}_cpu_ms_per_job": (cluster_after[role] - cluster_before[role]) / jobs * 1000 for role in cluster_after},
     }
 
 
@@ -171,7 +175,9 @@ def main() -> int:
                 f"on workers of {r['worker_cpu']:g} cpu in all"
                 + (
                     f"; CPU per job {r['cpu_ms_per_job']:.1f} ms in-process + {r['child_cpu_ms_per_job']:.1f} ms task processes)"
-                    if args.cluster == "in-process" else f"; CPU per job in this client process {r['cpu_ms_per_job']:.1f} ms)"
+                    if args.cluster == "in-process" else
+                    f"; CPU per job: client {r['cpu_ms_per_job']:.1f} ms, controller {r['controller_cpu_ms_per_job']:.1f} ms, "
+                    f"workers with their tasks {r['workers_cpu_ms_per_job']:.1f} ms)"
                 )
             )
         rates = [r["jobs_per_s"] for r in results]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from iris.client import IrisClient
-from iris.cluster.controller.checkpoint import restore_if_empty
+from iris.cluster.controller.checkpoint import open_checkpoint_store, restore_if_empty
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
 from iris.plugin.registry import PluginRegistry
 from iris.testing import wait_until
@@ -67,7 +67,7 @@ def _checkpointed_states(url: str, env: dict[str, str], monkeypatch: pytest.Monk
         monkeypatch.setenv(key, value)
     scratch = Path(tempfile.mkdtemp(prefix="iris-ckpt-read-"))
     try:
-        if restore_if_empty(PluginRegistry().open_checkpoint_store(url), scratch) is None:
+        if restore_if_empty(open_checkpoint_store(PluginRegistry(), url), scratch) is None:
             return {}
         conn = sqlite3.connect(scratch / "controller.db")
         try:

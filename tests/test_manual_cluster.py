@@ -184,3 +184,225 @@ def test_manual_gang_spans_a_slices_hosts_and_a_task_on_a_host_that_dies_runs_ag
             subprocess.run(json.loads(path.read_text())["cleanup"], cwd=path.parent, capture_output=True, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     assert not any(pid_alive(r["pid"]) for r in worker_records(remote)), "a worker outlived iris cluster stop"
+
+
+def _free_port(address: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def test_manual_controller_placed_on_a_host_over_ssh_runs_restarts_and_stops_clean(tmp_path: Path) -> None:
+    """controller.vm.enabled with provider.options.controller_host: the controller runs on that
+    host (a process of its Python, the config written there and passed with --config), workers on
+    the others get its address as the hosts reach it, clients go through the ssh tunnel, and
+    restart/stop find it from what runs on the host."""
+    try:
+        ensure_sshd()
+    except SshdUnavailable as exc:
+        pytest.skip(str(exc))
+    servers = [SshServer(tmp_path / f"host{i}", address=f"127.0.0.5{i}").start() for i in range(3)]
+    for server in servers[1:]:
+        (server.directory / "authorized_keys").write_text(Path(f"{servers[0].key_path}.pub").read_text())
+    placed, workers = servers[0], servers[1:]
+    home = tmp_path / "home"
+    home.mkdir()
+    remote, controller_dir = tmp_path / "remote", tmp_path / "controller-dir"
+    port, http_port = _free_port(placed.address), _free_port(placed.address)
+    config = tmp_path / "manual.yaml"
+    config.write_text(
+        "name: manualplaced\n"
+        "provider:\n  type: manual\n"
+        f"  hosts: [{', '.join(f'{h.address}:{h.port}' for h in workers)}]\n"
+        f"  ssh_user: {placed.user}\n  ssh_key: {placed.key_path}\n"
+        f"  options: {{python: {sys.executable}, remote_dir: '{remote}/{{host}}', ssh_known_hosts: {tmp_path / 'known_hosts'}, stop_grace: 5,\n"
+        f"             controller_dir: {controller_dir}, env: {json.dumps(session_env())}}}\n"
+        f"controller: {{tunnel: ssh, http_port: {http_port}}}\n"
+        f"controller_vm: {{manual: {{host: '{placed.user}@{placed.address}:{placed.port}', port: {port}}}}}\n"
+        "autoscaler: {evaluation_interval_seconds: 0.5}\n"
+        "scale_groups:\n  hosts: {min_slices: 2, max_slices: 2, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
+    )
+    url = f"http://{placed.address}:{port}"
+    records: list[dict] = []
+    first: dict = {}
+    try:
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert started.returncode == 0, started.stderr + _read(controller_dir / "controller.log")
+        assert started.stdout.strip() == url
+        first = json.loads((controller_dir / "controller.json").read_text())
+        assert pid_alive(first["pid"]) and first["argv"][-1] == f"{controller_dir}/config.yaml"
+        assert (controller_dir / "config.yaml").stat().st_mode & 0o077 == 0  # it holds the admin token's hash
+        assert not (home / ".iris" / "manualplaced" / "controller.pid").exists()  # nothing runs here
+        with IrisClient.remote(url, token=owner_token(home, "manualplaced")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
+        records = worker_records(remote)
+        assert {p.parent.parent.name for p in remote.glob("*/*/vm.json")} == {f"{h.address}-{h.port}" for h in workers}
+        # the workers were given the controller's address on its host
+        for record in records:
+            assert record["cleanup"][record["cleanup"].index("--controller") + 1] == url
+
+        ran = iris_cmd("--config", str(config), "run", "--replicas", "2", "--cpu", "1", "--memory", "64MB", "--",
+                       "sh", "-c", "echo on $IRIS_WORKER_ID", home=home, cwd=tmp_path)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert sorted(line.split("on ")[1] for line in ran.stdout.splitlines() if "on " in line) == sorted(r["vm_id"] for r in records)
+
+        status = iris_cmd("cluster", "--config", str(config), "controller", "status", home=home, cwd=tmp_path)
+        assert status.returncode == 0 and "healthy" in status.stdout and placed.address in status.stdout, status.stdout + status.stderr
+
+        # restart: the same directory and state, a new process; the workers are adopted, not started anew
+        restarted = iris_cmd("cluster", "--config", str(config), "controller", "restart", home=home, cwd=tmp_path)
+        assert restarted.returncode == 0, restarted.stderr
+        again = json.loads((controller_dir / "controller.json").read_text())
+        assert again["pid"] != first["pid"] and not pid_alive(first["pid"]) and pid_alive(again["pid"])
+        with IrisClient.remote(url, token=owner_token(home, "manualplaced")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
+            assert len(client.list_jobs()) == 1  # the job run before the restart is still on the record
+        assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
+
+        # SIGKILLed on its host: status says so (found from the host, not from local files), and
+        # start brings it back on the same state, adopting the workers
+        os.kill(again["pid"], signal.SIGKILL)
+        assert wait_until(lambda: not pid_alive(again["pid"]), timeout=10)
+        down = iris_cmd("cluster", "--config", str(config), "controller", "status", home=home, cwd=tmp_path)
+        assert down.returncode == 1 and "not running" in down.stdout, down.stdout + down.stderr
+        revived = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert revived.returncode == 0 and revived.stdout.strip() == url, revived.stderr
+        first = json.loads((controller_dir / "controller.json").read_text())
+        assert pid_alive(first["pid"]) and first["pid"] != again["pid"]
+        with IrisClient.remote(url, token=owner_token(home, "manualplaced")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
+            assert len(client.list_jobs()) == 1
+        assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
+    finally:
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+        for server in servers:
+            server.stop()
+    assert stopped.returncode == 0, stopped.stderr
+    assert not first or not pid_alive(first["pid"]), "the controller outlived iris cluster stop"
+    assert not controller_dir.exists()
+    assert not any(pid_alive(r["pid"]) for r in records), "a worker outlived iris cluster stop"
+    assert worker_records(remote) == []
+
+
+def test_manual_controller_host_without_docker_or_iris_says_what_to_install(hosts: list[SshServer], tmp_path: Path) -> None:
+    config = tmp_path / "manual.yaml"
+    host = hosts[0]
+    config.write_text(
+        "name: manualbare\n"
+        f"provider:\n  type: manual\n  hosts: ['{hosts[1].address}:{hosts[1].port}']\n"
+        f"  ssh_user: {host.user}\n  ssh_key: {host.key_path}\n"
+        f"  options: {{python: /usr/bin/python3, ssh_known_hosts: {tmp_path / 'known_hosts'}, controller_dir: {tmp_path / 'c'},\n"
+        "             env: {DOCKER_HOST: 'unix:///nonexistent/docker.sock'}}\n"
+        f"controller_vm: {{image: iris-controller:none, manual: {{host: '{host.address}:{host.port}'}}}}\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+    assert started.returncode != 0 and "Traceback" not in started.stderr
+    (line,) = [ln for ln in started.stderr.splitlines() if "cannot run the controller" in ln]
+    assert f"{host.user}@{host.address}:{host.port}" in line and "install Docker" in line and "iris-core and iris-manual" in line
+    assert not (tmp_path / "c").exists()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-3000:]
+    except OSError:
+        return ""
+
+
+CONTAINER_HOST_ADDRESSES = [f"127.0.0.{n}" for n in range(61, 66)]
+
+
+def _trust() -> tuple[dict[str, str], list[str]]:
+    """This machine's CA settings and the directories holding them (the worker containers reach
+    the package index as this machine does)."""
+    env = {k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in os.environ}
+    return env, sorted({str(Path(v) if Path(v).is_dir() else Path(v).parent) for v in env.values()})
+
+
+@pytest.mark.docker
+def test_manual_cluster_on_container_hosts_places_the_controller_and_docker_workers_and_stops_clean(
+    docker_engine, docker_worker_image: str, docker_registry, docker_base_image: str, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Four hosts that are containers (sshd on their own loopback address, Docker through the
+    engine's socket, python3, no Iris): `iris cluster start` places the controller on one as a
+    container of the worker image (pulled from the registry) and workers as containers on the
+    other three; a job runs across them through the ssh tunnel; `vm logs` reads a worker's log;
+    `stop` leaves no container and no directory."""
+    from iris.testing.container_hosts import ContainerHosts, host_image
+
+    try:
+        image = host_image(docker_engine)
+    except Exception as exc:
+        pytest.skip(f"cannot build the test host image (debootstrap of Debian bookworm with python3 and openssh-server): {exc}")
+    pushed = f"{docker_registry.address}/iris-worker:{docker_worker_image.rsplit(':', 1)[1]}"
+    docker_engine.docker("tag", docker_worker_image, pushed)
+    docker_engine.docker("push", pushed, timeout=600)
+    docker_engine.docker("rmi", pushed)  # the hosts pull it from the registry
+    hosts = ContainerHosts(docker_engine, image, addresses=CONTAINER_HOST_ADDRESSES, root=tmp_path / "hosts")
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "manual.yaml"
+    stopped = None
+    try:
+        placed = hosts.start("controller")
+        workers = [hosts.start(f"w{i}") for i in range(3)]
+        root = hosts.root
+        (root / "shared" / "bundles").mkdir(parents=True)
+        env, mounts = _trust()
+        port, http_port = _free_port(placed.address), _free_port(placed.address)
+        options = {
+            "remote_dir": f"{root}/remote/{{host}}", "ssh_known_hosts": str(tmp_path / "known_hosts"), "stop_grace": 5,
+            "controller_dir": f"{root}/controller", "worker_image": pushed, "docker_socket": str(docker_engine.socket_path),
+            "worker_mounts": [*mounts, f"{root}/shared/bundles"], "env": env,
+        }  # fmt: skip
+        config.write_text(
+            "name: manualdocker\n"
+            "provider:\n  type: manual\n"
+            f"  hosts: [{', '.join(f'{h.address}:{h.ssh.port}' for h in workers)}]\n"
+            f"  ssh_user: root\n  ssh_key: {hosts.user_key}\n"
+            f"  options: {json.dumps(options)}\n"
+            f"worker: {{runtime: docker}}\ndocker: {{image: '{docker_base_image}'}}\n"
+            f"controller: {{tunnel: ssh, http_port: {http_port}, bundle_prefix: 'file://{root}/shared/bundles'}}\n"
+            f"controller_vm: {{image: '{pushed}', manual: {{host: '{placed.where}', port: {port}}}}}\n"
+            "autoscaler: {evaluation_interval_seconds: 0.5}\n"
+            "scale_groups:\n  hosts: {min_slices: 3, max_slices: 3, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
+        )
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path, timeout=900)
+        assert started.returncode == 0, started.stderr
+        url = f"http://{placed.address}:{port}"
+        assert started.stdout.strip() == url
+        record = json.loads((root / "controller" / "controller.json").read_text())
+        inspect = json.loads(docker_engine.docker("inspect", record["container"]).stdout)[0]
+        assert inspect["State"]["Running"] and inspect["Config"]["Image"] == pushed
+        assert inspect["Args"][-2:] == ["--config", "/etc/iris/config.yaml"]
+        config_mount = [m for m in inspect["Mounts"] if m["Destination"] == "/etc/iris/config.yaml"]
+        assert config_mount and config_mount[0]["Source"] == f"{root}/controller/config.yaml" and not config_mount[0]["RW"]
+        with IrisClient.remote(url, token=owner_token(home, "manualdocker")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=300)
+        worker_containers = docker_engine.docker("ps", "-q", "--filter", "label=iris.worker").stdout.decode().split()
+        assert len(worker_containers) == 3
+        records = sorted((json.loads(p.read_text()) for p in (root / "remote").glob("*/*/vm.json")), key=lambda r: r["vm_id"])
+        assert {p.parent.parent.name for p in (root / "remote").glob("*/*/vm.json")} == {f"{h.address}-{h.ssh.port}" for h in workers}
+        assert all(r.get("container") for r in records)
+
+        ran = iris_cmd("--config", str(config), "run", "--replicas", "3", "--cpu", "1", "--memory", "64MB", "--",
+                       "sh", "-c", "echo on $IRIS_WORKER_ID", home=home, cwd=tmp_path, timeout=600)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert sorted(line.split("on ")[1] for line in ran.stdout.splitlines() if "on " in line) == [r["vm_id"] for r in records]
+
+        logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", records[0]["vm_id"], home=home, cwd=tmp_path)
+        assert logs.returncode == 0 and f"iris worker {records[0]['vm_id']} running" in logs.stdout, logs.stdout + logs.stderr
+    finally:
+        if config.exists():
+            stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path, timeout=600)
+        left = hosts.started_containers()
+        hosts.close()
+        docker_engine.docker("rmi", pushed, check=False)
+    assert stopped is not None and stopped.returncode == 0, stopped.stderr if stopped else ""
+    assert left == [], "a container outlived iris cluster stop"
+    assert not (tmp_path / "hosts" / "controller").exists()
+    assert list((tmp_path / "hosts" / "remote").glob("*/*")) == []

@@ -15,6 +15,7 @@ from iris.cluster.controller.checkpoint import (
     CheckpointError,
     FileCheckpointStore,
     checkpoint_name,
+    open_checkpoint_store,
     restore_if_empty,
     unpack_snapshot,
     write_snapshot,
@@ -169,6 +170,6 @@ def test_config_checkpoint_fields_parse() -> None:
 
 def test_registry_opens_file_checkpoints_itself_and_refuses_schemes_without_checkpoints(tmp_path: Path) -> None:
     registry = PluginRegistry(plugins=[])
-    assert isinstance(registry.open_checkpoint_store(f"file://{tmp_path}"), FileCheckpointStore)
+    assert isinstance(open_checkpoint_store(registry, f"file://{tmp_path}"), FileCheckpointStore)
     with pytest.raises(PluginError, match="unknown bundle store scheme 'mem'"):
-        registry.open_checkpoint_store("mem://x/y")
+        open_checkpoint_store(registry, "mem://x/y")

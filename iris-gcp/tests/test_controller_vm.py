@@ -374,9 +374,9 @@ def test_controller_is_placed_only_when_vm_enabled_and_the_provider_can(fake: Fa
     assert controller_host(make_local_config(config, process_workers=True)) is None  # --local: a process here
     config.controller.vm.enabled = False
     assert controller_host(config) is None
-    manual = parse_config({"provider": {"type": "manual", "hosts": ["h1"]}, "controller": {"vm": {"enabled": True}}})
-    with pytest.raises(IrisError, match="provider 'manual' cannot place the controller on a VM; set controller.vm.enabled: false"):
-        controller_host(manual)
+    local = parse_config({"provider": {"type": "local"}, "controller": {"vm": {"enabled": True}}})
+    with pytest.raises(IrisError, match="provider 'local' cannot place the controller on a VM; set controller.vm.enabled: false"):
+        controller_host(local)
 
 
 def test_controller_vm_deleted_and_started_again_restores_every_job_from_gcs(tmp_path: Path, vm_sshd: SshServer, gcs_bucket: Any) -> None:

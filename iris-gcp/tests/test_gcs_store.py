@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from iris.cluster.controller.checkpoint import open_checkpoint_store
 from iris.errors import BundleCorrupt, BundleError, PluginError
 from iris.plugin.registry import PluginRegistry
 from iris.testing.contracts import BundleStoreContract
@@ -160,7 +161,7 @@ def test_gcs_store_bad_url_is_rejected_naming_it(url: str, message: str) -> None
 
 def test_gcs_checkpoints_latest_wins_and_old_ones_are_pruned(gcs_bucket: GcsBucket, tmp_path: Path) -> None:
     registry = PluginRegistry()
-    store = registry.open_checkpoint_store(f"{gcs_bucket.url}/ckpt")
+    store = open_checkpoint_store(registry, f"{gcs_bucket.url}/ckpt")
     assert store.restore_latest(tmp_path / "none.db") is None
     for i in range(5):
         snap = tmp_path / f"snap{i}"

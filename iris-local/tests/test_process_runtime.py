@@ -22,12 +22,17 @@ TIMEOUT = 30.0
 
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[list[ProcessHandle]]:
-    """Handles to kill after the test."""
+    """Handles to kill and remove after the test (their cgroups too)."""
     handles: list[ProcessHandle] = []
     yield handles
     for handle in handles:
         handle.kill(grace_seconds=0)
         handle.wait(timeout=10)
+    for handle in handles:
+        try:
+            handle.remove()
+        except (OSError, RuntimeError):
+            pass
 
 
 def _punches_holes(directory: Path) -> bool:
@@ -259,3 +264,69 @@ def test_process_runtime_output_larger_than_one_move_comes_whole_and_in_order(tm
     (adopted,) = ProcessRuntime(tmp_path / "rt").list_containers({})
     assert adopted.log_size() == len(data) and adopted.read_logs(0, len(data) + 1) == data
     assert [r for r in records if r.startswith(b"o")] == [b"o  %09d" % i for i in range(1_000_000)]
+
+
+@pytest.mark.skipif(_kernel_cgroups() is None, reason="no cgroup with a memory controller this process may use")
+def test_process_runtime_reused_directory_starts_a_container_with_nothing_of_the_last_one(
+    tmp_path: Path, started: list
+) -> None:
+    """A removed container's directory is kept (emptied) and reused by the next start: the new
+    container has none of the old one's output, exit code, OOM mark, temporary files or extra
+    files, and a file linked elsewhere is let go, not emptied."""
+    runtime = ProcessRuntime(tmp_path / "rt", cgroups=_kernel_cgroups())
+    keep = tmp_path / "keep"
+    keep.write_text("precious")
+    script = 'echo out; echo err >&2; echo t > "$TMPDIR/t"; mkdir "$TMPDIR/d"; touch "$TMPDIR/../extra"; exit 3'
+    first = start(runtime, started, tmp_path, "c1", ["sh", "-c", script])
+    assert first.wait(timeout=TIMEOUT).exit_code == 3
+    assert first.read_logs(0, 100) != b""
+    old = tmp_path / "rt" / "containers" / "c1"
+    (old / "oom").touch()
+    os.unlink(old / "stderr")
+    os.link(keep, old / "stderr")  # a task could link a file of the worker's in
+    first.remove()
+    assert not old.exists() and keep.read_text() == "precious"
+    spares = list((tmp_path / "rt" / "spare").glob("*/*"))
+    assert [p.name for p in spares] == ["c1"]
+
+    second = start(runtime, started, tmp_path, "c2", ["sh", "-c", "ls -A \"$TMPDIR\"; ls -A \"$TMPDIR/..\" >&2"])
+    directory = tmp_path / "rt" / "containers" / "c2"
+    assert not spares[0].exists()  # the spare became c2
+    assert second.wait(timeout=TIMEOUT).exit_code == 0
+    assert (directory / "exit_code").read_text().strip() == "0"
+    assert second.status().oom is False
+    assert json.loads((directory / "meta.json").read_text())["container_id"] == "c2"
+    files = sorted(line.decode()[3:] for line in second.read_logs(0, 4096).splitlines())
+    assert files == sorted(["exit_code", "log.lock", "meta.json", "output.log", "stderr", "stdout", "tmp"])
+    assert keep.read_text() == "precious"
+    second.remove()
+    runtime.close()
+    assert not (tmp_path / "rt" / "spare").exists() or not any((tmp_path / "rt" / "spare").iterdir())
+
+
+def test_process_runtime_without_cgroups_removes_directories_instead_of_reusing_them(tmp_path: Path, started: list) -> None:
+    """Without a cgroup nothing proves the task's processes are gone (one could still write to
+    its stream files), so its directory is not reused."""
+    runtime = ProcessRuntime(tmp_path / "rt", cgroups="off")
+    handle = start(runtime, started, tmp_path, "c1", ["true"])
+    assert handle.wait(timeout=TIMEOUT).exit_code == 0
+    handle.remove()
+    assert not (tmp_path / "rt" / "containers" / "c1").exists()
+    assert not list((tmp_path / "rt" / "spare").glob("*/*"))
+
+
+def test_process_runtime_removes_the_spare_directories_of_ended_processes(tmp_path: Path) -> None:
+    orphan = tmp_path / "rt" / "spare" / f"{_ended_pid()}.0" / "c1"
+    orphan.mkdir(parents=True)
+    mine = tmp_path / "rt" / "spare" / f"{os.getpid()}.99"
+    mine.mkdir()
+    ProcessRuntime(tmp_path / "rt", cgroups="off")
+    assert not orphan.parent.exists() and mine.exists()
+
+
+def _ended_pid() -> int:
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

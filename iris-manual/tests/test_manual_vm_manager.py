@@ -142,8 +142,58 @@ def test_manual_unreachable_host_and_wrong_key_name_the_host(hosts: list[SshServ
 def test_manual_host_without_iris_says_what_to_install(hosts: list[SshServer], controller: ControllerServer, tmp_path: Path) -> None:
     manager = manager_for(hosts, controller, tmp_path, python="/usr/bin/python3")
     try:
-        with pytest.raises(Exception, match="cannot run an Iris worker .*install iris-core and iris-local"):
+        with pytest.raises(Exception, match="cannot run an Iris worker .*install iris-core and iris-local") as caught:
             manager.create_slice(SliceRequest(slice_id="s2", scale_group="g"))
+        message = str(caught.value)  # one line, naming the host and both ways
+        assert message.startswith(f"{hosts[0].user}@{hosts[0].address}:{hosts[0].port}: ") and "\n" not in message
+        assert "run workers as containers" in message and "provider.options.worker_image" in message
+    finally:
+        manager.close()
+
+
+def one_host_manager(hosts: list[SshServer], controller: ControllerServer, tmp_path: Path, **options: Any) -> ManualVmManager:
+    """A manager of the last host alone (the key every host authorizes is the first host's)."""
+    section = provider_section(hosts[3:], tmp_path, **options)
+    section["ssh_key"] = str(hosts[0].key_path)
+    context = ProviderContext(controller_address=controller.address, state_dir=tmp_path / "state", options=section, registry=PluginRegistry())
+    return ManualVmManager(context)
+
+
+def test_manual_install_puts_iris_in_a_venv_on_a_host_whose_python_lacks_it(
+    hosts: list[SshServer], controller: ControllerServer, tmp_path: Path
+) -> None:
+    """provider.options.install: true: the Iris wheels of this workspace (uv build) copied over
+    SFTP and installed with the host's /usr/bin/python3 (which has no Iris) into a virtualenv in
+    the host's directory; the worker runs from it; a second manager reuses it."""
+    index_env = {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    manager = one_host_manager(hosts, controller, tmp_path, python="/usr/bin/python3", install=True, env=index_env)
+    try:
+        info = manager.create_slice(SliceRequest(slice_id="inst", scale_group="g"))
+        assert info.state is SliceState.READY, (info, manager.vm_logs("inst-0", 30))
+        (record,) = [json.loads(p.read_text()) for p in (tmp_path / "remote").glob("*/inst-0/vm.json")]
+        venv_python = record["cleanup"][0]
+        assert venv_python.endswith("/.venv/bin/python") and venv_python.startswith(str(tmp_path / "remote"))
+        assert wait_until(lambda: "inst-0" in {w.worker_id for w in controller.controller.list_workers() if not w.lost}, timeout=60)
+        manager.delete_slice("inst")
+        marker = Path(venv_python).parent.parent / "iris-wheels"
+        installed_at = marker.stat().st_mtime_ns
+        again = one_host_manager(hosts, controller, tmp_path, python="/usr/bin/python3", install=True, env=index_env)
+        try:
+            assert again.create_slice(SliceRequest(slice_id="inst2", scale_group="g")).state is SliceState.READY
+            assert marker.stat().st_mtime_ns == installed_at  # the same wheels: not installed again
+        finally:
+            again.delete_slice("inst2")
+            again.close()
+    finally:
+        manager.delete_slice("inst")
+        manager.close()
+
+
+def test_manual_install_with_a_directory_without_wheels_names_the_field(hosts: list[SshServer], controller: ControllerServer, tmp_path: Path) -> None:
+    manager = one_host_manager(hosts, controller, tmp_path, python="/usr/bin/python3", install=str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match=r"provider.options.install: '.*' has no iris_core and iris_local wheels; accepted: true"):
+            manager.create_slice(SliceRequest(slice_id="bad", scale_group="g"))
     finally:
         manager.close()
 

@@ -321,6 +321,12 @@ def normalize_seed_shape(data: dict[str, Any], source: str) -> dict[str, Any]:
                 for key in ("image", "machine_type", "port"):
                     if key in settings:
                         section[key] = settings[key]
+                if kind == "manual" and "host" in settings:  # the host the manual provider places it on
+                    if not isinstance(data.get("provider"), dict):
+                        data["provider"] = {} if data.get("provider") is None else data["provider"]
+                    if isinstance(data["provider"], dict):
+                        data["provider"] = {**data["provider"], "options": {**(data["provider"].get("options") or {}),
+                                                                           "controller_host": settings["host"]}}  # fmt: skip
                 if isinstance(data.get("provider"), dict):
                     data["provider"].setdefault("type", kind)
         if "image" in vm:
@@ -456,3 +462,13 @@ def load_config(path: str | Path) -> ClusterConfig:
 
 def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
     return _converter.unstructure(config)
+
+
+def auth_enabled(config: ClusterConfig) -> bool:
+    """Whether this config's controller checks tokens: ``auth.enabled`` when set, else on for
+    every controller but the in-process local cluster (local provider, workers as threads)."""
+    if config.auth.enabled is not None:
+        return config.auth.enabled
+    options = config.provider.options
+    in_process = config.provider.type == "local" and options.get("worker_mode", "thread") == "thread"
+    return not in_process

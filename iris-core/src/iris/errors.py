@@ -37,6 +37,10 @@ class InvalidRequest(IrisError):
     the message names the field, the value and what is accepted. gRPC: INVALID_ARGUMENT."""
 
 
+class ControllerUnavailable(IrisError):
+    """The controller could not be reached, or did not answer in time."""
+
+
 class JobNotFound(IrisError):
     """A job id that the controller does not know."""
 

@@ -223,19 +223,29 @@ class Cgroup:
             time.sleep(0.002)
         return not self.members()
 
-    def destroy(self) -> None:
-        """Kill what is left in the cgroup and remove it; a missing cgroup is not an error."""
-        if not self.path.exists():
-            return
+    def destroy(self) -> bool:
+        """Kill what is left in the cgroup and remove it; a missing cgroup is not an error. True
+        once it is gone (so nothing of the container runs any more).
+
+        An empty cgroup (the common case: the task and the wrapper have ended) is removed at
+        once; only a busy one is read and killed."""
+        try:
+            self.path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            pass  # members left (EBUSY): kill them and retry below
         self.kill_all()
         for delay in (0.0, 0.01, 0.05, 0.2):  # a killed member leaves the cgroup a moment later
             time.sleep(delay)
             try:
                 self.path.rmdir()
-                return
+                return True
             except FileNotFoundError:
-                return
+                return True
             except OSError as exc:
                 if exc.errno != errno.EBUSY:
                     break
         logger.warning("could not remove cgroup %s", self.path)
+        return False

@@ -6,6 +6,9 @@ the task to copy them), ``output.log`` (their lines as records tagged with their
 :mod:`iris.runtime.output_log`), ``exit_code`` (written by a tiny
 ``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start) and
 ``tmp/``, the task's ``TMPDIR`` unless its env sets one, so its temporary files go with it.
+Once a container is removed and its cgroup is gone, its directory is emptied and kept for a later
+start (see ``ProcessRuntime._recycle``): a new inode per file costs far more, on some
+filesystems, than emptying one.
 
 ``log_size`` and ``read_logs`` first move what the task wrote since the last call from the two
 stream files into ``output.log``, a record per line (a line still being written waits for its
@@ -39,6 +42,7 @@ is a scheduling quantity only: the process runtime does not throttle it.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -47,7 +51,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,11 @@ _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 MOVE_BYTES = 4 << 20  # of each stream per move into output.log (the worker sends 1 MiB per exchange)
 KILL_POLL_SECONDS = 0.05
+# Emptied container directories a runtime keeps for reuse (see ProcessRuntime._recycle), and
+# the files in them that are kept, emptied, rather than made again.
+SPARE_DIRECTORIES = 64
+_REUSED_FILES = frozenset({STDOUT, STDERR, "exit_code", "meta.json", "output.log", "log.lock"})
+_spare_names = itertools.count()
 TASK_START_TIMEOUT_SECONDS = 10.0
 # Where /bin/sh looks for a command when the environment has no PATH.
 SH_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -124,21 +133,46 @@ def check_command(spec: ContainerSpec) -> None:
     raise TaskStartError(f"cannot run {program!r}: not found{where}", exit_code=127)
 
 
-def remove_tree(directory: Path) -> None:
-    """Remove ``directory`` and what is in it; a flat directory of files and empty directories
-    (the common case) without the cost of a full ``rmtree``."""
+def remove_tree(directory: Path, keep: bool = False) -> None:
+    """Remove ``directory`` and what is in it (with ``keep``, only what is in it); a flat
+    directory of files and empty directories (the common case) without the cost of a full
+    ``rmtree``."""
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.path)  # an empty one (tmp/ the task did not use); else rmtree below
+                    try:
+                        os.rmdir(entry.path)  # an empty one (tmp/ the task did not use)
+                    except OSError:
+                        shutil.rmtree(entry.path)
                 else:
                     os.unlink(entry.path)
-        os.rmdir(directory)
+        if not keep:
+            os.rmdir(directory)
     except FileNotFoundError:
         pass
     except OSError:
+        if keep:
+            raise
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_orphan_spares(spare_root: Path) -> None:
+    """Remove the spare directories of runtimes whose process has ended (named ``<pid>.<n>``)."""
+    try:
+        entries = list(os.scandir(spare_root))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            pid = int(entry.name.split(".")[0])
+            os.kill(pid, 0)
+            continue  # its process still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 _punch_hole: Any = None
@@ -219,8 +253,21 @@ def _wait_for_task(popen: subprocess.Popen, argv: list[str], container_id: str) 
 
 
 class ProcessHandle:
-    def __init__(self, directory: Path, meta: dict, popen: subprocess.Popen | None = None, wrapper_argv: list[str] | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        meta: dict,
+        popen: subprocess.Popen | None = None,
+        wrapper_argv: list[str] | None = None,
+        recycle: Callable[[Path], bool] | None = None,
+    ):
+        """``recycle(directory)``: offered the container's directory at removal once nothing of
+        the container can run (its cgroup is gone); True if it took it."""
         self._dir = directory
+        self._recycle = recycle
+        # set by remove() once nothing of the container is left running (its cgroup is gone), so
+        # no process of the task holds or writes files it was given (read by the worker)
+        self.contained = False
         self._meta = meta
         self._popen = popen
         self._wrapper_argv = wrapper_argv  # set while the task may not have exec'd yet
@@ -362,6 +409,9 @@ class ProcessHandle:
         sizes = {stream: _size(self._dir / stream) for stream in (STDOUT, STDERR)}
         if (sizes, ended) == self._log_seen:
             return  # nothing new since the last move (the common case: two stat calls)
+        if not any(sizes.values()):  # the task wrote nothing (yet): nothing to move, no lock to take
+            self._log_seen = (sizes, ended)
+            return
         with self._log_lock, open(self._dir / "log.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one mover at a time, across handles and processes
             if self._captured is None or self._log.size() != self._log_known:
@@ -421,7 +471,10 @@ class ProcessHandle:
             os.close(self._exit_fd)
             self._exit_fd = None
         if self._cgroup is not None:  # and whatever the task left running
-            self._cgroup.destroy()
+            self.contained = self._cgroup.destroy()
+            # nothing of the task is left to hold or write its files: the directory may be reused
+            if self.contained and self._recycle is not None and self._recycle(self._dir):
+                return
         remove_tree(self._dir)
 
 
@@ -435,6 +488,11 @@ class ProcessRuntime:
         self._root.mkdir(parents=True, exist_ok=True)
         self._cgroups = Cgroups.detect(cgroups)
         self._lock = threading.Lock()
+        # this runtime's spare directories; those of runtimes whose process has ended are removed
+        self._spare_root = Path(root_dir) / "spare"
+        self._spare_dir = self._spare_root / f"{os.getpid()}.{next(_spare_names)}"
+        self._spares: list[Path] = []
+        _remove_orphan_spares(self._spare_root)
         self._limited: dict[str, ProcessHandle] = {}
         self._monitor: threading.Thread | None = None
         self._closed = threading.Event()
@@ -442,10 +500,10 @@ class ProcessRuntime:
     def start(self, spec: ContainerSpec) -> ProcessHandle:
         check_command(spec)
         directory = self._root / spec.container_id
-        try:
-            directory.mkdir()
-        except FileExistsError:  # left by an earlier attempt with this id
+        if os.path.lexists(directory):  # left by an earlier attempt with this id
             shutil.rmtree(directory)
+        reused = self._take_spare(directory)
+        if not reused:
             directory.mkdir()
         cgroup = self._cgroups.create(spec.container_id, spec.memory_bytes) if self._cgroups is not None else None
         if cgroup is None:
@@ -455,7 +513,7 @@ class ProcessRuntime:
             wrapper_argv = ["/bin/sh", "-c", CGROUP_WRAPPER, "iris-task", procs, str(directory / "exit_code"), *spec.argv]
         env = dict(spec.env)
         if "TMPDIR" not in env:  # the task's temporary files go when the container is removed
-            (directory / "tmp").mkdir()
+            (directory / "tmp").mkdir(exist_ok=reused)
             env["TMPDIR"] = str(directory / "tmp")
         try:
             with open(directory / STDOUT, "wb") as out, open(directory / STDERR, "wb") as err:
@@ -486,10 +544,11 @@ class ProcessRuntime:
         }
         if cgroup is not None:
             meta.update(cgroup=str(cgroup.path), cgroup_version=cgroup.version, kernel_memory=self._kernel_limits)
-        tmp = directory / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, directory / "meta.json")
-        handle = ProcessHandle(directory, meta, popen, wrapper_argv)
+        # written in place: a torn file (a crash while writing) does not parse, and list_containers
+        # skips it, as it would a missing one
+        with open(directory / "meta.json", "w") as f:
+            f.write(json.dumps(meta))
+        handle = ProcessHandle(directory, meta, popen, wrapper_argv, recycle=self._recycle)
         if spec.memory_bytes and not self._kernel_limits:
             self._watch(handle)
         return handle
@@ -513,7 +572,7 @@ class ProcessRuntime:
             except (OSError, ValueError):
                 continue
             if all(meta["labels"].get(k) == v for k, v in labels.items()):
-                handle = ProcessHandle(meta_path.parent, meta)
+                handle = ProcessHandle(meta_path.parent, meta, recycle=self._recycle)
                 if handle.memory_bytes and not meta.get("kernel_memory") and handle.status().running:
                     self._watch(handle)
                 handles.append(handle)
@@ -521,6 +580,60 @@ class ProcessRuntime:
 
     def close(self) -> None:
         self._closed.set()
+        with self._lock:
+            self._spares.clear()
+        shutil.rmtree(self._spare_dir, ignore_errors=True)
+
+    # --- reused directories -------------------------------------------------------------
+
+    def _recycle(self, directory: Path) -> bool:
+        """Keep a removed container's directory, emptied, for a later start: making a directory
+        and its files costs an inode each, which on some filesystems (ext4 here) is far dearer
+        than emptying them. Called only once nothing of the container runs (its cgroup is gone),
+        so no process of the task still holds its files. The stream files, ``exit_code``,
+        ``meta.json``, ``output.log`` and ``log.lock`` are kept empty (an empty ``exit_code``
+        reads as none, an empty ``meta.json`` as no container), ``tmp/`` empty; anything else
+        goes. False (the caller removes it) when enough spares are kept or it cannot be done."""
+        with self._lock:
+            if len(self._spares) >= SPARE_DIRECTORIES or self._closed.is_set():
+                return False
+        spare = self._spare_dir / directory.name
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name == "tmp":
+                            remove_tree(Path(entry.path), keep=True)
+                        else:
+                            shutil.rmtree(entry.path)
+                    elif entry.name in _REUSED_FILES and entry.is_file(follow_symlinks=False):
+                        stat = entry.stat(follow_symlinks=False)
+                        if stat.st_nlink != 1:  # linked elsewhere: emptying it would empty that too
+                            os.unlink(entry.path)
+                        elif stat.st_size:
+                            os.truncate(entry.path, 0)
+                    else:
+                        os.unlink(entry.path)
+            self._spare_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(directory, spare)
+        except OSError:
+            return False
+        with self._lock:
+            self._spares.append(spare)
+        return True
+
+    def _take_spare(self, directory: Path) -> bool:
+        """Move a spare directory to ``directory``; False if there is none."""
+        while True:
+            with self._lock:
+                if not self._spares:
+                    return False
+                spare = self._spares.pop()
+            try:
+                os.rename(spare, directory)
+                return True
+            except OSError:
+                shutil.rmtree(spare, ignore_errors=True)
 
     # --- memory enforcement -------------------------------------------------------------
 

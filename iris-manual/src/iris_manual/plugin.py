@@ -20,6 +20,12 @@ def _vm_manager(context: Any) -> Any:
     return ManualVmManager(context)
 
 
+def _controller_host(config: Any) -> Any:
+    from iris_manual.controller_host import ManualControllerHost
+
+    return ManualControllerHost(config)
+
+
 def _ssh_tunnel(options: dict[str, Any]) -> Any:
     from iris_manual.tunnel import SshTunnel
 
@@ -40,6 +46,7 @@ def iris_register_vm_managers(register):  # type: ignore[no-untyped-def]
             default_runtime="process",
             default_bundle_scheme="file",
             default_tunnel="direct",
+            controller_host=_controller_host,
             description="a fixed list of hosts, workers started over SSH",
         )
     )

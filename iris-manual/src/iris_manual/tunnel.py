@@ -11,7 +11,8 @@ Options (the provider's config section, as every tunnel gets; SSH settings from 
 override the provider's ``ssh_user``/``ssh_key``):
 
 ``ssh_host``
-    the host to SSH to (default: the host in ``address``)
+    the host to SSH to (default: the manual provider's ``controller_host`` when it places the
+    controller there, with its port and user; else the host in ``address``)
 ``ssh_port``
     default 22
 ``ssh_user``, ``ssh_key``
@@ -62,6 +63,17 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _controller_host(options: dict[str, Any]) -> Any:
+    """The manual provider's ``controller_host`` (a Host), when the config places the controller
+    there and names no other ``ssh_host``: the tunnel goes through that host's sshd."""
+    entry = options.get("controller_host")
+    if not entry or options.get("ssh_host"):
+        return None
+    from iris_manual.vm_manager import parse_host
+
+    return parse_host(str(entry), "")
+
+
 class SshTunnel:
     def __init__(self, options: dict[str, Any] | None = None):
         self._options = _options(options or {})
@@ -72,10 +84,11 @@ class SshTunnel:
         if not parsed.hostname or not parsed.port:
             raise TunnelError(f"ssh tunnel: address {address!r} has no host and port")
         o = self._options
+        via = _controller_host(o)
         forwarder = _Forwarder(
-            ssh_host=str(o.get("ssh_host") or parsed.hostname),
-            ssh_port=int(o.get("ssh_port", 22)),
-            user=str(o.get("ssh_user") or getpass.getuser()),
+            ssh_host=str(o.get("ssh_host") or (via.address if via else parsed.hostname)),
+            ssh_port=int(o.get("ssh_port", via.port if via else 22)),
+            user=str(o.get("ssh_user") or (via.user if via else "") or getpass.getuser()),
             key=str(o["ssh_key"]) if o.get("ssh_key") else None,
             known_hosts=Path(str(o.get("ssh_known_hosts") or "~/.ssh/known_hosts")).expanduser(),
             target=(str(o.get("ssh_target_host") or parsed.hostname), parsed.port),

@@ -21,7 +21,9 @@ agent and ``~/.ssh`` keys); ``options``: ``python`` (default ``python3``: must i
 ``iris.cluster.worker.main``, i.e. have ``iris-core`` and ``iris-local`` installed),
 ``remote_dir``, ``ssh_known_hosts`` (default ``~/.ssh/known_hosts``), ``env`` (variables for the
 worker processes on top of the SSH session's: proxies, certificate bundles, caches),
-``ready_timeout`` (seconds, default 60), ``stop_grace`` (seconds, default 20).
+``ready_timeout`` (seconds, default 60), ``stop_grace`` (seconds, default 20), ``install``
+(``true`` or a directory of wheels: a host whose Python lacks Iris gets it in a virtualenv,
+:mod:`iris_manual.install`).
 """
 
 from __future__ import annotations
@@ -225,6 +227,11 @@ class ManualVmManager:
         self._key = str(Path(str(section["ssh_key"])).expanduser()) if section.get("ssh_key") else None
         self._known_hosts = Path(str(options.get("ssh_known_hosts") or "~/.ssh/known_hosts")).expanduser()
         self._python = str(options.get("python") or "python3")
+        install = options.get("install", False)
+        if not isinstance(install, (bool, str)):
+            raise ConfigError(f"provider.options.install: {install!r}; accepted: true, false, or a directory of Iris wheels")
+        self._install: bool | str = install
+        self._worker_python: dict[Host, str] = {}  # hosts whose worker runs from the virtualenv install made
         # one directory per host, even where hosts share a home directory (NFS)
         self._remote_dir = str(options.get("remote_dir") or f"~/.iris/manual/{context.label_prefix}/{{host}}")
         self._ready_timeout = float(options.get("ready_timeout", 60.0))
@@ -293,11 +300,27 @@ class ManualVmManager:
             return
         argv = [self._python, "-c", "import iris.cluster.worker.main, iris_local"]
         status, _, err = ssh.run(self._client(host), argv, host.where)
+        if status != 0 and self._install:  # Python without Iris: install it into a virtualenv there
+            from iris_manual import install
+
+            wheels = install.wheels(self._install, self._context.state_dir / "manual-wheels")
+            python = install.install(self._client(host), host.where, python=self._python, root=self._root(host), wheel_files=wheels, env=self._env)
+            status, _, err = ssh.run(self._client(host), [python, *argv[1:]], host.where)
+            if status == 0:
+                with self._lock:
+                    self._worker_python[host] = python
+                return
         if status != 0:
             last = (err.strip().splitlines() or ["(no output)"])[-1]
+            # the other way: the worker image, if the host has (or gets) Docker
+            docker = ["env", *(f"{k}={v}" for k, v in self._docker_env().items()), "docker", "version", "--format", "{{.Server.Version}}"]
+            has_docker = ssh.run(self._client(host), docker, host.where)[0] == 0
             raise PluginError(
-                f"{host.where}: {self._python} cannot run an Iris worker ({last}); install iris-core and iris-local "
-                "there, or point provider.options.python at an interpreter that has them"
+                f"{host.where}: {self._python} cannot run an Iris worker ({last}); either install iris-core and iris-local "
+                "there (pip install iris-core iris-local; or point provider.options.python at an interpreter that has "
+                "them, or set provider.options.install: true), or run workers as containers: "
+                f"{'the host has Docker' if has_docker else 'install Docker there'}, then set provider.options.worker_image "
+                "(iris build worker-image)"
             )
 
     def _home(self, host: Host) -> str:
@@ -416,7 +439,7 @@ class ManualVmManager:
                 launch = WorkerLaunch(
                     worker_id=vm_id, controller_address=self._context.controller_address,
                     work_dir=f"{root}/{vm_id}", slice_id=request.slice_id, cpu=request.cpu,
-                    memory_bytes=request.memory_bytes, attributes=attributes, runtime=self._runtime, python=self._python,
+                    memory_bytes=request.memory_bytes, attributes=attributes, runtime=self._runtime, python=self._worker_python.get(host, self._python),
                     task_python=self._task_python, env_dir=self._env_dir, task_image=self._task_image,
                     token=self._context.worker_token(vm_id) if self._context.worker_token else "",
                 )  # fmt: skip

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import grpc
 
 from iris.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleProgress, create_bundle
 from iris.cluster.constraints import Constraint, parse_constraint
@@ -31,10 +30,11 @@ from iris.job.records import ENVIRONMENT_LOG_PREFIX
 from iris.job.records import JobLogLine as LogLine
 from iris.job.validation import check_job_spec
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
-from iris.auth import PermissionDenied, Unauthenticated, current_user, find_token
-from iris.errors import ConfigError, IrisError, JobNotFound, RemoteTraceback
+from iris.auth import PermissionDenied, Unauthenticated, current_user, find_token  # noqa: F401 (callers catch them from here)
+from iris.errors import ConfigError, ControllerUnavailable, IrisError, JobNotFound, RemoteTraceback  # noqa: F401 (as above)
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 from iris.rpc.channel import authorized_channel
+from iris.rpc.channel import call as _call
 
 __all__ = ["AttemptStatus", "IrisClient", "Job", "JobFailed", "JobStatus", "LogLine", "RemoteTraceback", "TaskStatus"]
 
@@ -42,10 +42,6 @@ CONTROLLER_ENV = "IRIS_CONTROLLER_ADDRESS"
 JOB_ENV = "IRIS_JOB_ID"
 _WAIT_SLICE = 10.0
 logger = logging.getLogger(__name__)
-
-
-class ControllerUnavailable(IrisError):
-    pass
 
 
 # How long waiting for a job or following its logs keeps retrying a controller that does not
@@ -71,24 +67,6 @@ def _call_retrying(method: Callable[..., Any], request: Any, address: str, timeo
                 warned = True
             time.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
-
-
-def _call(method: Callable[..., Any], request: Any, address: str, timeout: float | None = 60.0) -> Any:
-    try:
-        return method(request, timeout=timeout)
-    except grpc.RpcError as exc:
-        code, details = exc.code(), exc.details() or ""
-        if code == grpc.StatusCode.NOT_FOUND:
-            raise JobNotFound(details) from None
-        if code == grpc.StatusCode.UNAVAILABLE:
-            raise ControllerUnavailable(f"cannot reach the controller at {address}: {details}") from None
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise ControllerUnavailable(f"the controller at {address} did not answer in time") from None
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise Unauthenticated(f"{details} ({address})") from None
-        if code == grpc.StatusCode.PERMISSION_DENIED:
-            raise PermissionDenied(details) from None
-        raise IrisError(details or str(code)) from None
 
 
 FAILURE_TAIL_LINES = 20  # lines of the failing task's output a JobFailed carries

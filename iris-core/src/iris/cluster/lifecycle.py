@@ -28,10 +28,10 @@ from typing import Any
 
 import attrs
 
-from iris.auth import OWNER_TOKEN_FILE, read_token_file, write_private
+from iris.auth import OWNER_TOKEN_FILE, find_token, read_token_file, write_private
 from iris.cluster.scale_groups import scale_group_zones
 from iris.cluster.worker.worker import start_in_process
-from iris.config import ClusterConfig, config_to_dict
+from iris.config import ClusterConfig, auth_enabled, config_to_dict
 from iris.errors import IrisError
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
@@ -240,18 +240,22 @@ def kill_unfinished_jobs(url: str, reason: str = STOPPED_REASON, token: str | No
     """Kill every job that has not ended (with its children), recording ``reason``: stopping a
     cluster ends its work on the record, so the next start shows it KILLED and does not re-run
     it. Returns the ids of the jobs killed."""
-    from iris.client import IrisClient
-    from iris.client.client import Job
+    from iris.rpc import controller_pb2, convert
+    from iris.rpc.channel import call, controller_stub
 
     killed = []
-    with IrisClient.remote(url, token=token) as client:
-        unfinished = client.list_jobs(states=[JobState.PENDING, JobState.RUNNING])
+    channel, stub = controller_stub(url, find_token(url, token))
+    try:
+        states = [convert.job_state_to_proto(s) for s in (JobState.PENDING, JobState.RUNNING)]
+        unfinished = call(stub.ListJobs, controller_pb2.ListJobsRequest(states=states), url).jobs
         ids = {j.job_id for j in unfinished}
-        for status in unfinished:
-            if status.parent_job_id in ids:
+        for job in unfinished:
+            if job.parent_job_id in ids:
                 continue  # killed with its parent
-            Job(client, status.job_id).kill(reason=reason)
-            killed.append(status.job_id)
+            call(stub.KillJob, controller_pb2.KillJobRequest(job_id=job.job_id, reason=reason), url)
+            killed.append(job.job_id)
+    finally:
+        channel.close()
     return killed
 
 
@@ -322,7 +326,7 @@ def controller_host(config: ClusterConfig, registry: PluginRegistry | None = Non
         raise IrisError(
             f"controller.vm.enabled: true (or the seeds' controller_vm: {{{config.provider.type}: ...}}), but provider "
             f"{config.provider.type!r} cannot place the controller on a VM; set controller.vm.enabled: false to run it on "
-            "this machine (or use a provider that can: gcp)"
+            "this machine (or use a provider that can: gcp, manual)"
         )
     return provider.controller_host(config)
 
@@ -354,7 +358,6 @@ def _owner_token(config: ClusterConfig) -> tuple[ClusterConfig, str]:
     import secrets
 
     from iris.auth import current_user
-    from iris.cluster.manager import auth_enabled
     from iris.config import StaticTokenConfig
 
     if not auth_enabled(config):
@@ -391,10 +394,15 @@ def wait_healthy(config: ClusterConfig, info: ControllerProcessInfo, *, timeout:
                     return
                 last_error = "/health: the controller is still starting (its provider and autoscaler)"
             else:
-                from iris.client import IrisClient
+                from iris.rpc import controller_pb2
+                from iris.rpc.channel import call, controller_stub
 
-                with connect_controller(config, info) as url, IrisClient.remote(url, token=info.token or None) as client:
-                    client.list_workers()
+                with connect_controller(config, info) as url:
+                    channel, stub = controller_stub(url, find_token(url, info.token or None))
+                    try:
+                        call(stub.ListWorkers, controller_pb2.ListWorkersRequest(), url, timeout=10)
+                    finally:
+                        channel.close()
                 return
         except Exception as exc:  # not up yet: the VM boots, sshd starts, the image is pulled
             last_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from iris.cluster.autoscaler import Autoscaler
-from iris.cluster.controller.checkpoint import Checkpointer, restore_if_empty
+from iris.cluster.controller.checkpoint import Checkpointer, open_checkpoint_store, restore_if_empty
 from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
 from iris.cluster.controller.store import Store, check_database
@@ -37,23 +37,13 @@ from iris.cluster.worker.worker import start_in_process
 from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSigner, cluster_secret, load_static_tokens
 from iris.auth import current_user, read_token_file, write_private
 from iris.auth import static_token_entry
-from iris.config import ClusterConfig, ScaleGroupConfig, is_loopback
+from iris.config import ClusterConfig, ScaleGroupConfig, auth_enabled, is_loopback
 from iris.errors import ConfigError, IrisError
 from iris.plugin.records import OWNER_FILE, TEMP_STATE_PREFIX, ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
 from iris.procfs import pid_start_time
 
 logger = logging.getLogger(__name__)
-
-
-def auth_enabled(config: ClusterConfig) -> bool:
-    """Whether this config's controller checks tokens: ``auth.enabled`` when set, else on for
-    every controller but the in-process local cluster (local provider, workers as threads)."""
-    if config.auth.enabled is not None:
-        return config.auth.enabled
-    options = config.provider.options
-    in_process = config.provider.type == "local" and options.get("worker_mode", "thread") == "thread"
-    return not in_process
 
 
 def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -> ClusterConfig:
@@ -162,7 +152,7 @@ class ClusterManager:
             logger.warning("--fresh: moved the saved state aside to %s", aside)
         checkpoints = None
         if config.controller.checkpoint_url:
-            checkpoints = self._registry.open_checkpoint_store(config.controller.checkpoint_url)
+            checkpoints = open_checkpoint_store(self._registry, config.controller.checkpoint_url)
             if not self._fresh:
                 restore_if_empty(checkpoints, state_dir)  # a lost state directory comes back before we serve
         self.auth = self._authenticator(state_dir)

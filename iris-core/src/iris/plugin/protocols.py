@@ -238,6 +238,11 @@ class ContainerHandle(Protocol):
     #     """A file descriptor that becomes readable when the container ends (a pidfd for a
     #     process), owned by the handle and closed by ``remove``; None when there is none. The
     #     worker waits on these instead of polling, so an ending is seen at once."""
+    #
+    # contained: bool
+    #     """Read after ``remove``: True when nothing of the container runs any more (no process
+    #     of the task can still use the attempt's directory), so the worker may reuse that
+    #     directory for a later attempt instead of removing it."""
 
 
 @runtime_checkable

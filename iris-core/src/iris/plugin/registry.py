@@ -286,25 +286,9 @@ class PluginRegistry:
         scheme = url.split("://", 1)[0] if "://" in url else "file"
         return self.bundle_store(scheme).factory(url)
 
-    def open_checkpoint_store(self, url: str) -> Any:
-        """Build the CheckpointStore for ``controller.checkpoint_url`` (``file:///dir``, ``gs://bucket/prefix``).
-
-        ``file://`` is iris-core's own; other schemes come from the bundle store plugin for the scheme."""
-        scheme = url.split("://", 1)[0] if "://" in url else ""
-        if scheme == "file":
-            from iris.cluster.controller.checkpoint import FileCheckpointStore
-
-            return FileCheckpointStore(url)
-        plugin = self.bundle_store(scheme)
-        if plugin.checkpoints is None:
-            with_checkpoints = ["file"] + sorted(
-                name for name, (record, _) in self._collect()["bundle_store"].items() if record.checkpoints is not None
-            )
-            raise PluginError(
-                f"controller.checkpoint_url: {url!r}: the {scheme}:// store keeps no checkpoints; "
-                f"use one of: {', '.join(s + '://' for s in with_checkpoints)}"
-            )
-        return plugin.checkpoints(url)
+    def checkpoint_schemes(self) -> list[str]:
+        """The URL schemes whose bundle store plugin also keeps controller checkpoints."""
+        return sorted(name for name, (record, _) in self._collect()["bundle_store"].items() if record.checkpoints is not None)
 
 
 def _is_function(value: object) -> bool:

@@ -64,3 +64,37 @@ def authorized_channel(target: str, token: str, options: list[tuple[str, Any]] |
     """A plaintext channel to ``target`` (host:port) whose calls carry ``token`` (none if empty)."""
     channel = grpc.insecure_channel(target, options=options)
     return TokenChannel(channel, token) if token else channel
+
+
+def call(method: Any, request: Any, address: str, timeout: float | None = 60.0) -> Any:
+    """``method(request)`` on a controller stub, its gRPC errors turned into Iris's: NOT_FOUND is
+    :class:`~iris.errors.JobNotFound`; UNAVAILABLE and DEADLINE_EXCEEDED are
+    :class:`~iris.errors.ControllerUnavailable` naming ``address``; UNAUTHENTICATED and
+    PERMISSION_DENIED are :mod:`iris.auth`'s; anything else an IrisError with the details."""
+    from iris.auth import PermissionDenied, Unauthenticated
+    from iris.errors import ControllerUnavailable, IrisError, JobNotFound
+
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        code, details = exc.code(), exc.details() or ""
+        if code == grpc.StatusCode.NOT_FOUND:
+            raise JobNotFound(details) from None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise ControllerUnavailable(f"cannot reach the controller at {address}: {details}") from None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise ControllerUnavailable(f"the controller at {address} did not answer in time") from None
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise Unauthenticated(f"{details} ({address})") from None
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            raise PermissionDenied(details) from None
+        raise IrisError(details or str(code)) from None
+
+
+def controller_stub(url: str, token: str | None) -> tuple[Any, Any]:
+    """(channel, ControllerService stub) for a controller URL (``http://host:port``); close the
+    channel when done. For code below the client (``iris.client.IrisClient`` is the API)."""
+    from iris.rpc import controller_pb2_grpc
+
+    channel = authorized_channel(url.split("://", 1)[-1], token or "")
+    return channel, controller_pb2_grpc.ControllerServiceStub(channel)

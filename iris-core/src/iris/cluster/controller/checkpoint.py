@@ -296,3 +296,22 @@ class Checkpointer:
             logger.warning("the final checkpoint to %s failed: %s", self.store.url, exc)
         finally:
             self._conn.close()
+
+
+def open_checkpoint_store(registry: Any, url: str) -> Any:
+    """The CheckpointStore for ``controller.checkpoint_url`` (``file:///dir``, ``gs://bucket/prefix``):
+    ``file://`` is :class:`FileCheckpointStore`; other schemes come from the bundle store plugin
+    registered for the scheme (its ``checkpoints`` factory) in ``registry``."""
+    from iris.errors import PluginError
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "file":
+        return FileCheckpointStore(url)
+    plugin = registry.bundle_store(scheme)
+    if plugin.checkpoints is None:
+        with_checkpoints = ["file", *registry.checkpoint_schemes()]
+        raise PluginError(
+            f"controller.checkpoint_url: {url!r}: the {scheme}:// store keeps no checkpoints; "
+            f"use one of: {', '.join(s + '://' for s in with_checkpoints)}"
+        )
+    return plugin.checkpoints(url)

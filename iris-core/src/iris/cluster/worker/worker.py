@@ -69,6 +69,7 @@ RUNNING_REPORT_DELAY = 0.005
 RESULT_FILE = "result.pkl"  # where run_callable leaves a callable's outcome (see run_callable.py)
 ENVIRONMENT_LOG = "environment.log"  # the environment build's output (env records): the start of the attempt's log
 MAX_RESULT_BYTES = 16 << 20
+SPARE_ATTEMPT_DIRECTORIES = 64  # emptied attempt directories kept for reuse (see _recycle_directory)
 START_THREADS = 8
 CLEANUP_THREADS = 2
 AUTH_RETRY_SECONDS = 5.0  # a refused credential is retried slowly: someone has to fix it
@@ -190,6 +191,8 @@ class Worker:
         self._bundle_lock = threading.Lock()
         self._verified: dict[str, tuple[int, ...]] = {}  # bundle id -> stamp of its cached copy when it hashed right
         self._known_version = 0
+        self._spare_dir = self._work_dir / "attempts" / ".spare"
+        self._spares: list[Path] = []
         # What the last request carried, per attempt (touched by the loop thread only).
         self._sent_offsets: dict[tuple[str, int], int] = {}
         self._sent_states: dict[tuple[str, int], TaskState] = {}
@@ -202,6 +205,7 @@ class Worker:
         os.chmod(self._work_dir, 0o700)
         (self._work_dir / "attempts").mkdir(parents=True, exist_ok=True)
         (self._work_dir / "bundles").mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self._spare_dir, ignore_errors=True)  # an earlier process's spares
         self._adopt()
         self._channel = authorized_channel(
             self._address,
@@ -239,6 +243,9 @@ class Worker:
                 self._attempts.clear()
             for attempt in attempts:
                 self._cleanup_attempt(attempt)
+        with self._lock:
+            self._spares.clear()
+        shutil.rmtree(self._spare_dir, ignore_errors=True)
         if self._channel is not None:
             self._channel.close()
 
@@ -259,11 +266,16 @@ class Worker:
                 continue
             future = stub.Reconcile.future(request, timeout=self._wait_seconds + 10)
             future.add_done_callback(self._notify)
+            sent = time.monotonic()
             with self._cv:
                 while not future.done() and not self._stop.is_set():
                     # a long-poll is cut short by local news (checked before each wait, so news that
-                    # came first is not slept on); a call that answers at once is awaited
-                    if request.wait_seconds and (self._local_news or self._has_new_output()):
+                    # came first is not slept on) and by new output once LOG_POLL_SECONDS have
+                    # passed (output is shipped at that pace: a line written just now need not
+                    # cost an exchange of its own); a call that answers at once is awaited
+                    if request.wait_seconds and (
+                        self._local_news or (time.monotonic() - sent >= LOG_POLL_SECONDS and self._has_new_output())
+                    ):
                         break
                     self._cv.wait(LOG_POLL_SECONDS)
             if not future.done():
@@ -287,7 +299,12 @@ class Worker:
                 faults.inject("worker.reconcile_receive")
             except faults.FaultInjected:
                 continue  # as if the answer was lost: the next exchange carries the same facts
-            self._apply_response(response)
+            if self._apply_response(response):
+                # attempts were just started: until one of them has something to say (it ended, or
+                # has run RUNNING_REPORT_DELAY), at most LOG_POLL_SECONDS, the controller need not
+                # hear that they build, so a short task costs one report (its end), not two
+                with self._cv:
+                    self._cv.wait_for(lambda: self._local_news or self._stop.is_set(), LOG_POLL_SECONDS)
 
     def _notify(self, _: object = None) -> None:
         with self._cv:
@@ -348,7 +365,8 @@ class Worker:
         wait = 0.0 if needs_answer else self._wait_seconds
         return convert.reconcile_request_to_proto(self._identity, observed, self._known_version, wait), has_news
 
-    def _apply_response(self, response: worker_pb2.ReconcileResponse) -> None:
+    def _apply_response(self, response: worker_pb2.ReconcileResponse) -> int:
+        """Start, kill and forget what the answer says; returns how many attempts were started."""
         self._known_version = response.version
         desired = {(d.task_id, d.attempt_id): d for d in response.attempts}
         to_start: list[LocalAttempt] = []
@@ -386,6 +404,7 @@ class Worker:
             self._starts.submit(self._run_attempt, attempt)
         for attempt in forgotten:
             self._cleanups.submit(self._cleanup_attempt, attempt)
+        return len(to_start)
 
     # --- attempts -----------------------------------------------------------------------
 
@@ -571,11 +590,7 @@ class Worker:
         spec = attempt.spec
         # the task's working directory: the unpacked bundle, or the attempt's own empty directory
         app = attempt.directory / "app" if spec.bundle_url else attempt.directory
-        try:
-            attempt.directory.mkdir()
-        except FileExistsError:  # left by an earlier process of this worker
-            shutil.rmtree(attempt.directory)
-            attempt.directory.mkdir()
+        self._make_directory(attempt.directory)
         if spec.bundle_url:
             app.mkdir()
             self._unpack_bundle(spec.bundle_url, app, convert.bundle_limits_from_attempt_spec(spec))
@@ -626,12 +641,16 @@ class Worker:
 
     def _build_environment(self, attempt: LocalAttempt, app: Path | None) -> TaskEnvironment:
         """The attempt's Python environment (cached, or built now while the attempt is BUILDING,
-        the build's output streaming into the attempt's log)."""
+        the build's output streaming into the attempt's log).
+
+        The controller is not told at once that the attempt builds: a cached environment is found
+        in well under a millisecond and the task usually ends soon after, so its end carries the
+        state and these lines in one exchange; a real build's lines are seen by the reconcile
+        loop's output check (every ``LOG_POLL_SECONDS``) and sent then, with the state."""
         spec = attempt.spec
         log_path = attempt.directory / ENVIRONMENT_LOG
         with open(log_path, "ab") as log:
             attempt.build_log = log_path
-            self._wake()
             environment = self._environments.prepare(
                 app, list(spec.extras), list(spec.pip_packages), log, cancelled=lambda: attempt.kill_requested
             )
@@ -787,12 +806,66 @@ class Worker:
                 attempt.handle.remove()
             except Exception:
                 logger.exception("failed to remove container %s", attempt.handle.container_id)
+            # a runtime that proves nothing of the container runs any more (``contained``, read
+            # after removal) lets the directory it worked in be reused
+            if getattr(attempt.handle, "contained", False) is True and self._recycle_directory(attempt.directory):
+                return
         try:  # an attempt without a bundle or output files leaves one empty directory
             os.rmdir(attempt.directory)
         except FileNotFoundError:
             pass
         except OSError:
             shutil.rmtree(attempt.directory, ignore_errors=True)
+
+
+    # --- reused attempt directories -----------------------------------------------------
+
+    def _make_directory(self, directory: Path) -> None:
+        """Make an attempt's directory: a spare one renamed into place, else a new one."""
+        if os.path.lexists(directory):  # left by an earlier process of this worker
+            shutil.rmtree(directory)
+        while True:
+            with self._lock:
+                spare = self._spares.pop() if self._spares else None
+            if spare is None:
+                directory.mkdir()
+                return
+            try:
+                os.rename(spare, directory)
+                return
+            except OSError:
+                shutil.rmtree(spare, ignore_errors=True)
+
+    def _recycle_directory(self, directory: Path) -> bool:
+        """Keep an ended attempt's directory, emptied, for a later start (its environment log
+        kept as an empty file): a new directory and file cost an inode each, which on some
+        filesystems (ext4 here) is far dearer than emptying them. Only called once nothing of
+        the attempt's container runs. False (the caller removes it) when enough spares are kept
+        or it cannot be done."""
+        with self._lock:
+            if len(self._spares) >= SPARE_ATTEMPT_DIRECTORIES or self._stop.is_set():
+                return False
+        spare = self._spare_dir / directory.name
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    elif entry.name == ENVIRONMENT_LOG and entry.is_file(follow_symlinks=False):
+                        stat = entry.stat(follow_symlinks=False)
+                        if stat.st_nlink != 1:  # linked elsewhere: emptying it would empty that too
+                            os.unlink(entry.path)
+                        elif stat.st_size:
+                            os.truncate(entry.path, 0)
+                    else:
+                        os.unlink(entry.path)
+            self._spare_dir.mkdir(exist_ok=True)
+            os.rename(directory, spare)
+        except OSError:
+            return False
+        with self._lock:
+            self._spares.append(spare)
+        return True
 
 
 def _file_size(path: Path) -> int:
