@@ -124,7 +124,7 @@ def test_controller_restored_from_checkpoint_keeps_finished_jobs_and_adopts_runn
         try:
             final = client.job(long_id).wait(timeout=120)
         except TimeoutError:
-            pytest.fail(f"the adopted job did not finish; controller log:\n{controller.log()[-6000:]}")
+            pytest.fail(f"the adopted job did not finish; controller log:\n{controller.log()[-6000:]}\n{_machine_report(controller.state_dir)}")
         assert final.state == JobState.SUCCEEDED
         assert len(final.tasks[0].attempts) == 1  # the same attempt finished: adopted, not rerun
         assert (markers / "long").read_text() == "started\n"
@@ -165,3 +165,17 @@ def test_controller_with_unreachable_checkpoint_bucket_refuses_to_start_in_one_l
         "or fix the URL; or start with --fresh to begin with empty state"
     ]
     assert not (tmp_path / "state" / "controller.db").exists()
+
+
+def _machine_report(state_dir: Path) -> str:
+    """What the slices' side shows when an adopted job does not finish: worker logs, the task
+    processes still alive, the runtime's files."""
+    import subprocess
+
+    lines = []
+    for log in sorted(state_dir.glob("workers/*/worker.log")):
+        lines.append(f"--- {log}:\n{log.read_text(errors='replace')[-3000:]}")
+    for path in sorted((state_dir / "runtime").rglob("*"))[:60]:
+        lines.append(f"{path}: {path.read_text(errors='replace')[:200]!r}" if path.is_file() else f"{path}/")
+    lines.append(subprocess.run(["ps", "-eo", "pid,ppid,stat,etime,cmd"], capture_output=True, text=True).stdout[-4000:])
+    return "\n".join(lines)
