@@ -179,3 +179,51 @@ def _machine_report(state_dir: Path) -> str:
         lines.append(f"{path}: {path.read_text(errors='replace')[:200]!r}" if path.is_file() else f"{path}/")
     lines.append(subprocess.run(["ps", "-eo", "pid,ppid,stat,etime,cmd"], capture_output=True, text=True).stdout[-4000:])
     return "\n".join(lines)
+
+
+def test_controller_restored_from_a_snapshot_older_than_the_logs_it_acknowledged_gets_them_again(tmp_path: Path) -> None:
+    """A checkpoint lags the controller: the one restored may predate log bytes the lost
+    controller already acknowledged. The worker must send them again from what the restored
+    controller acknowledges (it used to keep its higher offset, every later send was refused as a
+    gap, and the attempt's end was never accepted: the job stayed RUNNING forever)."""
+    from iris.cluster.controller.checkpoint import DB_FILE, unpack_snapshot, write_snapshot
+
+    process = ControllerProcess(tmp_path, workers=1)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    gate_a, gate_b, started = tmp_path / "a", tmp_path / "b", tmp_path / "started"
+    command = (f"touch {started}; while [ ! -e {gate_a} ]; do sleep 0.05; done; echo one; "
+               f"while [ ! -e {gate_b} ]; do sleep 0.05; done; echo two")  # fmt: skip
+    try:
+        url = process.start()
+        client = IrisClient.remote(url, token=process.token, workspace=workspace)
+        job_id = client.submit(name="lagged", entrypoint=Entrypoint.from_command("sh", "-c", command), resources=SMALL).job_id
+        assert wait_until(started.exists, timeout=120), process.log()
+        assert wait_until(lambda: client.job(job_id).status().state == JobState.RUNNING, timeout=30)
+        old = tmp_path / "old.ckpt"
+        write_snapshot(process.state_dir / DB_FILE, process.state_dir, old)  # the checkpoint, taken now
+        gate_a.touch()
+        assert wait_until(lambda: [ln.data for ln in client.job(job_id).logs()] == ["one"], timeout=60)  # acknowledged
+        client.close()
+        process.kill()
+        (process.state_dir / DB_FILE).unlink()
+        for extra in process.state_dir.glob(f"{DB_FILE}-*"):
+            extra.unlink()
+        unpack_snapshot(old, process.state_dir, str(old))  # restored: it has not seen "one"
+        process.start()
+        client = IrisClient.remote(url, token=process.token, workspace=workspace)
+        try:
+            gate_b.touch()
+            try:
+                final = client.job(job_id).wait(timeout=120)
+            except TimeoutError:
+                pytest.fail(f"the job did not finish after the restore; {_machine_report(process.state_dir)}")
+            assert final.state == JobState.SUCCEEDED
+            assert len(final.tasks[0].attempts) == 1
+            assert [ln.data for ln in client.job(job_id).logs()] == ["one", "two"]
+        finally:
+            client.close()
+    finally:
+        process.stop()
+        process.delete_slices()
+        kill_strays(str(tmp_path))

@@ -387,7 +387,10 @@ class Worker:
                 attempt = self._attempts.get((ack.task_id, ack.attempt_id))
                 if attempt is None:
                     continue
-                attempt.acked_offset = max(attempt.acked_offset, ack.log_offset)
+                # the controller's offset, even below what was acknowledged before: a controller
+                # restored from a checkpoint may have lost bytes its predecessor acknowledged, and
+                # refuses every later send as a gap until they come again
+                attempt.acked_offset = ack.log_offset
                 if ack.done and attempt.state.is_terminal:
                     del self._attempts[attempt.key]
                     self._sent_offsets.pop(attempt.key, None)
