@@ -246,8 +246,12 @@ def test_gcs_cluster_damaged_bundle_fails_task_on_its_retries_never_runs_and_goo
         assert name in gcs_bucket.fake.object_names(gcs_bucket.name)
         gcs_bucket.fake.replace_bytes(gcs_bucket.name, name, bad)
         # a worker that cached the good copy would still run it: the job below goes to a fresh worker dir
-        for cached in tmp_path.rglob(f"*{bundle_id}*"):
-            cached.unlink()
+        # (walked with os.walk, which skips what vanishes meanwhile: the runtime recycles the
+        # first attempt's directories while this looks)
+        for root, _dirs, files in os.walk(tmp_path):
+            for cached in files:
+                if bundle_id in cached:
+                    Path(root, cached).unlink(missing_ok=True)
         job = client.submit(entrypoint=run, resources=small, name="second", max_retries=1)
         status = job.wait(timeout=60, raise_on_failure=False)
         assert status.state is JobState.FAILED, (status.state, status.error)
