@@ -83,7 +83,7 @@ def test_bundle_that_could_never_unpack_is_refused_at_upload_naming_it(client: I
         with submitted_with_bundle(client, blob):
             pass
     assert f"bundle {bundle_id} is not a usable bundle" in str(raised.value) and why in str(raised.value)
-    assert cached_copies(state_dir, bundle_id) == [] and not any(bundle_id in p.name for p in state_dir.rglob("*.zip"))
+    assert cached_copies(state_dir, bundle_id) == [] and files_under(state_dir, lambda name: bundle_id in name and name.endswith(".zip")) == []
 
 
 def test_bundle_with_a_corrupt_member_fails_and_leaves_no_cached_copy(client: IrisClient, state_dir: Path) -> None:
