@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -82,6 +83,25 @@ def host_image_tar(cache_dir: Path = CACHE_DIR) -> Path:
 def host_image(engine: DockerEngine) -> str:
     """The host image on ``engine`` (``iris-fake-gcp-host:<key>``), imported if missing."""
     return engine.import_image(host_image_tar(), f"{HOST_IMAGE}:{host_image_key()}")
+
+
+def interpreter_mounts() -> list[str]:
+    """The directories that make this process's interpreter (``sys.executable``, with what it
+    imports: the virtualenv, its base Python, editable sources) run at the same path on a host:
+    pass them as :class:`ContainerHosts` ``mounts`` to give the hosts an installed Iris, as a
+    shared drive would (the host image's Debian has the libraries a Debian-built Python needs)."""
+    import sys
+
+    paths = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, *sys.path) if p and Path(p).is_dir()}
+    paths = {p for p in paths if not any(str(p).startswith(prefix) for prefix in ("/usr/", "/lib", "/etc/"))}
+    return sorted(str(p) for p in paths if not any(q != p and p.is_relative_to(q) for q in paths))
+
+
+def trusted_certificates() -> tuple[dict[str, str], list[str]]:
+    """This machine's CA settings (``SSL_CERT_FILE``, ``SSL_CERT_DIR``) and the directories that
+    hold them: what a host or container needs to reach the package index as this machine does."""
+    env = {k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in os.environ}
+    return env, sorted({str(Path(v) if Path(v).is_dir() else Path(v).parent) for v in env.values()})
 
 
 @attrs.frozen
