@@ -34,7 +34,7 @@ import logging
 import shlex
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -475,6 +475,17 @@ class ManualVmManager:
         if cleanup:
             args.append(json.dumps(cleanup))
         self._agent(host, *args, timeout=grace + 120)
+
+    def check(self, progress: Callable[[str], None]) -> None:
+        """Before ``iris cluster start``: reach every host and run the agent there. If no host
+        answers, the first one's error is raised (the key or the network is most likely wrong);
+        a host that does not answer is reported in one line naming it, and left out."""
+        _, answered, errors = self._read_hosts()
+        if not answered:
+            more = f" (and {len(errors) - 1} other host(s) do not answer)" if len(errors) > 1 else ""
+            raise ssh.SshError(f"{errors[0]}{more}")
+        for error in errors:
+            progress(f"warning: leaving out a host that does not answer: {error}")
 
     def vm_logs(self, vm_id: str, tail_lines: int = 100) -> str:
         """The last ``tail_lines`` lines of the VM's worker log, read from its host."""
