@@ -65,8 +65,8 @@ def worker_records(remote: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(remote.glob("*/*/vm.json"))]
 
 
-CLUSTER_HOST_ADDRESSES = [f"127.0.0.{n}" for n in range(81, 84)]
-NO_HOST = "127.0.0.89"  # an address with no host behind it
+CLUSTER_HOST_ADDRESSES = [f"127.0.0.{n}" for n in range(111, 114)]
+NO_HOST = "127.0.0.119"  # an address with no host behind it
 
 
 @pytest.fixture(scope="module")

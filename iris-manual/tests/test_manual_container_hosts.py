@@ -27,7 +27,7 @@ from iris_manual.vm_manager import ManualVmManager
 
 pytestmark = pytest.mark.docker
 
-ADDRESSES = [f"127.0.0.{n}" for n in range(71, 75)]
+ADDRESSES = [f"127.0.0.{n}" for n in range(101, 105)]
 NAMES = [f"h{i}" for i in range(len(ADDRESSES))]
 
 

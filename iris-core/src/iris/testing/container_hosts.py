@@ -245,15 +245,26 @@ class ContainerHosts:
         return state.stdout.decode().strip() == "true"
 
     def processes(self, name: str) -> list[str]:
-        """The command lines of what runs on host ``name`` besides its sshd (the container's
-        first process) and this probe: empty on a host nothing of a test is left on."""
+        """The command lines (``PID CMDLINE``) of what runs on host ``name`` besides its sshd
+        and its connections: empty on a host nothing of a test is left on."""
+        return self._on_host(name, "if not cmd.startswith('sshd:'): print(pid, cmd)")
+
+    def drop_connections(self, name: str) -> int:
+        """Kill host ``name``'s SSH connections (sshd's session processes; sshd keeps listening,
+        what a session was running is left to finish), as a network cut would; how many."""
+        return len(self._on_host(name, "if cmd.startswith('sshd:'): os.kill(pid, 9); print(pid)"))
+
+    def _on_host(self, name: str, action: str) -> list[str]:
+        """Run ``action`` (Python, with ``pid`` and ``cmd``) inside host ``name`` for each of its
+        processes but its first (sshd) and this probe; the lines it prints."""
         probe = (
             "import os\n"
             "for pid in sorted(int(p) for p in os.listdir('/proc') if p.isdigit()):\n"
-            "    if pid in (1, os.getpid(), os.getppid()): continue\n"
+            "    if pid in (1, os.getpid()): continue\n"
             "    try: cmd = open('/proc/%d/cmdline' % pid, 'rb').read().replace(b'\\0', b' ').decode().strip()\n"
             "    except OSError: continue\n"
-            "    if cmd and not cmd.startswith('sshd:'): print(pid, cmd)\n"
+            "    if not cmd: continue\n"
+            f"    {action}\n"
         )
         done = self.engine.docker("exec", self._host(name).container, "python3", "-c", probe, timeout=60)
         return done.stdout.decode().splitlines()
