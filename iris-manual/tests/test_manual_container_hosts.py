@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
 from iris.plugin.protocols import SliceInfo, SliceRequest, SliceState
 from iris.plugin.records import ProviderContext
@@ -22,7 +21,6 @@ from iris.testing import wait_until
 from iris.testing.container_hosts import ContainerHosts, interpreter_mounts, trusted_certificates
 from iris.testing.contracts import VmManagerContract
 from iris.testing.docker_engine import DockerEngine
-from iris_local.bundle_store import FileBundleStore
 from iris_manual.vm_manager import ManualVmManager
 
 pytestmark = pytest.mark.docker
@@ -39,15 +37,6 @@ def hosts(docker_engine: DockerEngine, container_host_image: str, tmp_path_facto
         for name in NAMES:
             hosts.start(name)
         yield hosts
-
-
-@pytest.fixture(scope="module")
-def controller(hosts: ContainerHosts) -> Iterator[ControllerServer]:
-    bundles = FileBundleStore(f"file://{hosts.root / 'bundles'}")
-    server = ControllerServer(Controller(), bundles, port=0)
-    server.start()
-    yield server
-    server.stop()
 
 
 def manager_for(hosts: ContainerHosts, controller: ControllerServer, tmp_path: Path, **options: Any) -> ManualVmManager:
