@@ -14,7 +14,10 @@ start time) lives on its host under ``provider.options.remote_dir`` (default
 sharing a home directory keep apart), and ``list_slices`` reads them from every host. So a
 restarted controller, or ``iris cluster stop`` from another process, finds and adopts or deletes
 every slice, and none leaks. A host that cannot be reached or authenticated is reported with the
-host, the user and the SSH error.
+host, the user and the SSH error; one that stops answering while its workers run (a machine that
+died) keeps the records this manager last read from it, so its slices are reported FAILED naming
+the host rather than vanishing, and deleting them forgets them. :meth:`ManualVmManager.check`
+(called by ``iris cluster start``) reaches every host before a controller starts.
 
 Provider settings: ``hosts``, ``ssh_user`` (default: your user), ``ssh_key`` (default: the SSH
 agent and ``~/.ssh`` keys); ``options``: ``python`` (default ``python3``: must import
@@ -54,9 +57,9 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 
 # Runs on a host with the host's Python after the shared PRELUDE (host_agent): the manager's
-# hands there. A worker runs as a process of its own (record: "pid", "start_time") or as a container from the worker image
-# (record: "container", the id; the host's `docker` CLI, environment from the SSH session plus
-# the spec's "env"). Actions:
+# hands there. A worker runs as a process of its own (record: "pid", "start_time") or as a
+# container from the worker image (record: "container", the id; the host's `docker` CLI,
+# environment from the SSH session plus the spec's "env"). Actions:
 #   list ROOT MARKER              -> JSON list of records, each with "alive" and "ready"
 #   start ROOT VM_ID              -> start the worker (stdin JSON: record, env, and "argv" for a
 #                                    process or "docker" (the `docker run -d` argv) + "image"),

@@ -7,8 +7,9 @@ Docker without depending on iris-gcp.
 
 - :func:`host_image_tar` makes the machine's root filesystem here (``debootstrap`` of bookworm
   with python3, curl, CA certificates and openssh-server, plus this machine's ``docker`` client
-  binary; nothing is downloaded inside ``docker build``), cached under ``~/.cache/iris-images/``
-  by a hash of what went into it (:func:`host_image_key`); :func:`host_image` imports it.
+  binary; nothing is downloaded inside ``docker build``) with
+  :func:`iris.runtime.images.debian_rootfs_tar`, cached under ``~/.cache/iris-images/`` by a hash
+  of what went into it (:func:`host_image_key`); :func:`host_image` imports it.
 - :func:`setup_sshd` writes an sshd config (a generated host key, the test's user key
   authorized for ``root``) listening on one address.
 - :class:`ContainerHosts` runs hosts for SSH-driven tests: each a container of the image with
@@ -16,8 +17,12 @@ Docker without depending on iris-gcp.
   engine's socket at ``/var/run/docker.sock`` (containers a host starts run beside it on the
   shared test engine), and one directory of this machine (:attr:`ContainerHosts.root`) mounted
   at the same path in every host, as a share every machine sees: bind mounts a host asks the
-  engine for then resolve to the same files. :meth:`ContainerHosts.close` removes the hosts,
-  every container that mounts the root (what the hosts started) and the directory.
+  engine for then resolve to the same files; ``mounts`` adds directories of this machine
+  read-only (:func:`interpreter_mounts`: an installed Iris; :func:`trusted_certificates`).
+  :meth:`ContainerHosts.kill` kills a host with everything running on it, :meth:`~ContainerHosts.revive`
+  boots it again, :meth:`~ContainerHosts.processes` lists what runs on it and
+  :meth:`~ContainerHosts.drop_connections` cuts its SSH connections. :meth:`ContainerHosts.close`
+  removes the hosts, every container that mounts the root (what the hosts started) and the directory.
 """
 
 from __future__ import annotations
