@@ -1,5 +1,6 @@
 """Client commands against a controller reached only through the ``ssh`` tunnel (a real sshd
-"host" on its own loopback address), as a config with ``controller.tunnel: ssh`` says."""
+"host" on its own loopback address; for the dropped connection, also a container host), as a
+config with ``controller.tunnel: ssh`` says."""
 
 from __future__ import annotations
 
