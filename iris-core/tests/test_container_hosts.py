@@ -4,14 +4,13 @@ answer again with nothing running."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from iris.testing import wait_until
-from iris.testing.container_hosts import ContainerHosts
+from iris.testing.container_hosts import ContainerHosts, sshd_answers
 
 pytestmark = pytest.mark.docker
 
@@ -24,25 +23,17 @@ def hosts(docker_engine, container_host_image: str, tmp_path: Path) -> Iterator[
         yield hosts
 
 
-def answers(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1) as s:
-            return s.recv(4).startswith(b"SSH")
-    except OSError:
-        return False
-
-
 def test_container_host_killed_stops_answering_and_loses_its_processes_and_revived_answers_again(hosts: ContainerHosts) -> None:
     host = hosts.start("one")
-    assert host.address == ADDRESS and answers(host.address, host.ssh.port)
+    assert host.address == ADDRESS and sshd_answers(host.address, host.ssh.port)
     assert hosts.processes("one") == []
     hosts.engine.docker("exec", "-d", host.container, "sleep", "300")
     assert wait_until(lambda: any("sleep 300" in line for line in hosts.processes("one")), timeout=10)
     assert hosts.engine.docker("exec", host.container, "test", "-d", "/etc/ssl/certs", check=False).returncode == 0
     hosts.kill("one")
-    assert not hosts.running("one") and not answers(host.address, host.ssh.port)
+    assert not hosts.running("one") and not sshd_answers(host.address, host.ssh.port)
     hosts.revive("one")
-    assert hosts.running("one") and answers(host.address, host.ssh.port)
+    assert hosts.running("one") and sshd_answers(host.address, host.ssh.port)
     assert hosts.processes("one") == []
 
 
@@ -55,7 +46,7 @@ def test_container_host_drop_connections_kills_its_ssh_sessions_only(hosts: Cont
     try:
         assert hosts.drop_connections("one") >= 1
         assert wait_until(lambda: not client.get_transport().is_active(), timeout=10)  # type: ignore[union-attr]
-        assert answers(host.address, host.ssh.port)  # sshd still listens
+        assert sshd_answers(host.address, host.ssh.port)  # sshd still listens
         assert hosts.drop_connections("one") == 0
     finally:
         client.close()

@@ -283,7 +283,7 @@ class ContainerHosts:
     def _answers(self, host: ContainerHost) -> bool:
         from iris.testing.polling import wait_until
 
-        return wait_until(lambda: _accepts(host.address, host.ssh.port), timeout=30)
+        return wait_until(lambda: sshd_answers(host.address, host.ssh.port), timeout=30)
 
     def _logs(self, host: ContainerHost) -> str:
         logs = self.engine.docker("logs", "--tail", "20", host.container, check=False)
@@ -330,7 +330,8 @@ class ContainerHosts:
             self.engine.docker("rm", "-f", "-v", *ids, check=False, timeout=120)
 
 
-def _accepts(address: str, port: int) -> bool:
+def sshd_answers(address: str, port: int) -> bool:
+    """Whether an SSH server answers on ``address:port`` (its banner arrives)."""
     import socket
 
     try:
