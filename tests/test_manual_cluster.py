@@ -1,6 +1,12 @@
-"""A manual cluster end to end: three sshd "hosts" on their own loopback addresses, `iris cluster
-start` bootstrapping workers on them over SSH, a job across them, the controller SIGKILLed and
-restarted adopting the running workers, and `iris cluster stop` leaving nothing on any host."""
+"""A manual cluster end to end, from the CLI. The machines are containers of the test host image
+(``iris.testing.container_hosts``), each with its sshd on its own loopback address and its own
+process table: `iris cluster start` bootstraps workers on three of them over SSH, a gang runs
+across them, a machine is killed under a running task and the task runs again elsewhere, the
+controller is SIGKILLed and restarted adopting the running workers, `iris cluster stop` leaves
+nothing on any machine, and a wrong key or an unreachable host is one line naming the host. The
+controller placed on a machine (as a container, with workers as containers) runs there too; sshd
+processes on loopback (``iris.testing.sshd``) serve the quicker checks of the placed controller
+as a process."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
 from iris.procfs import pid_alive
 from iris.testing import wait_until
+from iris.testing.container_hosts import ContainerHosts, interpreter_mounts, trusted_certificates
 from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
 
 ADDRESSES = ["127.0.0.31", "127.0.0.32", "127.0.0.33"]
@@ -58,132 +65,205 @@ def worker_records(remote: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(remote.glob("*/*/vm.json"))]
 
 
-def test_manual_cluster_starts_runs_adopts_after_a_controller_kill_and_stops_clean(hosts: list[SshServer], tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    remote = tmp_path / "remote"
-    config = tmp_path / "manual.yaml"
-    config.write_text(
-        "name: manualtest\n"
+CLUSTER_HOST_ADDRESSES = [f"127.0.0.{n}" for n in range(111, 114)]
+NO_HOST = "127.0.0.119"  # an address with no host behind it
+
+
+@pytest.fixture(scope="module")
+def cluster_hosts(docker_engine, container_host_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerHosts]:  # type: ignore[no-untyped-def]
+    """Three machines: containers of the host image, each with its sshd on its own 127.0.0.N and
+    its own process table, and Iris installed (this workspace's interpreter, mounted read-only
+    as a shared drive would hold it); the directory they all see at the same path is the NFS
+    share a lab has (the job bundles, the workers' directories)."""
+    _, certificates = trusted_certificates()
+    root = tmp_path_factory.mktemp("cluster-hosts")
+    with ContainerHosts(docker_engine, container_host_image, addresses=CLUSTER_HOST_ADDRESSES, root=root,
+                        mounts=[*interpreter_mounts(), *certificates]) as hosts:  # fmt: skip
+        for i in range(len(CLUSTER_HOST_ADDRESSES)):
+            hosts.start(f"m{i}")
+        yield hosts
+
+
+def container_cluster_config(path: Path, hosts: ContainerHosts, name: str, *, key: Path | None = None, entries: list[str] | None = None) -> Path:
+    env, _ = trusted_certificates()
+    root = hosts.root
+    options = {
+        "python": sys.executable, "remote_dir": f"{root}/{name}/remote/{{host}}", "ssh_known_hosts": str(path.parent / "known_hosts"),
+        "stop_grace": 5, "env": {**env, "IRIS_ENV_DIR": f"{root}/envs", "UV_CACHE_DIR": f"{root}/uv-cache"},
+    }  # fmt: skip
+    path.write_text(
+        f"name: {name}\n"
         "provider:\n  type: manual\n"
-        f"  hosts: [{', '.join(f'{h.address}:{h.port}' for h in hosts)}]\n"
-        f"  ssh_user: {hosts[0].user}\n  ssh_key: {hosts[0].key_path}\n"
-        f"  options: {{python: {sys.executable}, remote_dir: '{remote}/{{host}}', ssh_known_hosts: {tmp_path / 'known_hosts'}, stop_grace: 5,\n"
-        f"             env: {json.dumps(session_env())}}}\n"
-        "autoscaler: {evaluation_interval_seconds: 0.5}\n"
+        f"  hosts: {json.dumps(entries or [f'{h.address}:{h.ssh.port}' for h in hosts.hosts()])}\n"
+        f"  ssh_user: root\n  ssh_key: {key or hosts.user_key}\n"
+        f"  options: {json.dumps(options)}\n"
+        # a dead machine's worker is lost after 20s; short, but long enough for the live workers to
+        # find a restarted controller (their gRPC channels' reconnect backoff included) on a busy machine
+        f"controller: {{worker_timeout_seconds: 20, bundle_prefix: 'file://{root}/{name}/bundles'}}\n"
+        "autoscaler: {evaluation_interval_seconds: 0.5, backoff_initial_seconds: 1}\n"
         "scale_groups:\n  hosts: {min_slices: 3, max_slices: 3, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
     )
-    controller_pid = 0
+    return path
+
+
+def host_records(remote: Path) -> dict[str, dict]:
+    """Each worker's record on the share, by the host directory it is in."""
+    return {p.parent.parent.name: json.loads(p.read_text()) for p in remote.glob("*/*/vm.json")}
+
+
+def live_workers(client: IrisClient) -> set[str]:
+    return {w.worker_id for w in client.list_workers() if not w.lost}
+
+
+@pytest.fixture
+def machines(cluster_hosts: ContainerHosts) -> Iterator[ContainerHosts]:
+    """The three machines, each booted again after the test if it killed one."""
+    yield cluster_hosts
+    for host in cluster_hosts.hosts():
+        if not cluster_hosts.running(host.name):
+            cluster_hosts.revive(host.name)
+
+
+@pytest.mark.docker
+def test_manual_cluster_on_three_container_hosts_runs_a_gang_survives_a_host_and_a_controller_kill_and_stops_clean(
+    machines: ContainerHosts, tmp_path: Path
+) -> None:
+    """`iris cluster start` bootstraps a worker on each of three machines over SSH; a gang of
+    three runs across them and streams back; a machine killed under a running task (its
+    container killed: the worker and the task die with it) has the task retried on another; the
+    controller SIGKILLed under a running job is started again and adopts the workers (the same
+    processes) and the job (no attempt re-run); `stop` leaves no process on any machine and no
+    container in the engine."""
+    hosts = machines
+    by_dir = {f"{h.address}-{h.ssh.port}": h for h in hosts.hosts()}
+    home = tmp_path / "home"
+    home.mkdir()
+    config = container_cluster_config(tmp_path / "manual.yaml", hosts, "manualhosts")
+    remote = hosts.root / "manualhosts" / "remote"
+    dead, dead_dir = "", ""
+    stopped = None
     try:
         started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
         assert started.returncode == 0, started.stderr
         url = started.stdout.strip()
-        with IrisClient.remote(url, token=owner_token(home, "manualtest")) as client:
-            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=120)
-        records = worker_records(remote)
-        assert sorted(r["vm_id"] for r in records) == ["iris-hosts-0-0", "iris-hosts-1-0", "iris-hosts-2-0"]
-        hosts_used = {p.parent.parent.name for p in remote.glob("*/*/vm.json")}
-        assert hosts_used == {f"{h.address}-{h.port}" for h in hosts}  # one worker per host
+        with IrisClient.remote(url, token=owner_token(home, "manualhosts")) as client:
+            assert wait_until(lambda: len(live_workers(client)) == 3, timeout=180)
+        records = host_records(remote)
+        assert sorted(records) == sorted(by_dir)  # one worker on each machine, running there
+        for directory, record in records.items():
+            running = hosts.processes(by_dir[directory].name)
+            assert any(line.split()[0] == str(record["pid"]) and "iris.cluster.worker.main" in line for line in running), running
 
-        ran = iris_cmd("--config", str(config), "run", "--replicas", "3", "--cpu", "1", "--memory", "64MB", "--",
-                       "sh", "-c", "echo on $IRIS_WORKER_ID", home=home, cwd=tmp_path)  # fmt: skip
-        assert ran.returncode == 0, ran.stderr
-        assert sorted(line.split("on ")[1] for line in ran.stdout.splitlines() if "on " in line) == sorted(r["vm_id"] for r in records)
+        # a gang: all three tasks start together, one on each machine, and their output streams back
+        gang = iris_cmd("--config", str(config), "run", "--replicas", "3", "--coschedule", "scale-group", "--cpu", "1",
+                        "--memory", "64MB", "--", "sh", "-c", "echo gang $IRIS_TASK_INDEX $IRIS_WORKER_ID",
+                        home=home, cwd=tmp_path, timeout=300)  # fmt: skip
+        assert gang.returncode == 0, gang.stderr
+        ran_on = sorted(line.rsplit(" ", 1)[1] for line in gang.stdout.splitlines() if "gang " in line)
+        assert ran_on == sorted(r["vm_id"] for r in records.values()), gang.stdout
 
-        # seed 001's operations, read from the hosts
+        # seed 001's operations, read from the machines
         vms = iris_cmd("cluster", "--config", str(config), "vm", "status", home=home, cwd=tmp_path)
-        assert vms.returncode == 0, vms.stderr
-        assert sorted(line.split()[0] for line in vms.stdout.splitlines()) == sorted(r["vm_id"] for r in records)
-        logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", "iris-hosts-0-0", home=home, cwd=tmp_path)
-        assert logs.returncode == 0 and "iris worker iris-hosts-0-0 running" in logs.stdout, logs.stdout + logs.stderr
-        got = iris_cmd("cluster", "--config", str(config), "vm", "get", "iris-hosts-1-0", home=home, cwd=tmp_path)
-        assert got.returncode == 0, got.stderr
-        assert json.loads(got.stdout)["address"] in ADDRESSES and json.loads(got.stdout)["state"] == "READY"
-        one = iris_cmd("cluster", "--config", str(config), "slice", "get", "iris-hosts-2", home=home, cwd=tmp_path)
-        assert one.returncode == 0 and "slice iris-hosts-2  group hosts  READY" in one.stdout, one.stdout + one.stderr
+        assert vms.returncode == 0 and sorted(line.split()[0] for line in vms.stdout.splitlines()) == sorted(r["vm_id"] for r in records.values()), (
+            vms.stdout + vms.stderr
+        )
+        some = sorted(r["vm_id"] for r in records.values())[0]
+        logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", some, "--tail", "100000", home=home, cwd=tmp_path)
+        assert logs.returncode == 0 and f"iris worker {some} running" in logs.stdout, logs.stdout + logs.stderr
+        got = iris_cmd("cluster", "--config", str(config), "vm", "get", some, home=home, cwd=tmp_path)
+        assert got.returncode == 0 and json.loads(got.stdout)["address"] in CLUSTER_HOST_ADDRESSES, got.stdout + got.stderr
+        one = iris_cmd("cluster", "--config", str(config), "slice", "get", some.rsplit("-", 1)[0], home=home, cwd=tmp_path)
+        assert one.returncode == 0 and f"slice {some.rsplit('-', 1)[0]}  group hosts  READY" in one.stdout, one.stdout + one.stderr
         missing = iris_cmd("cluster", "--config", str(config), "vm", "logs", "nope", home=home, cwd=tmp_path)
         assert missing.returncode == 2 and "no VM 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+        status = iris_cmd("cluster", "--config", str(config), "status", home=home, cwd=tmp_path)
+        assert status.returncode == 0 and some.rsplit("-", 1)[0] in status.stdout, status.stdout + status.stderr
 
-        # the controller dies; a new one on the same state adopts the workers (none started anew)
-        controller_pid = int((home / ".iris" / "manualtest" / "controller.pid").read_text())
+        # a machine dies under a running task: the task runs again on another machine
+        gate = hosts.root / "manualhosts" / "gate"
+        code = (
+            "import os, time\nprint('on', os.environ['IRIS_WORKER_ID'], flush=True)\n"
+            f"while os.environ['IRIS_ATTEMPT_ID'] == '0' and not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
+        )
+        with IrisClient.remote(url, token=owner_token(home, "manualhosts")) as client:
+            job = client.submit(Entrypoint.from_command("python", "-c", code), resources=ResourceSpec(cpu=1, memory="64MB"))
+            assert wait_until(lambda: any(ln.data.startswith("on ") for ln in job.logs()), timeout=180)
+            first = [ln.data for ln in job.logs() if ln.data.startswith("on ")][0].split()[1]
+            (dead_dir,) = [d for d, r in records.items() if r["vm_id"] == first]
+            dead = by_dir[dead_dir].name
+            hosts.kill(dead)
+            status = job.wait(timeout=180)
+            assert status.state is JobState.SUCCEEDED
+            (task,) = status.tasks
+            assert len(task.attempts) == 2 and task.attempts[1].worker_id not in ("", first)
+            assert first not in live_workers(client)
+        survivors = {d: r for d, r in records.items() if d != dead_dir}
+
+        # the controller is SIGKILLed under a running job; started again, it adopts the workers
+        # (the same processes on the machines) and the job, whose task is not run again
+        gate2 = hosts.root / "manualhosts" / "gate2"
+        code2 = f"import os, time\nprint('held on', os.environ['IRIS_WORKER_ID'], flush=True)\nwhile not os.path.exists({str(gate2)!r}): time.sleep(0.05)\nprint('released')\n"
+        with IrisClient.remote(url, token=owner_token(home, "manualhosts")) as client:
+            held = client.submit(Entrypoint.from_command("python", "-c", code2), resources=ResourceSpec(cpu=1, memory="64MB"))
+            assert wait_until(lambda: any(ln.data.startswith("held on ") for ln in held.logs()), timeout=180)
+        controller_pid = int((home / ".iris" / "manualhosts" / "controller.pid").read_text())
         os.kill(controller_pid, signal.SIGKILL)
         assert wait_until(lambda: not pid_alive(controller_pid), timeout=10)
         again = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        with IrisClient.remote(again.stdout.strip(), token=owner_token(home, "manualtest")) as client:
-            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=120)
-        assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
-        status = iris_cmd("cluster", "--config", str(config), "status", home=home, cwd=tmp_path)
-        assert status.returncode == 0 and "iris-hosts-0" in status.stdout, status.stdout + status.stderr
-    finally:
-        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
-    assert stopped.returncode == 0, stopped.stderr
-    assert not any(pid_alive(r["pid"]) for r in records), "a worker outlived iris cluster stop"
-    assert worker_records(remote) == [] and list(remote.glob("*/*")) == []
-
-
-def test_manual_gang_spans_a_slices_hosts_and_a_task_on_a_host_that_dies_runs_again_elsewhere(tmp_path: Path) -> None:
-    try:
-        ensure_sshd()
-    except SshdUnavailable as exc:
-        pytest.skip(str(exc))
-    servers = [SshServer(tmp_path / f"host{i}", address=f"127.0.0.4{i}").start() for i in range(4)]
-    for server in servers[1:]:
-        (server.directory / "authorized_keys").write_text(Path(f"{servers[0].key_path}.pub").read_text())
-    home = tmp_path / "home"
-    home.mkdir()
-    remote = tmp_path / "remote"
-    config = tmp_path / "manual.yaml"
-    config.write_text(
-        "name: manualgang\n"
-        "provider:\n  type: manual\n"
-        f"  hosts: [{', '.join(f'{h.address}:{h.port}' for h in servers)}]\n"
-        f"  ssh_user: {servers[0].user}\n  ssh_key: {servers[0].key_path}\n"
-        f"  options: {{python: {sys.executable}, remote_dir: '{remote}/{{host}}', ssh_known_hosts: {tmp_path / 'known_hosts'}, stop_grace: 5,\n"
-        f"             env: {json.dumps(session_env())}}}\n"
-        "controller: {worker_timeout_seconds: 3}\n"
-        "autoscaler: {evaluation_interval_seconds: 0.5, backoff_initial_seconds: 1}\n"
-        "scale_groups:\n"
-        "  pair: {min_slices: 1, max_slices: 1, vms_per_slice: 2, cpu: 1, memory: 1GB}\n"
-        "  single: {min_slices: 2, max_slices: 2, vms_per_slice: 1, cpu: 1, memory: 1GB}\n"
-    )
-    gate = tmp_path / "gate"
-    try:
-        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
-        assert started.returncode == 0, started.stderr
-        with IrisClient.remote(started.stdout.strip(), token=owner_token(home, "manualgang")) as client:
-            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 4, timeout=120)
-        # a gang of two on the two hosts of the pair's slice, its output streamed back
-        gang = iris_cmd("--config", str(config), "run", "--replicas", "2", "--coschedule", "slice", "--constraint", "scale-group=pair",
-                        "--cpu", "1", "--memory", "64MB", "--", "sh", "-c", "echo gang $IRIS_WORKER_ID", home=home, cwd=tmp_path)  # fmt: skip
-        assert gang.returncode == 0, gang.stderr
-        assert sorted(line.split("gang ")[1] for line in gang.stdout.splitlines() if "gang " in line) == ["iris-pair-0-0", "iris-pair-0-1"]
-
-        # a task whose host dies mid-run (its worker killed, its sshd gone) runs again on another host
-        code = f"import os, time\nprint('on', os.environ['IRIS_WORKER_ID'], flush=True)\nwhile os.environ['IRIS_ATTEMPT_ID'] == '0' and not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
-        with IrisClient.remote(started.stdout.strip(), token=owner_token(home, "manualgang")) as client:
-            job = client.submit(Entrypoint.from_command(sys.executable, "-c", code), constraints=["scale-group=single"],
-                                resources=ResourceSpec(cpu=1, memory="64MB"))  # fmt: skip
-            assert wait_until(lambda: any(ln.data.startswith("on ") for ln in job.logs()), timeout=60)
-            first = [ln.data for ln in job.logs()][0].split()[1]
-            (record,) = [r for r in worker_records(remote) if r["vm_id"] == first]
-            (down,) = [s for s in servers if f"/{s.address}-{s.port}/" in str(next(remote.glob(f"*/{first}/vm.json")))]
-            os.kill(record["pid"], signal.SIGKILL)
-            down.stop()
-            status = job.wait(timeout=120)
+        dead_where = next(h.where for h in hosts.hosts() if h.name == dead)
+        assert [ln for ln in again.stderr.splitlines() if "does not answer" in ln and dead_where in ln], again.stderr
+        with IrisClient.remote(again.stdout.strip(), token=owner_token(home, "manualhosts")) as client:
+            assert wait_until(lambda: live_workers(client) == {r["vm_id"] for r in survivors.values()}, timeout=120)
+            assert {d: (r["pid"], r["start_time"]) for d, r in host_records(remote).items() if d != dead_dir} == {
+                d: (r["pid"], r["start_time"]) for d, r in survivors.items()
+            }
+            gate2.write_text("")
+            status = client.job(held.job_id).wait(timeout=120)
             assert status.state is JobState.SUCCEEDED
             (task,) = status.tasks
-            assert len(task.attempts) == 2 and task.attempts[1].worker_id != first
+            assert len(task.attempts) == 1, task.attempts
+            lines = [ln.data for ln in client.job(held.job_id).logs()]
+            assert len([ln for ln in lines if ln.startswith("held on ")]) == 1 and "released" in lines, lines
     finally:
-        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
-        for server in servers:
-            server.stop()
-        # The dead host's task lives on here (its "host" is this machine): what the host's
-        # reboot would do, its worker's --cleanup removes it (and its cgroup).
-        for path in remote.glob("*/*/vm.json"):
-            subprocess.run(json.loads(path.read_text())["cleanup"], cwd=path.parent, capture_output=True, timeout=60)
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path, timeout=300)
     assert stopped.returncode == 0, stopped.stderr
-    assert not any(pid_alive(r["pid"]) for r in worker_records(remote)), "a worker outlived iris cluster stop"
+    for host in hosts.hosts():
+        if host.name == dead:
+            assert not hosts.running(host.name)  # nothing runs on a dead machine
+        else:
+            assert hosts.processes(host.name) == [], f"left running on {host.name}"
+    assert hosts.started_containers() == []
+    engine_containers = set(hosts.engine.docker("ps", "-q", "--no-trunc").stdout.decode().split())
+    assert engine_containers <= {h.container for h in hosts.hosts()}
+    assert set(host_records(remote)) <= {dead_dir}  # only the dead machine's record is left, on its disk
+
+
+@pytest.mark.docker
+def test_manual_cluster_start_with_a_wrong_key_or_an_unreachable_host_says_so_in_one_line_naming_the_host(
+    machines: ContainerHosts, tmp_path: Path
+) -> None:
+    cluster_hosts = machines
+    from iris.testing.sshd import keygen
+
+    home = tmp_path / "home"
+    home.mkdir()
+    wrong = keygen(tmp_path / "wrong_key")
+    first = cluster_hosts.hosts()[0]
+    cases = {
+        "wrongkey": (container_cluster_config(tmp_path / "wrongkey.yaml", cluster_hosts, "wrongkey", key=wrong),
+                     f"{first.where}: authentication failed with key {wrong}"),
+        "nohost": (container_cluster_config(tmp_path / "nohost.yaml", cluster_hosts, "nohost", entries=[f"{NO_HOST}:22"]),
+                   f"root@{NO_HOST}:22: cannot connect"),
+    }  # fmt: skip
+    for name, (config, expected) in cases.items():
+        started = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path)
+        assert started.returncode != 0 and "Traceback" not in started.stderr, started.stderr
+        lines = [ln for ln in started.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and expected in lines[0], started.stderr
+        assert not (home / ".iris" / name / "controller.pid").exists()  # no controller was started
+        status = iris_cmd("cluster", "--config", str(config), "vm", "status", home=home, cwd=tmp_path)
+        assert status.returncode != 0 and expected in status.stderr and "Traceback" not in status.stderr, status.stderr
 
 
 def _free_port(address: str) -> int:
@@ -316,13 +396,6 @@ def _read(path: Path) -> str:
 CONTAINER_HOST_ADDRESSES = [f"127.0.0.{n}" for n in range(61, 66)]
 
 
-def _trust() -> tuple[dict[str, str], list[str]]:
-    """This machine's CA settings and the directories holding them (the worker containers reach
-    the package index as this machine does)."""
-    env = {k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in os.environ}
-    return env, sorted({str(Path(v) if Path(v).is_dir() else Path(v).parent) for v in env.values()})
-
-
 @pytest.mark.docker
 def test_manual_cluster_on_container_hosts_places_the_controller_and_docker_workers_and_stops_clean(
     docker_engine, docker_worker_image: str, docker_registry, docker_base_image: str, tmp_path: Path  # type: ignore[no-untyped-def]
@@ -352,7 +425,7 @@ def test_manual_cluster_on_container_hosts_places_the_controller_and_docker_work
         workers = [hosts.start(f"w{i}") for i in range(3)]
         root = hosts.root
         (root / "shared" / "bundles").mkdir(parents=True)
-        env, mounts = _trust()
+        env, mounts = trusted_certificates()
         port, http_port = _free_port(placed.address), _free_port(placed.address)
         options = {
             "remote_dir": f"{root}/remote/{{host}}", "ssh_known_hosts": str(tmp_path / "known_hosts"), "stop_grace": 5,

@@ -1,5 +1,6 @@
 """Client commands against a controller reached only through the ``ssh`` tunnel (a real sshd
-"host" on its own loopback address), as a config with ``controller.tunnel: ssh`` says."""
+"host" on its own loopback address; for the dropped connection, also a container host), as a
+config with ``controller.tunnel: ssh`` says."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
 
 IRIS = str(Path(sys.executable).parent / "iris")
 HOST = "127.0.0.13"
+CONTAINER_HOST = "127.0.0.121"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,40 @@ def test_job_commands_and_run_go_through_the_ssh_tunnel(
 def test_following_logs_through_the_tunnel_survives_its_ssh_connection_being_killed(
     host: SshServer, controller: ControllerProcess, client_config: Path, workspace: Path
 ) -> None:
+    follow_logs_across_a_dropped_connection(controller, client_config, workspace, host.drop_connections)
+
+
+@pytest.fixture(scope="module")
+def container_host(docker_engine, container_host_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """A machine of its own: a container with its sshd on its own loopback address."""
+    from iris.testing.container_hosts import ContainerHosts
+
+    with ContainerHosts(docker_engine, container_host_image, addresses=[CONTAINER_HOST], root=tmp_path_factory.mktemp("chost")) as hosts:
+        yield hosts, hosts.start("gateway")
+
+
+@pytest.mark.docker
+def test_following_logs_through_a_container_hosts_sshd_survives_its_connection_being_killed(
+    container_host: Any, controller: ControllerProcess, workspace: Path, tmp_path: Path
+) -> None:
+    """The same through a host that is a container: its sshd's session processes are killed
+    inside it (the connection drops as in a network cut), the tunnel reconnects."""
+    hosts, gateway = container_host
+    config = tmp_path / "remote.yaml"
+    config.write_text(
+        "provider:\n  type: manual\n"
+        f"  ssh_user: {gateway.ssh.user}\n  ssh_key: {hosts.user_key}\n"
+        f"  options: {{ssh_host: {gateway.address}, ssh_port: {gateway.ssh.port}, ssh_known_hosts: {tmp_path / 'known_hosts'}}}\n"
+        f"controller:\n  host: 127.0.0.1\n  port: {controller.port}\n  tunnel: ssh\n"
+    )
+    follow_logs_across_a_dropped_connection(controller, config, workspace, lambda: hosts.drop_connections(gateway.name))
+
+
+def follow_logs_across_a_dropped_connection(
+    controller: ControllerProcess, client_config: Path, workspace: Path, drop: Callable[[], int]
+) -> None:
+    """``iris job logs -f`` through the config's tunnel prints every line once although
+    ``drop()`` kills the tunnel's SSH connection halfway through."""
     gate = workspace / "gate"
     code = (
         "import os, time\n"
@@ -95,7 +132,7 @@ def test_following_logs_through_the_tunnel_survives_its_ssh_connection_being_kil
         reader.start()
         try:
             assert wait_until(lambda: any(ln.startswith("line 19") for ln in printed), timeout=60), printed
-            assert host.drop_connections() >= 1  # the follower's SSH connection, mid-stream
+            assert drop() >= 1  # the follower's SSH connection, mid-stream
             gate.touch()
             assert follow.wait(timeout=120) == 0, follow.stderr.read() if follow.stderr else ""
         finally:

@@ -5,7 +5,6 @@ addresses, a real engine and the image built from this workspace."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from iris.plugin.protocols import SliceRequest, SliceState
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry
 from iris.testing import wait_until
+from iris.testing.container_hosts import trusted_certificates
 from iris.testing.docker_engine import DockerEngine
 from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
 from iris_local.bundle_store import FileBundleStore
@@ -47,15 +47,8 @@ def docker_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[SshS
         server.stop()
 
 
-def trust() -> tuple[dict[str, str], list[str]]:
-    """This machine's CA settings and the directories holding them: the worker in its container
-    builds task environments with uv, which reaches the package index as this machine does."""
-    env = {k: os.environ[k] for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if k in os.environ}
-    return env, sorted({str(Path(v) if Path(v).is_dir() else Path(v).parent) for v in env.values()})
-
-
 def manager(hosts: list[SshServer], address: str, tmp_path: Path, engine: DockerEngine, **options: Any) -> ManualVmManager:
-    env, mounts = trust()
+    env, mounts = trusted_certificates()  # the worker's uv reaches the package index as this machine does
     section = {
         "type": "manual",
         "hosts": [f"{h.address}:{h.port}" for h in hosts],

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from iris.cluster.controller.controller import Controller
 from iris.cluster.controller.service import ControllerServer
 from iris.errors import ConfigError
 from iris.plugin.protocols import QuotaExceeded, SliceInfo, SliceRequest, SliceState
@@ -22,7 +21,6 @@ from iris.plugin.registry import PluginRegistry
 from iris.testing import wait_until
 from iris.testing.contracts import VmManagerContract
 from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
-from iris_local.bundle_store import FileBundleStore
 from iris_manual.ssh import SshError
 from iris_manual.vm_manager import ManualVmManager, parse_host
 
@@ -43,15 +41,6 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[SshServer]]
     yield servers
     for server in servers:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerServer]:
-    bundles = FileBundleStore(f"file://{tmp_path_factory.mktemp('bundles')}")
-    server = ControllerServer(Controller(), bundles, port=0)
-    server.start()
-    yield server
-    server.stop()
 
 
 def provider_section(hosts: list[SshServer], tmp_path: Path, **options: Any) -> dict[str, Any]:

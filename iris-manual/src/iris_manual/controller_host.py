@@ -39,83 +39,50 @@ import paramiko
 from iris.errors import ConfigError, PluginError
 from iris.plugin.protocols import ControllerPlacement
 from iris_manual import ssh
+from iris_manual.host_agent import PRELUDE
 from iris_manual.vm_manager import Host, parse_host
 
 STOP_GRACE = 20.0
 
-# Runs on the controller host with its Python (stdlib only). Actions on one directory DIR:
+# Runs on the controller host with its Python after the shared PRELUDE (host_agent). Actions on
+# one directory DIR:
 #   find DIR                -> the record (controller.json) with "alive", or {}
 #   start DIR               -> stdin JSON: "files" {name: text} (written 0600), "record", and
 #                              "argv" + "env" (a process) or "docker" (the `docker run -d` argv)
 #                              + "image" + "docker_env"; starts it, writes controller.json
 #   restart DIR GRACE       -> stop what runs (keeping the directory) and start it again
 #   stop DIR GRACE          -> stop it, remove the container and the directory
-_AGENT = r'''
-import json, os, shutil, signal, subprocess, sys, time
-
-def start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError, TypeError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-def docker(rec, *args, check=False):
-    done = subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          env={**os.environ, **(rec.get("docker_env") or {})})
-    if check and done.returncode != 0:
-        sys.stderr.write("docker %s: %s\n" % (args[0], (done.stderr.strip() or done.stdout.strip() or "failed")))
-        sys.exit(3)
-    return done
-
+_AGENT = PRELUDE + r'''
 def alive(rec):
     if rec.get("container"):
-        return docker(rec, "inspect", "-f", "{{.State.Running}}", rec["container"]).stdout.strip() == "true"
-    return bool(rec.get("pid")) and start_time(rec["pid"]) == rec.get("start_time")
-
-def load(d):
-    try:
-        with open(os.path.join(d, "controller.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-def save(d, rec):
-    tmp = os.path.join(d, "controller.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(rec, f)
-    os.replace(tmp, os.path.join(d, "controller.json"))
+        return docker("inspect", "-f", "{{.State.Running}}", rec["container"], env=rec.get("docker_env")).stdout.strip() == "true"
+    return process_alive(rec)
 
 def launch(d, rec):
+    env = rec.get("docker_env")
     if rec.get("docker"):
-        if docker(rec, "image", "inspect", rec["image"]).returncode != 0:
-            docker(rec, "pull", rec["image"], check=True)
-        docker(rec, "rm", "-f", rec["name"])
+        if docker("image", "inspect", rec["image"], env=env).returncode != 0:
+            docker("pull", rec["image"], env=env, check=True)
+        docker("rm", "-f", rec["name"], env=env)
         argv = list(rec["docker"][1:])
         argv[argv.index("run") + 1:argv.index("run") + 1] = ["--user", "%d:%d" % (os.getuid(), os.getgid())]
-        rec["container"] = docker(rec, *argv, check=True).stdout.strip()
+        rec["container"] = docker(*argv, env=env, check=True).stdout.strip()
     else:
-        with open(os.path.join(d, "controller.log"), "ab") as log:
-            child = subprocess.Popen(rec["argv"], cwd=d, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     start_new_session=True, env={**os.environ, **rec["env"], "PYTHONUNBUFFERED": "1"})
-        rec["pid"], rec["start_time"] = child.pid, start_time(child.pid)
-    save(d, rec)
+        rec["pid"], rec["start_time"] = spawn(rec["argv"], d, "controller.log", rec["env"])
+    write_json(os.path.join(d, "controller.json"), rec)
 
 def halt(rec, grace):
     if rec.get("container"):
-        docker(rec, "stop", "-t", str(max(1, int(grace))), rec["container"])
-        return
-    if alive(rec):
-        os.kill(rec["pid"], signal.SIGTERM)
-        deadline = time.time() + grace
-        while alive(rec) and time.time() < deadline:
-            time.sleep(0.05)
-        if alive(rec):
-            os.killpg(rec["pid"], signal.SIGKILL)
+        docker("stop", "-t", str(max(1, int(grace))), rec["container"], env=rec.get("docker_env"))
+    else:
+        terminate(rec, grace)
+
+def remove(rec):
+    if rec.get("container"):
+        docker("rm", "-f", rec["container"], env=rec.get("docker_env"))
 
 action, d = sys.argv[1], os.path.expanduser(sys.argv[2])
-rec = load(d)
+rec = read_json(os.path.join(d, "controller.json"))
 if action == "find":
     if rec:
         rec["alive"] = alive(rec)
@@ -135,27 +102,25 @@ elif action == "start":
         pass
     if rec:
         halt(rec, 5.0)
-        if rec.get("container"):
-            docker(rec, "rm", "-f", rec["container"])
+        remove(rec)
     launch(d, spec["record"])
-    print(json.dumps(load(d)))
+    print(json.dumps(read_json(os.path.join(d, "controller.json"))))
 elif action == "restart":
     if not rec:
         sys.stderr.write("no controller recorded in %s\n" % d)
         sys.exit(4)
     halt(rec, float(sys.argv[3]))
     if rec.get("container"):
-        if docker(rec, "start", rec["container"]).returncode != 0:
-            docker(rec, "rm", "-f", rec["container"])
+        if docker("start", rec["container"], env=rec.get("docker_env")).returncode != 0:
+            remove(rec)
             launch(d, {k: v for k, v in rec.items() if k != "container"})
     else:
         launch(d, {k: v for k, v in rec.items() if k not in ("pid", "start_time")})
-    print(json.dumps(load(d)))
+    print(json.dumps(read_json(os.path.join(d, "controller.json"))))
 elif action == "stop":
     if rec:
         halt(rec, float(sys.argv[3]))
-        if rec.get("container"):
-            docker(rec, "rm", "-f", rec["container"])
+        remove(rec)
     existed = os.path.isdir(d)
     shutil.rmtree(d, ignore_errors=True)
     print(json.dumps({"existed": bool(rec) or existed}))

@@ -14,7 +14,10 @@ start time) lives on its host under ``provider.options.remote_dir`` (default
 sharing a home directory keep apart), and ``list_slices`` reads them from every host. So a
 restarted controller, or ``iris cluster stop`` from another process, finds and adopts or deletes
 every slice, and none leaks. A host that cannot be reached or authenticated is reported with the
-host, the user and the SSH error.
+host, the user and the SSH error; one that stops answering while its workers run (a machine that
+died) keeps the records this manager last read from it, so its slices are reported FAILED naming
+the host rather than vanishing, and deleting them forgets them. :meth:`ManualVmManager.check`
+(called by ``iris cluster start``) reaches every host before a controller starts.
 
 Provider settings: ``hosts``, ``ssh_user`` (default: your user), ``ssh_key`` (default: the SSH
 agent and ``~/.ssh`` keys); ``options``: ``python`` (default ``python3``: must import
@@ -34,7 +37,7 @@ import logging
 import shlex
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,39 +50,22 @@ from iris.plugin.protocols import QuotaExceeded, SliceInfo, SliceRequest, SliceS
 from iris.plugin.records import ProviderContext
 from iris.plugin.worker_host import WorkerLaunch, ready_marker
 from iris_manual import ssh
+from iris_manual.host_agent import PRELUDE
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 
-# Runs on a host with the host's Python: the manager's hands there (stdlib only). A worker runs
-# as a process of its own (record: "pid", "start_time") or as a container from the worker image
-# (record: "container", the id; the host's `docker` CLI, environment from the SSH session plus
-# the spec's "env"). Actions:
+# Runs on a host with the host's Python after the shared PRELUDE (host_agent): the manager's
+# hands there. A worker runs as a process of its own (record: "pid", "start_time") or as a
+# container from the worker image (record: "container", the id; the host's `docker` CLI,
+# environment from the SSH session plus the spec's "env"). Actions:
 #   list ROOT MARKER              -> JSON list of records, each with "alive" and "ready"
 #   start ROOT VM_ID              -> start the worker (stdin JSON: record, env, and "argv" for a
 #                                    process or "docker" (the `docker run -d` argv) + "image"),
 #                                    write vm.json, print it
 #   stop ROOT VM_ID GRACE [CLEANUP_ARGV_JSON] -> stop the worker, clean up, remove its directory
-_AGENT = r'''
-import json, os, shutil, signal, subprocess, sys, time
-
-def start_time(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError, TypeError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-def docker(*args, env=None, check=False):
-    done = subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-    if check and done.returncode != 0:
-        sys.stderr.write("docker %s: %s\n" % (args[0], (done.stderr.strip() or done.stdout.strip() or "failed")))
-        sys.exit(3)
-    return done
-
+_AGENT = PRELUDE + r'''
 def running_containers(recs):
     ids = [r["container"] for r in recs if r.get("container")]
     if not ids:
@@ -90,34 +76,22 @@ def running_containers(recs):
 def alive(rec, running=None):
     if rec.get("container"):
         return rec["container"] in (running_containers([rec]) if running is None else running)
-    return bool(rec.get("pid")) and start_time(rec["pid"]) == rec.get("start_time")
+    return process_alive(rec)
 
 def ready(vm_dir, rec, marker):
-    try:
-        with open(os.path.join(vm_dir, marker)) as f:
-            seen = json.load(f)
-    except (OSError, ValueError):
-        return False
+    seen = read_json(os.path.join(vm_dir, marker))
     if rec.get("container"):  # its pid is the container's; the marker was removed before it started
         return seen.get("worker_id") == rec.get("vm_id")
     return seen.get("pid") == rec.get("pid")
-
-def write_record(vm_dir, rec):
-    tmp = os.path.join(vm_dir, "vm.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(rec, f)
-    os.replace(tmp, os.path.join(vm_dir, "vm.json"))
 
 action, root = sys.argv[1], os.path.expanduser(sys.argv[2])
 if action == "list":
     recs = []
     if os.path.isdir(root):
         for name in sorted(os.listdir(root)):
-            try:
-                with open(os.path.join(root, name, "vm.json")) as f:
-                    recs.append((os.path.join(root, name), json.load(f)))
-            except (OSError, ValueError):
-                continue
+            rec = read_json(os.path.join(root, name, "vm.json"))
+            if rec:
+                recs.append((os.path.join(root, name), rec))
     running = running_containers([r for _, r in recs])
     for vm_dir, rec in recs:
         rec["alive"] = alive(rec, running)
@@ -138,19 +112,13 @@ elif action == "start":
         started = docker(*spec["docker"][1:], env=env, check=True)
         rec = dict(spec["record"], container=started.stdout.strip(), docker_env=spec.get("docker_env", {}))
     else:
-        with open(os.path.join(vm_dir, "worker.log"), "ab") as log:
-            child = subprocess.Popen(spec["argv"], cwd=vm_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     start_new_session=True, env={**os.environ, **spec["env"], "PYTHONUNBUFFERED": "1"})
-        rec = dict(spec["record"], pid=child.pid, start_time=start_time(child.pid))
-    write_record(vm_dir, rec)
+        pid, started_at = spawn(spec["argv"], vm_dir, "worker.log", spec["env"])
+        rec = dict(spec["record"], pid=pid, start_time=started_at)
+    write_json(os.path.join(vm_dir, "vm.json"), rec)
     print(json.dumps(rec))
 elif action == "stop":
     vm_dir, grace = os.path.join(root, sys.argv[3]), float(sys.argv[4])
-    try:
-        with open(os.path.join(vm_dir, "vm.json")) as f:
-            rec = json.load(f)
-    except (OSError, ValueError):
-        rec = {}
+    rec = read_json(os.path.join(vm_dir, "vm.json"))
     killed = False
     cleanup = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
     if rec.get("container"):
@@ -163,14 +131,7 @@ elif action == "stop":
             docker(*cleanup[1:], env=env)
         docker("rm", "-f", rec["container"], env=env)
     else:
-        if alive(rec):
-            os.kill(rec["pid"], signal.SIGTERM)  # the worker kills its tasks, then exits
-            deadline = time.time() + grace
-            while alive(rec) and time.time() < deadline:
-                time.sleep(0.05)
-            if alive(rec):
-                os.killpg(rec["pid"], signal.SIGKILL)
-                killed = True
+        killed = terminate(rec, grace)  # the worker kills its tasks, then exits
         if cleanup and os.path.isdir(vm_dir):  # what a killed worker left running
             subprocess.run(cleanup, cwd=vm_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shutil.rmtree(vm_dir, ignore_errors=True)
@@ -254,7 +215,8 @@ class ManualVmManager:
         self._task_image = str(section.get("docker_image") or "")
         self._clients: dict[Host, paramiko.SSHClient] = {}
         self._homes: dict[Host, str] = {}
-        self._lock = threading.Lock()  # guards _clients/_homes
+        self._seen: dict[Host, list[dict[str, Any]]] = {}  # each host's records when it last answered
+        self._lock = threading.Lock()  # guards _clients/_homes/_seen
         self._create_lock = threading.Lock()  # one create at a time: hosts are picked from a listing
         self._pool = ThreadPoolExecutor(max_workers=min(16, len(self._hosts)), thread_name_prefix="iris-manual")
 
@@ -342,7 +304,9 @@ class ManualVmManager:
 
     def _read_hosts(self) -> tuple[list[dict[str, Any]], list[Host], list[ssh.SshError]]:
         """Every VM record on the hosts that answer (read in parallel), those hosts, and the
-        errors of those that do not."""
+        errors of those that do not. A host that does not answer but answered this manager
+        before keeps its last records, marked neither alive nor ready and ``unreachable`` with
+        the error: its slices are reported FAILED, not forgotten (a machine that died)."""
 
         def read(host: Host) -> list[dict[str, Any]] | ssh.SshError:
             try:
@@ -351,12 +315,18 @@ class ManualVmManager:
                 return exc
             for record in records:
                 record["host"] = attrs.asdict(host)
+            with self._lock:
+                self._seen[host] = [dict(r) for r in records]
             return records
 
         results = list(self._pool.map(read, self._hosts))
         errors = [r for r in results if isinstance(r, ssh.SshError)]
         answered = [h for h, r in zip(self._hosts, results) if not isinstance(r, ssh.SshError)]
         records = [record for r in results if not isinstance(r, ssh.SshError) for record in r]
+        with self._lock:
+            for host, result in zip(self._hosts, results):
+                if isinstance(result, ssh.SshError):
+                    records += [dict(r, alive=False, ready=False, unreachable=str(result)) for r in self._seen.get(host, [])]
         return records, answered, errors
 
     def _records(self, strict: bool = True) -> list[dict[str, Any]]:
@@ -378,7 +348,10 @@ class ManualVmManager:
             vms.append(VmInfo(vm_id=r["vm_id"], address=r["host"]["address"], state=state, attributes=r.get("attributes", {})))
         first = records[0]
         complete = len(records) == first.get("count", len(records))
-        if any(vm.state is SliceState.FAILED for vm in vms) or not complete:
+        unreachable = [r["unreachable"] for r in records if r.get("unreachable")]
+        if unreachable:
+            state, error = SliceState.FAILED, f"a host of the slice does not answer: {unreachable[0]}"
+        elif any(vm.state is SliceState.FAILED for vm in vms) or not complete:
             state, error = SliceState.FAILED, "a worker of the slice is not running (see its worker.log on the host)"
         elif all(vm.state is SliceState.READY for vm in vms):
             state, error = SliceState.READY, ""
@@ -483,15 +456,39 @@ class ManualVmManager:
 
     def delete_slice(self, slice_id: str) -> None:
         records = self._by_slice(self._records(strict=False)).get(slice_id, [])
-        futures = [self._pool.submit(self._stop_vm, Host(**r["host"]), r["vm_id"], self._stop_grace, r.get("cleanup")) for r in records]
-        for future in futures:
-            future.result()
+        futures = [
+            (r, self._pool.submit(self._stop_vm, Host(**r["host"]), r["vm_id"], self._stop_grace, r.get("cleanup")))
+            for r in records
+        ]
+        for record, future in futures:
+            try:
+                future.result()
+            except ssh.SshError as exc:
+                if not record.get("unreachable"):
+                    raise
+                # a dead host: nothing of the slice runs there any more; if it comes back with its
+                # record, the slice is listed (FAILED) again and deleted then
+                host = Host(**record["host"])
+                logger.warning("manual provider: forgetting worker %s on %s, which does not answer: %s", record["vm_id"], host.where, exc)
+                with self._lock:
+                    self._seen[host] = [r for r in self._seen.get(host, []) if r["vm_id"] != record["vm_id"]]
 
     def _stop_vm(self, host: Host, vm_id: str, grace: float, cleanup: list[str] | None = None) -> None:
         args = ["stop", self._root(host), vm_id, str(grace)]
         if cleanup:
             args.append(json.dumps(cleanup))
         self._agent(host, *args, timeout=grace + 120)
+
+    def check(self, progress: Callable[[str], None]) -> None:
+        """Before ``iris cluster start``: reach every host and run the agent there. If no host
+        answers, the first one's error is raised (the key or the network is most likely wrong);
+        a host that does not answer is reported in one line naming it, and left out."""
+        _, answered, errors = self._read_hosts()
+        if not answered:
+            more = f" (and {len(errors) - 1} other host(s) do not answer)" if len(errors) > 1 else ""
+            raise ssh.SshError(f"{errors[0]}{more}")
+        for error in errors:
+            progress(f"warning: leaving out a host that does not answer: {error}")
 
     def vm_logs(self, vm_id: str, tail_lines: int = 100) -> str:
         """The last ``tail_lines`` lines of the VM's worker log, read from its host."""

@@ -137,7 +137,13 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
     existing = running_controller(config)
     if existing is not None:
         return existing
-    open_vm_manager(config).close()  # an unknown or unusable provider fails here, before any process starts
+    manager = open_vm_manager(config)  # an unknown or unusable provider fails here, before any process starts
+    try:
+        check = getattr(manager, "check", None)  # optional: the provider reaches its machines first
+        if check is not None:
+            check(_progress)
+    finally:
+        manager.close()
     state_dir = state_dir_for(config)
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)

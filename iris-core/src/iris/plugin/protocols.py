@@ -92,6 +92,10 @@ class VmManager(Protocol):
     #
     # def vm_logs(self, vm_id: str, tail_lines: int = 100) -> str:
     #     """The last lines of the worker's log on that VM."""
+    #
+    # def check(self, progress: Callable[[str], None]) -> None:
+    #     """Before ``iris cluster start`` starts a controller here: reach the machines and raise
+    #     a PluginError naming what cannot be used; report lesser problems through progress."""
 
 
 # --- ControllerHost (optional, offered by a VmManagerPlugin) ---------------------------------

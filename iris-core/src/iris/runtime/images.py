@@ -54,19 +54,31 @@ def _quiet(_: str) -> None:
 # --- a Debian rootfs, made here ----------------------------------------------------------------
 
 
-def rootfs_key() -> str:
-    spec = f"debootstrap --variant=minbase --include={','.join(BASE_INCLUDE)} {DEBIAN_SUITE} {DEBIAN_MIRROR}"
-    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+def rootfs_key(include: tuple[str, ...] = BASE_INCLUDE, extra: str = "") -> str:
+    """A hash of what goes into a rootfs: the debootstrap spec (its ``include`` packages), and
+    ``extra`` (a description of what ``finish`` adds) when given."""
+    spec = f"debootstrap --variant=minbase --include={','.join(include)} {DEBIAN_SUITE} {DEBIAN_MIRROR}"
+    return hashlib.sha256((f"{spec}\n{extra}" if extra else spec).encode()).hexdigest()[:16]
 
 
-def debian_rootfs_tar(cache_dir: Path = CACHE_DIR, progress: Progress = _quiet) -> Path:
-    """A tarball of Debian bookworm (minbase) with python3, by ``debootstrap`` (needs root and
-    Debian's archive), cached under ``cache_dir`` by a hash of what went into it. Concurrent
-    callers are serialized by a lock file."""
+def debian_rootfs_tar(
+    cache_dir: Path = CACHE_DIR,
+    progress: Progress = _quiet,
+    *,
+    include: tuple[str, ...] = BASE_INCLUDE,
+    name: str = f"{DEBIAN_SUITE}-python3-",
+    finish: Callable[[Path], None] | None = None,
+    extra: str = "",
+) -> Path:
+    """A tarball of Debian bookworm (minbase) with the ``include`` packages (python3 by default),
+    by ``debootstrap`` (needs root and Debian's archive), cached under ``cache_dir`` as
+    ``<name><key>.tar`` by :func:`rootfs_key` of ``include`` and ``extra``. ``finish(root)``
+    changes the tree before it is packed (``extra`` must then describe what it adds, so the key
+    changes with it). Concurrent callers are serialized by a lock file."""
     import fcntl
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tar = cache_dir / f"{DEBIAN_SUITE}-python3-{rootfs_key()}.tar"
+    tar = cache_dir / f"{name}{rootfs_key(include, extra)}.tar"
     if tar.exists():
         return tar
     debootstrap = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
@@ -76,11 +88,11 @@ def debian_rootfs_tar(cache_dir: Path = CACHE_DIR, progress: Progress = _quiet) 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if tar.exists():
             return tar
-        progress(f"building a Debian {DEBIAN_SUITE} root filesystem with python3 (debootstrap, once; cached in {cache_dir})")
+        progress(f"building a Debian {DEBIAN_SUITE} root filesystem with {', '.join(include)} (debootstrap, once; cached in {cache_dir})")
         root = Path(tempfile.mkdtemp(prefix="iris-rootfs-", dir=cache_dir))
         try:
             result = subprocess.run(
-                [debootstrap, "--variant=minbase", f"--include={','.join(BASE_INCLUDE)}", DEBIAN_SUITE, str(root), DEBIAN_MIRROR],
+                [debootstrap, "--variant=minbase", f"--include={','.join(include)}", DEBIAN_SUITE, str(root), DEBIAN_MIRROR],
                 capture_output=True,
                 text=True,
             )
@@ -88,6 +100,8 @@ def debian_rootfs_tar(cache_dir: Path = CACHE_DIR, progress: Progress = _quiet) 
                 raise IrisError(f"debootstrap failed: {(result.stderr or result.stdout).strip()[-1000:]}")
             for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
                 shutil.rmtree(root / junk, ignore_errors=True)
+            if finish is not None:
+                finish(root)
             partial = tar.with_suffix(".partial")
             subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], check=True)
             os.replace(partial, tar)

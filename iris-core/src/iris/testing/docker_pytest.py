@@ -6,6 +6,8 @@ installed with apt-get first if missing, stopped and deleted at the end of the s
 ``docker_base_image`` (session): the cached bookworm + python3 image imported into it.
 ``docker_registry`` (session): Debian's ``docker-registry`` on 127.0.0.1.
 ``docker_worker_image`` (session): this workspace's worker image on the base image, cached by content.
+``container_host_image`` (session): the image of :class:`~iris.testing.container_hosts.ContainerHosts`
+(python3, sshd, the docker CLI), cached by content.
 
 A test that uses them and cannot have them is skipped with the exact reason. Mark such tests
 ``@pytest.mark.docker`` so ``-m "not docker"`` leaves them out.
@@ -74,3 +76,16 @@ def docker_worker_image(docker_engine: DockerEngine, docker_base_image: str) -> 
         return cached_worker_image(docker_engine, docker_base_image)
     except Exception as exc:
         pytest.fail(f"cannot build the worker image: {exc}")
+
+
+@pytest.fixture(scope="session")
+def container_host_image(docker_engine: DockerEngine) -> str:
+    """The test hosts' image (:func:`iris.testing.container_hosts.host_image`): Debian bookworm
+    with python3, curl, CA certificates, openssh-server and the docker client; built by
+    debootstrap once per cache key."""
+    from iris.testing.container_hosts import host_image
+
+    try:
+        return host_image(docker_engine)
+    except Exception as exc:
+        pytest.skip(f"cannot build the test host image (debootstrap of Debian bookworm with python3 and openssh-server): {exc}")
