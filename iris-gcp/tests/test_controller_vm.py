@@ -513,3 +513,21 @@ def test_waiting_for_a_controller_vm_that_never_answers_ends_naming_where_to_loo
     assert message.startswith("the controller on instance iris-c1-controller in z did not answer its health check within 1s")
     assert message.endswith("see its boot log: gcloud compute instances get-serial-port-output iris-c1-controller") and "\n" not in message
     assert "iris: waiting for the controller on instance iris-c1-controller in z to answer" in capsys.readouterr().err
+
+
+def test_commands_against_a_vm_placed_controller_that_is_down_say_so_in_one_line(fake: FakeCompute, tmp_path: Path) -> None:
+    """No controller VM: ``job list`` and ``run`` say no controller of this cluster runs, whatever
+    ``controller.port`` says (a VM-placed controller is found by label, never at a fixed address)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = tmp_path / "c.yaml"
+    for port in (0, 10000):
+        path.write_text(yaml.safe_dump({
+            "name": "down", "provider": {"type": "gcp", "project_id": PROJECT, "zone": ZONE, "options": {"compute_api_endpoint": fake.endpoint}},
+            "controller": {"port": port, "vm": {"enabled": True, "image": "img:1"}},
+        }))  # fmt: skip
+        for argv in (("job", "list"), ("run", "--", "true")):
+            result = iris("--config", str(path), *argv, home=home)
+            assert result.returncode == 2, (argv, result.stderr)
+            assert "no controller of this cluster is running" in result.stderr and "controller.port" not in result.stderr, (argv, port, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
