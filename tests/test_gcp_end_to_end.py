@@ -64,6 +64,7 @@ PROJECT, ZONE, REGION = "iris-e2e", "europe-west4-a", "europe-west4"
 CLUSTER = "e2e"
 VM_NAME = f"iris-{CLUSTER}-controller"
 ADDRESS_NAME = f"{VM_NAME}-ip"  # the controller's reserved internal address
+OUTAGE_SECONDS = 75  # how long the controller VM stays lost before `cluster start` (clients wait up to 120 s)
 #: the fake machines' addresses: apart from the container_booter fixture's (.11-.60) and the
 #: AddressOnlyBooters of test_controller_vm.py (.120-.230)
 ADDRESSES = [f"127.0.0.{n}" for n in range(61, 80)]
@@ -342,6 +343,15 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         assert gone.returncode == 2 and "no controller of this cluster is running" in gone.stderr, gone.stderr
         assert len(gone.stderr.strip().splitlines()) == 1, gone.stderr  # one line, no traceback
         assert compute.address(PROJECT, REGION, ADDRESS_NAME)["status"] == "RESERVED"  # kept: the workers know it
+        # the controller stays away for over a minute (a real VM takes that long to come back): the
+        # slice's workers keep their task containers running all along, none started again
+        slice_hosts = [f"{slice_two}/w-{i}" for i in range(4)]
+        running_tasks = {h: booter.containers(h) for h in slice_hosts}
+        assert all(len(c) >= 2 for c in running_tasks.values()), running_tasks  # the worker's and its task's
+        while time.monotonic() - lost_at < OUTAGE_SECONDS:
+            assert {h: booter.containers(h) for h in slice_hosts} == running_tasks
+            assert job_run.poll() is None, ("iris run gave up while the controller was away", "".join(err))
+            time.sleep(5)
 
         # a new VM: on the same address (where the workers look), restored from the GCS checkpoint
         again = run("cluster", "--config", str(config_path), "start", timeout=900)
@@ -368,6 +378,7 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         assert sorted(line.strip() for line in out if line.endswith("done\n")) == [f"[{i}] task {i} done" for i in range(4)], list(out)
         # each attempt printed its first line once: two per task (the preempted one, the adopted one)
         assert {i: [w.rsplit("-w", 1)[0] for w in ws] for i, ws in _started_on(list(out)).items()} == {i: [first_slice, slice_two] for i in range(4)}, list(out)
+        assert len(out) == len(set(out)) == 12, list(out)  # every line once, none lost or repeated across the outage
         jobs = listed()
         final = _attempts(jobs["e2e-train"])
         assert jobs["e2e-train"]["state"] == "SUCCEEDED", jobs["e2e-train"]
