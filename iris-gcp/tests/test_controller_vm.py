@@ -531,3 +531,34 @@ def test_commands_against_a_vm_placed_controller_that_is_down_say_so_in_one_line
             assert result.returncode == 2, (argv, result.stderr)
             assert "no controller of this cluster is running" in result.stderr and "controller.port" not in result.stderr, (argv, port, result.stderr)
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_forget_host_key_removes_plain_and_hashed_entries_of_that_host_only(tmp_path: Path) -> None:
+    """A new controller VM at the reserved address has a new host key: the old one is forgotten
+    (as ssh-keygen -R does), every other line stays."""
+    import base64
+    import hashlib
+    import hmac
+
+    from iris_gcp.controller_vm import forget_host_key
+
+    salt = base64.b64encode(b"0123456789abcdefghij").decode()
+
+    def hashed(name: str) -> str:
+        return f"|1|{salt}|{base64.b64encode(hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()).decode()}"
+
+    known = tmp_path / "known_hosts"
+    kept = [
+        "# a comment\n",
+        "[10.0.0.2]:2222 ssh-ed25519 AAAAkept1\n",  # another port
+        "10.0.0.3 ssh-ed25519 AAAAkept2\n",
+        "@cert-authority [10.0.0.2]:22 ssh-ed25519 AAAAca\n",
+        f"{hashed('10.0.0.3')} ssh-ed25519 AAAAkept3\n",
+    ]
+    gone = ["10.0.0.2 ssh-ed25519 AAAAold1\n", f"{hashed('10.0.0.2')} ecdsa-sha2-nistp256 AAAAold2\n"]
+    known.write_text("".join([kept[0], gone[0], *kept[1:3], gone[1], *kept[3:]]))
+    assert forget_host_key(known, "10.0.0.2", 22) is True
+    assert known.read_text() == "".join(kept)
+    assert forget_host_key(known, "10.0.0.2", 22) is False
+    assert forget_host_key(known, "10.0.0.2", 2222) is True and "AAAAkept1" not in known.read_text()
+    assert forget_host_key(tmp_path / "none", "10.0.0.2", 22) is False
