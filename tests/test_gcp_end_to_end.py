@@ -360,7 +360,14 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         assert job_run.poll() is None, ("iris run gave up while the controller was away", "".join(err))
         print(f"the controller was away for {time.monotonic() - lost_at:.0f}s")
         jobs = listed()
-        assert {name: j["state"] for name, j in jobs.items()} == {"e2e-train": "RUNNING", "e2e-done": "SUCCEEDED", "e2e-killed": "KILLED"}, jobs
+
+        def controller_log() -> str:
+            logs = docker_engine.docker("logs", "--tail", "200", f"iris-controller-{booter.instance(host_id)}", check=False)
+            return logs.stdout.decode(errors="replace") + logs.stderr.decode(errors="replace")
+
+        states = {name: j["state"] for name, j in jobs.items()}
+        if states != {"e2e-train": "RUNNING", "e2e-done": "SUCCEEDED", "e2e-killed": "KILLED"}:
+            pytest.fail(f"after the restore: {states}\n{json.dumps(jobs['e2e-train']['tasks'], indent=1)}\n--- the controller:\n{controller_log()}")
         text = run("--config", str(config_path), "job", "list")
         assert "e2e-done" in text.stdout and "SUCCEEDED" in text.stdout, text.stdout + text.stderr
         assert "e2e-killed" in text.stdout and "KILLED" in text.stdout, text.stdout + text.stderr
@@ -374,7 +381,9 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         job_run.wait(timeout=300)
         for reader in readers:
             reader.join(30)
-        assert job_run.returncode == 0, (out, "".join(err), diagnose())
+        if job_run.returncode != 0:
+            pytest.fail(f"iris run exited {job_run.returncode}\n--- its stdout:\n{''.join(out)}--- its stderr:\n{''.join(err)}"
+                        f"--- the controller:\n{controller_log()}\n{diagnose()}")  # fmt: skip
         assert sorted(line.strip() for line in out if line.endswith("done\n")) == [f"[{i}] task {i} done" for i in range(4)], list(out)
         # each attempt printed its first line once: two per task (the preempted one, the adopted one)
         assert {i: [w.rsplit("-w", 1)[0] for w in ws] for i, ws in _started_on(list(out)).items()} == {i: [first_slice, slice_two] for i in range(4)}, list(out)
