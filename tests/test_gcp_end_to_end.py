@@ -357,6 +357,7 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         again = run("cluster", "--config", str(config_path), "start", timeout=900)
         assert again.returncode == 0, again.stderr + diagnose()
         assert booter.address(host_id) == vm_address and again.stdout.strip() == started.stdout.strip()
+        assert f"forgot the SSH host key recorded for {vm_address}" in again.stderr, again.stderr  # a new machine there
         assert job_run.poll() is None, ("iris run gave up while the controller was away", "".join(err))
         print(f"the controller was away for {time.monotonic() - lost_at:.0f}s")
         jobs = listed()

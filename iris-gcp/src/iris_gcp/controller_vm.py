@@ -455,12 +455,12 @@ class ControllerVm:
         addresses, _ = self._address_api()
         action = "release the controller's internal address"
         try:
-            progress(f"releasing the controller's internal address {self.address_name}")
             operation = addresses.delete_unary(project=self.project, region=self.region, address=self.address_name)
         except gexc.NotFound:
             return False
         except Exception as exc:
             raise self._error(exc, action, f"address {self.address_name}") from None
+        progress(f"releasing the controller's internal address {self.address_name}")
         self._wait(operation, action, progress, regional=True)
         return True
 
@@ -507,6 +507,8 @@ class ControllerVm:
         key: forget the one the tunnel recorded for that address, as it records a new host's."""
         from urllib.parse import urlparse
 
+        if self.config.controller.tunnel not in ("", "ssh") or self.options.get("ssh_host"):
+            return  # no SSH to the VM itself (another tunnel, or a bastion): nothing recorded for it
         host = placement.tunnel_host or (urlparse(placement.url).hostname or "")
         known_hosts = Path(str(self.options.get("ssh_known_hosts") or "~/.ssh/known_hosts")).expanduser()
         port = int(self.options.get("ssh_port") or 22)
