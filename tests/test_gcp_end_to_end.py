@@ -16,12 +16,16 @@ socket). In one pass:
 2. ``iris --config gcp-fake.yaml run --tpu v5litepod-16`` makes the controller scale up a 4-host
    slice; the 4 tasks' output streams back through the tunnel;
 3. the slice is preempted mid-run (the tasks wait on a gate the test holds): the tasks are retried
-   on a new slice on the preemption budget and the job succeeds;
-4. the controller VM is deleted through the Compute API (lost, with its disk), and ``cluster
-   start`` again restores every job from the GCS checkpoint (``iris job list``: the job above,
-   SUCCEEDED, and a second one, KILLED);
-5. ``iris cluster stop`` deletes the controller VM and every slice by label: nothing is left in
-   the fakes, among the booter's hosts, or among the engine's containers.
+   on a new slice on the preemption budget, where they wait on the gate again;
+4. with that job RUNNING, a second job SUCCEEDED and a third KILLED, the controller VM is deleted
+   through the Compute API (lost, with its disk); ``cluster start`` again creates a new VM on the
+   controller's reserved internal address, which restores every job from the GCS checkpoint and
+   adopts the running slice: the TPU workers (given that address) reconnect with the tokens the
+   lost controller minted, the job is still RUNNING with the same attempts, no slice is created;
+   the gate opens and the job SUCCEEDS, its output streamed to the ``iris run`` that followed it
+   all along, each line once;
+5. ``iris cluster stop`` deletes the controller VM, every slice by label and the reserved address:
+   nothing is left in the fakes, among the booter's hosts, or among the engine's containers.
 """
 
 from __future__ import annotations
@@ -56,9 +60,11 @@ from iris_gcp.testing.hosts_pytest import fake_host_image, iris_image  # noqa: F
 
 pytestmark = pytest.mark.docker
 
-PROJECT, ZONE = "iris-e2e", "europe-west4-a"
+PROJECT, ZONE, REGION = "iris-e2e", "europe-west4-a", "europe-west4"
 CLUSTER = "e2e"
 VM_NAME = f"iris-{CLUSTER}-controller"
+ADDRESS_NAME = f"{VM_NAME}-ip"  # the controller's reserved internal address
+OUTAGE_SECONDS = 75  # how long the controller VM stays lost before `cluster start` (clients wait up to 120 s)
 #: the fake machines' addresses: apart from the container_booter fixture's (.11-.60) and the
 #: AddressOnlyBooters of test_controller_vm.py (.120-.230)
 ADDRESSES = [f"127.0.0.{n}" for n in range(61, 80)]
@@ -138,6 +144,11 @@ def _started_on(lines: list[str]) -> dict[int, list[str]]:
             assert match[1] == match[2], line
             found.setdefault(int(match[1]), []).append(match[3])
     return found
+
+
+def _attempts(job: dict) -> list[list[tuple[str, str, str]]]:
+    """(attempt id, worker, state) of each attempt, per task, from ``job list --json``."""
+    return [[(str(a["attempt_id"]), a["worker_id"], a["state"]) for a in t["attempts"]] for t in job["tasks"]]
 
 
 def _all_containers(engine: DockerEngine) -> set[str]:
@@ -260,7 +271,7 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         first_workers = sorted(workers[0] for workers in _started_on(list(out)).values())
         assert first_workers == [f"{first_slice}-w{i}" for i in range(4)], list(out)  # one task per host
 
-        # 3. preempted mid-run: the slice goes, a new one comes, the tasks run again and succeed
+        # 3. preempted mid-run: the slice goes, a new one comes, the tasks run again (held by the gate)
         tpu.preempt(first_slice)
         assert not any(h.startswith(f"{first_slice}/") for h in booter.hosts())
 
@@ -273,33 +284,41 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
             return bool(again) and sorted(started) == [0, 1, 2, 3] and all(w[-1].startswith(f"{again}-w") for w in started.values())
 
         assert wait_until(lambda: rerun_lines() or job_run.poll() is not None, timeout=600), (list(out), diagnose())
-        gate.open()
-        job_run.wait(timeout=300)
-        for reader in readers:
-            reader.join(30)
-        assert job_run.returncode == 0, (out, "".join(err), diagnose())
-        assert sorted(line.strip() for line in out if line.endswith("done\n")) == [f"[{i}] task {i} done" for i in range(4)], list(out)
+        assert job_run.poll() is None, ("".join(err), diagnose())
+        slice_two = second_slice()
         assert wait_until(lambda: tpu.node(first_slice) is None, timeout=120)  # the preempted slice was deleted
-        jobs = json.loads(run("--config", str(config_path), "job", "list", "--json").stdout)
-        (job,) = [j for j in jobs if j["name"].endswith("e2e-train")]
-        assert job["state"] == "SUCCEEDED", job
-        for task in job["tasks"]:  # each task: an attempt ended by the preemption, then one that succeeded on the new slice
-            first, *_, last = task["attempts"]
-            assert first["worker_id"].startswith(f"{first_slice}-w") and first["state"] != "SUCCEEDED", task
-            assert last["worker_id"].startswith(f"{second_slice()}-w") and last["state"] == "SUCCEEDED", task
 
-        # a second job, killed: the restore must bring back both states
+        def listed() -> dict[str, dict]:
+            result = run("--config", str(config_path), "job", "list", "--json")
+            assert result.returncode == 0, result.stderr
+            return {j["name"].rsplit("/", 1)[-1]: j for j in json.loads(result.stdout)}
+
+        def train_running() -> bool:
+            job = listed()["e2e-train"]
+            return job["state"] == "RUNNING" and all(t["attempts"] and t["attempts"][-1]["state"] == "RUNNING" for t in job["tasks"])
+
+        assert wait_until(train_running, timeout=120), listed()
+        for task in listed()["e2e-train"]["tasks"]:  # an attempt ended by the preemption, then one running on the new slice
+            first, last = task["attempts"]
+            assert first["worker_id"].startswith(f"{first_slice}-w") and first["state"] != "SUCCEEDED", task
+            assert last["worker_id"].startswith(f"{slice_two}-w") and last["state"] == "RUNNING", task
+
+        # a second job that succeeds, and a third, killed: the restore must bring back every state
+        done_run = run("--config", str(config_path), "run", "--memory", "64MB", "--job-name", "e2e-done",
+                       "--", "python3", "-c", "print('e2e-done says hi')")  # fmt: skip
+        assert done_run.returncode == 0, done_run.stderr + diagnose()
         submitted = run("--config", str(config_path), "run", "--no-wait", "--memory", "64MB", "--job-name", "e2e-killed",
                         "--", "python3", "-c", "import time; time.sleep(600)")  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr
         killed_id = submitted.stdout.strip().splitlines()[-1]
         killed = run("--config", str(config_path), "job", "kill", killed_id)
         assert killed.returncode == 0, killed.stderr
-        jobs = json.loads(run("--config", str(config_path), "job", "list", "--json").stdout)
-        assert sorted((j["name"].rsplit("/", 1)[-1], j["state"]) for j in jobs) == [("e2e-killed", "KILLED"), ("e2e-train", "SUCCEEDED")], jobs
+        jobs = listed()
+        assert {name: j["state"] for name, j in jobs.items()} == {"e2e-train": "RUNNING", "e2e-done": "SUCCEEDED", "e2e-killed": "KILLED"}, jobs
+        before_loss = _attempts(jobs["e2e-train"])
+        creates = tpu.calls["CreateNode"]
 
-        # 4. the controller VM is lost (deleted with its disk through the API); start again restores
-        # every job from the GCS checkpoint
+        # 4. the controller VM is lost (deleted with its disk through the API) while the job runs
         # the controller checkpoints within a second of a change (checkpoint_interval_seconds: 1) and
         # not while nothing changes: once LATEST has stayed the same for 3 s, it holds the state above
         assert "checkpoints/LATEST" in fake_gcs.object_names(bucket), fake_gcs.object_names(bucket)
@@ -309,7 +328,8 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
             generation = fake_gcs.generation(bucket, "checkpoints/LATEST")
             if not seen or seen[-1][0] != generation:
                 seen.append((generation, time.monotonic()))
-            return time.monotonic() - seen[-1][1] >= 3.0
+            # settled; or (state that changes all the time) two checkpoints begun after the jobs above
+            return time.monotonic() - seen[-1][1] >= 3.0 or len(seen) >= 3
 
         assert wait_until(settled, timeout=60), seen
         from google.auth.credentials import AnonymousCredentials
@@ -317,25 +337,74 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
 
         instances = compute_v1.InstancesClient(credentials=AnonymousCredentials(), client_options={"api_endpoint": compute.endpoint})
         instances.delete(project=PROJECT, zone=ZONE, instance=VM_NAME)
+        lost_at = time.monotonic()
         assert wait_until(lambda: compute.instance(PROJECT, ZONE, VM_NAME) is None and host_id not in booter.hosts(), timeout=60)
         gone = run("--config", str(config_path), "job", "list")
         assert gone.returncode == 2 and "no controller of this cluster is running" in gone.stderr, gone.stderr
         assert len(gone.stderr.strip().splitlines()) == 1, gone.stderr  # one line, no traceback
+        assert compute.address(PROJECT, REGION, ADDRESS_NAME)["status"] == "RESERVED"  # kept: the workers know it
+        # the controller stays away for over a minute (a real VM takes that long to come back): the
+        # slice's workers keep their task containers running all along, none started again
+        slice_hosts = [f"{slice_two}/w-{i}" for i in range(4)]
+        running_tasks = {h: booter.containers(h) for h in slice_hosts}
+        assert all(len(c) >= 2 for c in running_tasks.values()), running_tasks  # the worker's and its task's
+        while time.monotonic() - lost_at < OUTAGE_SECONDS:
+            assert {h: booter.containers(h) for h in slice_hosts} == running_tasks
+            assert job_run.poll() is None, ("iris run gave up while the controller was away", "".join(err))
+            time.sleep(5)
 
+        # a new VM: on the same address (where the workers look), restored from the GCS checkpoint
         again = run("cluster", "--config", str(config_path), "start", timeout=900)
         assert again.returncode == 0, again.stderr + diagnose()
-        listed = run("--config", str(config_path), "job", "list", "--json")
-        assert listed.returncode == 0, listed.stderr
-        restored = {j["job_id"]: j["state"] for j in json.loads(listed.stdout)}
-        assert restored == {j["job_id"]: j["state"] for j in jobs}, (restored, jobs)
+        assert booter.address(host_id) == vm_address and again.stdout.strip() == started.stdout.strip()
+        assert f"forgot the SSH host key recorded for {vm_address}" in again.stderr, again.stderr  # a new machine there
+        assert job_run.poll() is None, ("iris run gave up while the controller was away", "".join(err))
+        print(f"the controller was away for {time.monotonic() - lost_at:.0f}s")
+        jobs = listed()
+
+        def controller_log() -> str:
+            logs = docker_engine.docker("logs", "--tail", "200", f"iris-controller-{booter.instance(host_id)}", check=False)
+            return logs.stdout.decode(errors="replace") + logs.stderr.decode(errors="replace")
+
+        states = {name: j["state"] for name, j in jobs.items()}
+        if states != {"e2e-train": "RUNNING", "e2e-done": "SUCCEEDED", "e2e-killed": "KILLED"}:
+            pytest.fail(f"after the restore: {states}\n{json.dumps(jobs['e2e-train']['tasks'], indent=1)}\n--- the controller:\n{controller_log()}")
         text = run("--config", str(config_path), "job", "list")
-        assert "e2e-train" in text.stdout and "SUCCEEDED" in text.stdout, text.stdout + text.stderr
+        assert "e2e-done" in text.stdout and "SUCCEEDED" in text.stdout, text.stdout + text.stderr
         assert "e2e-killed" in text.stdout and "KILLED" in text.stdout, text.stdout + text.stderr
+        done_logs = run("--config", str(config_path), "job", "logs", jobs["e2e-done"]["job_id"])
+        assert done_logs.stdout.splitlines() == ["e2e-done says hi"], done_logs.stdout + done_logs.stderr
+        # adopted: the same slice (none created), its 4 workers back (with the tokens the lost
+        # controller minted), the same attempts still RUNNING (none new, nothing ran again)
+        assert tpu.calls["CreateNode"] == creates and [n.name.rsplit("/", 1)[-1] for n in tpu.nodes()] == [slice_two]
+        assert _attempts(jobs["e2e-train"]) == before_loss, (jobs["e2e-train"], before_loss)
+        gate.open()
+        job_run.wait(timeout=300)
+        for reader in readers:
+            reader.join(30)
+        if job_run.returncode != 0:
+            pytest.fail(f"iris run exited {job_run.returncode}\n--- its stdout:\n{''.join(out)}--- its stderr:\n{''.join(err)}"
+                        f"--- the controller:\n{controller_log()}\n{diagnose()}")  # fmt: skip
+        assert sorted(line.strip() for line in out if line.endswith("done\n")) == [f"[{i}] task {i} done" for i in range(4)], list(out)
+        # each attempt printed its first line once: two per task (the preempted one, the adopted one)
+        assert {i: [w.rsplit("-w", 1)[0] for w in ws] for i, ws in _started_on(list(out)).items()} == {i: [first_slice, slice_two] for i in range(4)}, list(out)
+        assert len(out) == len(set(out)) == 12, list(out)  # every line once, none lost or repeated across the outage
+        jobs = listed()
+        final = _attempts(jobs["e2e-train"])
+        assert jobs["e2e-train"]["state"] == "SUCCEEDED", jobs["e2e-train"]
+        assert [[a[:2] for a in task] for task in final] == [[a[:2] for a in task] for task in before_loss]  # the same attempts ended
+        assert all(task[-1][2] == "SUCCEEDED" for task in final), final
+        logs = run("--config", str(config_path), "job", "logs", jobs["e2e-train"]["job_id"])
+        assert logs.returncode == 0, logs.stderr
+        lines = logs.stdout.splitlines()
+        assert len(lines) == len(set(lines)) == 12, lines  # per task: two start lines and "done", each once
+        assert sorted(_started_on(lines)) == [0, 1, 2, 3] and all(len(ws) == 2 for ws in _started_on(lines).values()), lines
 
         # 5. stop: the controller VM and every slice by label; nothing left anywhere
         stopped = run("cluster", "--config", str(config_path), "stop", timeout=300)
         assert stopped.returncode == 0, stopped.stderr
         assert compute.instance(PROJECT, ZONE, VM_NAME) is None
+        assert compute.address(PROJECT, REGION, ADDRESS_NAME) is None  # released once the slices were gone
         assert wait_until(lambda: tpu.nodes() == [], timeout=60), [n.name for n in tpu.nodes()]
         assert wait_until(lambda: booter.hosts() == [], timeout=60), booter.hosts()
         assert wait_until(lambda: _all_containers(docker_engine) <= before, timeout=60), _all_containers(docker_engine) - before

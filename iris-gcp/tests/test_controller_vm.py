@@ -31,12 +31,13 @@ from iris.testing.polling import wait_until
 from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
 from iris_gcp import bootstrap
 from iris_gcp.compute_errors import ComputeError, ComputeQuotaExceeded
-from iris_gcp.controller_vm import ControllerVm
+from iris_gcp.controller_vm import ControllerVm, config_digest
 from iris_gcp.testing.boot import AddressOnlyBooter, HostSpec
 from iris_gcp.testing.fake_compute import FakeCompute
 from iris_gcp.testing.gcs_pytest import fake_gcs, gcs_bucket  # noqa: F401 (fixtures)
 
 PROJECT, ZONE = "proj", "europe-west4-a"
+REGION = "europe-west4"
 IRIS = str(Path(sys.executable).parent / "iris")
 
 
@@ -80,8 +81,14 @@ def test_controller_vm_create_find_restart_delete_by_label(fake: FakeCompute, bo
     assert "get-serial-port-output iris-c1-controller" in placement.logs_hint
     assert any("creating the controller VM iris-c1-controller" in line for line in lines)
     created = fake.instance(PROJECT, ZONE, "iris-c1-controller")
-    assert created is not None and created["labels"] == {"iris-cluster": "c1", "iris-role": "controller"}
+    assert created is not None and created["labels"] == {"iris-cluster": "c1", "iris-role": "controller", "iris-config": config_digest(config)[:16]}
     assert created["machineType"].endswith("/machineTypes/n2-standard-2")
+    # on the static internal address reserved for it first, which the VM holds
+    assert created["networkInterfaces"][0]["networkIP"] == "127.0.0.220"
+    assert any("reserving the controller's internal address iris-c1-controller-ip in europe-west4" in line for line in lines)
+    address = fake.address(PROJECT, REGION, "iris-c1-controller-ip")
+    assert address["address"] == "127.0.0.220" and address["addressType"] == "INTERNAL" and address["status"] == "IN_USE"
+    assert address["users"] == [created["selfLink"]] and address["subnetwork"].endswith(f"/regions/{REGION}/subnetworks/default")
     assert ControllerVm(config).find() == placement  # found again by label, from another object
     assert vm.start(config, progress) == placement and fake.calls.count("insert") == 1  # idempotent
     assert ControllerVm(gcp_config(fake.endpoint, name="c2")).find() is None  # another cluster's VM is not this one
@@ -93,6 +100,73 @@ def test_controller_vm_create_find_restart_delete_by_label(fake: FakeCompute, bo
     assert fake.instance(PROJECT, ZONE, "iris-c1-controller") is None
     assert not booter.running(f"{ZONE}/iris-c1-controller")
     assert vm.find() is None and vm.stop(progress) is False
+    # the address stays (the slices' workers know it), RESERVED, and no other machine gets it
+    assert fake.address(PROJECT, REGION, "iris-c1-controller-ip")["status"] == "RESERVED"
+    assert booter.boot(HostSpec("someone-else")) != "127.0.0.220"
+    assert vm.release(progress) is True and fake.address(PROJECT, REGION, "iris-c1-controller-ip") is None
+    assert vm.release(progress) is False
+
+
+def test_controller_vm_lost_and_created_again_gets_the_same_address(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
+    """The VM is deleted outside Iris (lost); ``start`` creates a new one on the reserved address,
+    which is where the workers it was given to look for the controller."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+
+    config = gcp_config(fake.endpoint)
+    first = ControllerVm(config).start(config, lambda line: None)
+    instances = compute_v1.InstancesClient(credentials=AnonymousCredentials(), client_options={"api_endpoint": fake.endpoint})
+    instances.delete_unary(project=PROJECT, zone=ZONE, instance="iris-c1-controller")
+    assert wait_until(lambda: fake.instance(PROJECT, ZONE, "iris-c1-controller") is None, 10)
+    others = [booter.boot(HostSpec(f"tpu-host-{i}")) for i in range(3)]  # machines made meanwhile get other addresses
+    assert "127.0.0.220" not in others
+    lines, progress = progress_lines()
+    again = ControllerVm(config).start(config, progress)
+    assert again.url == first.url == "http://127.0.0.220:10000"
+    assert fake.calls.count("insert") == 2 and fake.calls.count("addresses.insert") == 1  # the address was reused
+    assert not any("reserving" in line for line in lines)
+
+
+def test_controller_vm_address_held_by_another_instance_is_one_line_naming_it(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+
+    config = gcp_config(fake.endpoint)
+    vm = ControllerVm(config)
+    address = vm.reserve_address(lambda line: None)
+    instances = compute_v1.InstancesClient(credentials=AnonymousCredentials(), client_options={"api_endpoint": fake.endpoint})
+    squatter = compute_v1.Instance(
+        name="squatter", machine_type=f"zones/{ZONE}/machineTypes/e2-small",
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default", network_i_p=address)],
+    )  # fmt: skip
+    instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=squatter)
+    assert wait_until(lambda: (fake.instance(PROJECT, ZONE, "squatter") or {}).get("status") == "RUNNING", 10)
+    with pytest.raises(ComputeError) as caught:
+        vm.start(config, lambda line: None)
+    message = str(caught.value)
+    assert message.startswith(f"cannot create the controller VM: its address {address} (address iris-c1-controller-ip in {REGION}) "
+                              f"is in use by projects/{PROJECT}/zones/{ZONE}/instances/squatter;")  # fmt: skip
+    assert "\n" not in message and fake.instance(PROJECT, ZONE, "iris-c1-controller") is None
+    with pytest.raises(ComputeError, match="is already being used by 'projects/proj/zones/europe-west4-a/instances/squatter'"):
+        vm.release(lambda line: None)  # an address in use is not released
+
+
+def test_controller_vm_start_with_another_config_of_the_same_name_is_refused(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
+    config = gcp_config(fake.endpoint)
+    ControllerVm(config).start(config, lambda line: None)
+    same = gcp_config(fake.endpoint, controller={"state_dir": "/elsewhere", "port": 1234,
+                                                 "vm": {"enabled": True, "image": "127.0.0.1:5000/iris-controller:test", "machine_type": "n2-standard-2"}})  # fmt: skip
+    assert ControllerVm(same).start(same, lambda line: None).url.startswith("http://127.0.0.220:")  # only local fields differ
+    other = gcp_config(fake.endpoint, controller={"vm": {"enabled": True, "image": "127.0.0.1:5000/iris-controller:other"}})
+    with pytest.raises(ConfigError) as caught:
+        ControllerVm(other).start(other, lambda line: None)
+    message = str(caught.value)
+    theirs, ours = config_digest(config)[:12], config_digest(other)[:12]
+    assert message.startswith(f"name: 'c1': the controller VM iris-c1-controller in project 'proj', zone '{ZONE}' runs another config "
+                              f"with this name (config digest {theirs}, started by ")  # fmt: skip
+    assert f"not this one (digest {ours}); give this config its own name" in message
+    assert "--format='value(metadata.items.iris-config)'" in message and "\n" not in message
+    assert fake.calls.count("insert") == 1
 
 
 def test_controller_vm_stopped_by_hand_is_started_again_not_recreated(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
@@ -190,7 +264,15 @@ class ControllerProcessBooter:
         self.processes: dict[str, subprocess.Popen] = {}
         self.boots = 0
 
+    def reserve(self, address: str = "") -> str:  # the controller's static address: the one VM address there is
+        assert address in ("", VM_ADDRESS)
+        return VM_ADDRESS
+
+    def release(self, address: str) -> None:
+        assert address == VM_ADDRESS
+
     def boot(self, host: HostSpec) -> str:
+        assert host.address in ("", VM_ADDRESS), host.address
         if host.host_id in self.processes:
             return VM_ADDRESS
         assert host.metadata[bootstrap.ROLE] == "controller" and host.metadata[bootstrap.STARTUP_SCRIPT]
@@ -315,6 +397,7 @@ def test_cluster_commands_place_the_controller_on_a_vm_reach_it_through_ssh_and_
             assert stopped.returncode == 0, stopped.stderr
             assert "controller stopped" in stopped.stderr and "deleted 1 slice(s)" in stopped.stderr
             assert fake.instance(PROJECT, ZONE, "iris-vmtest-controller") is None
+            assert fake.address(PROJECT, REGION, "iris-vmtest-controller-ip") is None  # released once the slices were gone
             assert not booter.processes
             assert wait_until(lambda: tpu.nodes() == [], 10)
             gone = iris("cluster", "--config", config, "controller", "status", home=home)
@@ -400,6 +483,7 @@ def test_controller_vm_deleted_and_started_again_restores_every_job_from_gcs(tmp
                                     resources=ResourceSpec(device=tpu_device("v5litepod-16")))  # fmt: skip
                 job_id = job.job_id
             assert stop_controller(config)  # deletes the VM; the controller checkpoints as it stops
+            assert fake.address(PROJECT, REGION, "iris-vmtest3-controller-ip")["status"] == "RESERVED"  # kept for the slices
             assert fake.instance(PROJECT, ZONE, "iris-vmtest3-controller") is None and not booter.processes
             shutil.rmtree(tmp_path / "disk")  # the boot disk went with the VM (auto_delete)
 
@@ -429,3 +513,52 @@ def test_waiting_for_a_controller_vm_that_never_answers_ends_naming_where_to_loo
     assert message.startswith("the controller on instance iris-c1-controller in z did not answer its health check within 1s")
     assert message.endswith("see its boot log: gcloud compute instances get-serial-port-output iris-c1-controller") and "\n" not in message
     assert "iris: waiting for the controller on instance iris-c1-controller in z to answer" in capsys.readouterr().err
+
+
+def test_commands_against_a_vm_placed_controller_that_is_down_say_so_in_one_line(fake: FakeCompute, tmp_path: Path) -> None:
+    """No controller VM: ``job list`` and ``run`` say no controller of this cluster runs, whatever
+    ``controller.port`` says (a VM-placed controller is found by label, never at a fixed address)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = tmp_path / "c.yaml"
+    for port in (0, 10000):
+        path.write_text(yaml.safe_dump({
+            "name": "down", "provider": {"type": "gcp", "project_id": PROJECT, "zone": ZONE, "options": {"compute_api_endpoint": fake.endpoint}},
+            "controller": {"port": port, "vm": {"enabled": True, "image": "img:1"}},
+        }))  # fmt: skip
+        for argv in (("job", "list"), ("run", "--", "true")):
+            result = iris("--config", str(path), *argv, home=home)
+            assert result.returncode == 2, (argv, result.stderr)
+            assert "no controller of this cluster is running" in result.stderr and "controller.port" not in result.stderr, (argv, port, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_forget_host_key_removes_plain_and_hashed_entries_of_that_host_only(tmp_path: Path) -> None:
+    """A new controller VM at the reserved address has a new host key: the old one is forgotten
+    (as ssh-keygen -R does), every other line stays."""
+    import base64
+    import hashlib
+    import hmac
+
+    from iris_gcp.controller_vm import forget_host_key
+
+    salt = base64.b64encode(b"0123456789abcdefghij").decode()
+
+    def hashed(name: str) -> str:
+        return f"|1|{salt}|{base64.b64encode(hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()).decode()}"
+
+    known = tmp_path / "known_hosts"
+    kept = [
+        "# a comment\n",
+        "[10.0.0.2]:2222 ssh-ed25519 AAAAkept1\n",  # another port
+        "10.0.0.3 ssh-ed25519 AAAAkept2\n",
+        "@cert-authority [10.0.0.2]:22 ssh-ed25519 AAAAca\n",
+        f"{hashed('10.0.0.3')} ssh-ed25519 AAAAkept3\n",
+    ]
+    gone = ["10.0.0.2 ssh-ed25519 AAAAold1\n", f"{hashed('10.0.0.2')} ecdsa-sha2-nistp256 AAAAold2\n"]
+    known.write_text("".join([kept[0], gone[0], *kept[1:3], gone[1], *kept[3:]]))
+    assert forget_host_key(known, "10.0.0.2", 22) is True
+    assert known.read_text() == "".join(kept)
+    assert forget_host_key(known, "10.0.0.2", 22) is False
+    assert forget_host_key(known, "10.0.0.2", 2222) is True and "AAAAkept1" not in known.read_text()
+    assert forget_host_key(tmp_path / "none", "10.0.0.2", 22) is False

@@ -178,3 +178,93 @@ def test_fake_compute_reset_reboots_in_place_when_the_booter_can() -> None:
         assert booter.rebooted == [f"{ZONE}/vm-1"] and len(booter.booted) == 1 and booter.running(f"{ZONE}/vm-1")
         got = instances.get(project=PROJECT, zone=ZONE, instance="vm-1")
         assert got.status == "RUNNING" and got.network_interfaces[0].network_i_p == "127.0.0.211"
+
+
+# --- addresses and the requested networkIP ---------------------------------------------------
+
+REGION = "europe-west4"
+
+
+def address_clients(fake: FakeCompute) -> tuple[compute_v1.AddressesClient, compute_v1.RegionOperationsClient]:
+    kwargs = {"credentials": AnonymousCredentials(), "client_options": {"api_endpoint": fake.endpoint}}
+    return compute_v1.AddressesClient(**kwargs), compute_v1.RegionOperationsClient(**kwargs)
+
+
+def region_done(operations: compute_v1.RegionOperationsClient, op: compute_v1.Operation) -> compute_v1.Operation:
+    while op.status != compute_v1.Operation.Status.DONE:
+        op = operations.wait(project=PROJECT, region=REGION, operation=op.name)
+    return op
+
+
+def with_ip(name: str, ip: str) -> compute_v1.Instance:
+    body = instance(name)
+    body.network_interfaces[0].network_i_p = ip
+    return body
+
+
+def test_fake_compute_reserved_internal_address_goes_only_to_the_instance_asking_and_outlives_it(
+    fake: FakeCompute, booter: AddressOnlyBooter
+) -> None:
+    addresses, region_ops = address_clients(fake)
+    instances, operations = clients(fake)
+    body = compute_v1.Address(name="ctl-ip", address_type="INTERNAL", purpose="GCE_ENDPOINT",
+                              subnetwork=f"regions/{REGION}/subnetworks/default", labels={"iris-cluster": "c1"})  # fmt: skip
+    op = region_done(region_ops, addresses.insert_unary(project=PROJECT, region=REGION, address_resource=body))
+    assert not op.error.errors and op.region.endswith(f"/regions/{REGION}")
+    reserved = addresses.get(project=PROJECT, region=REGION, address="ctl-ip")
+    assert (reserved.address, reserved.status, list(reserved.users)) == ("127.0.0.200", "RESERVED", [])
+    assert [a.name for a in addresses.list(request=compute_v1.ListAddressesRequest(
+        project=PROJECT, region=REGION, filter="labels.iris-cluster=c1"))] == ["ctl-ip"]  # fmt: skip
+    # an instance that asks for no address never gets the reserved one
+    done(operations, instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=instance("other")))
+    assert instances.get(project=PROJECT, zone=ZONE, instance="other").network_interfaces[0].network_i_p == "127.0.0.201"
+    # the one asking for it (by IP) gets it; the address shows IN_USE by it
+    done(operations, instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=with_ip("ctl", "127.0.0.200")))
+    assert booter.address(f"{ZONE}/ctl") == "127.0.0.200"
+    used = addresses.get(project=PROJECT, region=REGION, address="ctl-ip")
+    assert used.status == "IN_USE" and [u.rsplit("/", 1)[-1] for u in used.users] == ["ctl"]
+    with pytest.raises(gexc.BadRequest, match="is already being used by 'projects/proj/zones/europe-west4-a/instances/ctl'"):
+        addresses.delete_unary(project=PROJECT, region=REGION, address="ctl-ip")
+    # deleted, the instance leaves the address RESERVED; a new one asking by the address's URL gets it again
+    done(operations, instances.delete_unary(project=PROJECT, zone=ZONE, instance="ctl"))
+    assert addresses.get(project=PROJECT, region=REGION, address="ctl-ip").status == "RESERVED"
+    again = with_ip("ctl", f"projects/{PROJECT}/regions/{REGION}/addresses/ctl-ip")
+    done(operations, instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=again))
+    assert instances.get(project=PROJECT, zone=ZONE, instance="ctl").network_interfaces[0].network_i_p == "127.0.0.200"
+    done(operations, instances.delete_unary(project=PROJECT, zone=ZONE, instance="ctl"))
+    region_done(region_ops, addresses.delete_unary(project=PROJECT, region=REGION, address="ctl-ip"))
+    with pytest.raises(gexc.NotFound, match="addresses/ctl-ip' was not found"):
+        addresses.get(project=PROJECT, region=REGION, address="ctl-ip")
+    assert "127.0.0.200" not in booter.pool.reserved()
+
+
+def test_fake_compute_requested_ip_in_use_fails_the_insert_as_google_does(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
+    instances, operations = clients(fake)
+    done(operations, instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=instance("first")))
+    taken = instances.get(project=PROJECT, zone=ZONE, instance="first").network_interfaces[0].network_i_p
+    op = done(operations, instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=with_ip("second", taken)))
+    assert op.http_error_status_code == 400
+    assert [(e.code, e.message) for e in op.error.errors] == [
+        ("IP_IN_USE_BY_ANOTHER_RESOURCE", f"IP '{taken}' is already being used by another resource.")
+    ]
+    assert fake.instance(PROJECT, ZONE, "second") is None and not booter.running(f"{ZONE}/second")  # nothing left
+    outside = done(operations, instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=with_ip("third", "127.0.0.99")))
+    assert "Requested internal IP address '127.0.0.99' is outside the subnetwork CIDR range" in outside.error.errors[0].message
+    with pytest.raises(gexc.BadRequest, match="networkIP': 'not-an-ip'"):
+        instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=with_ip("fourth", "not-an-ip"))
+
+
+def test_fake_compute_addresses_refuse_what_google_refuses(fake: FakeCompute) -> None:
+    addresses, region_ops = address_clients(fake)
+    with pytest.raises(gexc.BadRequest, match="INTERNAL addresses only"):
+        addresses.insert_unary(project=PROJECT, region=REGION, address_resource=compute_v1.Address(name="ext"))
+    with pytest.raises(gexc.NotFound, match="regions/nowhere' was not found"):
+        addresses.insert_unary(project=PROJECT, region="nowhere", address_resource=compute_v1.Address(name="a", address_type="INTERNAL"))
+    body = compute_v1.Address(name="fixed", address_type="INTERNAL", address="127.0.0.205")
+    region_done(region_ops, addresses.insert_unary(project=PROJECT, region=REGION, address_resource=body))
+    assert addresses.get(project=PROJECT, region=REGION, address="fixed").address == "127.0.0.205"
+    with pytest.raises(gexc.Conflict, match="already exists"):
+        addresses.insert_unary(project=PROJECT, region=REGION, address_resource=body)
+    twice = compute_v1.Address(name="twice", address_type="INTERNAL", address="127.0.0.205")
+    op = region_done(region_ops, addresses.insert_unary(project=PROJECT, region=REGION, address_resource=twice))
+    assert op.error.errors[0].code == "IP_IN_USE_BY_ANOTHER_RESOURCE" and fake.address(PROJECT, REGION, "twice") is None

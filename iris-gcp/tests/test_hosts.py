@@ -23,7 +23,7 @@ from iris.testing import wait_until
 from iris.testing.docker_engine import DockerEngine
 from iris.testing.processes import ControllerProcess, free_port
 from iris_gcp import bootstrap
-from iris_gcp.testing.boot import Booter, HostSpec
+from iris_gcp.testing.boot import AddressInUse, AddressUnavailable, Booter, HostSpec
 from iris_gcp.testing.hosts import LABEL_BOOTER, ContainerBooter
 
 pytestmark = pytest.mark.docker
@@ -72,7 +72,28 @@ def test_container_booter_runs_the_startup_script_on_its_own_address_and_halts_c
     result = _ssh(endpoint, f"cat {root / 'marker'}")
     assert result.returncode == 0 and result.stdout.strip() == "up", result.stderr
     # a second host gets the next address
-    assert container_booter.boot(HostSpec("node-a/w-1", metadata={bootstrap.STARTUP_SCRIPT: "#!/bin/bash\ntrue\n"})) == "127.0.0.12"
+    idle = {bootstrap.STARTUP_SCRIPT: "#!/bin/bash\ntrue\n"}
+    assert container_booter.boot(HostSpec("node-a/w-1", metadata=idle)) == "127.0.0.12"
+    # an address asked for (an instance's networkIP): refused while another host holds it ...
+    with pytest.raises(AddressInUse, match="address 127.0.0.11 is in use by host node-a/w-0"):
+        container_booter.boot(HostSpec("vm-b", metadata=idle, address=address))
+    assert not container_booter.running("vm-b")
+    # ... a reserved one (a static internal address) goes to no host but the one asking for it,
+    # which really serves on it, and stays reserved when that host halts
+    reserved = container_booter.reserve()
+    assert reserved == "127.0.0.13"
+    assert container_booter.boot(HostSpec("vm-c", metadata=idle)) == "127.0.0.14"
+    assert container_booter.boot(HostSpec("vm-d", metadata=idle, address=reserved)) == reserved
+    console = lambda: container_booter.console("vm-d")  # noqa: E731
+    assert wait_until(lambda: f"booting vm-d at {reserved}" in console(), timeout=30), console()
+    container_booter.halt("vm-d")
+    assert container_booter.boot(HostSpec("vm-e", metadata=idle)) != reserved
+    assert container_booter.boot(HostSpec("vm-d", metadata=idle, address=reserved)) == reserved  # a new machine, same address
+    with pytest.raises(AddressUnavailable, match="address 127.0.0.250 is not in its range"):
+        container_booter.boot(HostSpec("vm-f", metadata=idle, address="127.0.0.250"))
+    for host_id in ("node-a/w-1", "vm-c", "vm-d", "vm-e"):
+        container_booter.halt(host_id)
+    container_booter.release(reserved)
 
     started = container_booter.containers("node-a/w-0")
     container_booter.halt("node-a/w-0")

@@ -79,6 +79,11 @@ def _controller_target(ctx: click.Context, config: str | None, controller_url: s
                     return info.url, candidate
                 return info.url, None
         controller = loaded.controller
+        if controller.vm.enabled:  # placed on the provider's machine, found by label: there is no fixed address
+            raise click.UsageError(
+                f"{path}: no controller of this cluster is running (its controller VM was not found); start one with "
+                f"iris cluster --config {path} start, or pass --controller-url URL"
+            )
         if not controller.port:
             raise click.UsageError(
                 f"{path}: no controller of this cluster is running (start one with iris cluster --config {path} start), "

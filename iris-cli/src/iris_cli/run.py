@@ -271,7 +271,7 @@ def run_command(ctx: click.Context, **opts: Any) -> None:
                     client = IrisClient.remote(url, token=info_token(info), **bundling)
                     code = _submit_and_follow(client, spec, no_wait=opts["no_wait"], include_children=follow_children)
                 sys.exit(code)
-    if config.provider.type != "local" and config.controller.port:
+    if config.provider.type != "local" and config.controller.port and not config.controller.vm.enabled:
         # a cluster elsewhere: the config's fixed address, through its tunnel (controller.tunnel)
         from iris.cluster.lifecycle import reach_controller
 

@@ -83,14 +83,18 @@ def compute_error(exc: BaseException, *, action: str, resource: str, project: st
             code,
         )
     if code == 403:
+        roles = "roles/compute.instanceAdmin.v1 and roles/iam.serviceAccountUser"
+        if resource.startswith("address"):  # the controller's reserved internal address
+            roles = "roles/compute.networkAdmin (or compute.addresses.createInternal, get and deleteInternal)"
         return ComputeError(
             f"cannot {action}: permission denied on {resource} in {where}; your account needs "
-            "roles/compute.instanceAdmin.v1 and roles/iam.serviceAccountUser there, and the Compute Engine API "
+            f"{roles} there, and the Compute Engine API "
             f"must be enabled (gcloud services enable compute.googleapis.com --project {project}) (Google: {google})",
             "forbidden",
             code,
         )
-    if code == 404 and (f"zones/{zone}' was not found" in google or "Unknown zone" in google):
+    region = zone.rsplit("-", 1)[0]
+    if code == 404 and (f"zones/{zone}' was not found" in google or f"regions/{region}' was not found" in google or "Unknown zone" in google):
         return ComputeError(
             f"cannot {action}: zone {zone!r} does not exist in project {project!r}; check provider.zone "
             f"(`gcloud compute zones list`) and provider.project_id (Google: {google})",

@@ -16,6 +16,22 @@
   on the next port), keeps its state in ``/var/lib/iris/controller`` on the boot disk, and does
   not try to place itself again.
 
+The controller's address outlives its VM: before creating the instance, ``start`` reserves a
+static internal address (Compute ``addresses`` API, ``addressType: INTERNAL``, named
+``<instance name>-ip``, in the zone's region, on ``provider.options.subnetwork``, else the
+network's subnetwork of that region, which an auto-mode network such as ``default`` has) and
+creates the VM with it as ``networkIP``. The TPU workers were given that address
+(``iris-controller-address``), so when the VM is lost and ``start`` creates a new one, the new
+controller (restored from the checkpoint) is where the workers look for it: they reconnect, and
+their running tasks are adopted. Without it, a new VM would get a new ephemeral address and the
+workers would never find it. The address is released by ``iris cluster stop`` (:meth:`release`,
+once the slices are gone), not by ``controller stop`` (the slices still point at it).
+
+The VM carries a digest of the config it was started from (:func:`config_digest`, metadata
+``iris-config-digest`` and label ``<prefix>-config``): ``start`` with a config that differs (two
+configs with one ``name`` in one project and zone, or a config changed since) is refused in one
+line instead of handing the other config's controller over.
+
 ``restart`` resets the instance: a reset keeps the boot disk (so the controller's SQLite state)
 and the internal address workers know; the metadata (so the config) is the one it was created
 with: to apply a changed config, ``stop`` and ``start``. ``stop`` deletes every instance with
@@ -28,8 +44,13 @@ credentials).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,6 +67,8 @@ DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 VM_STATE_DIR = "/var/lib/iris/controller"
 OPERATION_TIMEOUT = 600.0
 STOPPED = ("TERMINATED", "STOPPED", "SUSPENDED")  # instance states a start (not a reset) brings back
+CONFIG_DIGEST = "iris-config-digest"  # metadata: the sha256 of the config the VM was started from
+STARTED_BY = "iris-started-by"  # metadata: user@host that created the VM
 
 
 def label_value(text: str) -> str:
@@ -87,6 +110,62 @@ def vm_config(config: Any) -> Any:
     return attrs.evolve(config, controller=controller)
 
 
+def address_name(config: Any) -> str:
+    """The name of the controller's static internal address (``<instance name>-ip``)."""
+    return f"{instance_name(config)[:60].rstrip('-')}-ip"
+
+
+def config_digest(config: Any) -> str:
+    """The sha256 of what makes a config this cluster: all of it but where the controller's
+    state and ports are on this machine (``controller.state_dir``, ``port``, ``http_port``), and
+    without the admin token :mod:`iris.cluster.lifecycle` adds for the user who creates the VM
+    (so the user's file, with or without it, has one digest)."""
+    from iris.auth import OWNER_TOKEN_FILE, read_token_file
+    from iris.cluster.lifecycle import state_dir_for
+    from iris.config import config_to_dict
+
+    data = config_to_dict(config)
+    data["controller"] = {k: v for k, v in data.get("controller", {}).items() if k not in ("port", "http_port", "state_dir")}
+    owner = read_token_file(state_dir_for(config) / OWNER_TOKEN_FILE)
+    if owner:
+        added = "sha256:" + hashlib.sha256(owner.encode()).hexdigest()
+        auth = dict(data.get("auth") or {})
+        auth["tokens"] = [t for t in auth.get("tokens") or [] if not (isinstance(t, dict) and t.get("token") == added)]
+        data["auth"] = auth
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _hashed_host(name: str, salt_b64: str) -> str:
+    salt = base64.b64decode(salt_b64)
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{salt_b64}|{base64.b64encode(digest).decode()}"
+
+
+def forget_host_key(known_hosts: Path, host: str, port: int) -> bool:
+    """Remove the recorded SSH host key of ``host`` (port ``port``) from ``known_hosts``, plain
+    or hashed entries (as ``ssh-keygen -R`` does); lines with markers (``@cert-authority``) and
+    comments are kept. True if one was removed."""
+    if not host or not known_hosts.is_file():
+        return False
+    name = host if port == 22 else f"[{host}]:{port}"
+    lines = known_hosts.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        fields = line.split()
+        if not fields or fields[0].startswith(("#", "@")):
+            kept.append(line)
+            continue
+        names = fields[0].split(",")
+        hashed = [n for n in names if n.startswith("|1|") and n.count("|") == 3]
+        if name in names or any(_hashed_host(name, n.split("|")[2]) == n for n in hashed):
+            continue
+        kept.append(line)
+    if len(kept) == len(lines):
+        return False
+    known_hosts.write_text("".join(kept))
+    return True
+
+
 def filter_for(labels: dict[str, str]) -> str:
     return " AND ".join(f"labels.{k}={v}" for k, v in sorted(labels.items()))
 
@@ -104,6 +183,21 @@ def compute_clients(options: dict[str, Any]) -> tuple[Any, Any]:
 
             kwargs["credentials"] = AnonymousCredentials()
     return compute_v1.InstancesClient(**kwargs), compute_v1.ZoneOperationsClient(**kwargs)
+
+
+def address_clients(options: dict[str, Any]) -> tuple[Any, Any]:
+    """(AddressesClient, RegionOperationsClient) for the provider options, as :func:`compute_clients`."""
+    from google.cloud import compute_v1
+
+    endpoint = str(options.get("compute_api_endpoint") or "")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        kwargs["client_options"] = {"api_endpoint": endpoint}
+        if endpoint.startswith("http://"):
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+    return compute_v1.AddressesClient(**kwargs), compute_v1.RegionOperationsClient(**kwargs)
 
 
 def _status_name(instance: Any) -> str:
@@ -174,7 +268,10 @@ class ControllerVm:
             raise ConfigError("provider.zone: empty; the controller VM needs a zone (e.g. europe-west4-a)")
         self.name = instance_name(config)
         self.labels = labels_for(config)
+        self.region = self.zone.rsplit("-", 1)[0]
+        self.address_name = address_name(config)
         self._clients: tuple[Any, Any] | None = None
+        self._address_api_clients: tuple[Any, Any] | None = None
 
     # --- the API ---------------------------------------------------------------------------
 
@@ -186,14 +283,24 @@ class ControllerVm:
                 raise self._error(exc, "reach the Compute API") from None
         return self._clients
 
-    def _error(self, exc: BaseException, action: str) -> ComputeError:
-        return compute_error(exc, action=action, resource=f"instance {self.name}", project=self.project, zone=self.zone)
+    def _address_api(self) -> tuple[Any, Any]:
+        if self._address_api_clients is None:
+            try:
+                self._address_api_clients = address_clients(self.options)
+            except Exception as exc:  # no credentials
+                raise self._error(exc, "reach the Compute API") from None
+        return self._address_api_clients
 
-    def _wait(self, operation: Any, action: str, progress: Callable[[str], None]) -> None:
-        """Wait for a zone operation (zoneOperations.wait, which returns when done or after ~2 min)."""
+    def _error(self, exc: BaseException, action: str, resource: str = "") -> ComputeError:
+        return compute_error(exc, action=action, resource=resource or f"instance {self.name}", project=self.project, zone=self.zone)
+
+    def _wait(self, operation: Any, action: str, progress: Callable[[str], None], *, regional: bool = False) -> None:
+        """Wait for a zone (or region) operation (``wait``, which returns when done or after ~2 min)."""
         from google.api_core import exceptions as gexc
 
-        _, operations = self._api()
+        operations = self._address_api()[1] if regional else self._api()[1]
+        where = {"region": self.region} if regional else {"zone": self.zone}
+        resource = f"address {self.address_name}" if regional else ""
         deadline = time.monotonic() + OPERATION_TIMEOUT
         name = operation.name
         while True:
@@ -201,17 +308,24 @@ class ControllerVm:
             if status == "DONE":
                 break
             if time.monotonic() > deadline:
+                flag = f"--region {self.region}" if regional else f"--zone {self.zone}"
                 raise ComputeError(f"cannot {action}: operation {name} did not finish in {OPERATION_TIMEOUT:.0f}s "
-                                   f"(gcloud compute operations describe {name} --zone {self.zone})")  # fmt: skip
+                                   f"(gcloud compute operations describe {name} {flag})")  # fmt: skip
             try:
-                operation = operations.wait(project=self.project, zone=self.zone, operation=name, timeout=130)
+                operation = operations.wait(project=self.project, operation=name, timeout=130, **where)
             except Exception as exc:
-                raise self._error(exc, action) from None
+                raise self._error(exc, action, resource) from None
         if operation.error and operation.error.errors:
             first = operation.error.errors[0]
             code = int(operation.http_error_status_code or 400)
+            if first.code == "IP_IN_USE_BY_ANOTHER_RESOURCE":
+                raise ComputeError(
+                    f"cannot {action}: its internal address is in use by another resource in project {self.project!r} "
+                    f"(Google: {first.message}); see gcloud compute addresses describe {self.address_name} --region {self.region}",
+                    "ipInUse", code,
+                )  # fmt: skip
             error = gexc.from_http_status(code, first.message, errors=[{"reason": first.code, "message": first.message}])
-            raise self._error(error, action)
+            raise self._error(error, action, resource)
 
     def _instances(self) -> list[Any]:
         return find_controller_instances(project=self.project, zone=self.zone, labels=self.labels, options=self.options)
@@ -222,8 +336,9 @@ class ControllerVm:
         found = self._instances()
         return placement_of(found[0]) if found else None
 
-    def instance_body(self, config: Any) -> Any:
-        """The Instance resource the controller VM is created from."""
+    def instance_body(self, config: Any, address: str = "") -> Any:
+        """The Instance resource the controller VM is created from (with the internal
+        ``address`` when given: the reserved one, see :meth:`reserve_address`)."""
         import yaml
         from google.cloud import compute_v1
 
@@ -239,12 +354,16 @@ class ControllerVm:
         metadata = bootstrap.controller_metadata(
             image=vm.image, config_yaml=yaml.safe_dump(config_to_dict(served), sort_keys=False), port=served.controller.port
         )
+        digest = config_digest(config)
+        metadata[CONFIG_DIGEST] = digest
+        metadata[STARTED_BY] = _who()
         o = self.options
         network = str(o.get("network") or "default")
         nic = compute_v1.NetworkInterface(network=network if "/" in network else f"global/networks/{network}")
         if o.get("subnetwork"):
-            subnetwork = str(o["subnetwork"])
-            nic.subnetwork = subnetwork if "/" in subnetwork else f"regions/{self.zone.rsplit('-', 1)[0]}/subnetworks/{subnetwork}"
+            nic.subnetwork = self._subnetwork()
+        if address:
+            nic.network_i_p = address
         if o.get("controller_external_ip", True):
             nic.access_configs = [compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")]
         scopes = o.get("scopes") or list(DEFAULT_SCOPES)
@@ -254,7 +373,7 @@ class ControllerVm:
         return compute_v1.Instance(
             name=self.name,
             machine_type=f"zones/{self.zone}/machineTypes/{machine_type}",
-            labels=dict(self.labels),
+            labels={**self.labels, f"{label_value(config.label_prefix)}-config": digest[:16]},
             tags=compute_v1.Tags(items=[f"{label_value(config.label_prefix)}-controller"]),
             metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]),
             network_interfaces=[nic],
@@ -271,13 +390,107 @@ class ControllerVm:
             service_accounts=[compute_v1.ServiceAccount(email=str(o.get("service_account") or "default"), scopes=list(scopes))],
         )
 
+    def _subnetwork(self) -> str:
+        """The subnetwork of the VM and its address: ``provider.options.subnetwork``, else the
+        network's subnetwork in the zone's region (auto-mode networks name it as the network)."""
+        o = self.options
+        subnetwork = str(o.get("subnetwork") or str(o.get("network") or "default").rsplit("/", 1)[-1])
+        return subnetwork if "/" in subnetwork else f"regions/{self.region}/subnetworks/{subnetwork}"
+
+    def reserve_address(self, progress: Callable[[str], None]) -> str:
+        """The controller's static internal address (reserved now unless it exists): the IP
+        workers are given, which a new VM of this cluster gets again."""
+        from google.api_core import exceptions as gexc
+        from google.cloud import compute_v1
+
+        addresses, _ = self._address_api()
+        resource = f"address {self.address_name}"
+        action = "reserve the controller's internal address"
+        try:
+            found = addresses.get(project=self.project, region=self.region, address=self.address_name)
+        except gexc.NotFound:
+            found = None
+        except Exception as exc:
+            raise self._error(exc, action, resource) from None
+        if found is None:
+            progress(f"reserving the controller's internal address {self.address_name} in {self.region} "
+                     "(it outlives the VM: the slices' workers find a new controller VM there)")  # fmt: skip
+            body = compute_v1.Address(
+                name=self.address_name,
+                address_type="INTERNAL",
+                purpose="GCE_ENDPOINT",
+                subnetwork=self._subnetwork(),
+                labels=dict(self.labels),
+                description=f"the internal address of the Iris controller VM {self.name} (iris cluster stop releases it)",
+            )
+            try:
+                operation = addresses.insert_unary(project=self.project, region=self.region, address_resource=body)
+            except Exception as exc:
+                raise self._error(exc, action, resource) from None
+            self._wait(operation, action, progress, regional=True)
+            try:
+                found = addresses.get(project=self.project, region=self.region, address=self.address_name)
+            except Exception as exc:
+                raise self._error(exc, action, resource) from None
+        kind = found.address_type if isinstance(found.address_type, str) else getattr(found.address_type, "name", "")
+        if kind != "INTERNAL":
+            raise ComputeError(f"cannot use the address {self.address_name} in {self.region} for the controller VM: it is {kind or 'not'} "
+                               "INTERNAL; delete it or rename the cluster (name)")  # fmt: skip
+        others = [u for u in found.users if not u.endswith(f"/instances/{self.name}")]
+        if others:
+            user = others[0].split("/projects/", 1)[-1]
+            raise ComputeError(
+                f"cannot create the controller VM: its address {found.address} (address {self.address_name} in {self.region}) "
+                f"is in use by projects/{user}; delete that instance, or the address (gcloud compute addresses delete "
+                f"{self.address_name} --region {self.region} --project {self.project}) to let Iris reserve another",
+                "ipInUse",
+            )  # fmt: skip
+        return found.address
+
+    def release(self, progress: Callable[[str], None]) -> bool:
+        """Release the controller's static internal address (``iris cluster stop``, once the
+        slices that were given it are gone); True if there was one."""
+        from google.api_core import exceptions as gexc
+
+        addresses, _ = self._address_api()
+        action = "release the controller's internal address"
+        try:
+            operation = addresses.delete_unary(project=self.project, region=self.region, address=self.address_name)
+        except gexc.NotFound:
+            return False
+        except Exception as exc:
+            raise self._error(exc, action, f"address {self.address_name}") from None
+        progress(f"releasing the controller's internal address {self.address_name}")
+        self._wait(operation, action, progress, regional=True)
+        return True
+
+    def _check_same_config(self, instance: Any, config: Any) -> None:
+        """Refuse to take over a controller VM started from another config with this name."""
+        metadata = _metadata(instance)
+        theirs = metadata.get(CONFIG_DIGEST, "")
+        if not theirs:  # a VM made before digests were recorded: nothing to compare
+            return
+        ours = config_digest(config)
+        if theirs == ours:
+            return
+        who = metadata.get(STARTED_BY, "") or "someone"
+        raise ConfigError(
+            f"name: {config.name!r}: the controller VM {instance.name} in project {self.project!r}, zone {self.zone!r} runs "
+            f"another config with this name (config digest {theirs[:12]}, started by {who}; see it with gcloud compute "
+            f"instances describe {instance.name} --zone {self.zone} --project {self.project} "
+            f"--format='value(metadata.items.{bootstrap.CONFIG})'), not this one (digest {ours[:12]}); give this config "
+            "its own name, or stop that cluster with its own config (iris cluster --config THAT.yaml stop) and start this one"
+        )
+
     def start(self, config: Any, progress: Callable[[str], None]) -> ControllerPlacement:
         existing = self._instances()
         if existing:
+            self._check_same_config(existing[0], config)
             if _status_name(existing[0]) in STOPPED:  # stopped (by hand, or by GCE): start it again
                 return self._power_on(existing[0].name, progress)
             return placement_of(existing[0])
-        body = self.instance_body(config)
+        address = self.reserve_address(progress)
+        body = self.instance_body(config, address)
         instances, _ = self._api()
         progress(f"creating the controller VM {self.name} ({body.machine_type.rsplit('/', 1)[-1]}) in {self.zone}")
         try:
@@ -285,7 +498,22 @@ class ControllerVm:
         except Exception as exc:
             raise self._error(exc, "create the controller VM") from None
         self._wait(operation, "create the controller VM", progress)
-        return self._get(progress, "create the controller VM")
+        placement = self._get(progress, "create the controller VM")
+        self._forget_old_host_key(placement, progress)
+        return placement
+
+    def _forget_old_host_key(self, placement: ControllerPlacement, progress: Callable[[str], None]) -> None:
+        """A new VM at an address an earlier one had (the reserved address) has a new SSH host
+        key: forget the one the tunnel recorded for that address, as it records a new host's."""
+        from urllib.parse import urlparse
+
+        if self.config.controller.tunnel not in ("", "ssh") or self.options.get("ssh_host"):
+            return  # no SSH to the VM itself (another tunnel, or a bastion): nothing recorded for it
+        host = placement.tunnel_host or (urlparse(placement.url).hostname or "")
+        known_hosts = Path(str(self.options.get("ssh_known_hosts") or "~/.ssh/known_hosts")).expanduser()
+        port = int(self.options.get("ssh_port") or 22)
+        if forget_host_key(known_hosts, host, port):
+            progress(f"forgot the SSH host key recorded for {host} in {known_hosts}: it was an earlier controller VM's")
 
     def _get(self, progress: Callable[[str], None], action: str) -> ControllerPlacement:
         instances, _ = self._api()
@@ -349,6 +577,15 @@ class ControllerVm:
 
     def close(self) -> None:
         self._clients = None
+        self._address_api_clients = None
+
+
+def _who() -> str:
+    import socket
+
+    from iris.auth import current_user
+
+    return f"{current_user()}@{socket.gethostname()}"
 
 
 def controller_vms(project: str, zone: str, *, label_prefix: str = "iris", cluster: str = "",

@@ -9,7 +9,9 @@ config's tunnel; it is found again through the provider (by label), never throug
 and reached through the tunnel (:func:`connect_controller`). ``--local`` (``make_local_config``)
 turns ``controller.vm.enabled`` off, so it always means a process here.
 ``stop`` stops it and then deletes every slice the provider reports under this cluster's label,
-whether or not the controller's state still knows about them. ``status`` compares the two.
+whether or not the controller's state still knows about them, then lets the controller host
+release what it kept for the slices' sake (its optional ``release(progress)``: e.g. the
+controller VM's reserved address). ``status`` compares the two.
 """
 
 from __future__ import annotations
@@ -285,6 +287,12 @@ def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
             deleted.append(info.slice_id)
     finally:
         manager.close()
+    host = controller_host(config)
+    if host is not None and hasattr(host, "release"):  # e.g. the controller VM's reserved address, kept for the slices
+        try:
+            host.release(_progress)
+        finally:
+            host.close()
     for name in ("controller.pid", "controller.url", "controller.http_url"):
         (state_dir_for(config) / name).unlink(missing_ok=True)
     return was_running, deleted

@@ -140,7 +140,12 @@ class ControllerHost(Protocol):
         """Restart the controller machine, keeping its state; return its placement."""
 
     def stop(self, progress: Callable[[str], None]) -> bool:
-        """Delete the controller machine(s) of this cluster; True if there was one."""
+        """Delete the controller machine(s) of this cluster; True if there was one. What the
+        slices still rely on (the address their workers were given) is kept.
+
+        A host may also offer ``release(progress) -> bool`` (optional, not part of this
+        protocol's required methods): ``iris cluster stop`` calls it once the slices are deleted,
+        to free what outlived the machine for their sake (e.g. a reserved address)."""
 
     def close(self) -> None: ...
 

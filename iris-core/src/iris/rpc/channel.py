@@ -60,9 +60,19 @@ class TokenChannel:
         return getattr(self._channel, name)
 
 
+#: gRPC's own reconnect backoff grows to 120 s by default, so a controller back after a minute
+#: away (restarted, or a new controller VM on the same address) would be tried again only up to
+#: two minutes later: its workers miss ``worker_timeout_seconds`` and are lost with their running
+#: attempts, and clients give up. Iris channels try a lost peer again at least this often.
+MAX_RECONNECT_BACKOFF_MS = 1000
+
+
 def authorized_channel(target: str, token: str, options: list[tuple[str, Any]] | None = None) -> Any:
-    """A plaintext channel to ``target`` (host:port) whose calls carry ``token`` (none if empty)."""
-    channel = grpc.insecure_channel(target, options=options)
+    """A plaintext channel to ``target`` (host:port) whose calls carry ``token`` (none if empty);
+    it reconnects within :data:`MAX_RECONNECT_BACKOFF_MS` of the peer coming back (unless
+    ``options`` say otherwise)."""
+    merged = dict([("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS), *(options or [])])
+    channel = grpc.insecure_channel(target, options=list(merged.items()))
     return TokenChannel(channel, token) if token else channel
 
 

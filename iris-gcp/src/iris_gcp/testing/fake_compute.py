@@ -7,18 +7,29 @@ The real ``google.cloud.compute_v1`` clients talk to it::
                              client_options={"api_endpoint": fake.endpoint})
 
 It serves the subset Iris uses: ``instances.insert|get|list|aggregatedList|delete|reset|stop|
-start`` and ``zoneOperations.get|wait``. Mutations return a zone operation that is ``DONE`` after
-``operation_delay`` seconds; its effect (booting, halting) happens then. An inserted instance is
-booted through the :class:`~iris_gcp.testing.boot.Booter`: its metadata items become the host's
-metadata (``startup-script`` included) and the booted address is its
+start``, ``addresses.insert|get|list|delete`` (static internal addresses) and
+``zoneOperations.get|wait``, ``regionOperations.get|wait``. Mutations return an operation that is
+``DONE`` after ``operation_delay`` seconds; its effect (booting, halting, reserving) happens then.
+An inserted instance is booted through the :class:`~iris_gcp.testing.boot.Booter`: its metadata
+items become the host's metadata (``startup-script`` included) and the booted address is its
 ``networkInterfaces[0].networkIP``; deleting or stopping it halts the host.
+
+Addresses, as GCE has them: an instance may ask for its internal address
+(``networkInterfaces[0].networkIP``: an IP, or the URL of a reserved address); the booter gives
+the host exactly that address, and if another resource holds it the insert's operation fails with
+``IP_IN_USE_BY_ANOTHER_RESOURCE`` ("IP '...' is already being used by another resource.") and no
+instance is left. ``addresses.insert`` with ``addressType: INTERNAL`` reserves an address of the
+booter's pool (the booter's ``reserve``; a given ``address`` or the first free one): no instance
+gets it unless it asks for it, it is ``IN_USE`` (``users``: the instance) while an instance holds
+it and ``RESERVED`` again when that instance is deleted; deleting an address in use is refused.
 
 ``fail_next(method, error)`` makes the next call of one method fail the way Google fails it
 (the same status codes and error bodies): ``permission``, ``quota``, ``not_found``,
 ``bad_zone``, ``bad_machine_type``, or an :class:`InjectedError` of your own.
 
-What it does not do: IAM, networks and firewalls (any network name is accepted), external
-addresses (``natIP`` stays empty), disks as resources, pagination (one page holds every item),
+What it does not do: IAM, networks and firewalls (any network or subnetwork name is accepted;
+the booter's pool is every subnetwork's range), external addresses (``natIP`` stays empty;
+``addresses.insert`` refuses ``EXTERNAL``), disks as resources, pagination (one page holds every item),
 per-project quotas unless injected. A reset reboots the host when the booter can
 (``reboot(host_id)``, as ``ContainerBooter``: disk and address kept, startup script run again),
 else halts and boots it again with the same host id; a stop then start always does the latter
@@ -43,7 +54,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import attrs
 
-from iris_gcp.testing.boot import Booter, HostSpec
+from iris_gcp.testing.boot import AddressInUse, AddressUnavailable, Booter, HostSpec
 
 ZONES = (
     "europe-west4-a", "europe-west4-b", "europe-west4-c", "us-central1-a", "us-central1-b", "us-central1-c",
@@ -54,6 +65,8 @@ NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 LABEL_KEY = re.compile(r"^[a-z][-_a-z0-9]{0,62}$")
 LABEL_VALUE = re.compile(r"^[-_a-z0-9]{0,63}$")
 BASE = "https://www.googleapis.com/compute/v1"
+ADDRESS_URL = re.compile(r"(?:^|/)projects/([^/]+)/regions/([^/]+)/addresses/([^/]+)$")
+IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 
 @attrs.frozen
@@ -67,7 +80,8 @@ class InjectedError:
 
 
 def _named_error(kind: str, resource: str, method: str = "get") -> InjectedError:
-    permission = f"compute.{'zoneOperations' if method.startswith('operations') else 'instances'}.{method.split('.')[-1]}"
+    collection = "zoneOperations" if method.startswith("operations") else method.split(".")[0] if "." in method else "instances"
+    permission = f"compute.{collection}.{method.split('.')[-1]}"
     errors = {
         "permission": InjectedError(403, "forbidden", f"Required '{permission}' permission for '{resource}'", "PERMISSION_DENIED"),
         "quota": InjectedError(
@@ -100,7 +114,7 @@ def _now() -> str:
 @attrs.define
 class _Operation:
     project: str
-    zone: str
+    zone: str  # the zone, or the region of a regional operation (``scope``)
     name: str
     op_type: str
     target: str
@@ -110,27 +124,28 @@ class _Operation:
     error: InjectedError | None = None
     insert_time: str = attrs.field(factory=_now)
     end_time: str = ""
+    scope: str = "zones"  # or "regions"
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "kind": "compute#operation",
             "id": str(abs(hash(self.name)) % 10**18),
             "name": self.name,
-            "zone": f"{BASE}/projects/{self.project}/zones/{self.zone}",
+            ("zone" if self.scope == "zones" else "region"): f"{BASE}/projects/{self.project}/{self.scope}/{self.zone}",
             "operationType": self.op_type,
             "targetLink": self.target,
             "status": self.status,
             "progress": 100 if self.status == "DONE" else 0,
             "insertTime": self.insert_time,
             "startTime": self.insert_time,
-            "selfLink": f"{BASE}/projects/{self.project}/zones/{self.zone}/operations/{self.name}",
+            "selfLink": f"{BASE}/projects/{self.project}/{self.scope}/{self.zone}/operations/{self.name}",
         }
         if self.end_time:
             body["endTime"] = self.end_time
         if self.error is not None:
             body["error"] = {"errors": [{"code": self.error.status or self.error.reason.upper(), "message": self.error.message}]}
             body["httpErrorStatusCode"] = self.error.code
-            body["httpErrorMessage"] = {403: "FORBIDDEN", 404: "NOT FOUND", 400: "BAD REQUEST"}.get(self.error.code, "ERROR")
+            body["httpErrorMessage"] = {403: "FORBIDDEN", 404: "NOT FOUND", 400: "BAD REQUEST", 409: "CONFLICT"}.get(self.error.code, "ERROR")
         return body
 
 
@@ -142,6 +157,8 @@ class FakeCompute:
         self.operation_delay = operation_delay
         self.zones = set(zones)
         self.instances: dict[tuple[str, str, str], dict[str, Any]] = {}  # (project, zone, name) -> instance JSON
+        self.addresses: dict[tuple[str, str, str], dict[str, Any]] = {}  # (project, region, name) -> address JSON
+        self._requested: dict[tuple[str, str, str], str] = {}  # instance key -> the networkIP it asked for
         self.operations: dict[tuple[str, str, str], _Operation] = {}
         self.calls: list[str] = []  # "method" per request, for tests that count API calls
         self._failures: dict[str, list[InjectedError | str]] = {}
@@ -174,6 +191,11 @@ class FakeCompute:
             for instance in self.instances.values():
                 self.booter.halt(_host_id(instance))
             self.instances.clear()
+            release = getattr(self.booter, "release", None)
+            for address in self.addresses.values():
+                if release is not None and address.get("address"):
+                    release(address["address"])
+            self.addresses.clear()
 
     def __enter__(self) -> FakeCompute:
         return self.start()
@@ -193,6 +215,12 @@ class FakeCompute:
     def instance(self, project: str, zone: str, name: str) -> dict[str, Any] | None:
         with self._lock:
             return self.instances.get((project, zone, name))
+
+    def address(self, project: str, region: str, name: str) -> dict[str, Any] | None:
+        """The address resource as the API shows it (status and users derived from the instances)."""
+        with self._lock:
+            address = self.addresses.get((project, region, name))
+            return None if address is None else self._address_json(address)
 
     # --- the API -------------------------------------------------------------------------
 
@@ -227,9 +255,9 @@ class FakeCompute:
                 op.status = "DONE"
                 op.end_time = _now()
 
-    def _operation(self, project: str, zone: str, op_type: str, target: str, effect: Any) -> dict[str, Any]:
+    def _operation(self, project: str, zone: str, op_type: str, target: str, effect: Any, scope: str = "zones") -> dict[str, Any]:
         name = f"operation-{int(time.time() * 1000)}-{next(self._ids):06d}"
-        op = _Operation(project, zone, name, op_type, target, time.monotonic() + self.operation_delay, effect)
+        op = _Operation(project, zone, name, op_type, target, time.monotonic() + self.operation_delay, effect, scope=scope)
         with self._lock:
             self.operations[(project, zone, name)] = op
         if self.operation_delay <= 0:
@@ -269,6 +297,7 @@ class FakeCompute:
                 raise ApiError(InjectedError(409, "alreadyExists", f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists", "ALREADY_EXISTS"))
             interfaces = [dict(n) for n in body.get("networkInterfaces") or [{"network": f"{BASE}/projects/{project}/global/networks/default"}]]
             interfaces[0].setdefault("name", "nic0")
+            requested = self._requested_ip(project, zone, str(interfaces[0].pop("networkIP", "") or ""))
             for nic in interfaces:
                 for access in nic.get("accessConfigs") or []:
                     access.setdefault("natIP", "")  # no external address here: nothing leaves the machine
@@ -287,16 +316,64 @@ class FakeCompute:
                 "selfLink": self_link,
             }
             self.instances[(project, zone, name)] = instance
+            self._requested[(project, zone, name)] = requested
 
         def boot() -> None:
-            self._boot(instance)
+            try:
+                self._boot(instance)
+            except ApiError:  # the address is taken: the insert fails and leaves no instance
+                with self._lock:
+                    self.instances.pop((project, zone, name), None)
+                    self._requested.pop((project, zone, name), None)
+                raise
 
         return self._operation(project, zone, "insert", self_link, boot)
 
+    def _requested_ip(self, project: str, zone: str, value: str) -> str:
+        """The IP an instance's ``networkIP`` asks for (an IP, or a reserved address's URL)."""
+        if not value:
+            return ""
+        field = "resource.networkInterfaces[0].networkIP"
+        url = ADDRESS_URL.search(value)
+        if url:
+            key = (url[1], url[2], url[3])
+            with self._lock:
+                address = self.addresses.get(key)
+            if address is None or not address.get("address"):
+                raise ApiError(InjectedError(
+                    400, "invalid", f"Invalid value for field '{field}': '{value}'. The referenced address resource was not found.",
+                    "INVALID_ARGUMENT"))  # fmt: skip
+            if url[2] != _region(zone):
+                raise ApiError(InjectedError(
+                    400, "invalid", f"Invalid value for field '{field}': '{value}'. The address is in region '{url[2]}', "
+                    f"not in the instance's region '{_region(zone)}'.", "INVALID_ARGUMENT"))  # fmt: skip
+            return str(address["address"])
+        if not IPV4.match(value):
+            raise ApiError(InjectedError(
+                400, "invalid", f"Invalid value for field '{field}': '{value}'. Must be an IPv4 address or an address resource URL.",
+                "INVALID_ARGUMENT"))  # fmt: skip
+        return value
+
     def _boot(self, instance: dict[str, Any]) -> None:
         items = (instance.get("metadata") or {}).get("items") or []
-        spec = HostSpec(_host_id(instance), {i["key"]: i.get("value", "") for i in items}, dict(instance.get("labels") or {}))
-        address = self.booter.boot(spec)
+        key = _key(instance)
+        with self._lock:
+            requested = self._requested.get(key, "")
+        spec = HostSpec(_host_id(instance), {i["key"]: i.get("value", "") for i in items}, dict(instance.get("labels") or {}), address=requested)
+        try:
+            address = self.booter.boot(spec)
+        except AddressInUse as exc:
+            raise ApiError(InjectedError(
+                400, "IP_IN_USE_BY_ANOTHER_RESOURCE", f"IP '{exc.address}' is already being used by another resource.",
+                "IP_IN_USE_BY_ANOTHER_RESOURCE"))  # fmt: skip
+        except AddressUnavailable as exc:
+            raise ApiError(InjectedError(
+                400, "invalid", f"Requested internal IP address '{requested}' is outside the subnetwork CIDR range ({exc}).",
+                "INVALID_ARGUMENT") if requested else InjectedError(  # fmt: skip
+                503, "IP_SPACE_EXHAUSTED", f"IP space of the subnetwork is exhausted ({exc}).", "IP_SPACE_EXHAUSTED"))
+        if requested and address != requested:
+            self.booter.halt(spec.host_id)
+            raise RuntimeError(f"the booter gave {spec.host_id} the address {address}, not the requested {requested}")
         with self._lock:
             instance["networkInterfaces"][0]["networkIP"] = address
             instance["status"] = "RUNNING"
@@ -318,6 +395,7 @@ class FakeCompute:
             self._halt(instance, "TERMINATED")
             with self._lock:
                 self.instances.pop((project, zone, name), None)
+                self._requested.pop((project, zone, name), None)
 
         return self._operation(project, zone, "delete", instance["selfLink"], remove)
 
@@ -369,18 +447,159 @@ class FakeCompute:
                     scoped.setdefault(f"zones/{z}", {"instances": []})["instances"].append(json.loads(json.dumps(instance)))
         return {"kind": "compute#instanceAggregatedList", "id": f"projects/{project}/aggregated/instances", "items": scoped}
 
-    def operation(self, project: str, zone: str, name: str, *, wait: bool) -> dict[str, Any]:
-        self._check_zone(project, zone)
+    # --- addresses (regional, static internal) ---------------------------------------------
+
+    def _check_region(self, project: str, region: str) -> None:
+        if region not in {_region(z) for z in self.zones}:
+            raise ApiError(InjectedError(404, "notFound", f"The resource 'projects/{project}/regions/{region}' was not found", "NOT_FOUND"))
+
+    def _address_json(self, address: dict[str, Any]) -> dict[str, Any]:
+        """The address as the API shows it: IN_USE with its users while an instance holds it."""
+        body = json.loads(json.dumps(address))
+        users = [i["selfLink"] for i in self.instances.values()
+                 if address.get("address") and i["networkInterfaces"][0].get("networkIP") == address["address"]]  # fmt: skip
+        if body["status"] != "RESERVING":
+            body["status"] = "IN_USE" if users else "RESERVED"
+        if users:
+            body["users"] = users
+        return body
+
+    def _get_address(self, project: str, region: str, name: str) -> dict[str, Any]:
+        self._check_region(project, region)
+        with self._lock:
+            address = self.addresses.get((project, region, name))
+        if address is None:
+            raise ApiError(InjectedError(404, "notFound", f"The resource 'projects/{project}/regions/{region}/addresses/{name}' was not found", "NOT_FOUND"))
+        return address
+
+    def get_address(self, project: str, region: str, name: str) -> dict[str, Any]:
+        address = self._get_address(project, region, name)
+        with self._lock:
+            return self._address_json(address)
+
+    def insert_address(self, project: str, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_region(project, region)
+        name = str(body.get("name", ""))
+        if not NAME.match(name):
+            raise ApiError(InjectedError(
+                400, "invalid", f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
+                "INVALID_ARGUMENT"))  # fmt: skip
+        kind = str(body.get("addressType") or "EXTERNAL")
+        if kind != "INTERNAL":
+            raise ApiError(InjectedError(400, "invalid", f"Invalid value for field 'resource.addressType': '{kind}'. "
+                                         "This fake serves INTERNAL addresses only (no external addresses leave this machine).",
+                                         "INVALID_ARGUMENT"))  # fmt: skip
+        wanted = str(body.get("address") or "")
+        if wanted and not IPV4.match(wanted):
+            raise ApiError(InjectedError(400, "invalid", f"Invalid value for field 'resource.address': '{wanted}'. Must be an IPv4 address.", "INVALID_ARGUMENT"))
+        labels = dict(body.get("labels") or {})
+        for key, value in labels.items():
+            if not LABEL_KEY.match(key) or not LABEL_VALUE.match(str(value)):
+                raise ApiError(InjectedError(400, "invalid", f"Invalid value for field 'resource.labels': '{key}={value}'.", "INVALID_ARGUMENT"))
+        reserve = getattr(self.booter, "reserve", None)
+        if reserve is None:
+            raise ApiError(InjectedError(400, "invalid", f"{type(self.booter).__name__} cannot reserve addresses (no reserve())", "INVALID_ARGUMENT"))
+        self_link = f"{BASE}/projects/{project}/regions/{region}/addresses/{name}"
+        subnetwork = str(body.get("subnetwork") or "")
+        if subnetwork and not subnetwork.startswith("https://"):
+            subnetwork = f"{BASE}/projects/{project}/{subnetwork.split('projects/' + project + '/', 1)[-1]}"
+        with self._lock:
+            if (project, region, name) in self.addresses:
+                raise ApiError(InjectedError(409, "alreadyExists", f"The resource 'projects/{project}/regions/{region}/addresses/{name}' already exists", "ALREADY_EXISTS"))
+            address = {
+                **{k: v for k, v in body.items() if k in ("description", "purpose", "networkTier", "prefixLength", "ipVersion")},
+                "kind": "compute#address",
+                "id": str(next(self._ids) + 7_000_000_000_000_000_000),
+                "name": name,
+                "addressType": kind,
+                "status": "RESERVING",
+                "region": f"{BASE}/projects/{project}/regions/{region}",
+                "labels": labels,
+                "labelFingerprint": "42WmSpB8rSM=",
+                "creationTimestamp": _now(),
+                "selfLink": self_link,
+            }
+            if subnetwork:
+                address["subnetwork"] = subnetwork
+            self.addresses[(project, region, name)] = address
+
+        def reserved() -> None:
+            try:
+                ip = reserve(wanted)
+            except (AddressInUse, AddressUnavailable) as exc:
+                with self._lock:
+                    self.addresses.pop((project, region, name), None)
+                if isinstance(exc, AddressInUse):
+                    raise ApiError(InjectedError(400, "IP_IN_USE_BY_ANOTHER_RESOURCE",
+                                                 f"IP '{wanted}' is already being used by another resource.", "IP_IN_USE_BY_ANOTHER_RESOURCE")) from None  # fmt: skip
+                raise ApiError(InjectedError(400, "invalid", f"Requested internal IP address '{wanted}' is outside the subnetwork CIDR range ({exc})."
+                                             if wanted else f"IP space of the subnetwork is exhausted ({exc}).", "INVALID_ARGUMENT")) from None  # fmt: skip
+            with self._lock:
+                address["address"] = ip
+                address["status"] = "RESERVED"
+
+        return self._operation(project, region, "insert", self_link, reserved, scope="regions")
+
+    def list_addresses(self, project: str, region: str, filter_text: str) -> dict[str, Any]:
+        self._check_region(project, region)
+        match = _parse_filter(filter_text)
+        with self._lock:
+            items = [self._address_json(a) for (p, r, _), a in sorted(self.addresses.items()) if p == project and r == region and match(a)]
+        body: dict[str, Any] = {"kind": "compute#addressList", "id": f"projects/{project}/regions/{region}/addresses",
+                                "selfLink": f"{BASE}/projects/{project}/regions/{region}/addresses"}  # fmt: skip
+        if items:
+            body["items"] = items
+        return body
+
+    def delete_address(self, project: str, region: str, name: str) -> dict[str, Any]:
+        address = self._get_address(project, region, name)
+        with self._lock:
+            users = self._address_json(address).get("users") or []
+        if users:
+            user = users[0].split("/compute/v1/", 1)[-1]
+            raise ApiError(InjectedError(
+                400, "resourceInUseByAnotherResource",
+                f"The address resource '{address['selfLink'].split('/compute/v1/', 1)[-1]}' is already being used by '{user}'",
+                "FAILED_PRECONDITION"))  # fmt: skip
+
+        def remove() -> None:
+            with self._lock:
+                self.addresses.pop((project, region, name), None)
+            release = getattr(self.booter, "release", None)
+            if release is not None and address.get("address"):
+                release(address["address"])
+
+        return self._operation(project, region, "delete", address["selfLink"], remove, scope="regions")
+
+    # --- operations ------------------------------------------------------------------------
+
+    def operation(self, project: str, zone: str, name: str, *, wait: bool, scope: str = "zones") -> dict[str, Any]:
+        if scope == "zones":
+            self._check_zone(project, zone)
+        else:
+            self._check_region(project, zone)
         deadline = time.monotonic() + 120.0  # zoneOperations.wait returns when done or after 2 minutes
         while True:
             with self._lock:
                 op = self.operations.get((project, zone, name))
+            if op is not None and op.scope != scope:
+                op = None
             if op is None:
-                resource = f"projects/{project}/zones/{zone}/operations/{name}"
+                resource = f"projects/{project}/{scope}/{zone}/operations/{name}"
                 raise ApiError(InjectedError(404, "notFound", f"The resource '{resource}' was not found", "NOT_FOUND"))
             if not wait or op.status == "DONE" or time.monotonic() >= deadline or self._stop.is_set():
                 return op.to_json()
             time.sleep(0.02)
+
+
+def _region(zone: str) -> str:
+    return zone.rsplit("-", 1)[0]
+
+
+def _key(instance: dict[str, Any]) -> tuple[str, str, str]:
+    zone = str(instance["zone"]).rsplit("/", 1)[-1]
+    project = str(instance["selfLink"]).split("/projects/", 1)[-1].split("/", 1)[0]
+    return project, zone, str(instance["name"])
 
 
 def _host_id(instance: dict[str, Any]) -> str:
@@ -435,6 +654,12 @@ _ROUTES = [
     ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/start$"), "start"),
     ("GET", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/([^/]+)$"), "operations.get"),
     ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/([^/]+)/wait$"), "operations.wait"),
+    ("GET", re.compile(r"^/compute/v1/projects/([^/]+)/regions/([^/]+)/addresses$"), "addresses.list"),
+    ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/regions/([^/]+)/addresses$"), "addresses.insert"),
+    ("GET", re.compile(r"^/compute/v1/projects/([^/]+)/regions/([^/]+)/addresses/([^/]+)$"), "addresses.get"),
+    ("DELETE", re.compile(r"^/compute/v1/projects/([^/]+)/regions/([^/]+)/addresses/([^/]+)$"), "addresses.delete"),
+    ("GET", re.compile(r"^/compute/v1/projects/([^/]+)/regions/([^/]+)/operations/([^/]+)$"), "regionOperations.get"),
+    ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/regions/([^/]+)/operations/([^/]+)/wait$"), "regionOperations.wait"),
 ]
 
 
@@ -475,12 +700,22 @@ def _handler_for(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
                 return fake.aggregated_list(args[0], filter_text)
             if method == "list":
                 return fake.list(args[0], args[1], filter_text)
-            if method == "insert":
+            if method in ("insert", "addresses.insert"):
                 try:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     raise ApiError(InjectedError(400, "parseError", "Parse Error", "INVALID_ARGUMENT")) from None
+                if method == "addresses.insert":
+                    return fake.insert_address(args[0], args[1], body)
                 return fake.insert(args[0], args[1], body)
+            if method == "addresses.list":
+                return fake.list_addresses(args[0], args[1], filter_text)
+            if method == "addresses.get":
+                return fake.get_address(*args)
+            if method == "addresses.delete":
+                return fake.delete_address(*args)
+            if method.startswith("regionOperations."):
+                return fake.operation(*args, wait=method.endswith(".wait"), scope="regions")
             if method == "get":
                 return fake._get_instance(*args)
             if method == "delete":

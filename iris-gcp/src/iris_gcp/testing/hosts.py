@@ -9,8 +9,10 @@ live in :mod:`iris.testing.container_hosts` (``host_image_tar``, ``host_image``,
 :class:`ContainerBooter` implements :class:`iris_gcp.testing.boot.Booter` with it. Each booted
 host gets:
 
-- its own loopback address ``127.0.0.N`` (from the pool the test passes) and ``--network host``:
-  what it serves, it binds to that address;
+- its own loopback address ``127.0.0.N`` (from the pool the test passes, or the one its
+  ``HostSpec.address`` asks for: an address another host holds is refused with
+  :class:`~iris_gcp.testing.boot.AddressInUse`) and ``--network host``: what it serves, it
+  binds to that address;
 - the engine's socket at ``/var/run/docker.sock`` (the host's "local" engine is the shared test
   engine: containers the startup script starts run beside it, not inside it);
 - a directory of this machine mounted at the same path, holding ``IRIS_ROOT`` (``iris/``) and
@@ -61,7 +63,7 @@ __all__ = [
 ]  # fmt: skip
 from iris.testing.docker_engine import DockerEngine
 from iris_gcp import bootstrap
-from iris_gcp.testing.boot import HostSpec
+from iris_gcp.testing.boot import AddressPool, AddressUnavailable, HostSpec
 from iris_gcp.testing.fake_metadata import FakeMetadataServer
 
 LABEL_HOST = "iris.fake-host"  # the host's own container
@@ -182,7 +184,8 @@ class ContainerBooter:
         self.shared.mkdir(exist_ok=True)
         self.id = uuid.uuid4().hex[:8]
         self._lock = threading.Lock()
-        self._free = list(addresses)
+        #: the loopback addresses hosts get (the "subnetwork"), with the static reservations
+        self.pool = AddressPool(addresses, owner="ContainerBooter")
         self._hosts: dict[str, _Host] = {}
         self._consoles: dict[str, str] = {}  # the last console of halted hosts
         self._user_key: Path | None = None
@@ -193,10 +196,10 @@ class ContainerBooter:
         with self._lock:
             existing = self._hosts.get(host.host_id)
             if existing is not None:
+                if host.address and host.address != existing.address:
+                    raise AddressUnavailable(f"ContainerBooter: host {host.host_id} already runs on {existing.address}, not {host.address}")
                 return existing.address
-            if not self._free:
-                raise RuntimeError("ContainerBooter: no loopback addresses left for another host")
-            address = self._free.pop(0)
+            address = self.pool.take(host.host_id, host.address)  # AddressInUse: another host holds it
             name = instance_name(host.host_id)
             if any(h.name == name for h in self._hosts.values()):
                 name = f"{name}-{uuid.uuid4().hex[:4]}"
@@ -204,7 +207,7 @@ class ContainerBooter:
             try:
                 record = self._start(host, name, address, directory)
             except BaseException:
-                self._free.insert(0, address)
+                self.pool.give_back(host.host_id)
                 self.metadata.remove(name)
                 shutil.rmtree(directory, ignore_errors=True)
                 raise
@@ -220,8 +223,7 @@ class ContainerBooter:
         self._remove_containers(record)
         self.metadata.remove(record.name)
         subprocess.run(["rm", "-rf", "--one-file-system", str(record.directory)], check=False)
-        with self._lock:
-            self._free.append(record.address)
+        self.pool.give_back(host_id)  # a reserved address stays reserved
 
     def running(self, host_id: str) -> bool:
         with self._lock:
@@ -241,6 +243,14 @@ class ContainerBooter:
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.shared)], check=False)
         if self._own_root:
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
+
+    def reserve(self, address: str = "") -> str:
+        """Reserve an address of the pool (a static internal address): no host gets it unless
+        it asks for it (``HostSpec.address``), and it stays reserved when that host halts."""
+        return self.pool.reserve(address)
+
+    def release(self, address: str) -> None:
+        self.pool.release(address)
 
     def reboot(self, host_id: str) -> None:
         """Power-cycle the host (as a GCE reset): what it started dies, its directory (its disk)
