@@ -55,6 +55,7 @@ from iris.auth import TOKEN_ENV, WORKER_TOKEN_ENV
 from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS, LABEL_WORKER, WorkerLaunch
 from iris.rpc import convert, worker_pb2, worker_pb2_grpc
 from iris.rpc.channel import authorized_channel
+from iris.runtime.spare_directories import SpareDirectories
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ RUNNING_REPORT_DELAY = 0.005
 RESULT_FILE = "result.pkl"  # where run_callable leaves a callable's outcome (see run_callable.py)
 ENVIRONMENT_LOG = "environment.log"  # the environment build's output (env records): the start of the attempt's log
 MAX_RESULT_BYTES = 16 << 20
-SPARE_ATTEMPT_DIRECTORIES = 64  # emptied attempt directories kept for reuse (see _recycle_directory)
+SPARE_ATTEMPT_DIRECTORIES = 64  # emptied attempt directories kept for reuse (see iris.runtime.spare_directories)
 START_THREADS = 8
 CLEANUP_THREADS = 2
 AUTH_RETRY_SECONDS = 5.0  # a refused credential is retried slowly: someone has to fix it
@@ -191,8 +192,10 @@ class Worker:
         self._bundle_lock = threading.Lock()
         self._verified: dict[str, tuple[int, ...]] = {}  # bundle id -> stamp of its cached copy when it hashed right
         self._known_version = 0
-        self._spare_dir = self._work_dir / "attempts" / ".spare"
-        self._spares: list[Path] = []
+        # ended attempts' directories, emptied (their environment log kept while empty), for reuse
+        self._spares = SpareDirectories(
+            self._work_dir / "attempts" / ".spare", SPARE_ATTEMPT_DIRECTORIES, keep_files=frozenset({ENVIRONMENT_LOG})
+        )
         # What the last request carried, per attempt (touched by the loop thread only).
         self._sent_offsets: dict[tuple[str, int], int] = {}
         self._sent_states: dict[tuple[str, int], TaskState] = {}
@@ -205,7 +208,7 @@ class Worker:
         os.chmod(self._work_dir, 0o700)
         (self._work_dir / "attempts").mkdir(parents=True, exist_ok=True)
         (self._work_dir / "bundles").mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self._spare_dir, ignore_errors=True)  # an earlier process's spares
+        shutil.rmtree(self._spares.spare_dir, ignore_errors=True)  # an earlier process's spares
         self._adopt()
         self._channel = authorized_channel(
             self._address,
@@ -219,6 +222,7 @@ class Worker:
 
     def stop(self, kill_attempts: bool = True) -> None:
         self._stop.set()
+        self._spares.close()  # from here ended attempts' directories are removed, not kept
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -243,9 +247,7 @@ class Worker:
                 self._attempts.clear()
             for attempt in attempts:
                 self._cleanup_attempt(attempt)
-        with self._lock:
-            self._spares.clear()
-        shutil.rmtree(self._spare_dir, ignore_errors=True)
+        self._spares.close()
         if self._channel is not None:
             self._channel.close()
 
@@ -811,7 +813,7 @@ class Worker:
                 logger.exception("failed to remove container %s", attempt.handle.container_id)
             # a runtime that proves nothing of the container runs any more (``contained``, read
             # after removal) lets the directory it worked in be reused
-            if getattr(attempt.handle, "contained", False) is True and self._recycle_directory(attempt.directory):
+            if getattr(attempt.handle, "contained", False) is True and self._spares.recycle(attempt.directory):
                 return
         try:  # an attempt without a bundle or output files leaves one empty directory
             os.rmdir(attempt.directory)
@@ -827,48 +829,8 @@ class Worker:
         """Make an attempt's directory: a spare one renamed into place, else a new one."""
         if os.path.lexists(directory):  # left by an earlier process of this worker
             shutil.rmtree(directory)
-        while True:
-            with self._lock:
-                spare = self._spares.pop() if self._spares else None
-            if spare is None:
-                directory.mkdir()
-                return
-            try:
-                os.rename(spare, directory)
-                return
-            except OSError:
-                shutil.rmtree(spare, ignore_errors=True)
-
-    def _recycle_directory(self, directory: Path) -> bool:
-        """Keep an ended attempt's directory, emptied, for a later start (its environment log
-        kept as an empty file): a new directory and file cost an inode each, which on some
-        filesystems (ext4 here) is far dearer than emptying them. Only called once nothing of
-        the attempt's container runs. False (the caller removes it) when enough spares are kept
-        or it cannot be done."""
-        with self._lock:
-            if len(self._spares) >= SPARE_ATTEMPT_DIRECTORIES or self._stop.is_set():
-                return False
-        spare = self._spare_dir / directory.name
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path)
-                    elif entry.name == ENVIRONMENT_LOG and entry.is_file(follow_symlinks=False):
-                        stat = entry.stat(follow_symlinks=False)
-                        if stat.st_nlink != 1:  # linked elsewhere: emptying it would empty that too
-                            os.unlink(entry.path)
-                        elif stat.st_size:
-                            os.truncate(entry.path, 0)
-                    else:
-                        os.unlink(entry.path)
-            self._spare_dir.mkdir(exist_ok=True)
-            os.rename(directory, spare)
-        except OSError:
-            return False
-        with self._lock:
-            self._spares.append(spare)
-        return True
+        if not self._spares.take(directory):
+            directory.mkdir()
 
 
 def _file_size(path: Path) -> int:
