@@ -143,14 +143,19 @@ class Wakeups:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
+        """Made on the loop's thread (the server is built there)."""
         self._loop = loop
+        self._loop_thread = threading.get_ident()
         self._waiting: dict[str, set[asyncio.Future[None]]] = {}
         self.parked = 0  # long-polls waiting now
         self.closed = False
 
     def announce(self, keys: frozenset[str]) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._wake, keys)
+            if threading.get_ident() == self._loop_thread:  # a commit by an RPC on the loop (most are)
+                self._loop.call_soon(self._wake, keys)  # no self-pipe write, no wake-up of the loop
+            else:
+                self._loop.call_soon_threadsafe(self._wake, keys)
         except RuntimeError:  # the loop is closed: the server has stopped
             pass
 

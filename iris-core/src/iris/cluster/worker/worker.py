@@ -266,26 +266,17 @@ class Worker:
             except faults.FaultInjected:
                 self._stop.wait(backoff)
                 continue
-            future = stub.Reconcile.future(request, timeout=self._wait_seconds + 10)
-            future.add_done_callback(self._notify)
-            sent = time.monotonic()
-            with self._cv:
-                while not future.done() and not self._stop.is_set():
-                    # a long-poll is cut short by local news (checked before each wait, so news that
-                    # came first is not slept on) and by new output once LOG_POLL_SECONDS have
-                    # passed (output is shipped at that pace: a line written just now need not
-                    # cost an exchange of its own); a call that answers at once is awaited
-                    if request.wait_seconds and (
-                        self._local_news or (time.monotonic() - sent >= LOG_POLL_SECONDS and self._has_new_output())
-                    ):
-                        break
-                    self._cv.wait(LOG_POLL_SECONDS)
-            if not future.done():
-                future.cancel()
-            if self._stop.is_set():
-                return
             try:
-                response = future.result()
+                if request.wait_seconds:
+                    response = self._long_poll(stub, request)
+                    if response is None:
+                        if self._stop.is_set():
+                            return
+                        continue  # cut short by local news
+                else:
+                    # an answer is awaited at once: a blocking call, served on this thread (a
+                    # future would start a channel thread each time the channel has no other call)
+                    response = stub.Reconcile(request, timeout=self._wait_seconds + 10)
             except grpc.FutureCancelledError:
                 continue
             except grpc.RpcError as exc:
@@ -296,6 +287,8 @@ class Worker:
                 self._stop.wait(AUTH_RETRY_SECONDS if refused else backoff)
                 backoff = min(backoff * 2, 0.5)  # a restarted controller is found within half a second
                 continue
+            if self._stop.is_set():
+                return
             backoff = 0.05
             try:
                 faults.inject("worker.reconcile_receive")
@@ -307,6 +300,27 @@ class Worker:
                 # hear that they build, so a short task costs one report (its end), not two
                 with self._cv:
                     self._cv.wait_for(lambda: self._local_news or self._stop.is_set(), LOG_POLL_SECONDS)
+
+    def _long_poll(self, stub: Any, request: worker_pb2.ReconcileRequest) -> worker_pb2.ReconcileResponse | None:
+        """Send a long-polled reconcile; its answer, or None once local news (or a stop) cut it short.
+
+        The call is cut short by local news (checked before each wait, so news that came first is
+        not slept on) and by new output once LOG_POLL_SECONDS have passed (output is shipped at
+        that pace: a line written just now need not cost an exchange of its own)."""
+        future = stub.Reconcile.future(request, timeout=self._wait_seconds + 10)
+        future.add_done_callback(self._notify)
+        sent = time.monotonic()
+        with self._cv:
+            while not future.done() and not self._stop.is_set():
+                if self._local_news or (time.monotonic() - sent >= LOG_POLL_SECONDS and self._has_new_output()):
+                    break
+                self._cv.wait(LOG_POLL_SECONDS)
+        if not future.done():
+            future.cancel()
+            return None
+        if self._stop.is_set():
+            return None
+        return future.result()
 
     def _notify(self, _: object = None) -> None:
         with self._cv:
