@@ -58,7 +58,7 @@ from typing import Any
 from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
 from iris.runtime.output_log import STDERR, STDOUT, OutputLog, records
 from iris.runtime.spare_directories import SpareDirectories, empty_tree, open_empty
-from iris.procfs import group_alive, group_members, group_rss, pid_start_time
+from iris.procfs import boottime_ns, child_start_time, group_alive, group_members, group_rss, pid_start_time
 from iris_local.cgroups import Cgroup, Cgroups
 
 __all__ = ["ProcessHandle", "ProcessRuntime", "group_alive", "group_members", "group_rss"]
@@ -497,6 +497,7 @@ class ProcessRuntime:
         try:
             # empty or new (see iris.runtime.spare_directories): opened without O_TRUNC
             with open(open_empty(directory / STDOUT), "wb") as out, open(open_empty(directory / STDERR), "wb") as err:
+                forked_after = boottime_ns()
                 popen = subprocess.Popen(
                     wrapper_argv,
                     cwd=spec.cwd,
@@ -506,6 +507,7 @@ class ProcessRuntime:
                     stderr=err,
                     start_new_session=True,
                 )
+                forked_before = boottime_ns()
         except ValueError as exc:  # what check_command did not foresee about argv or env
             if cgroup is not None:
                 cgroup.destroy()
@@ -518,7 +520,7 @@ class ProcessRuntime:
             "container_id": spec.container_id,
             "labels": dict(spec.labels),
             "pid": popen.pid,
-            "start_time": pid_start_time(popen.pid),
+            "start_time": child_start_time(popen.pid, forked_after, forked_before),
             "argv": list(spec.argv),
             "memory_bytes": spec.memory_bytes,
         }
