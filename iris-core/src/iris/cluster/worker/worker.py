@@ -497,35 +497,14 @@ class Worker:
         Handles that offer an ``exit_fd`` are waited on together (``poll``), so an ending is seen
         at once; the others are looked at every ``MONITOR_POLL_SECONDS``. A started attempt wakes
         the loop (``_monitor_wake``) so its descriptor is watched from the start."""
-        poller = select.poll()
-        poller.register(self._monitor_wake_r, select.POLLIN)
-        watched: dict[int, LocalAttempt] = {}
+        exits = ExitWatch(self._monitor_wake_r)
         while not self._stop.is_set():
             with self._lock:
                 running = [a for a in self._attempts.values() if a.state is TaskState.RUNNING and a.handle is not None]
-            polled: list[LocalAttempt] = []
-            live: set[int] = set()
-            for attempt in running:
-                fd = attempt.exit_fd
-                if fd is None:
-                    polled.append(attempt)
-                    continue
-                live.add(fd)
-                if fd not in watched:
-                    poller.register(fd, select.POLLIN)
-                    watched[fd] = attempt
-            for fd in [fd for fd in watched if fd not in live]:
-                poller.unregister(fd)
-                del watched[fd]
+            polled = exits.watch(running)
             due = [a.report_at for a in running if a.report_at]
             timeout = MONITOR_POLL_SECONDS if not due else max(0.0, min(MONITOR_POLL_SECONDS, min(due) - time.monotonic()))
-            events = poller.poll(timeout * 1000)
-            ended = []
-            for fd, _ in events:
-                if fd == self._monitor_wake_r:
-                    os.read(fd, 4096)
-                elif fd in watched:
-                    ended.append(watched[fd])
+            ended = exits.wait(timeout)
             for attempt in [*ended, *polled]:
                 if self._stop.is_set():
                     return
@@ -845,6 +824,50 @@ class Worker:
             shutil.rmtree(directory)
         if not self._spares.take(directory):
             directory.mkdir()
+
+
+class ExitWatch:
+    """The running attempts' exit descriptors, waited on together with ``poll`` (the monitor's).
+
+    Kept by attempt, not by descriptor number alone: an ended attempt's descriptor may be closed
+    (its container removed) and its number reused by a new attempt's before the monitor has let
+    the old one go; the number then stands for the new attempt (else the new attempt's end would
+    be taken for the old one's, and never recorded)."""
+
+    def __init__(self, wake_fd: int):
+        """``wake_fd`` (read and drained here) wakes a wait early."""
+        self._poller = select.poll()
+        self._wake_fd = wake_fd
+        self._poller.register(wake_fd, select.POLLIN)
+        self._watched: dict[int, LocalAttempt] = {}
+
+    def watch(self, running: list[LocalAttempt]) -> list[LocalAttempt]:
+        """Watch exactly these attempts' descriptors; returns those without one (to be polled)."""
+        polled = []
+        live: set[int] = set()
+        for attempt in running:
+            fd = attempt.exit_fd
+            if fd is None:
+                polled.append(attempt)
+                continue
+            live.add(fd)
+            if self._watched.get(fd) is not attempt:
+                self._poller.register(fd, select.POLLIN)  # registers, or re-registers a reused number
+                self._watched[fd] = attempt
+        for fd in [fd for fd in self._watched if fd not in live]:
+            self._poller.unregister(fd)
+            del self._watched[fd]
+        return polled
+
+    def wait(self, timeout: float) -> list[LocalAttempt]:
+        """Wait up to ``timeout`` seconds; the watched attempts whose descriptor became readable."""
+        ended = []
+        for fd, _ in self._poller.poll(timeout * 1000):
+            if fd == self._wake_fd:
+                os.read(fd, 4096)
+            elif fd in self._watched:
+                ended.append(self._watched[fd])
+        return ended
 
 
 def _file_size(path: Path) -> int:
