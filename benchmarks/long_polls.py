@@ -129,7 +129,7 @@ async def run_once(args: argparse.Namespace) -> dict[str, float]:
         stub = controller_pb2_grpc.ControllerServiceStub(probe)
         job_ids = []
         for i in range(args.jobs):
-            spec = JobSpec(name=f"idle-{i}", entrypoint=Entrypoint(argv=("true",)), resources=ResourceSpec(cpu=10_000))
+            spec = JobSpec(name=f"idle-{i}", entrypoint=Entrypoint(argv=("true",)), resources=ResourceSpec(cpu=10_000), user="bench")
             job_ids.append((await stub.LaunchJob(controller_pb2.LaunchJobRequest(spec=convert.job_spec_to_proto(spec)), timeout=30)).job_id)
         per_kind = args.polls // 3
         workers = [WorkerIdentity(f"sim-{i:05d}", cpu=4, memory_bytes=16 << 30) for i in range(args.polls - 2 * per_kind)]

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from iris.cluster.controller.controller import Controller
-from iris.cluster.controller.service import ControllerServer
+from iris.cluster.controller.service import EVENT_LOOPS, ControllerServer
 from iris.job.records import JobSpec, WorkerIdentity
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert, worker_pb2_grpc
@@ -27,9 +27,10 @@ WAIT = 30.0  # each long-poll's own wait: answering well before it means somethi
 DEADLINE = 20.0
 
 
-@pytest.fixture
-def server() -> Iterator[ControllerServer]:
-    server = ControllerServer(Controller(), InMemoryBundleStore(), port=0)
+@pytest.fixture(params=EVENT_LOOPS)
+def server(request: pytest.FixtureRequest) -> Iterator[ControllerServer]:
+    """On each loop the server can run on (the controller process uses uvloop, in-process asyncio)."""
+    server = ControllerServer(Controller(), InMemoryBundleStore(), port=0, event_loop=request.param)
     server.start()
     yield server
     server.stop()
@@ -118,3 +119,8 @@ def test_long_polls_answer_with_what_they_have_when_the_server_stops(server: Con
 
     server.stop()
     assert convert.job_state_from_proto(wait_job.result(timeout=DEADLINE).state) is JobState.PENDING
+
+
+def test_long_polls_server_on_an_unknown_event_loop_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="event_loop 'trio' is not one of: asyncio, uvloop"):
+        ControllerServer(Controller(), InMemoryBundleStore(), port=0, event_loop="trio")

@@ -6,6 +6,7 @@ A zombie (ended but not yet reaped) counts as gone everywhere here.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -35,6 +36,29 @@ def pid_start_time(pid: int) -> str | None:
     is gone."""
     fields = _stat(pid)
     return None if fields is None or fields[0] in _DEAD else fields[19]
+
+
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def boottime_ns() -> int:
+    """Now on the clock a process's start time is counted on (``CLOCK_BOOTTIME``)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def child_start_time(pid: int, forked_after_ns: int, forked_before_ns: int) -> str | None:
+    """The start time :func:`pid_start_time` gives for ``pid``, a child of this process forked
+    between two :func:`boottime_ns` readings and not yet reaped (so its pid is still its own).
+
+    The kernel counts a start time in clock ticks (``CLK_TCK``, 10 ms) of the boot-time clock at
+    fork, so when both readings fall in one tick that tick is the answer, without reading
+    ``/proc``: a read of ``/proc/<pid>/stat`` right after the fork waits until the child's
+    ``exec`` is done (about a millisecond here). Otherwise it is read, a zombie's included."""
+    tick = forked_after_ns // _TICK_NS
+    if tick == forked_before_ns // _TICK_NS:
+        return str(tick)
+    fields = _stat(pid)
+    return None if fields is None else fields[19]
 
 
 def pid_alive(pid: int) -> bool:

@@ -7,8 +7,8 @@ the task to copy them), ``output.log`` (their lines as records tagged with their
 ``sh`` wrapper, so a restarted worker can learn the outcome of a process it did not start) and
 ``tmp/``, the task's ``TMPDIR`` unless its env sets one, so its temporary files go with it.
 Once a container is removed and its cgroup is gone, its directory is emptied and kept for a later
-start (see ``ProcessRuntime._recycle``): a new inode per file costs far more, on some
-filesystems, than emptying one.
+start (:mod:`iris.runtime.spare_directories`): a new inode per file costs far more, on some
+filesystems, than reusing an empty one.
 
 ``log_size`` and ``read_logs`` first move what the task wrote since the last call from the two
 stream files into ``output.log``, a record per line (a line still being written waits for its
@@ -57,7 +57,8 @@ from typing import Any
 
 from iris.plugin.protocols import ContainerSpec, ContainerStatus, TaskStartError
 from iris.runtime.output_log import STDERR, STDOUT, OutputLog, records
-from iris.procfs import group_alive, group_members, group_rss, pid_start_time
+from iris.runtime.spare_directories import SpareDirectories, empty_tree, open_empty
+from iris.procfs import boottime_ns, child_start_time, group_alive, group_members, group_rss, pid_start_time
 from iris_local.cgroups import Cgroup, Cgroups
 
 __all__ = ["ProcessHandle", "ProcessRuntime", "group_alive", "group_members", "group_rss"]
@@ -77,10 +78,11 @@ _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 MOVE_BYTES = 4 << 20  # of each stream per move into output.log (the worker sends 1 MiB per exchange)
 KILL_POLL_SECONDS = 0.05
-# Emptied container directories a runtime keeps for reuse (see ProcessRuntime._recycle), and
-# the files in them that are kept, emptied, rather than made again.
+# Emptied container directories a runtime keeps for reuse (iris.runtime.spare_directories), the
+# files in them kept while empty (a file with content is made again) and the directory kept, emptied.
 SPARE_DIRECTORIES = 64
 _REUSED_FILES = frozenset({STDOUT, STDERR, "exit_code", "meta.json", "output.log", "log.lock"})
+_REUSED_DIRS = frozenset({"tmp"})
 _spare_names = itertools.count()
 TASK_START_TIMEOUT_SECONDS = 10.0
 # Where /bin/sh looks for a command when the environment has no PATH.
@@ -131,30 +133,6 @@ def check_command(spec: ContainerSpec) -> None:
     if present:
         raise TaskStartError(f"cannot run {program!r}: {present[0]} is not an executable file", exit_code=126)
     raise TaskStartError(f"cannot run {program!r}: not found{where}", exit_code=127)
-
-
-def remove_tree(directory: Path, keep: bool = False) -> None:
-    """Remove ``directory`` and what is in it (with ``keep``, only what is in it); a flat
-    directory of files and empty directories (the common case) without the cost of a full
-    ``rmtree``."""
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    try:
-                        os.rmdir(entry.path)  # an empty one (tmp/ the task did not use)
-                    except OSError:
-                        shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
-        if not keep:
-            os.rmdir(directory)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        if keep:
-            raise
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _remove_orphan_spares(spare_root: Path) -> None:
@@ -475,7 +453,7 @@ class ProcessHandle:
             # nothing of the task is left to hold or write its files: the directory may be reused
             if self.contained and self._recycle is not None and self._recycle(self._dir):
                 return
-        remove_tree(self._dir)
+        empty_tree(self._dir)
 
 
 class ProcessRuntime:
@@ -489,10 +467,11 @@ class ProcessRuntime:
         self._cgroups = Cgroups.detect(cgroups)
         self._lock = threading.Lock()
         # this runtime's spare directories; those of runtimes whose process has ended are removed
-        self._spare_root = Path(root_dir) / "spare"
-        self._spare_dir = self._spare_root / f"{os.getpid()}.{next(_spare_names)}"
-        self._spares: list[Path] = []
-        _remove_orphan_spares(self._spare_root)
+        spare_root = Path(root_dir) / "spare"
+        self._spares = SpareDirectories(
+            spare_root / f"{os.getpid()}.{next(_spare_names)}", SPARE_DIRECTORIES, keep_files=_REUSED_FILES, keep_dirs=_REUSED_DIRS
+        )
+        _remove_orphan_spares(spare_root)
         self._limited: dict[str, ProcessHandle] = {}
         self._monitor: threading.Thread | None = None
         self._closed = threading.Event()
@@ -502,7 +481,7 @@ class ProcessRuntime:
         directory = self._root / spec.container_id
         if os.path.lexists(directory):  # left by an earlier attempt with this id
             shutil.rmtree(directory)
-        reused = self._take_spare(directory)
+        reused = self._spares.take(directory)
         if not reused:
             directory.mkdir()
         cgroup = self._cgroups.create(spec.container_id, spec.memory_bytes) if self._cgroups is not None else None
@@ -516,7 +495,9 @@ class ProcessRuntime:
             (directory / "tmp").mkdir(exist_ok=reused)
             env["TMPDIR"] = str(directory / "tmp")
         try:
-            with open(directory / STDOUT, "wb") as out, open(directory / STDERR, "wb") as err:
+            # empty or new (see iris.runtime.spare_directories): opened without O_TRUNC
+            with open(open_empty(directory / STDOUT), "wb") as out, open(open_empty(directory / STDERR), "wb") as err:
+                forked_after = boottime_ns()
                 popen = subprocess.Popen(
                     wrapper_argv,
                     cwd=spec.cwd,
@@ -526,6 +507,7 @@ class ProcessRuntime:
                     stderr=err,
                     start_new_session=True,
                 )
+                forked_before = boottime_ns()
         except ValueError as exc:  # what check_command did not foresee about argv or env
             if cgroup is not None:
                 cgroup.destroy()
@@ -538,7 +520,7 @@ class ProcessRuntime:
             "container_id": spec.container_id,
             "labels": dict(spec.labels),
             "pid": popen.pid,
-            "start_time": pid_start_time(popen.pid),
+            "start_time": child_start_time(popen.pid, forked_after, forked_before),
             "argv": list(spec.argv),
             "memory_bytes": spec.memory_bytes,
         }
@@ -546,9 +528,9 @@ class ProcessRuntime:
             meta.update(cgroup=str(cgroup.path), cgroup_version=cgroup.version, kernel_memory=self._kernel_limits)
         # written in place: a torn file (a crash while writing) does not parse, and list_containers
         # skips it, as it would a missing one
-        with open(directory / "meta.json", "w") as f:
+        with open(open_empty(directory / "meta.json"), "w") as f:
             f.write(json.dumps(meta))
-        handle = ProcessHandle(directory, meta, popen, wrapper_argv, recycle=self._recycle)
+        handle = ProcessHandle(directory, meta, popen, wrapper_argv, recycle=self._spares.recycle)
         if spec.memory_bytes and not self._kernel_limits:
             self._watch(handle)
         return handle
@@ -572,7 +554,7 @@ class ProcessRuntime:
             except (OSError, ValueError):
                 continue
             if all(meta["labels"].get(k) == v for k, v in labels.items()):
-                handle = ProcessHandle(meta_path.parent, meta, recycle=self._recycle)
+                handle = ProcessHandle(meta_path.parent, meta, recycle=self._spares.recycle)
                 if handle.memory_bytes and not meta.get("kernel_memory") and handle.status().running:
                     self._watch(handle)
                 handles.append(handle)
@@ -580,60 +562,7 @@ class ProcessRuntime:
 
     def close(self) -> None:
         self._closed.set()
-        with self._lock:
-            self._spares.clear()
-        shutil.rmtree(self._spare_dir, ignore_errors=True)
-
-    # --- reused directories -------------------------------------------------------------
-
-    def _recycle(self, directory: Path) -> bool:
-        """Keep a removed container's directory, emptied, for a later start: making a directory
-        and its files costs an inode each, which on some filesystems (ext4 here) is far dearer
-        than emptying them. Called only once nothing of the container runs (its cgroup is gone),
-        so no process of the task still holds its files. The stream files, ``exit_code``,
-        ``meta.json``, ``output.log`` and ``log.lock`` are kept empty (an empty ``exit_code``
-        reads as none, an empty ``meta.json`` as no container), ``tmp/`` empty; anything else
-        goes. False (the caller removes it) when enough spares are kept or it cannot be done."""
-        with self._lock:
-            if len(self._spares) >= SPARE_DIRECTORIES or self._closed.is_set():
-                return False
-        spare = self._spare_dir / directory.name
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        if entry.name == "tmp":
-                            remove_tree(Path(entry.path), keep=True)
-                        else:
-                            shutil.rmtree(entry.path)
-                    elif entry.name in _REUSED_FILES and entry.is_file(follow_symlinks=False):
-                        stat = entry.stat(follow_symlinks=False)
-                        if stat.st_nlink != 1:  # linked elsewhere: emptying it would empty that too
-                            os.unlink(entry.path)
-                        elif stat.st_size:
-                            os.truncate(entry.path, 0)
-                    else:
-                        os.unlink(entry.path)
-            self._spare_dir.mkdir(parents=True, exist_ok=True)
-            os.rename(directory, spare)
-        except OSError:
-            return False
-        with self._lock:
-            self._spares.append(spare)
-        return True
-
-    def _take_spare(self, directory: Path) -> bool:
-        """Move a spare directory to ``directory``; False if there is none."""
-        while True:
-            with self._lock:
-                if not self._spares:
-                    return False
-                spare = self._spares.pop()
-            try:
-                os.rename(spare, directory)
-                return True
-            except OSError:
-                shutil.rmtree(spare, ignore_errors=True)
+        self._spares.close()
 
     # --- memory enforcement -------------------------------------------------------------
 

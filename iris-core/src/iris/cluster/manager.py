@@ -68,12 +68,23 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
 
 
 class ClusterManager:
-    def __init__(self, config: ClusterConfig, registry: PluginRegistry | None = None, *, fresh: bool = False, serve_http: bool = False):
+    def __init__(
+        self,
+        config: ClusterConfig,
+        registry: PluginRegistry | None = None,
+        *,
+        fresh: bool = False,
+        serve_http: bool = False,
+        event_loop: str = "asyncio",
+    ):
         """``fresh`` starts with empty controller state, moving any saved state aside.
         ``serve_http`` also serves the HTTP side (health, API, dashboard) on ``controller.http_port``
-        unless that is -1; its URL is then :attr:`http_url`."""
+        unless that is -1; its URL is then :attr:`http_url`. ``event_loop`` is the RPC server's
+        (:class:`~iris.cluster.controller.service.ControllerServer`): ``uvloop`` in the controller
+        process, ``asyncio`` in-process."""
         self._config = config
         self._fresh = fresh
+        self._event_loop = event_loop
         self._serve_http = serve_http
         self._http: Any = None
         self.http_url = ""
@@ -166,7 +177,7 @@ class ClusterManager:
             store=self._store, worker_timeout=config.controller.worker_timeout_seconds, bundle_limits=config.bundle.limits
         )
         self._server = ControllerServer(
-            controller, bundles, host=config.controller.host, port=config.controller.port, auth=self.auth
+            controller, bundles, host=config.controller.host, port=config.controller.port, auth=self.auth, event_loop=self._event_loop
         )
         address = self._server.start()
         self._record_owner(address)

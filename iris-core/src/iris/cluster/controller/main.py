@@ -45,7 +45,7 @@ def run_forever(config: Any, *, fresh: bool = False) -> int:
     from iris.cluster.manager import ClusterManager
 
     state_dir = state_dir_for(config)
-    manager = ClusterManager(config, fresh=fresh, serve_http=True)
+    manager = ClusterManager(config, fresh=fresh, serve_http=True, event_loop="uvloop")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

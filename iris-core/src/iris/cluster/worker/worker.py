@@ -55,6 +55,7 @@ from iris.auth import TOKEN_ENV, WORKER_TOKEN_ENV
 from iris.plugin.worker_host import ATTRIBUTE_MEMORY_LIMITS, LABEL_WORKER, WorkerLaunch
 from iris.rpc import convert, worker_pb2, worker_pb2_grpc
 from iris.rpc.channel import authorized_channel
+from iris.runtime.spare_directories import SpareDirectories
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ RUNNING_REPORT_DELAY = 0.005
 RESULT_FILE = "result.pkl"  # where run_callable leaves a callable's outcome (see run_callable.py)
 ENVIRONMENT_LOG = "environment.log"  # the environment build's output (env records): the start of the attempt's log
 MAX_RESULT_BYTES = 16 << 20
-SPARE_ATTEMPT_DIRECTORIES = 64  # emptied attempt directories kept for reuse (see _recycle_directory)
+SPARE_ATTEMPT_DIRECTORIES = 64  # emptied attempt directories kept for reuse (see iris.runtime.spare_directories)
 START_THREADS = 8
 CLEANUP_THREADS = 2
 AUTH_RETRY_SECONDS = 5.0  # a refused credential is retried slowly: someone has to fix it
@@ -191,8 +192,10 @@ class Worker:
         self._bundle_lock = threading.Lock()
         self._verified: dict[str, tuple[int, ...]] = {}  # bundle id -> stamp of its cached copy when it hashed right
         self._known_version = 0
-        self._spare_dir = self._work_dir / "attempts" / ".spare"
-        self._spares: list[Path] = []
+        # ended attempts' directories, emptied (their environment log kept while empty), for reuse
+        self._spares = SpareDirectories(
+            self._work_dir / "attempts" / ".spare", SPARE_ATTEMPT_DIRECTORIES, keep_files=frozenset({ENVIRONMENT_LOG})
+        )
         # What the last request carried, per attempt (touched by the loop thread only).
         self._sent_offsets: dict[tuple[str, int], int] = {}
         self._sent_states: dict[tuple[str, int], TaskState] = {}
@@ -205,7 +208,7 @@ class Worker:
         os.chmod(self._work_dir, 0o700)
         (self._work_dir / "attempts").mkdir(parents=True, exist_ok=True)
         (self._work_dir / "bundles").mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self._spare_dir, ignore_errors=True)  # an earlier process's spares
+        shutil.rmtree(self._spares.spare_dir, ignore_errors=True)  # an earlier process's spares
         self._adopt()
         self._channel = authorized_channel(
             self._address,
@@ -219,6 +222,7 @@ class Worker:
 
     def stop(self, kill_attempts: bool = True) -> None:
         self._stop.set()
+        self._spares.close()  # from here ended attempts' directories are removed, not kept
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -243,9 +247,7 @@ class Worker:
                 self._attempts.clear()
             for attempt in attempts:
                 self._cleanup_attempt(attempt)
-        with self._lock:
-            self._spares.clear()
-        shutil.rmtree(self._spare_dir, ignore_errors=True)
+        self._spares.close()
         if self._channel is not None:
             self._channel.close()
 
@@ -264,26 +266,17 @@ class Worker:
             except faults.FaultInjected:
                 self._stop.wait(backoff)
                 continue
-            future = stub.Reconcile.future(request, timeout=self._wait_seconds + 10)
-            future.add_done_callback(self._notify)
-            sent = time.monotonic()
-            with self._cv:
-                while not future.done() and not self._stop.is_set():
-                    # a long-poll is cut short by local news (checked before each wait, so news that
-                    # came first is not slept on) and by new output once LOG_POLL_SECONDS have
-                    # passed (output is shipped at that pace: a line written just now need not
-                    # cost an exchange of its own); a call that answers at once is awaited
-                    if request.wait_seconds and (
-                        self._local_news or (time.monotonic() - sent >= LOG_POLL_SECONDS and self._has_new_output())
-                    ):
-                        break
-                    self._cv.wait(LOG_POLL_SECONDS)
-            if not future.done():
-                future.cancel()
-            if self._stop.is_set():
-                return
             try:
-                response = future.result()
+                if request.wait_seconds:
+                    response = self._long_poll(stub, request)
+                    if response is None:
+                        if self._stop.is_set():
+                            return
+                        continue  # cut short by local news
+                else:
+                    # an answer is awaited at once: a blocking call, served on this thread (a
+                    # future would start a channel thread each time the channel has no other call)
+                    response = stub.Reconcile(request, timeout=self._wait_seconds + 10)
             except grpc.FutureCancelledError:
                 continue
             except grpc.RpcError as exc:
@@ -294,6 +287,8 @@ class Worker:
                 self._stop.wait(AUTH_RETRY_SECONDS if refused else backoff)
                 backoff = min(backoff * 2, 0.5)  # a restarted controller is found within half a second
                 continue
+            if self._stop.is_set():
+                return
             backoff = 0.05
             try:
                 faults.inject("worker.reconcile_receive")
@@ -305,6 +300,27 @@ class Worker:
                 # hear that they build, so a short task costs one report (its end), not two
                 with self._cv:
                     self._cv.wait_for(lambda: self._local_news or self._stop.is_set(), LOG_POLL_SECONDS)
+
+    def _long_poll(self, stub: Any, request: worker_pb2.ReconcileRequest) -> worker_pb2.ReconcileResponse | None:
+        """Send a long-polled reconcile; its answer, or None once local news (or a stop) cut it short.
+
+        The call is cut short by local news (checked before each wait, so news that came first is
+        not slept on) and by new output once LOG_POLL_SECONDS have passed (output is shipped at
+        that pace: a line written just now need not cost an exchange of its own)."""
+        future = stub.Reconcile.future(request, timeout=self._wait_seconds + 10)
+        future.add_done_callback(self._notify)
+        sent = time.monotonic()
+        with self._cv:
+            while not future.done() and not self._stop.is_set():
+                if self._local_news or (time.monotonic() - sent >= LOG_POLL_SECONDS and self._has_new_output()):
+                    break
+                self._cv.wait(LOG_POLL_SECONDS)
+        if not future.done():
+            future.cancel()
+            return None
+        if self._stop.is_set():
+            return None
+        return future.result()
 
     def _notify(self, _: object = None) -> None:
         with self._cv:
@@ -481,35 +497,14 @@ class Worker:
         Handles that offer an ``exit_fd`` are waited on together (``poll``), so an ending is seen
         at once; the others are looked at every ``MONITOR_POLL_SECONDS``. A started attempt wakes
         the loop (``_monitor_wake``) so its descriptor is watched from the start."""
-        poller = select.poll()
-        poller.register(self._monitor_wake_r, select.POLLIN)
-        watched: dict[int, LocalAttempt] = {}
+        exits = ExitWatch(self._monitor_wake_r)
         while not self._stop.is_set():
             with self._lock:
                 running = [a for a in self._attempts.values() if a.state is TaskState.RUNNING and a.handle is not None]
-            polled: list[LocalAttempt] = []
-            live: set[int] = set()
-            for attempt in running:
-                fd = attempt.exit_fd
-                if fd is None:
-                    polled.append(attempt)
-                    continue
-                live.add(fd)
-                if fd not in watched:
-                    poller.register(fd, select.POLLIN)
-                    watched[fd] = attempt
-            for fd in [fd for fd in watched if fd not in live]:
-                poller.unregister(fd)
-                del watched[fd]
+            polled = exits.watch(running)
             due = [a.report_at for a in running if a.report_at]
             timeout = MONITOR_POLL_SECONDS if not due else max(0.0, min(MONITOR_POLL_SECONDS, min(due) - time.monotonic()))
-            events = poller.poll(timeout * 1000)
-            ended = []
-            for fd, _ in events:
-                if fd == self._monitor_wake_r:
-                    os.read(fd, 4096)
-                elif fd in watched:
-                    ended.append(watched[fd])
+            ended = exits.wait(timeout)
             for attempt in [*ended, *polled]:
                 if self._stop.is_set():
                     return
@@ -811,7 +806,7 @@ class Worker:
                 logger.exception("failed to remove container %s", attempt.handle.container_id)
             # a runtime that proves nothing of the container runs any more (``contained``, read
             # after removal) lets the directory it worked in be reused
-            if getattr(attempt.handle, "contained", False) is True and self._recycle_directory(attempt.directory):
+            if getattr(attempt.handle, "contained", False) is True and self._spares.recycle(attempt.directory):
                 return
         try:  # an attempt without a bundle or output files leaves one empty directory
             os.rmdir(attempt.directory)
@@ -827,48 +822,52 @@ class Worker:
         """Make an attempt's directory: a spare one renamed into place, else a new one."""
         if os.path.lexists(directory):  # left by an earlier process of this worker
             shutil.rmtree(directory)
-        while True:
-            with self._lock:
-                spare = self._spares.pop() if self._spares else None
-            if spare is None:
-                directory.mkdir()
-                return
-            try:
-                os.rename(spare, directory)
-                return
-            except OSError:
-                shutil.rmtree(spare, ignore_errors=True)
+        if not self._spares.take(directory):
+            directory.mkdir()
 
-    def _recycle_directory(self, directory: Path) -> bool:
-        """Keep an ended attempt's directory, emptied, for a later start (its environment log
-        kept as an empty file): a new directory and file cost an inode each, which on some
-        filesystems (ext4 here) is far dearer than emptying them. Only called once nothing of
-        the attempt's container runs. False (the caller removes it) when enough spares are kept
-        or it cannot be done."""
-        with self._lock:
-            if len(self._spares) >= SPARE_ATTEMPT_DIRECTORIES or self._stop.is_set():
-                return False
-        spare = self._spare_dir / directory.name
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path)
-                    elif entry.name == ENVIRONMENT_LOG and entry.is_file(follow_symlinks=False):
-                        stat = entry.stat(follow_symlinks=False)
-                        if stat.st_nlink != 1:  # linked elsewhere: emptying it would empty that too
-                            os.unlink(entry.path)
-                        elif stat.st_size:
-                            os.truncate(entry.path, 0)
-                    else:
-                        os.unlink(entry.path)
-            self._spare_dir.mkdir(exist_ok=True)
-            os.rename(directory, spare)
-        except OSError:
-            return False
-        with self._lock:
-            self._spares.append(spare)
-        return True
+
+class ExitWatch:
+    """The running attempts' exit descriptors, waited on together with ``poll`` (the monitor's).
+
+    Kept by attempt, not by descriptor number alone: an ended attempt's descriptor may be closed
+    (its container removed) and its number reused by a new attempt's before the monitor has let
+    the old one go; the number then stands for the new attempt (else the new attempt's end would
+    be taken for the old one's, and never recorded)."""
+
+    def __init__(self, wake_fd: int):
+        """``wake_fd`` (read and drained here) wakes a wait early."""
+        self._poller = select.poll()
+        self._wake_fd = wake_fd
+        self._poller.register(wake_fd, select.POLLIN)
+        self._watched: dict[int, LocalAttempt] = {}
+
+    def watch(self, running: list[LocalAttempt]) -> list[LocalAttempt]:
+        """Watch exactly these attempts' descriptors; returns those without one (to be polled)."""
+        polled = []
+        live: set[int] = set()
+        for attempt in running:
+            fd = attempt.exit_fd
+            if fd is None:
+                polled.append(attempt)
+                continue
+            live.add(fd)
+            if self._watched.get(fd) is not attempt:
+                self._poller.register(fd, select.POLLIN)  # registers, or re-registers a reused number
+                self._watched[fd] = attempt
+        for fd in [fd for fd in self._watched if fd not in live]:
+            self._poller.unregister(fd)
+            del self._watched[fd]
+        return polled
+
+    def wait(self, timeout: float) -> list[LocalAttempt]:
+        """Wait up to ``timeout`` seconds; the watched attempts whose descriptor became readable."""
+        ended = []
+        for fd, _ in self._poller.poll(timeout * 1000):
+            if fd == self._wake_fd:
+                os.read(fd, 4096)
+            elif fd in self._watched:
+                ended.append(self._watched[fd])
+        return ended
 
 
 def _file_size(path: Path) -> int:
