@@ -166,7 +166,12 @@ def test_controller_vm_start_with_another_config_of_the_same_name_is_refused(fak
                               f"with this name (config digest {theirs}, started by ")  # fmt: skip
     assert f"not this one (digest {ours}); give this config its own name" in message
     assert "--format='value(metadata.items.iris-config)'" in message and "\n" not in message
-    assert fake.calls.count("insert") == 1
+    for act in (lambda vm: vm.find(), lambda vm: vm.restart(lambda line: None), lambda vm: vm.stop(lambda line: None)):
+        with pytest.raises(ConfigError, match="runs another config with this name"):  # run, job, status, restart, stop
+            act(ControllerVm(other))
+    assert fake.calls.count("insert") == 1 and "delete" not in fake.calls and "reset" not in fake.calls
+    assert fake.instance(PROJECT, ZONE, "iris-c1-controller")["status"] == "RUNNING"
+    assert ControllerVm(same).find() is not None  # the same config still finds it
 
 
 def test_controller_vm_stopped_by_hand_is_started_again_not_recreated(fake: FakeCompute, booter: AddressOnlyBooter) -> None:

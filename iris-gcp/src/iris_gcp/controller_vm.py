@@ -28,9 +28,10 @@ workers would never find it. The address is released by ``iris cluster stop`` (:
 once the slices are gone), not by ``controller stop`` (the slices still point at it).
 
 The VM carries a digest of the config it was started from (:func:`config_digest`, metadata
-``iris-config-digest`` and label ``<prefix>-config``): ``start`` with a config that differs (two
-configs with one ``name`` in one project and zone, or a config changed since) is refused in one
-line instead of handing the other config's controller over.
+``iris-config-digest`` and label ``<prefix>-config``): ``start``, ``find`` (so ``run``, ``job``,
+``status`` and ``cluster stop``), ``restart`` and ``stop`` with a config that differs (two
+configs with one ``name`` in one project and zone, or a config changed since) are refused in one
+line instead of handing over, or deleting, the other config's controller.
 
 ``restart`` resets the instance: a reset keeps the boot disk (so the controller's SQLite state)
 and the internal address workers know; the metadata (so the config) is the one it was created
@@ -334,7 +335,10 @@ class ControllerVm:
 
     def find(self) -> ControllerPlacement | None:
         found = self._instances()
-        return placement_of(found[0]) if found else None
+        if not found:
+            return None
+        self._check_same_config(found[0], self.config)  # run, job, status and stop go through here
+        return placement_of(found[0])
 
     def instance_body(self, config: Any, address: str = "") -> Any:
         """The Instance resource the controller VM is created from (with the internal
@@ -537,6 +541,7 @@ class ControllerVm:
         if not found:
             raise ComputeError(f"cannot restart the controller VM: there is none labelled {filter_for(self.labels)} in project "
                                f"{self.project!r}, zone {self.zone!r}; start it with iris cluster --config C start")  # fmt: skip
+        self._check_same_config(found[0], self.config)
         instances, _ = self._api()
         name = found[0].name
         if _status_name(found[0]) in STOPPED:
@@ -561,6 +566,8 @@ class ControllerVm:
 
     def stop(self, progress: Callable[[str], None]) -> bool:
         found = self._instances()
+        for instance in found:
+            self._check_same_config(instance, self.config)
         instances, _ = self._api()
         pending = []
         for instance in found:
