@@ -331,6 +331,16 @@ def test_manual_controller_placed_on_a_host_over_ssh_runs_restarts_and_stops_cle
         status = iris_cmd("cluster", "--config", str(config), "controller", "status", home=home, cwd=tmp_path)
         assert status.returncode == 0 and "healthy" in status.stdout and placed.address in status.stdout, status.stdout + status.stderr
 
+        # another config with the same name neither uses nor stops this cluster's controller
+        other = tmp_path / "other.yaml"
+        other.write_text(config.read_text().replace("max_slices: 2", "max_slices: 3"))
+        for args in (["--config", str(other), "run", "--", "true"], ["--config", str(other), "job", "list"],
+                     ["cluster", "--config", str(other), "start"], ["cluster", "--config", str(other), "stop"]):  # fmt: skip
+            refused = iris_cmd(*args, home=home, cwd=tmp_path)
+            assert refused.returncode != 0 and "runs another config with this name" in refused.stderr, (args, refused.stderr)
+            assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert pid_alive(first["pid"]) and json.loads((controller_dir / "controller.json").read_text())["pid"] == first["pid"]
+
         # restart: the same directory and state, a new process; the workers are adopted, not started anew
         restarted = iris_cmd("cluster", "--config", str(config), "controller", "restart", home=home, cwd=tmp_path)
         assert restarted.returncode == 0, restarted.stderr

@@ -25,13 +25,14 @@ import yaml
 
 pytest.importorskip("google.cloud.compute_v1", reason="needs google-cloud-compute (an iris-gcp dependency)")
 
+from iris.cluster.lifecycle import config_digest
 from iris.config import parse_config
 from iris.errors import ConfigError, IrisError
 from iris.testing.polling import wait_until
 from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
 from iris_gcp import bootstrap
 from iris_gcp.compute_errors import ComputeError, ComputeQuotaExceeded
-from iris_gcp.controller_vm import ControllerVm, config_digest
+from iris_gcp.controller_vm import ControllerVm
 from iris_gcp.testing.boot import AddressOnlyBooter, HostSpec
 from iris_gcp.testing.fake_compute import FakeCompute
 from iris_gcp.testing.gcs_pytest import fake_gcs, gcs_bucket  # noqa: F401 (fixtures)

@@ -27,7 +27,7 @@ their running tasks are adopted. Without it, a new VM would get a new ephemeral 
 workers would never find it. The address is released by ``iris cluster stop`` (:meth:`release`,
 once the slices are gone), not by ``controller stop`` (the slices still point at it).
 
-The VM carries a digest of the config it was started from (:func:`config_digest`, metadata
+The VM carries a digest of the config it was started from (:func:`iris.cluster.lifecycle.config_digest`, metadata
 ``iris-config-digest`` and label ``<prefix>-config``): ``start``, ``find`` (so ``run``, ``job``,
 ``status`` and ``cluster stop``), ``restart`` and ``stop`` with a config that differs (two
 configs with one ``name`` in one project and zone, or a config changed since) are refused in one
@@ -48,7 +48,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 import time
 from pathlib import Path
@@ -114,26 +113,6 @@ def vm_config(config: Any) -> Any:
 def address_name(config: Any) -> str:
     """The name of the controller's static internal address (``<instance name>-ip``)."""
     return f"{instance_name(config)[:60].rstrip('-')}-ip"
-
-
-def config_digest(config: Any) -> str:
-    """The sha256 of what makes a config this cluster: all of it but where the controller's
-    state and ports are on this machine (``controller.state_dir``, ``port``, ``http_port``), and
-    without the admin token :mod:`iris.cluster.lifecycle` adds for the user who creates the VM
-    (so the user's file, with or without it, has one digest)."""
-    from iris.auth import OWNER_TOKEN_FILE, read_token_file
-    from iris.cluster.lifecycle import state_dir_for
-    from iris.config import config_to_dict
-
-    data = config_to_dict(config)
-    data["controller"] = {k: v for k, v in data.get("controller", {}).items() if k not in ("port", "http_port", "state_dir")}
-    owner = read_token_file(state_dir_for(config) / OWNER_TOKEN_FILE)
-    if owner:
-        added = "sha256:" + hashlib.sha256(owner.encode()).hexdigest()
-        auth = dict(data.get("auth") or {})
-        auth["tokens"] = [t for t in auth.get("tokens") or [] if not (isinstance(t, dict) and t.get("token") == added)]
-        data["auth"] = auth
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _hashed_host(name: str, salt_b64: str) -> str:
@@ -358,6 +337,8 @@ class ControllerVm:
         metadata = bootstrap.controller_metadata(
             image=vm.image, config_yaml=yaml.safe_dump(config_to_dict(served), sort_keys=False), port=served.controller.port
         )
+        from iris.cluster.lifecycle import config_digest
+
         digest = config_digest(config)
         metadata[CONFIG_DIGEST] = digest
         metadata[STARTED_BY] = _who()
@@ -474,6 +455,8 @@ class ControllerVm:
         theirs = metadata.get(CONFIG_DIGEST, "")
         if not theirs:  # a VM made before digests were recorded: nothing to compare
             return
+        from iris.cluster.lifecycle import config_digest
+
         ours = config_digest(config)
         if theirs == ours:
             return

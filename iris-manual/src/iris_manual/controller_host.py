@@ -21,7 +21,10 @@ The core then waits for its ``/health`` (through ``controller.tunnel``: ``ssh`` 
 the controller host's own sshd). What runs is recorded on the host (``controller.json``), never
 here: ``find`` reads it over SSH, so any machine with the config finds, restarts and stops it.
 ``restart`` stops and starts the same process or container (its state is kept); ``stop`` stops it
-and removes its directory (state, config, key copy).
+and removes its directory (state, config, key copy). The record holds the digest of the config
+it was started from (:func:`iris.cluster.lifecycle.config_digest`): ``find`` (so ``run``,
+``job``, ``status`` and ``stop``), ``start``, ``restart`` and ``stop`` with another config of the
+same name refuse in one line instead of using or removing that cluster's controller.
 """
 
 from __future__ import annotations
@@ -222,10 +225,27 @@ class ManualControllerHost:
             logs_hint=f"the controller's log: {logs}",
         )
 
+    def _check_same_config(self, record: dict[str, Any]) -> None:
+        """Refuse a controller started on the host from another config with this name (its
+        digest, :func:`iris.cluster.lifecycle.config_digest`, is in the record)."""
+        from iris.cluster.lifecycle import config_digest
+
+        theirs = str(record.get("config_digest") or "")
+        ours = config_digest(self.config)
+        if not theirs or theirs == ours:
+            return
+        raise ConfigError(
+            f"name: {self.config.name!r}: the controller on {self.host.where} ({self._absolute_dir()}) runs another config "
+            f"with this name (config digest {theirs[:12]}; see it with ssh -p {self.host.port} {self.host.user}@{self.host.address} "
+            f"cat {self._absolute_dir()}/config.yaml), not this one (digest {ours[:12]}); give this config its own name, or stop "
+            "that cluster with its own config (iris cluster --config THAT.yaml stop) and start this one"
+        )  # fmt: skip
+
     def find(self) -> ControllerPlacement | None:
         record = self._agent("find", self.directory)
         if not record or not record.get("alive"):
             return None
+        self._check_same_config(record)  # run, job, status and stop go through here
         return self._placement(record)
 
     def _docker_usable(self) -> tuple[bool, str]:
@@ -287,7 +307,11 @@ class ManualControllerHost:
 
         from iris.config import config_to_dict
 
+        from iris.cluster.lifecycle import config_digest
+
         record = self._agent("find", self.directory)
+        if record:  # alive or not: its directory holds that config's state
+            self._check_same_config(record)
         if record and record.get("alive"):
             return self._placement(record)
         directory = self._absolute_dir()
@@ -295,7 +319,7 @@ class ManualControllerHost:
         served, files = self.served_config(config, directory)
         files["config.yaml"] = yaml.safe_dump(config_to_dict(served), sort_keys=False)
         record = {"address": self.host.address if self.bind in ("0.0.0.0", "::") else self.bind, "port": self.port,
-                  "http_port": self.http_port}  # fmt: skip
+                  "http_port": self.http_port, "config_digest": config_digest(config)}  # fmt: skip
         serve = ["-m", "iris.cluster.controller.main", "serve"]
         if how == "docker":
             image = config.controller.vm.image
@@ -327,12 +351,14 @@ class ManualControllerHost:
                 f"cannot restart the controller: none is recorded on {self.host.where} in {self.directory}; "
                 "start it with iris cluster --config C start"
             )
+        self._check_same_config(record)
         progress(f"restarting the controller on {self.host.where} (its state is kept)")
         return self._placement(self._agent("restart", self.directory, str(STOP_GRACE)))
 
     def stop(self, progress: Callable[[str], None]) -> bool:
         record = self._agent("find", self.directory)
         if record:
+            self._check_same_config(record)
             progress(f"stopping the controller on {self.host.where} and removing {self.directory}")
         return bool(self._agent("stop", self.directory, str(STOP_GRACE), timeout=STOP_GRACE + 120).get("existed"))
 

@@ -16,6 +16,8 @@ controller VM's reserved address). ``status`` compares the two.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -73,6 +75,22 @@ def _identity(config_dict: dict) -> dict:
     """What makes two configs the same cluster: everything but where its state and port went."""
     controller = {k: v for k, v in config_dict.get("controller", {}).items() if k not in ("port", "http_port", "state_dir")}
     return {**config_dict, "controller": controller}
+
+
+def config_digest(config: ClusterConfig) -> str:
+    """The sha256 of what makes a config this cluster (:func:`_identity`: all of it but where
+    the controller's state and ports are on this machine), without the admin token entry
+    :func:`_owner_token` adds for the user who starts a placed controller (so the user's file,
+    with or without it, has one digest). Providers that place the controller on a machine record
+    it there and refuse a config whose digest differs (another config with this ``name``)."""
+    data = _identity(config_to_dict(config))
+    owner = read_token_file(state_dir_for(config) / OWNER_TOKEN_FILE)
+    if owner:
+        added = "sha256:" + hashlib.sha256(owner.encode()).hexdigest()
+        auth = dict(data.get("auth") or {})
+        auth["tokens"] = [t for t in auth.get("tokens") or [] if not (isinstance(t, dict) and t.get("token") == added)]
+        data["auth"] = auth
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
@@ -368,7 +386,6 @@ def _owner_token(config: ClusterConfig) -> tuple[ClusterConfig, str]:
     """The config with a static admin token for the user starting the cluster (its sha256 only:
     the config travels in the VM's metadata), and the token, kept in ``<state_dir>/owner.token``
     here (the same file a local controller writes), so this user's commands find it."""
-    import hashlib
     import secrets
 
     from iris.auth import current_user
