@@ -14,7 +14,7 @@ IRIS = str(Path(sys.executable).parent / "iris")
 
 from iris.procfs import pid_start_time
 from iris.testing import wait_until
-from iris.testing.processes import kill_strays
+from iris.testing.processes import cli_import_probe, kill_strays
 
 
 def test_run_local_exit_code_and_output_reach_caller(iris, workspace: Path) -> None:
@@ -185,15 +185,7 @@ def test_help_does_not_import_grpc_or_google(iris, workspace: Path) -> None:
 def test_run_provider_local_imports_no_google_cloud_docker_or_ssh_library(workspace: Path) -> None:
     """The local path runs a job without importing what the cloud providers need (``google.protobuf``
     is Iris's own wire format, so it is not counted)."""
-    code = (
-        "import sys\n"
-        "from iris_cli.main import main\n"
-        "try:\n"
-        "    main(['run', '--provider', 'local', '--', 'true'])\n"
-        "except SystemExit as exc:\n"
-        "    print('EXIT', exc.code)\n"
-        "print('HEAVY', sorted(m for m in sys.modules if m.startswith(('google.cloud', 'google.auth', 'google.api_core', 'docker', 'paramiko'))))\n"
-    )
+    code = cli_import_probe(["run", "--provider", "local", "--", "true"])
     result = subprocess.run([sys.executable, "-c", code], cwd=workspace, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "EXIT 0" in result.stdout and "HEAVY []" in result.stdout, result.stdout + result.stderr

@@ -15,6 +15,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from iris.testing.processes import cli_import_probe
+
 
 def run(venv: Path, *argv: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(venv / "bin" / argv[0]), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -48,16 +50,7 @@ def test_user_install_without_iris_local_says_how_to_get_the_local_provider(gcp_
 
 
 def test_user_install_help_imports_no_google_or_docker_library(gcp_user_venv: Path, user_env: dict[str, str], tmp_path: Path) -> None:
-    probe = (
-        "import sys\n"
-        "from iris_cli.main import main\n"
-        "try:\n"
-        "    main(['--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.startswith(('google', 'docker', 'paramiko')))\n"
-        "print('HEAVY', heavy)\n"
-    )
+    probe = cli_import_probe(["--help"], heavy=("google", "docker", "paramiko"))
     result = run(gcp_user_venv, "python", "-c", probe, cwd=tmp_path, env=user_env)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout, result.stdout
@@ -69,16 +62,7 @@ def test_user_install_run_provider_local_imports_no_google_or_docker_library(
     """The local path in the user's install (which has iris-gcp, not iris-local) ends with its
     one-line error without importing a Google Cloud, Docker or SSH library on the way
     (``google.protobuf`` is Iris's own wire format, a dependency of iris-core)."""
-    probe = (
-        "import sys\n"
-        "from iris_cli.main import main\n"
-        "try:\n"
-        "    main(['run', '--provider', 'local', '--', 'true'])\n"
-        "except SystemExit as exc:\n"
-        "    print('EXIT', exc.code)\n"
-        "heavy = sorted(m for m in sys.modules if m.startswith(('google.cloud', 'google.auth', 'google.api_core', 'docker', 'paramiko')))\n"
-        "print('HEAVY', heavy)\n"
-    )
+    probe = cli_import_probe(["run", "--provider", "local", "--", "true"])
     result = run(gcp_user_venv, "python", "-c", probe, cwd=tmp_path, env=user_env)
     assert result.returncode == 0, result.stderr
     assert "EXIT 2" in result.stdout and "HEAVY []" in result.stdout, result.stdout + result.stderr

@@ -150,10 +150,9 @@ def filter_for(labels: dict[str, str]) -> str:
     return " AND ".join(f"labels.{k}={v}" for k, v in sorted(labels.items()))
 
 
-def compute_clients(options: dict[str, Any]) -> tuple[Any, Any]:
-    """(InstancesClient, ZoneOperationsClient) for the provider options (``compute_api_endpoint``)."""
-    from google.cloud import compute_v1
-
+def _client_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for a Compute client: ``compute_api_endpoint`` when set (anonymous
+    credentials for a plain-HTTP one, the local fake), else the library's defaults."""
     endpoint = str(options.get("compute_api_endpoint") or "")
     kwargs: dict[str, Any] = {}
     if endpoint:
@@ -162,6 +161,14 @@ def compute_clients(options: dict[str, Any]) -> tuple[Any, Any]:
             from google.auth.credentials import AnonymousCredentials
 
             kwargs["credentials"] = AnonymousCredentials()
+    return kwargs
+
+
+def compute_clients(options: dict[str, Any]) -> tuple[Any, Any]:
+    """(InstancesClient, ZoneOperationsClient) for the provider options (``compute_api_endpoint``)."""
+    from google.cloud import compute_v1
+
+    kwargs = _client_kwargs(options)
     return compute_v1.InstancesClient(**kwargs), compute_v1.ZoneOperationsClient(**kwargs)
 
 
@@ -169,14 +176,7 @@ def address_clients(options: dict[str, Any]) -> tuple[Any, Any]:
     """(AddressesClient, RegionOperationsClient) for the provider options, as :func:`compute_clients`."""
     from google.cloud import compute_v1
 
-    endpoint = str(options.get("compute_api_endpoint") or "")
-    kwargs: dict[str, Any] = {}
-    if endpoint:
-        kwargs["client_options"] = {"api_endpoint": endpoint}
-        if endpoint.startswith("http://"):
-            from google.auth.credentials import AnonymousCredentials
-
-            kwargs["credentials"] = AnonymousCredentials()
+    kwargs = _client_kwargs(options)
     return compute_v1.AddressesClient(**kwargs), compute_v1.RegionOperationsClient(**kwargs)
 
 

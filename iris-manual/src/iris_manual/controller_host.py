@@ -305,9 +305,8 @@ class ManualControllerHost:
     def start(self, config: Any, progress: Callable[[str], None]) -> ControllerPlacement:
         import yaml
 
-        from iris.config import config_to_dict
-
         from iris.cluster.lifecycle import config_digest
+        from iris.config import config_to_dict
 
         record = self._agent("find", self.directory)
         if record:  # alive or not: its directory holds that config's state

@@ -131,3 +131,23 @@ def kill_strays(marker: str) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+#: Libraries the CLI's help and the local path must not import (``google.protobuf`` is Iris's
+#: own wire format, so it is not among them).
+HEAVY_LIBRARIES = ("google.cloud", "google.auth", "google.api_core", "docker", "paramiko")
+
+
+def cli_import_probe(argv: list[str], heavy: tuple[str, ...] = HEAVY_LIBRARIES) -> str:
+    """Python source that runs ``iris <argv>`` in its process and prints ``EXIT <code>`` and
+    ``HEAVY <the loaded modules under heavy>``: run it with an interpreter (``python -c``) to see
+    what a command imports."""
+    return (
+        "import sys\n"
+        "from iris_cli.main import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    print('EXIT', exc.code)\n"
+        f"print('HEAVY', sorted(m for m in sys.modules if m.startswith({tuple(heavy)!r})))\n"
+    )

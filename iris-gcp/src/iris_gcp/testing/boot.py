@@ -69,6 +69,17 @@ class AddressPool:
             shown = f"{self._all[0]} .. {self._all[-1]}" if self._all else "none"
             raise AddressUnavailable(f"{self._owner}: address {address} is not in its range ({shown})")
 
+    def _claim(self, address: str, purpose: str) -> str:
+        """Take ``address`` (checked by the caller) off the free list, or the first free one
+        (under the lock)."""
+        if address:
+            if address in self._free:
+                self._free.remove(address)
+            return address
+        if not self._free:
+            raise AddressUnavailable(f"{self._owner}: no addresses left {purpose}")
+        return self._free.pop(0)
+
     def take(self, host_id: str, address: str = "") -> str:
         """An address for ``host_id``: ``address`` if given (free or reserved, not held by
         another host), else the first free one. A host that holds one already keeps it."""
@@ -81,12 +92,7 @@ class AddressPool:
                 holder = self._held.get(address)
                 if holder is not None:
                     raise AddressInUse(address, f"host {holder}")
-                if address in self._free:
-                    self._free.remove(address)
-            else:
-                if not self._free:
-                    raise AddressUnavailable(f"{self._owner}: no addresses left for another host")
-                address = self._free.pop(0)
+            address = self._claim(address, "for another host")
             self._held[address] = host_id
             return address
 
@@ -109,12 +115,7 @@ class AddressPool:
                 self._check(address)
                 if address in self._reserved:
                     raise AddressInUse(address, "another reservation")
-                if address in self._free:
-                    self._free.remove(address)
-            else:
-                if not self._free:
-                    raise AddressUnavailable(f"{self._owner}: no addresses left to reserve")
-                address = self._free.pop(0)
+            address = self._claim(address, "to reserve")
             self._reserved.add(address)
             return address
 

@@ -70,6 +70,7 @@ IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 
 @attrs.frozen
+
 class InjectedError:
     """An HTTP error as Google returns it: ``{"error": {"code", "message", "errors": [{reason}]}}``."""
 
@@ -110,6 +111,15 @@ class ApiError(Exception):
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
+
+def _resource_name(body: dict[str, Any]) -> str:
+    """``body["name"]``, or the 400 Compute answers for a name it does not accept."""
+    name = str(body.get("name", ""))
+    if not NAME.match(name):
+        raise ApiError(InjectedError(
+            400, "invalid", f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
+            "INVALID_ARGUMENT"))  # fmt: skip
+    return name
 
 @attrs.define
 class _Operation:
@@ -275,11 +285,7 @@ class FakeCompute:
 
     def insert(self, project: str, zone: str, body: dict[str, Any]) -> dict[str, Any]:
         self._check_zone(project, zone)
-        name = str(body.get("name", ""))
-        if not NAME.match(name):
-            raise ApiError(InjectedError(
-                400, "invalid", f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
-                "INVALID_ARGUMENT"))  # fmt: skip
+        name = _resource_name(body)
         machine_type = str(body.get("machineType", "")).rsplit("/", 1)[-1]
         if not MACHINE_TYPE.match(machine_type):
             raise ApiError(InjectedError(
@@ -479,11 +485,7 @@ class FakeCompute:
 
     def insert_address(self, project: str, region: str, body: dict[str, Any]) -> dict[str, Any]:
         self._check_region(project, region)
-        name = str(body.get("name", ""))
-        if not NAME.match(name):
-            raise ApiError(InjectedError(
-                400, "invalid", f"Invalid value for field 'resource.name': '{name}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
-                "INVALID_ARGUMENT"))  # fmt: skip
+        name = _resource_name(body)
         kind = str(body.get("addressType") or "EXTERNAL")
         if kind != "INTERNAL":
             raise ApiError(InjectedError(400, "invalid", f"Invalid value for field 'resource.addressType': '{kind}'. "
