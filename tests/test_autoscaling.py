@@ -453,6 +453,8 @@ def test_edited_config_is_refused_until_restart_force_applies_it_and_stop_force_
         report = status()
         groups = {g["name"]: g for g in report["controller"]["scale_groups"]}
         assert list(groups) == ["g"] and groups["g"]["max_slices"] == 3, groups
+        plain = cli("cluster", "--config", str(config), "status", "--local")
+        assert "group g: " in plain.stdout and "(min 1, max 3)" in plain.stdout, plain.stdout
         # h's slice was not adopted (its group is gone): left running, in no group, until deleted
         assert "iris-h-0" in {s["slice_id"] for s in report["slices"]}
         assert all(s["slice_id"] != "iris-h-0" for g in groups.values() for s in g["slices"])

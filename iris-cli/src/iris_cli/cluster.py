@@ -259,7 +259,8 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
             lost = f" ({controller['lost_workers']} lost)" if controller.get("lost_workers") else ""
             click.echo(f"workers: {controller['workers']}{lost}   jobs: {jobs}")
         for group in controller.get("scale_groups", []):
-            click.echo(f"group {group['name']}: {group['state']}  slices {len(group['slices'])}  {group.get('detail', '')}".rstrip())
+            bounds = f" (min {group['min_slices']}, max {group['max_slices']})" if "max_slices" in group else ""
+            click.echo(f"group {group['name']}: {group['state']}  slices {len(group['slices'])}{bounds}  {group.get('detail', '')}".rstrip())
     if not status["slices"]:
         click.echo("slices: none")
     for s in status["slices"]:
