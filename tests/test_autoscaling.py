@@ -458,6 +458,7 @@ def test_edited_config_is_refused_until_restart_force_applies_it_and_stop_force_
         # h's slice was not adopted (its group is gone): left running, in no group, until deleted
         assert "iris-h-0" in {s["slice_id"] for s in report["slices"]}
         assert all(s["slice_id"] != "iris-h-0" for g in groups.values() for s in g["slices"])
+        assert wait_until(lambda: status()["controller"]["workers"] == 2, timeout=30)  # its worker still connects
         terminated = cli("cluster", "--config", str(config), "slice", "terminate", "iris-h-0", "--local")
         assert terminated.returncode == 0 and "terminated iris-h-0" in terminated.stdout, terminated.stderr
         assert wait_until(lambda: "iris-h-0" not in {s["slice_id"] for s in status()["slices"]}, timeout=30)
