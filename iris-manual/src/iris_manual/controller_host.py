@@ -54,7 +54,7 @@ STOP_GRACE = 20.0
 # Runs on the controller host with its Python after the shared PRELUDE (host_agent). Actions on
 # one directory DIR:
 #   find DIR                -> the record (controller.json) with "alive", or {}
-#   start DIR               -> stdin JSON: "files" {name: text} (written 0600), "record", and
+#   start DIR [GRACE]       -> stdin JSON: "files" {name: text} (written 0600), "record", and
 #                              "argv" + "env" (a process) or "docker" (the `docker run -d` argv)
 #                              + "image" + "docker_env"; starts it, writes controller.json
 #   restart DIR GRACE       -> stop what runs (keeping the directory) and start it again
@@ -108,7 +108,7 @@ elif action == "start":
     except OSError:
         pass
     if rec:
-        halt(rec, 5.0)
+        halt(rec, float(sys.argv[3]) if len(sys.argv) > 3 else 5.0)
         remove(rec)
     launch(d, spec["record"])
     print(json.dumps(read_json(os.path.join(d, "controller.json"))))
@@ -350,7 +350,8 @@ class ManualControllerHost:
             record.update(argv=[self.python, *serve, "--config", f"{directory}/config.yaml"], env=self.env)
             progress(f"starting the controller on {self.host.where} as a process of {self.python}")
         spec = {"files": files, "record": record}
-        placed = self._agent("start", self.directory, stdin=json.dumps(spec).encode(), timeout=900)
+        # what runs (a dead controller's record, or the one restart --force replaces) stops as a restart stops it
+        placed = self._agent("start", self.directory, str(STOP_GRACE), stdin=json.dumps(spec).encode(), timeout=900 + STOP_GRACE)
         return self._placement(placed)
 
     def restart(self, progress: Callable[[str], None], *, config: Any = None) -> ControllerPlacement:
