@@ -397,6 +397,87 @@ def test_two_configs_with_one_name_never_share_or_stop_each_others_controller(tm
         assert stopped.returncode == 0, stopped.stderr
 
 
+def test_edited_config_is_refused_until_restart_force_applies_it_and_stop_force_stops_it(tmp_path: Path) -> None:
+    """The user edits their own config (raises g's max_slices, drops group h): every command
+    refuses, naming ``restart --force``; ``restart --force`` restarts the controller with the
+    edit, which it runs from then on (``run`` and ``status`` work, status shows the new
+    max_slices; h's slice is left running outside every group, until terminated); ``stop
+    --force`` with yet another edit stops it and leaves no process."""
+    home = tmp_path / "home"
+    home.mkdir()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text("name: edited\nscale_groups:\n  g: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n"
+                      "  h: {min_slices: 1, max_slices: 1, cpu: 1, memory: 1GB}\n")  # fmt: skip
+    state = home / ".iris" / "edited-local"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return iris_cmd(*args, home=home, cwd=workspace)
+
+    def status() -> dict[str, Any]:
+        result = cli("cluster", "--config", str(config), "status", "--local", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    try:
+        started = cli("cluster", "--config", str(config), "start", "--local")
+        assert started.returncode == 0, started.stderr
+        assert wait_until(lambda: sorted(s["slice_id"] for s in status()["slices"]) == ["iris-g-0", "iris-h-0"], timeout=60)
+        first_pid = int((state / "controller.pid").read_text())
+
+        config.write_text("name: edited\nscale_groups:\n  g: {min_slices: 1, max_slices: 3, cpu: 1, memory: 1GB}\n")
+        for args in (["cluster", "--config", str(config), "restart", "--local"], ["cluster", "--config", str(config), "stop", "--local"],
+                     ["cluster", "--config", str(config), "controller", "restart", "--local"],
+                     ["cluster", "--config", str(config), "status", "--local"], ["--config", str(config), "run", "--", "true"]):
+            refused = cli(*args)
+            assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+            line = refused.stderr.strip()
+            assert "belongs to another config named 'edited'" in line and "\n" not in line, (args, line)
+            assert line.endswith("; if this is your cluster and you edited its config, apply the edit with "
+                                 "`iris cluster --config PATH restart --local --force` (or stop it with `stop --local --force`)"), line  # fmt: skip
+        assert pid_alive(first_pid)
+
+        restarted = cli("cluster", "--config", str(config), "restart", "--local", "--force")
+        assert restarted.returncode == 0, restarted.stderr
+        assert "controller restarted at" in restarted.stderr and "it runs this config from now on" in restarted.stderr
+        assert restarted.stdout.strip() == started.stdout.strip()  # the same address: the workers reconnect
+        assert not pid_alive(first_pid) and int((state / "controller.pid").read_text()) != first_pid
+        import yaml
+
+        recorded = yaml.safe_load((state / "cluster.yaml").read_text())
+        assert recorded["scale_groups"]["g"]["max_slices"] == 3 and "h" not in recorded["scale_groups"]
+
+        ran = cli("--config", str(config), "run", "--cpu", "0.1", "--memory", "16MB", "--", "echo", "applied")
+        assert ran.returncode == 0 and "applied" in ran.stdout, ran.stdout + ran.stderr
+        report = status()
+        groups = {g["name"]: g for g in report["controller"]["scale_groups"]}
+        assert list(groups) == ["g"] and groups["g"]["max_slices"] == 3, groups
+        plain = cli("cluster", "--config", str(config), "status", "--local")
+        assert "group g: " in plain.stdout and "(min 1, max 3)" in plain.stdout, plain.stdout
+        # h's slice was not adopted (its group is gone): left running, in no group, until deleted
+        assert "iris-h-0" in {s["slice_id"] for s in report["slices"]}
+        assert all(s["slice_id"] != "iris-h-0" for g in groups.values() for s in g["slices"])
+        assert wait_until(lambda: status()["controller"]["workers"] == 2, timeout=30)  # its worker still connects
+        terminated = cli("cluster", "--config", str(config), "slice", "terminate", "iris-h-0", "--local")
+        assert terminated.returncode == 0 and "terminated iris-h-0" in terminated.stdout, terminated.stderr
+        assert wait_until(lambda: "iris-h-0" not in {s["slice_id"] for s in status()["slices"]}, timeout=30)
+
+        second_pid = int((state / "controller.pid").read_text())
+        workers = [w for r in sorted((state / "slices").glob("*.json")) for w in json.loads(r.read_text())["workers"]]
+        assert workers
+        config.write_text("name: edited\nscale_groups:\n  g: {min_slices: 1, max_slices: 2, cpu: 1, memory: 1GB}\n")
+        assert cli("cluster", "--config", str(config), "stop", "--local").returncode == 2
+        stopped = cli("cluster", "--config", str(config), "stop", "--local", "--force")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "controller stopped" in stopped.stderr and "deleted 1 slice(s): iris-g-0" in stopped.stderr, stopped.stderr
+        assert not pid_alive(second_pid)
+        assert wait_until(lambda: not any(pid_start_time(w["pid"]) == w["start_time"] for w in workers), timeout=15)
+        assert status() == {"cluster": "edited", "provider": "local", "controller": None, "slices": []}
+    finally:
+        cli("cluster", "--config", str(config), "stop", "--local", "--force")
+
+
 def test_stop_kills_running_jobs_on_the_record_and_the_next_start_shows_them_killed(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

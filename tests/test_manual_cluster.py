@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from iris.client import IrisClient
 from iris.cluster.types import Entrypoint, JobState, ResourceSpec
@@ -339,6 +340,8 @@ def test_manual_controller_placed_on_a_host_over_ssh_runs_restarts_and_stops_cle
             refused = iris_cmd(*args, home=home, cwd=tmp_path)
             assert refused.returncode != 0 and "runs another config with this name" in refused.stderr, (args, refused.stderr)
             assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert refused.stderr.strip().endswith("apply the edit with `iris cluster --config PATH restart --force` "
+                                                   "(or stop it with `stop --force`)"), refused.stderr  # fmt: skip
         assert pid_alive(first["pid"]) and json.loads((controller_dir / "controller.json").read_text())["pid"] == first["pid"]
 
         # restart: the same directory and state, a new process; the workers are adopted, not started anew
@@ -365,8 +368,29 @@ def test_manual_controller_placed_on_a_host_over_ssh_runs_restarts_and_stops_cle
             assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
             assert len(client.list_jobs()) == 1
         assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
+
+        # the user's edit (other.yaml: max_slices 3) applied with restart --force: the host's
+        # config and record are the edit's from then on; the state and the workers are kept
+        before = json.loads((controller_dir / "controller.json").read_text())
+        forced = iris_cmd("cluster", "--config", str(other), "restart", "--force", home=home, cwd=tmp_path)
+        assert forced.returncode == 0 and forced.stdout.strip() == url, forced.stderr
+        first = json.loads((controller_dir / "controller.json").read_text())
+        assert pid_alive(first["pid"]) and not pid_alive(before["pid"]) and first["config_digest"] != before["config_digest"]
+        assert yaml.safe_load((controller_dir / "config.yaml").read_text())["scale_groups"]["hosts"]["max_slices"] == 3
+        listed = iris_cmd("--config", str(other), "job", "list", home=home, cwd=tmp_path)
+        assert listed.returncode == 0 and listed.stdout.strip(), listed.stderr  # the job run before is still on the record
+        old = iris_cmd("--config", str(config), "job", "list", home=home, cwd=tmp_path)
+        assert old.returncode == 2 and "runs another config with this name" in old.stderr, old.stderr
+        with IrisClient.remote(url, token=owner_token(home, "manualplaced")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 2, timeout=120)
+        assert [(r["vm_id"], r["pid"]) for r in worker_records(remote)] == [(r["vm_id"], r["pid"]) for r in records]
+        # and stop --force with the config it no longer runs stops it, and its workers
+        stopped = iris_cmd("cluster", "--config", str(config), "stop", "--force", home=home, cwd=tmp_path)
+        assert stopped.returncode == 0 and "controller stopped" in stopped.stderr, stopped.stderr
     finally:
         stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path)
+        if stopped.returncode != 0:  # a failure above left the edited config running: clean up all the same
+            iris_cmd("cluster", "--config", str(config), "stop", "--force", home=home, cwd=tmp_path)
         for server in servers:
             server.stop()
     assert stopped.returncode == 0, stopped.stderr

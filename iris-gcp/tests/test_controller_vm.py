@@ -27,7 +27,7 @@ pytest.importorskip("google.cloud.compute_v1", reason="needs google-cloud-comput
 
 from iris.cluster.lifecycle import config_digest
 from iris.config import parse_config
-from iris.errors import ConfigError, IrisError
+from iris.errors import ConfigError, IrisError, OtherConfigError
 from iris.testing.polling import wait_until
 from iris.testing.sshd import SshdUnavailable, SshServer, ensure_sshd
 from iris_gcp import bootstrap
@@ -167,12 +167,64 @@ def test_controller_vm_start_with_another_config_of_the_same_name_is_refused(fak
                               f"with this name (config digest {theirs}, started by ")  # fmt: skip
     assert f"not this one (digest {ours}); give this config its own name" in message
     assert "--format='value(metadata.items.iris-config)'" in message and "\n" not in message
+    assert message.endswith("; if this is your cluster and you edited its config, apply the edit with "
+                            "`iris cluster --config PATH restart --force` (or stop it with `stop --force`)")  # fmt: skip
     for act in (lambda vm: vm.find(), lambda vm: vm.restart(lambda line: None), lambda vm: vm.stop(lambda line: None)):
         with pytest.raises(ConfigError, match="runs another config with this name"):  # run, job, status, restart, stop
             act(ControllerVm(other))
     assert fake.calls.count("insert") == 1 and "delete" not in fake.calls and "reset" not in fake.calls
     assert fake.instance(PROJECT, ZONE, "iris-c1-controller")["status"] == "RUNNING"
     assert ControllerVm(same).find() is not None  # the same config still finds it
+
+
+def test_controller_vm_restart_with_an_edited_config_sets_its_metadata_and_resets_it(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
+    """``restart --force``: the user edited their config; the VM's config metadata, digest and
+    label become the edit's before the reset, so the VM boots with it and it is the recorded
+    config from then on (the old one is refused). ``stop(force=True)`` stops it whatever it runs."""
+    group = {"accelerator_type": "tpu", "accelerator_variant": "v5litepod-16", "zones": [ZONE], "runtime_version": "v2-alpha-tpuv5-lite"}
+    config = gcp_config(fake.endpoint, scale_groups={"tpu": {**group, "max_slices": 1}})
+    ControllerVm(config).start(config, lambda line: None)
+    created = fake.instance(PROJECT, ZONE, "iris-c1-controller")
+    old_fingerprint = created["metadata"]["fingerprint"]
+    edited = gcp_config(fake.endpoint, scale_groups={"tpu": {**group, "max_slices": 4}})
+    with pytest.raises(OtherConfigError, match="apply the edit with `iris cluster --config PATH restart --force`"):
+        ControllerVm(edited).restart(lambda line: None)
+    assert "setMetadata" not in fake.calls and "reset" not in fake.calls
+
+    lines, progress = progress_lines()
+    placement = ControllerVm(edited).restart(progress, config=edited)
+    assert placement.state == "RUNNING" and placement.url == "http://127.0.0.220:10000"
+    assert [c for c in fake.calls if c in ("setMetadata", "setLabels", "reset")] == ["setMetadata", "setLabels", "reset"]
+    assert any("setting the controller VM iris-c1-controller's config to this one" in line for line in lines)
+    instance = fake.instance(PROJECT, ZONE, "iris-c1-controller")
+    metadata = {i["key"]: i["value"] for i in instance["metadata"]["items"]}
+    digest = config_digest(edited)
+    assert metadata["iris-config-digest"] == digest != config_digest(config)
+    assert yaml.safe_load(metadata[bootstrap.CONFIG])["scale_groups"]["tpu"]["max_slices"] == 4
+    assert metadata[bootstrap.STARTUP_SCRIPT] and metadata[bootstrap.ROLE] == "controller"
+    assert instance["labels"]["iris-config"] == digest[:16] and instance["metadata"]["fingerprint"] != old_fingerprint
+    booted = booter.booted[-1]  # the reset booted the VM again: with the new metadata
+    assert len(booter.booted) == 2 and booted.metadata["iris-config-digest"] == digest
+    assert yaml.safe_load(booted.metadata[bootstrap.CONFIG])["scale_groups"]["tpu"]["max_slices"] == 4
+    assert ControllerVm(edited).find() == placement
+    with pytest.raises(OtherConfigError, match="runs another config with this name"):
+        ControllerVm(config).find()  # the old config is the other one now
+
+    # GCE's optimistic locking, as the fake has it: a stale fingerprint is refused
+    from google.api_core import exceptions as gexc
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+
+    instances = compute_v1.InstancesClient(credentials=AnonymousCredentials(), client_options={"api_endpoint": fake.endpoint})
+    with pytest.raises(gexc.PreconditionFailed, match="fingerprint"):
+        instances.set_metadata_unary(project=PROJECT, zone=ZONE, instance="iris-c1-controller",
+                                     metadata_resource=compute_v1.Metadata(fingerprint=old_fingerprint, items=[]))  # fmt: skip
+
+    with pytest.raises(OtherConfigError):
+        ControllerVm(config).stop(progress)
+    assert ControllerVm(config).find(force=True) == placement
+    assert ControllerVm(config).stop(progress, force=True) is True
+    assert fake.instance(PROJECT, ZONE, "iris-c1-controller") is None and not booter.running(f"{ZONE}/iris-c1-controller")
 
 
 def test_controller_vm_stopped_by_hand_is_started_again_not_recreated(fake: FakeCompute, booter: AddressOnlyBooter) -> None:
@@ -398,6 +450,25 @@ def test_cluster_commands_place_the_controller_on_a_vm_reach_it_through_ssh_and_
             restarted = iris("cluster", "--config", config, "controller", "restart", home=home)  # returns once healthy again
             assert restarted.returncode == 0, restarted.stderr
             assert restarted.stdout.strip() == vm_url and booter.boots == 2 and fake.calls.count("reset") == 1
+
+            # the user edits their config: refused until restart --force applies it to the VM
+            data = yaml.safe_load(path.read_text())
+            data["scale_groups"]["tpu"]["max_slices"] = 2
+            path.write_text(yaml.safe_dump(data))
+            for args in (("cluster", "--config", config, "controller", "restart"), ("--config", config, "job", "list")):
+                refused = iris(*args, home=home)
+                assert refused.returncode == 2 and "runs another config with this name" in refused.stderr, refused.stderr
+                assert "restart --force`" in refused.stderr and "Traceback" not in refused.stderr
+            forced = iris("cluster", "--config", config, "controller", "restart", "--force", home=home)
+            assert forced.returncode == 0, forced.stderr
+            assert forced.stdout.strip() == vm_url and booter.boots == 3 and fake.calls.count("reset") == 2
+            assert "it runs this config from now on" in forced.stderr
+            on_disk = yaml.safe_load((tmp_path / "disk" / "config.yaml").read_text())  # what the VM booted with
+            assert on_disk["scale_groups"]["tpu"]["max_slices"] == 2
+            status = iris("cluster", "--config", config, "status", "--json", home=home)
+            assert status.returncode == 0, status.stderr
+            groups = json.loads(status.stdout)["controller"]["scale_groups"]
+            assert [(g["name"], g["max_slices"]) for g in groups] == [("tpu", 2)]
 
             stopped = iris("cluster", "--config", config, "stop", home=home)
             assert stopped.returncode == 0, stopped.stderr

@@ -268,3 +268,46 @@ def test_fake_compute_addresses_refuse_what_google_refuses(fake: FakeCompute) ->
     twice = compute_v1.Address(name="twice", address_type="INTERNAL", address="127.0.0.205")
     op = region_done(region_ops, addresses.insert_unary(project=PROJECT, region=REGION, address_resource=twice))
     assert op.error.errors[0].code == "IP_IN_USE_BY_ANOTHER_RESOURCE" and fake.address(PROJECT, REGION, "twice") is None
+
+
+class MetadataRecordingBooter(AddressOnlyBooter):
+    """A booter that offers ``set_metadata`` (as ``ContainerBooter`` does) and records each call."""
+
+    def __init__(self) -> None:
+        super().__init__(first=211, last=215)
+        self.updates: list[tuple[str, dict[str, str]]] = []
+
+    def set_metadata(self, host_id: str, metadata: dict[str, str]) -> None:
+        self.updates.append((host_id, dict(metadata)))
+
+
+def test_fake_compute_set_metadata_and_labels_need_the_current_fingerprint_and_reach_the_booter() -> None:
+    booter = MetadataRecordingBooter()
+    try:
+        with FakeCompute(booter, operation_delay=0.1) as fake:
+            instances, operations = clients(fake)
+            done(operations, instances.insert_unary(project=PROJECT, zone=ZONE, instance_resource=instance()))
+            got = instances.get(project=PROJECT, zone=ZONE, instance="vm-1")
+            assert got.metadata.fingerprint and got.label_fingerprint
+            items = [compute_v1.Items(key="iris-role", value="controller"), compute_v1.Items(key="iris-config", value="name: c1\n")]
+            op = instances.set_metadata_unary(project=PROJECT, zone=ZONE, instance="vm-1",
+                                              metadata_resource=compute_v1.Metadata(fingerprint=got.metadata.fingerprint, items=items))  # fmt: skip
+            assert not done(operations, op).error.errors
+            after = instances.get(project=PROJECT, zone=ZONE, instance="vm-1")
+            assert {i.key: i.value for i in after.metadata.items} == {"iris-role": "controller", "iris-config": "name: c1\n"}
+            assert after.metadata.fingerprint != got.metadata.fingerprint
+            assert booter.updates == [(f"{ZONE}/vm-1", {"iris-role": "controller", "iris-config": "name: c1\n"})]
+            with pytest.raises(gexc.PreconditionFailed, match="fingerprint"):  # the one read before the change
+                instances.set_metadata_unary(project=PROJECT, zone=ZONE, instance="vm-1",
+                                             metadata_resource=compute_v1.Metadata(fingerprint=got.metadata.fingerprint, items=[]))  # fmt: skip
+
+            request = compute_v1.InstancesSetLabelsRequest(label_fingerprint=got.label_fingerprint, labels={"iris-cluster": "c1", "x": "1"})
+            done(operations, instances.set_labels_unary(project=PROJECT, zone=ZONE, instance="vm-1", instances_set_labels_request_resource=request))
+            relabelled = instances.get(project=PROJECT, zone=ZONE, instance="vm-1")
+            assert dict(relabelled.labels) == {"iris-cluster": "c1", "x": "1"} and relabelled.label_fingerprint != got.label_fingerprint
+            with pytest.raises(gexc.PreconditionFailed):
+                instances.set_labels_unary(project=PROJECT, zone=ZONE, instance="vm-1", instances_set_labels_request_resource=request)
+            listed = instances.list(request=compute_v1.ListInstancesRequest(project=PROJECT, zone=ZONE, filter="labels.x=1"))
+            assert {i.name for i in listed} == {"vm-1"}  # found by its new label
+    finally:
+        booter.close()

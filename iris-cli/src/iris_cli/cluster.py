@@ -1,16 +1,21 @@
 """``iris cluster``: start, stop, restart and inspect a long-lived cluster, and its slices.
 
     iris cluster --config C start [--local] [--fresh]
-    iris cluster --config C stop | restart | status [--json]
+    iris cluster --config C stop [--force] | restart [--force] | status [--json]
     iris cluster --config C dashboard [--no-open]
     iris cluster --config C slice list | get SLICE | create --scale-group G | terminate SLICE... | terminate --all
     iris cluster --config C vm status | get VM | logs VM [--tail N]
-    iris cluster --config C controller start | stop | restart | status [--json] | run-local
+    iris cluster --config C controller start | stop [--force] | restart [--force] | status [--json] | run-local
 
 With ``controller.vm.enabled: true`` (the seeds' ``controller_vm: {gcp: ...}``) and a provider
 that can place it (gcp), the controller runs on the provider's VM: ``start`` creates it and waits
 for its health check, and every command reaches it through the config's tunnel. ``--local``
 always means a controller process on this machine.
+
+A controller started from another config with this ``name`` is refused by every command;
+``--force`` on ``stop`` and ``restart`` is how a user who edited their own config applies the
+edit (``restart --force``: the controller restarts with the given config, which becomes its
+recorded config) or stops the cluster anyway.
 """
 
 from __future__ import annotations
@@ -55,6 +60,14 @@ def _set_local(ctx: click.Context, _param: click.Parameter, value: bool) -> bool
         root.ensure_object(dict)
         root.obj["cluster_local"] = True
     return value
+
+
+def force_option(action: str) -> Any:
+    return click.option(
+        "--force", is_flag=True,
+        help=f"{action} although the running controller was started from another config of this name "
+             "(you edited this one).",
+    )
 
 
 # `--local` is accepted on every command that takes the cluster's config, in any position
@@ -109,29 +122,37 @@ def _where(info: Any) -> str:
 
 @cluster_group.command("stop")
 @click.option("--local", is_flag=True, help="The cluster was started with --local.")
+@force_option("Stop it")
 @click.pass_context
-def stop_command(ctx: click.Context, local: bool) -> None:
+def stop_command(ctx: click.Context, local: bool, force: bool) -> None:
     """Stop the controller and delete every slice labelled with this cluster (even ones the
     controller's state no longer knows)."""
     from iris.cluster.lifecycle import stop_cluster
 
     config = _config(ctx, local)
-    was_running, deleted = stop_cluster(config)
+    was_running, deleted = stop_cluster(config, force=force)
     click.echo(f"iris: controller {'stopped' if was_running else 'was not running'}", err=True)
     click.echo(f"iris: deleted {len(deleted)} slice(s){': ' + ', '.join(deleted) if deleted else ''}", err=True)
 
 
 @cluster_group.command("restart")
 @click.option("--local", is_flag=True, help="The cluster was started with --local.")
+@force_option("Restart it with this config (which it then runs)")
 @click.pass_context
-def restart_command(ctx: click.Context, local: bool) -> None:
-    """Restart the controller; its slices keep running and are adopted again."""
+def restart_command(ctx: click.Context, local: bool, force: bool) -> None:
+    """Restart the controller; its slices keep running and are adopted again. With --force, it
+    restarts with this config although it was started from another of this name: how an edited
+    config is applied."""
     from iris.cluster.lifecycle import restart_controller
 
     config = _config(ctx, local)
-    info = restart_controller(config)
-    click.echo(f"iris: controller restarted at {info.url} ({_where(info)})", err=True)
+    info = restart_controller(config, force=force)
+    click.echo(f"iris: controller restarted at {info.url} ({_where(info)}){_applied(force)}", err=True)
     click.echo(info.url)
+
+
+def _applied(force: bool) -> str:
+    return "; it runs this config from now on" if force else ""
 
 
 def _status(config: Any, controller_only: bool = False) -> dict[str, Any]:
@@ -238,7 +259,8 @@ def status_command(ctx: click.Context, local: bool, as_json: bool) -> None:
             lost = f" ({controller['lost_workers']} lost)" if controller.get("lost_workers") else ""
             click.echo(f"workers: {controller['workers']}{lost}   jobs: {jobs}")
         for group in controller.get("scale_groups", []):
-            click.echo(f"group {group['name']}: {group['state']}  slices {len(group['slices'])}  {group.get('detail', '')}".rstrip())
+            bounds = f" (min {group['min_slices']}, max {group['max_slices']})" if "max_slices" in group else ""
+            click.echo(f"group {group['name']}: {group['state']}  slices {len(group['slices'])}{bounds}  {group.get('detail', '')}".rstrip())
     if not status["slices"]:
         click.echo("slices: none")
     for s in status["slices"]:
@@ -542,24 +564,27 @@ def controller_start(ctx: click.Context, fresh: bool) -> None:
 
 @controller_group.command("stop")
 @local_option
+@force_option("Stop it")
 @click.pass_context
-def controller_stop(ctx: click.Context) -> None:
+def controller_stop(ctx: click.Context, force: bool) -> None:
     """Stop the controller (delete its VM); the slices keep running for the next controller to adopt."""
     from iris.cluster.lifecycle import stop_controller
 
-    was_running = stop_controller(_config(ctx))
+    was_running = stop_controller(_config(ctx), force=force)
     click.echo(f"iris: controller {'stopped' if was_running else 'was not running'}; slices left running", err=True)
 
 
 @controller_group.command("restart")
 @local_option
+@force_option("Restart it with this config (which it then runs)")
 @click.pass_context
-def controller_restart(ctx: click.Context) -> None:
-    """Restart the controller (reset its VM, keeping its disk and address); its slices are adopted again."""
+def controller_restart(ctx: click.Context, force: bool) -> None:
+    """Restart the controller (reset its VM, keeping its disk and address); its slices are adopted
+    again. With --force, with this config although it was started from another of this name."""
     from iris.cluster.lifecycle import restart_controller
 
-    info = restart_controller(_config(ctx))
-    click.echo(f"iris: controller restarted at {info.url} ({_where(info)})", err=True)
+    info = restart_controller(_config(ctx), force=force)
+    click.echo(f"iris: controller restarted at {info.url} ({_where(info)}){_applied(force)}", err=True)
     click.echo(info.url)
 
 

@@ -11,6 +11,12 @@ class ConfigError(IrisError):
     """A cluster config file is unreadable or invalid; the message names the field."""
 
 
+class OtherConfigError(ConfigError):
+    """The running controller of this cluster ``name`` was started from another config (two
+    configs with one name, or this one edited since): commands refuse it, and only ``stop
+    --force`` and ``restart --force`` (:func:`iris.cluster.lifecycle.restart_controller`) go on."""
+
+
 class ResourceError(IrisError, ValueError):
     """A resource string (memory, cpu, device) is malformed."""
 

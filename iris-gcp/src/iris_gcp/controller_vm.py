@@ -31,11 +31,18 @@ The VM carries a digest of the config it was started from (:func:`iris.cluster.l
 ``iris-config-digest`` and label ``<prefix>-config``): ``start``, ``find`` (so ``run``, ``job``,
 ``status`` and ``cluster stop``), ``restart`` and ``stop`` with a config that differs (two
 configs with one ``name`` in one project and zone, or a config changed since) are refused in one
-line instead of handing over, or deleting, the other config's controller.
+line (:class:`~iris.errors.OtherConfigError`) instead of handing over, or deleting, the other
+config's controller; ``find(force=True)`` and ``stop(progress, force=True)`` (``--force``) do
+not compare.
 
 ``restart`` resets the instance: a reset keeps the boot disk (so the controller's SQLite state)
 and the internal address workers know; the metadata (so the config) is the one it was created
-with: to apply a changed config, ``stop`` and ``start``. ``stop`` deletes every instance with
+with. ``restart(progress, config=C)`` (``iris cluster restart --force``) first sets the
+instance's metadata to ``C``'s (``iris-config``, the image, ``iris-config-digest``,
+``iris-started-by``; other keys are kept) and its ``<prefix>-config`` label, so the startup
+script writes ``C`` to ``/etc/iris/config.yaml`` at the reset's boot and ``C`` is the recorded
+config from then on. What the instance was created with (machine type, disk, network, service
+account) stays: to change those, ``stop`` and ``start``. ``stop`` deletes every instance with
 the cluster's controller labels.
 
 The Google client is imported inside methods only. ``provider.options.compute_api_endpoint``
@@ -56,7 +63,7 @@ from typing import Any
 
 import attrs
 
-from iris.errors import ConfigError
+from iris.errors import ConfigError, OtherConfigError
 from iris.plugin.protocols import ControllerPlacement
 from iris_gcp import bootstrap
 from iris_gcp.compute_errors import ComputeError, compute_error
@@ -312,36 +319,44 @@ class ControllerVm:
 
     # --- ControllerHost ----------------------------------------------------------------------
 
-    def find(self) -> ControllerPlacement | None:
+    def find(self, *, force: bool = False) -> ControllerPlacement | None:
         found = self._instances()
         if not found:
             return None
-        self._check_same_config(found[0], self.config)  # run, job, status and stop go through here
+        if not force:
+            self._check_same_config(found[0], self.config)  # run, job, status and stop go through here
         return placement_of(found[0])
 
-    def instance_body(self, config: Any, address: str = "") -> Any:
-        """The Instance resource the controller VM is created from (with the internal
-        ``address`` when given: the reserved one, see :meth:`reserve_address`)."""
+    def config_metadata(self, config: Any) -> dict[str, str]:
+        """The metadata that makes ``config`` the VM's: the startup script, the image, the config
+        adapted for the VM, its port, the config's digest and who started it."""
         import yaml
-        from google.cloud import compute_v1
 
+        from iris.cluster.lifecycle import config_digest
         from iris.config import config_to_dict
 
-        vm = config.controller.vm
-        if not vm.image:
+        if not config.controller.vm.image:
             raise ConfigError(
                 "controller.vm.image: empty; name the controller image the VM pulls (e.g. "
                 "europe-west4-docker.pkg.dev/my-project/iris/controller:latest, built with iris build controller-image)"
             )
         served = vm_config(config)
         metadata = bootstrap.controller_metadata(
-            image=vm.image, config_yaml=yaml.safe_dump(config_to_dict(served), sort_keys=False), port=served.controller.port
-        )
-        from iris.cluster.lifecycle import config_digest
-
-        digest = config_digest(config)
-        metadata[CONFIG_DIGEST] = digest
+            image=config.controller.vm.image, config_yaml=yaml.safe_dump(config_to_dict(served), sort_keys=False),
+            port=served.controller.port,
+        )  # fmt: skip
+        metadata[CONFIG_DIGEST] = config_digest(config)
         metadata[STARTED_BY] = _who()
+        return metadata
+
+    def instance_body(self, config: Any, address: str = "") -> Any:
+        """The Instance resource the controller VM is created from (with the internal
+        ``address`` when given: the reserved one, see :meth:`reserve_address`)."""
+        from google.cloud import compute_v1
+
+        vm = config.controller.vm
+        metadata = self.config_metadata(config)
+        digest = metadata[CONFIG_DIGEST]
         o = self.options
         network = str(o.get("network") or "default")
         nic = compute_v1.NetworkInterface(network=network if "/" in network else f"global/networks/{network}")
@@ -460,14 +475,45 @@ class ControllerVm:
         ours = config_digest(config)
         if theirs == ours:
             return
+        from iris.cluster.lifecycle import edited_config_hint
+
         who = metadata.get(STARTED_BY, "") or "someone"
-        raise ConfigError(
+        raise OtherConfigError(
             f"name: {config.name!r}: the controller VM {instance.name} in project {self.project!r}, zone {self.zone!r} runs "
             f"another config with this name (config digest {theirs[:12]}, started by {who}; see it with gcloud compute "
             f"instances describe {instance.name} --zone {self.zone} --project {self.project} "
             f"--format='value(metadata.items.{bootstrap.CONFIG})'), not this one (digest {ours[:12]}); give this config "
-            "its own name, or stop that cluster with its own config (iris cluster --config THAT.yaml stop) and start this one"
+            "its own name, or stop that cluster with its own config (iris cluster --config THAT.yaml stop) and start this one; "
+            f"{edited_config_hint()}"
         )
+
+    def _apply_config(self, instance: Any, config: Any, progress: Callable[[str], None]) -> None:
+        """Make ``config`` the one the VM runs from its next boot: its metadata (other keys kept)
+        and its config label, each set against the fingerprint just read (as GCE requires)."""
+        from google.cloud import compute_v1
+
+        metadata = {**_metadata(instance), **self.config_metadata(config)}
+        digest = metadata[CONFIG_DIGEST]
+        instances, _ = self._api()
+        action = "apply the config to the controller VM"
+        progress(f"setting the controller VM {instance.name}'s config to this one (digest {digest[:12]})")
+        body = compute_v1.Metadata(
+            fingerprint=instance.metadata.fingerprint, items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]
+        )
+        try:
+            operation = instances.set_metadata_unary(project=self.project, zone=self.zone, instance=instance.name, metadata_resource=body)
+        except Exception as exc:
+            raise self._error(exc, action) from None
+        self._wait(operation, action, progress)
+        labels = {**dict(instance.labels), f"{label_value(config.label_prefix)}-config": digest[:16]}
+        request = compute_v1.InstancesSetLabelsRequest(label_fingerprint=instance.label_fingerprint, labels=labels)
+        try:
+            operation = instances.set_labels_unary(
+                project=self.project, zone=self.zone, instance=instance.name, instances_set_labels_request_resource=request
+            )
+        except Exception as exc:
+            raise self._error(exc, action) from None
+        self._wait(operation, action, progress)
 
     def start(self, config: Any, progress: Callable[[str], None]) -> ControllerPlacement:
         existing = self._instances()
@@ -519,12 +565,17 @@ class ControllerVm:
             progress(f"the controller VM {self.name} is {placement.state}")
             time.sleep(2.0)
 
-    def restart(self, progress: Callable[[str], None]) -> ControllerPlacement:
+    def restart(self, progress: Callable[[str], None], *, config: Any = None) -> ControllerPlacement:
+        """Reset the VM (start it if stopped). With ``config`` (``restart --force``): first make
+        it the VM's config (:meth:`_apply_config`), whatever config it was started from."""
         found = self._instances()
         if not found:
             raise ComputeError(f"cannot restart the controller VM: there is none labelled {filter_for(self.labels)} in project "
                                f"{self.project!r}, zone {self.zone!r}; start it with iris cluster --config C start")  # fmt: skip
-        self._check_same_config(found[0], self.config)
+        if config is None:
+            self._check_same_config(found[0], self.config)
+        else:
+            self._apply_config(found[0], config, progress)
         instances, _ = self._api()
         name = found[0].name
         if _status_name(found[0]) in STOPPED:
@@ -547,10 +598,11 @@ class ControllerVm:
         self._wait(operation, "start the controller VM", progress)
         return self._get(progress, "start the controller VM")
 
-    def stop(self, progress: Callable[[str], None]) -> bool:
+    def stop(self, progress: Callable[[str], None], *, force: bool = False) -> bool:
         found = self._instances()
         for instance in found:
-            self._check_same_config(instance, self.config)
+            if not force:
+                self._check_same_config(instance, self.config)
         instances, _ = self._api()
         pending = []
         for instance in found:

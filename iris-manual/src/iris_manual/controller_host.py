@@ -24,7 +24,11 @@ here: ``find`` reads it over SSH, so any machine with the config finds, restarts
 and removes its directory (state, config, key copy). The record holds the digest of the config
 it was started from (:func:`iris.cluster.lifecycle.config_digest`): ``find`` (so ``run``,
 ``job``, ``status`` and ``stop``), ``start``, ``restart`` and ``stop`` with another config of the
-same name refuse in one line instead of using or removing that cluster's controller.
+same name refuse in one line (:class:`~iris.errors.OtherConfigError`) instead of using or
+removing that cluster's controller. ``--force``: ``find(force=True)`` and ``stop(progress,
+force=True)`` do not compare; ``restart(progress, config=C)`` stops what runs and starts it
+again as ``start`` would with ``C`` (config.yaml and the key copies written again, the record's
+digest ``C``'s, a container made again from ``C``'s image), keeping its ``state`` directory.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 import attrs
 import paramiko
 
-from iris.errors import ConfigError, PluginError
+from iris.errors import ConfigError, OtherConfigError, PluginError
 from iris.plugin.protocols import ControllerPlacement
 from iris_manual import ssh
 from iris_manual.host_agent import PRELUDE
@@ -50,7 +54,7 @@ STOP_GRACE = 20.0
 # Runs on the controller host with its Python after the shared PRELUDE (host_agent). Actions on
 # one directory DIR:
 #   find DIR                -> the record (controller.json) with "alive", or {}
-#   start DIR               -> stdin JSON: "files" {name: text} (written 0600), "record", and
+#   start DIR [GRACE]       -> stdin JSON: "files" {name: text} (written 0600), "record", and
 #                              "argv" + "env" (a process) or "docker" (the `docker run -d` argv)
 #                              + "image" + "docker_env"; starts it, writes controller.json
 #   restart DIR GRACE       -> stop what runs (keeping the directory) and start it again
@@ -104,7 +108,7 @@ elif action == "start":
     except OSError:
         pass
     if rec:
-        halt(rec, 5.0)
+        halt(rec, float(sys.argv[3]) if len(sys.argv) > 3 else 5.0)
         remove(rec)
     launch(d, spec["record"])
     print(json.dumps(read_json(os.path.join(d, "controller.json"))))
@@ -228,24 +232,25 @@ class ManualControllerHost:
     def _check_same_config(self, record: dict[str, Any]) -> None:
         """Refuse a controller started on the host from another config with this name (its
         digest, :func:`iris.cluster.lifecycle.config_digest`, is in the record)."""
-        from iris.cluster.lifecycle import config_digest
+        from iris.cluster.lifecycle import config_digest, edited_config_hint
 
         theirs = str(record.get("config_digest") or "")
         ours = config_digest(self.config)
         if not theirs or theirs == ours:
             return
-        raise ConfigError(
+        raise OtherConfigError(
             f"name: {self.config.name!r}: the controller on {self.host.where} ({self._absolute_dir()}) runs another config "
             f"with this name (config digest {theirs[:12]}; see it with ssh -p {self.host.port} {self.host.user}@{self.host.address} "
             f"cat {self._absolute_dir()}/config.yaml), not this one (digest {ours[:12]}); give this config its own name, or stop "
-            "that cluster with its own config (iris cluster --config THAT.yaml stop) and start this one"
+            f"that cluster with its own config (iris cluster --config THAT.yaml stop) and start this one; {edited_config_hint()}"
         )  # fmt: skip
 
-    def find(self) -> ControllerPlacement | None:
+    def find(self, *, force: bool = False) -> ControllerPlacement | None:
         record = self._agent("find", self.directory)
         if not record or not record.get("alive"):
             return None
-        self._check_same_config(record)  # run, job, status and stop go through here
+        if not force:
+            self._check_same_config(record)  # run, job, status and stop go through here
         return self._placement(record)
 
     def _docker_usable(self) -> tuple[bool, str]:
@@ -303,16 +308,21 @@ class ManualControllerHost:
         return attrs.evolve(config, provider=provider, controller=controller), files
 
     def start(self, config: Any, progress: Callable[[str], None]) -> ControllerPlacement:
-        import yaml
-
-        from iris.cluster.lifecycle import config_digest
-        from iris.config import config_to_dict
-
         record = self._agent("find", self.directory)
         if record:  # alive or not: its directory holds that config's state
             self._check_same_config(record)
         if record and record.get("alive"):
             return self._placement(record)
+        return self._launch(config, progress)
+
+    def _launch(self, config: Any, progress: Callable[[str], None]) -> ControllerPlacement:
+        """Write ``config`` (as served there) and its files on the host, stop what the record
+        says runs, and start the controller from ``config``; its ``state`` directory is kept."""
+        import yaml
+
+        from iris.cluster.lifecycle import config_digest
+        from iris.config import config_to_dict
+
         directory = self._absolute_dir()
         how = self.how_to_run(progress)
         served, files = self.served_config(config, directory)
@@ -340,24 +350,32 @@ class ManualControllerHost:
             record.update(argv=[self.python, *serve, "--config", f"{directory}/config.yaml"], env=self.env)
             progress(f"starting the controller on {self.host.where} as a process of {self.python}")
         spec = {"files": files, "record": record}
-        placed = self._agent("start", self.directory, stdin=json.dumps(spec).encode(), timeout=900)
+        # what runs (a dead controller's record, or the one restart --force replaces) stops as a restart stops it
+        placed = self._agent("start", self.directory, str(STOP_GRACE), stdin=json.dumps(spec).encode(), timeout=900 + STOP_GRACE)
         return self._placement(placed)
 
-    def restart(self, progress: Callable[[str], None]) -> ControllerPlacement:
+    def restart(self, progress: Callable[[str], None], *, config: Any = None) -> ControllerPlacement:
+        """Stop and start the controller, keeping its state. With ``config`` (``restart
+        --force``): start it from ``config``, whatever config it was started from
+        (:meth:`_launch`), which the record holds from then on."""
         record = self._agent("find", self.directory)
         if not record:
             raise PluginError(
                 f"cannot restart the controller: none is recorded on {self.host.where} in {self.directory}; "
                 "start it with iris cluster --config C start"
             )
+        if config is not None:
+            progress(f"restarting the controller on {self.host.where} with this config (its state is kept)")
+            return self._launch(config, progress)
         self._check_same_config(record)
         progress(f"restarting the controller on {self.host.where} (its state is kept)")
         return self._placement(self._agent("restart", self.directory, str(STOP_GRACE)))
 
-    def stop(self, progress: Callable[[str], None]) -> bool:
+    def stop(self, progress: Callable[[str], None], *, force: bool = False) -> bool:
         record = self._agent("find", self.directory)
         if record:
-            self._check_same_config(record)
+            if not force:
+                self._check_same_config(record)
             progress(f"stopping the controller on {self.host.where} and removing {self.directory}")
         return bool(self._agent("stop", self.directory, str(STOP_GRACE), timeout=STOP_GRACE + 120).get("existed"))
 

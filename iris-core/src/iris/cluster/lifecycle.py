@@ -12,11 +12,19 @@ turns ``controller.vm.enabled`` off, so it always means a process here.
 whether or not the controller's state still knows about them, then lets the controller host
 release what it kept for the slices' sake (its optional ``release(progress)``: e.g. the
 controller VM's reserved address). ``status`` compares the two.
+
+Two configs with one ``name`` never share a controller: each records the config its controller
+was started from (here ``<state dir>/cluster.yaml``; a placed controller's host records
+:func:`config_digest`), and every command with another config refuses
+(:class:`~iris.errors.OtherConfigError`). A user who edited their own config applies the edit
+with ``restart --force`` (the controller restarts with the given config, which becomes the
+recorded one) or stops the cluster with ``stop --force``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -36,7 +44,7 @@ from iris.auth import OWNER_TOKEN_FILE, find_token, read_token_file, write_priva
 from iris.cluster.scale_groups import scale_group_zones
 from iris.cluster.worker.worker import start_in_process
 from iris.config import ClusterConfig, auth_enabled, config_to_dict
-from iris.errors import IrisError
+from iris.errors import IrisError, OtherConfigError, PluginError
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
 from iris.job.types import JobState
@@ -93,18 +101,33 @@ def config_digest(config: ClusterConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
+def edited_config_hint(config: ClusterConfig | None = None) -> str:
+    """The way out that every "another config with this name" refusal ends with: the user who
+    edited their own config applies it with ``restart --force`` (``--local`` when ``config`` is
+    the ``--local`` copy of a config, :func:`iris.cluster.manager.make_local_config`)."""
+    local = ""
+    if config is not None and config.provider.type == "local":
+        if state_dir_for(config) == Path.home() / ".iris" / f"{config.name}-local":
+            local = " --local"
+    return (
+        "if this is your cluster and you edited its config, apply the edit with "
+        f"`iris cluster --config PATH restart{local} --force` (or stop it with `stop{local} --force`)"
+    )
+
+
+def running_controller(config: ClusterConfig, *, force: bool = False) -> ControllerProcessInfo | None:
     """The controller process started for this config, if it is alive.
 
-    Raises IrisError if the controller running in this config's state directory was started
-    from a different config (two configs with the same ``name``): it is not this cluster, and
-    nothing should run on it or stop it by accident."""
+    Raises OtherConfigError if the controller running in this config's state directory was
+    started from a different config (two configs with the same ``name``, or this one edited
+    since): it is not this cluster, and nothing should run on it or stop it by accident.
+    ``force`` (``stop --force``, ``restart --force``) finds it all the same."""
     import yaml
 
     host = controller_host(config)
     if host is not None:
         try:
-            placement = host.find()
+            placement = _host_method(host, config, "find", "force")(force=True) if force else host.find()
         finally:
             host.close()
         if placement is None or not placement.url:
@@ -122,11 +145,11 @@ def running_controller(config: ClusterConfig) -> ControllerProcessInfo | None:
         started_from = yaml.safe_load((state_dir / "cluster.yaml").read_text())
     except (OSError, yaml.YAMLError):
         started_from = None
-    if isinstance(started_from, dict) and _identity(started_from) != _identity(config_to_dict(config)):
-        raise IrisError(
+    if not force and isinstance(started_from, dict) and _identity(started_from) != _identity(config_to_dict(config)):
+        raise OtherConfigError(
             f"the controller running in {state_dir} (pid {pid}, {url}) belongs to another config named "
             f"{config.name!r} (its config: {state_dir / 'cluster.yaml'}); give this config its own name: "
-            "(or stop that cluster with its own config)"
+            f"(or stop that cluster with its own config); {edited_config_hint(config)}"
         )
     return ControllerProcessInfo(pid, url, state_dir, _http_url(state_dir))
 
@@ -206,16 +229,17 @@ def start_cluster(config: ClusterConfig, *, fresh: bool = False, timeout: float 
     raise IrisError(f"the controller did not start within {timeout:.0f}s; see {state_dir / 'controller.log'}")
 
 
-def stop_controller(config: ClusterConfig, timeout: float = 30.0) -> bool:
+def stop_controller(config: ClusterConfig, timeout: float = 30.0, *, force: bool = False) -> bool:
     """SIGTERM the controller process, or delete the provider's controller machine (its slices
-    keep running); True if one was running."""
+    keep running); True if one was running. ``force``: also when it was started from another
+    config of this name (refused otherwise)."""
     host = controller_host(config)
     if host is not None:
         try:
-            return host.stop(_progress)
+            return _host_method(host, config, "stop", "force")(_progress, force=True) if force else host.stop(_progress)
         finally:
             host.close()
-    info = running_controller(config)
+    info = running_controller(config, force=force)
     if info is None:
         return False
     os.kill(info.pid, signal.SIGTERM)
@@ -285,18 +309,19 @@ def kill_unfinished_jobs(url: str, reason: str = STOPPED_REASON, token: str | No
     return killed
 
 
-def stop_cluster(config: ClusterConfig) -> tuple[bool, list[str]]:
+def stop_cluster(config: ClusterConfig, *, force: bool = False) -> tuple[bool, list[str]]:
     """Kill the jobs still running (recording why), stop the controller, then delete every
     slice labelled with this cluster. Returns (whether a controller was running, the slice ids
-    deleted)."""
-    info = running_controller(config)
+    deleted). ``force``: also when the controller was started from another config of this
+    name (the user edited theirs; refused otherwise)."""
+    info = running_controller(config, force=force)
     if info is not None:
         try:
             with connect_controller(config, info) as url:
                 kill_unfinished_jobs(url, token=info.token or None)
         except IrisError as exc:  # an unresponsive controller: stop it anyway
             logger.warning("could not kill the unfinished jobs before stopping: %s", exc)
-    was_running = stop_controller(config)
+    was_running = stop_controller(config, force=force)
     manager = open_vm_manager(config)
     deleted = []
     try:
@@ -464,19 +489,47 @@ def _start_placed(config: ClusterConfig, host: Any, *, fresh: bool, timeout: flo
     return info
 
 
-def restart_controller(config: ClusterConfig, *, timeout: float = 60.0) -> ControllerProcessInfo:
+def restart_controller(config: ClusterConfig, *, timeout: float = 60.0, force: bool = False) -> ControllerProcessInfo:
     """Restart the controller, keeping its state and its slices: the process here is stopped and
-    started again; a controller machine is restarted by its provider (e.g. a VM reset)."""
+    started again; a controller machine is restarted by its provider (e.g. a VM reset).
+
+    ``force`` (``iris cluster restart --force``): restart it with ``config`` although it was
+    started from another config of this name (the user edited theirs), and record ``config``
+    as the one it runs: here ``<state dir>/cluster.yaml`` is written again; a controller
+    machine's host gets it as ``restart(progress, config=...)`` (the served config, with this
+    user's admin token as ``start`` adds it)."""
     host = controller_host(config)
     if host is None:
-        stop_controller(config)
+        stop_controller(config, force=force)
         return start_cluster(config, timeout=timeout)
     try:
-        if host.find() is None:
+        if force:  # the host applies the config to the machine it has (and says so if it has none)
+            placement = _host_method(host, config, "restart", "config")(_progress, config=_owner_token(config)[0])
+        elif host.find() is None:
             return _start_placed(config, host, fresh=False, timeout=max(timeout, PLACED_START_TIMEOUT))
-        placement = host.restart(_progress)
+        else:
+            placement = host.restart(_progress)
     finally:
         host.close()
     info = _remote_info(config, placement)
     wait_healthy(config, info, timeout=max(timeout, PLACED_START_TIMEOUT), hint=placement.logs_hint)
     return info
+
+
+def _host_method(host: Any, config: ClusterConfig, name: str, keyword: str) -> Any:
+    """``host.<name>``, checked to take ``keyword`` (``--force`` on a placed controller: the
+    ControllerHost's optional ``find(force=)``, ``stop(progress, force=)`` and
+    ``restart(progress, config=)``); a PluginError naming the plugin's host if it does not."""
+    method = getattr(host, name)
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call say
+        return method
+    if any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return method
+    cls = type(host)
+    raise PluginError(
+        f"--force: the controller host of provider {config.provider.type!r} ({cls.__module__}.{cls.__qualname__}) "
+        f"cannot apply it: its {name}() takes no {keyword}= argument (the ControllerHost's optional --force support); "
+        f"stop that cluster with the config it was started from, or upgrade the plugin"
+    )

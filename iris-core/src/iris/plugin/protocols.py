@@ -130,7 +130,12 @@ class ControllerHost(Protocol):
     waits for the controller's health check and reaches it through the config's tunnel."""
 
     def find(self) -> ControllerPlacement | None:
-        """The controller machine of this cluster (found through the provider, by label), or None."""
+        """The controller machine of this cluster (found through the provider, by label), or None.
+
+        A host records the config its machine was started from
+        (:func:`iris.cluster.lifecycle.config_digest`) and raises
+        :class:`~iris.errors.OtherConfigError` here, and in ``start``, ``restart`` and ``stop``,
+        when the config it was built with differs (another config with this ``name``)."""
 
     def start(self, config: object, progress: Callable[[str], None]) -> ControllerPlacement:
         """Create the controller machine for ``config`` (a ClusterConfig, adapted by the host for
@@ -145,7 +150,15 @@ class ControllerHost(Protocol):
 
         A host may also offer ``release(progress) -> bool`` (optional, not part of this
         protocol's required methods): ``iris cluster stop`` calls it once the slices are deleted,
-        to free what outlived the machine for their sake (e.g. a reserved address)."""
+        to free what outlived the machine for their sake (e.g. a reserved address).
+
+        ``--force`` (optional, keyword-only arguments the core passes only when the user asks
+        for it; a host without them still works, and ``--force`` then fails naming the host):
+        ``find(*, force=True)`` and ``stop(progress, *, force=True)`` do not compare the
+        recorded config; ``restart(progress, *, config=C)`` restarts the machine with ``C`` (a
+        ClusterConfig, as ``start`` gets it) whatever config it was started from, and records
+        ``C`` as its config from then on (a stopped machine is started; none at all is an
+        error that says to ``start`` it)."""
 
     def close(self) -> None: ...
 

@@ -155,7 +155,9 @@ class Booter(Protocol):
         """Halt every host."""
 
     # Booters that can, also offer ``reserve(address="") -> str`` and ``release(address)``
-    # (:class:`AddressPool`'s), which the fake Compute API's ``addresses`` resource uses.
+    # (:class:`AddressPool`'s), which the fake Compute API's ``addresses`` resource uses, and
+    # ``set_metadata(host_id, metadata)``: a running host's new metadata (``instances.setMetadata``),
+    # served to it from then on.
 
 
 class AddressOnlyBooter:

@@ -7,12 +7,19 @@ The real ``google.cloud.compute_v1`` clients talk to it::
                              client_options={"api_endpoint": fake.endpoint})
 
 It serves the subset Iris uses: ``instances.insert|get|list|aggregatedList|delete|reset|stop|
-start``, ``addresses.insert|get|list|delete`` (static internal addresses) and
+start|setMetadata|setLabels``, ``addresses.insert|get|list|delete`` (static internal addresses) and
 ``zoneOperations.get|wait``, ``regionOperations.get|wait``. Mutations return an operation that is
 ``DONE`` after ``operation_delay`` seconds; its effect (booting, halting, reserving) happens then.
 An inserted instance is booted through the :class:`~iris_gcp.testing.boot.Booter`: its metadata
 items become the host's metadata (``startup-script`` included) and the booted address is its
 ``networkInterfaces[0].networkIP``; deleting or stopping it halts the host.
+
+``setMetadata`` and ``setLabels`` replace the instance's metadata items or labels as GCE does:
+the body must carry the current ``metadata.fingerprint`` (``labelFingerprint``), else 412
+``conditionNotMet``, and each change gives a new fingerprint. New metadata reaches a running
+host through the booter's optional ``set_metadata(host_id, metadata)`` (what its metadata
+server answers; the startup script reads it at the next boot); a booter without it sees the new
+metadata when it boots the host again (a reset without ``reboot``, a stop then start).
 
 Addresses, as GCE has them: an instance may ask for its internal address
 (``networkInterfaces[0].networkIP``: an IP, or the URL of a reserved address); the booter gives
@@ -309,6 +316,7 @@ class FakeCompute:
                     access.setdefault("natIP", "")  # no external address here: nothing leaves the machine
             instance = {
                 **body,
+                "metadata": {**(body.get("metadata") or {}), "fingerprint": _fingerprint((body.get("metadata") or {}).get("items") or [])},
                 "kind": "compute#instance",
                 "id": str(next(self._ids) + 4_000_000_000_000_000_000),
                 "name": name,
@@ -316,7 +324,7 @@ class FakeCompute:
                 "machineType": f"{BASE}/projects/{project}/zones/{zone}/machineTypes/{machine_type}",
                 "status": "PROVISIONING",
                 "labels": labels,
-                "labelFingerprint": "42WmSpB8rSM=",
+                "labelFingerprint": _fingerprint(labels),
                 "networkInterfaces": interfaces,
                 "creationTimestamp": _now(),
                 "selfLink": self_link,
@@ -428,6 +436,49 @@ class FakeCompute:
     def stop(self, project: str, zone: str, name: str) -> dict[str, Any]:
         instance = self._get_instance(project, zone, name)
         return self._operation(project, zone, "stop", instance["selfLink"], lambda: self._halt(instance, "TERMINATED"))
+
+    def set_metadata(self, project: str, zone: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``instances.setMetadata``: the items replace the instance's (the fingerprint must match)."""
+        instance = self._get_instance(project, zone, name)
+        items = [dict(i) for i in body.get("items") or []]
+        for item in items:
+            if not re.match(r"^[a-zA-Z0-9-_]{1,128}$", str(item.get("key", ""))):
+                raise ApiError(InjectedError(400, "invalid", f"Invalid value for field 'resource.items[].key': '{item.get('key', '')}'.", "INVALID_ARGUMENT"))
+        with self._lock:
+            current = (instance.get("metadata") or {}).get("fingerprint", "")
+        if body.get("fingerprint", "") != current:
+            raise ApiError(InjectedError(
+                412, "conditionNotMet", "Supplied fingerprint does not match current metadata fingerprint.", "FAILED_PRECONDITION"))  # fmt: skip
+
+        def apply() -> None:
+            with self._lock:
+                instance["metadata"] = {"kind": "compute#metadata", "items": items, "fingerprint": _fingerprint(items)}
+                running = instance["status"] == "RUNNING"
+            update = getattr(self.booter, "set_metadata", None)
+            if update is not None and running:
+                update(_host_id(instance), {i["key"]: i.get("value", "") for i in items})
+
+        return self._operation(project, zone, "setMetadata", instance["selfLink"], apply)
+
+    def set_labels(self, project: str, zone: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``instances.setLabels``: the labels replace the instance's (the fingerprint must match)."""
+        instance = self._get_instance(project, zone, name)
+        labels = dict(body.get("labels") or {})
+        for key, value in labels.items():
+            if not LABEL_KEY.match(key) or not LABEL_VALUE.match(str(value)):
+                raise ApiError(InjectedError(400, "invalid", f"Invalid value for field 'resource.labels': '{key}={value}'.", "INVALID_ARGUMENT"))
+        with self._lock:
+            current = instance.get("labelFingerprint", "")
+        if body.get("labelFingerprint", "") != current:
+            raise ApiError(InjectedError(
+                412, "conditionNotMet", "Labels fingerprint either invalid or resource labels have changed", "FAILED_PRECONDITION"))  # fmt: skip
+
+        def apply() -> None:
+            with self._lock:
+                instance["labels"] = labels
+                instance["labelFingerprint"] = _fingerprint(labels)
+
+        return self._operation(project, zone, "setLabels", instance["selfLink"], apply)
 
     def start_instance(self, project: str, zone: str, name: str) -> dict[str, Any]:
         instance = self._get_instance(project, zone, name)
@@ -594,6 +645,14 @@ class FakeCompute:
             time.sleep(0.02)
 
 
+def _fingerprint(value: Any) -> str:
+    """A fingerprint of metadata items or labels, as GCE's: opaque, base64, new for each change."""
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(json.dumps(value, sort_keys=True).encode()).digest()[:8]).decode()
+
+
 def _region(zone: str) -> str:
     return zone.rsplit("-", 1)[0]
 
@@ -654,6 +713,8 @@ _ROUTES = [
     ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/reset$"), "reset"),
     ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/stop$"), "stop"),
     ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/start$"), "start"),
+    ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/setMetadata$"), "setMetadata"),
+    ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/instances/([^/]+)/setLabels$"), "setLabels"),
     ("GET", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/([^/]+)$"), "operations.get"),
     ("POST", re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/operations/([^/]+)/wait$"), "operations.wait"),
     ("GET", re.compile(r"^/compute/v1/projects/([^/]+)/regions/([^/]+)/addresses$"), "addresses.list"),
@@ -702,13 +763,17 @@ def _handler_for(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
                 return fake.aggregated_list(args[0], filter_text)
             if method == "list":
                 return fake.list(args[0], args[1], filter_text)
-            if method in ("insert", "addresses.insert"):
+            if method in ("insert", "addresses.insert", "setMetadata", "setLabels"):
                 try:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     raise ApiError(InjectedError(400, "parseError", "Parse Error", "INVALID_ARGUMENT")) from None
                 if method == "addresses.insert":
                     return fake.insert_address(args[0], args[1], body)
+                if method == "setMetadata":
+                    return fake.set_metadata(*args, body)
+                if method == "setLabels":
+                    return fake.set_labels(*args, body)
                 return fake.insert(args[0], args[1], body)
             if method == "addresses.list":
                 return fake.list_addresses(args[0], args[1], filter_text)

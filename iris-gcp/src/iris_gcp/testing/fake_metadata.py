@@ -126,6 +126,11 @@ class FakeMetadataServer:
             else:
                 machine.attributes[key] = value
 
+    def set_attributes(self, name: str, attributes: Mapping[str, str]) -> None:
+        """Replace every attribute of a machine (``instances.setMetadata``)."""
+        with self._lock:
+            self._machines[name].attributes = dict(attributes)
+
     def guest_attributes(self, name: str) -> dict[str, str]:
         """What the machine reported (``NAMESPACE/KEY`` to value)."""
         with self._lock:

@@ -263,6 +263,11 @@ class ContainerBooter:
         if result.returncode != 0:
             raise RuntimeError(f"rebooting {host_id}: docker start failed: {result.stderr.decode().strip()}")
 
+    def set_metadata(self, host_id: str, metadata: Mapping[str, str]) -> None:
+        """Serve the host's new metadata (the fake Compute's ``instances.setMetadata``): its
+        startup script reads it at the next boot (a reset), as on GCE."""
+        self.metadata.set_attributes(self._record(host_id).name, metadata)
+
     # --- what tests look at ------------------------------------------------------------------
 
     def address(self, host_id: str) -> str:
