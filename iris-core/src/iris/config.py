@@ -464,6 +464,12 @@ def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
     return _converter.unstructure(config)
 
 
+def local_state_dir(name: str) -> Path:
+    """Where the ``--local`` copy of the cluster ``name`` keeps its state unless the config says
+    (``~/.iris/<name>-local``)."""
+    return Path.home() / ".iris" / f"{name}-local"
+
+
 def auth_enabled(config: ClusterConfig) -> bool:
     """Whether this config's controller checks tokens: ``auth.enabled`` when set, else on for
     every controller but the in-process local cluster (local provider, workers as threads)."""

@@ -43,7 +43,7 @@ import attrs
 from iris.auth import OWNER_TOKEN_FILE, find_token, read_token_file, write_private
 from iris.cluster.scale_groups import scale_group_zones
 from iris.cluster.worker.worker import start_in_process
-from iris.config import ClusterConfig, auth_enabled, config_to_dict
+from iris.config import ClusterConfig, auth_enabled, config_to_dict, local_state_dir
 from iris.errors import IrisError, OtherConfigError, PluginError
 from iris.plugin.records import ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
@@ -107,7 +107,7 @@ def edited_config_hint(config: ClusterConfig | None = None) -> str:
     the ``--local`` copy of a config, :func:`iris.cluster.manager.make_local_config`)."""
     local = ""
     if config is not None and config.provider.type == "local":
-        if state_dir_for(config) == Path.home() / ".iris" / f"{config.name}-local":
+        if state_dir_for(config) == local_state_dir(config.name):
             local = " --local"
     return (
         "if this is your cluster and you edited its config, apply the edit with "

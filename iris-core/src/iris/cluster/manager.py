@@ -37,7 +37,7 @@ from iris.cluster.worker.worker import start_in_process
 from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSigner, cluster_secret, load_static_tokens
 from iris.auth import current_user, read_token_file, write_private
 from iris.auth import static_token_entry
-from iris.config import ClusterConfig, ScaleGroupConfig, auth_enabled, is_loopback
+from iris.config import ClusterConfig, ScaleGroupConfig, auth_enabled, is_loopback, local_state_dir
 from iris.errors import ConfigError, IrisError
 from iris.plugin.records import OWNER_FILE, TEMP_STATE_PREFIX, ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
@@ -58,7 +58,7 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
     if process_workers:
         options["worker_mode"] = "process"
     provider = attrs.evolve(config.provider, type="local", options=options)
-    state_dir = config.controller.state_dir or str(Path.home() / ".iris" / f"{config.name}-local")
+    state_dir = config.controller.state_dir or str(local_state_dir(config.name))
     # bundle_prefix and checkpoint_url are the real cluster's: a copy on this machine must not write there
     controller = attrs.evolve(
         config.controller, host="127.0.0.1", bundle_prefix="", checkpoint_url="", state_dir=state_dir,
