@@ -172,6 +172,7 @@ ROUND_TRIPS = [
         convert.autoscaler_status_to_proto,
         (),
     ),
+    (controller_pb2.ListVmsResponse, convert.vms_from_proto, convert.vms_to_proto, ()),
     (
         worker_pb2.WorkerIdentity,
         convert.worker_identity_from_proto,
@@ -300,9 +301,10 @@ ENVELOPES = {
     "RegisterEndpointResponse", "LookupEndpointRequest", "LookupEndpointResponse", "GetAutoscalerStatusRequest",
     "CreateSliceRequest", "CreateSliceResponse", "TerminateSlicesRequest", "TerminateSlicesResponse",
     "GetResultsRequest", "WhoAmIRequest", "WhoAmIResponse", "CreateTokenRequest", "CreateTokenResponse",
+    "ListVmsRequest", "GetVmLogsRequest", "GetVmLogsResponse",
 }  # fmt: skip
 # Converted as part of a message checked above.
-NESTED = {"SliceStatus", "ScaleGroupStatus", "DesiredAttempt", "TaskResult"}
+NESTED = {"SliceStatus", "ScaleGroupStatus", "DesiredAttempt", "TaskResult", "VmStatus"}
 
 
 def test_convert_every_message_is_checked_or_listed_as_an_envelope() -> None:

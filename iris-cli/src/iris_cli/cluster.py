@@ -5,6 +5,7 @@
     iris cluster --config C dashboard [--no-open]
     iris cluster --config C slice list | get SLICE | create --scale-group G | terminate SLICE... | terminate --all
     iris cluster --config C vm status | get VM | logs VM [--tail N]
+    iris cluster vm --controller-url URL status | get VM | logs VM [--tail N]
     iris cluster --config C controller start | stop [--force] | restart [--force] | status [--json] | run-local
 
 With ``controller.vm.enabled: true`` (the seeds' ``controller_vm: {gcp: ...}``) and a provider
@@ -449,14 +450,6 @@ def _not_found(message: str) -> click.ClickException:
     return error
 
 
-def _find_vm(manager: Any, vm_id: str) -> tuple[Any, Any]:
-    for info in manager.list_slices({}):
-        for vm in info.vms:
-            if vm.vm_id == vm_id:
-                return info, vm
-    raise _not_found(f"no VM {vm_id!r} in this cluster; `iris cluster --config C vm status` lists them")
-
-
 @slice_group.command("get")
 @local_option
 @click.argument("slice_id")
@@ -480,24 +473,78 @@ def slice_get(ctx: click.Context, slice_id: str, as_json: bool) -> None:
         click.echo(f"  {vm['vm_id']}  {vm['address'] or '-'}  {vm['state']}")
 
 
+def _set_controller_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        root.obj["controller_url"] = value
+    return value
+
+
+# `iris cluster vm --controller-url URL status` and `iris cluster vm status --controller-url URL`
+controller_url_option = click.option(
+    "--controller-url", "_controller_url", metavar="URL", default=None, expose_value=False, callback=_set_controller_url,
+    help="Ask the running controller at URL (no config needed); it wins over --config.",
+)
+
+
+@contextmanager
+def _url_client(url: str) -> Iterator[Any]:
+    """A client of the controller at ``url`` with the token ``iris job --controller-url`` uses
+    ($IRIS_TOKEN, else ``iris login``'s for the URL, else the owner's of a cluster started here)."""
+    from iris.auth import find_token
+    from iris.client import IrisClient
+
+    client = IrisClient.remote(url, token=find_token(url) or None)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _vm_rows(ctx: click.Context) -> list[dict[str, Any]]:
+    """Every VM of the cluster (``iris.cluster.manager.vm_rows``): from the controller at
+    --controller-url, else from the provider that --config names, opened here."""
+    url = resolve(ctx, "controller_url", None)
+    if url:
+        with _url_client(url) as client:
+            return client.list_vms()
+    from iris.cluster.manager import vm_rows
+
+    manager = _vm_manager(ctx)
+    try:
+        return vm_rows(manager.list_slices({}))
+    finally:
+        manager.close()
+
+
+def _find_vm(rows: list[dict[str, Any]], vm_id: str) -> dict[str, Any]:
+    from iris.cluster.manager import no_vm_message
+
+    for row in rows:
+        if row["vm_id"] == vm_id:
+            return row
+    raise _not_found(no_vm_message(vm_id))
+
+
 @cluster_group.group("vm")
 @local_option
+@controller_url_option
 def vm_group() -> None:
-    """The machines (VMs, hosts) of the cluster's slices: state, details, worker logs."""
+    """The machines (VMs, hosts) of the cluster's slices: state, details, worker logs.
+
+    With --config the provider is asked from this machine; with --controller-url URL the running
+    controller answers (its own provider), and no config is needed. Given both, the URL wins."""
 
 
 @vm_group.command("status")
 @local_option
+@controller_url_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def vm_status(ctx: click.Context, as_json: bool) -> None:
     """Every VM of every slice, with its slice, address and state."""
-    manager = _vm_manager(ctx)
-    try:
-        slices = [_slice_json(info) for info in manager.list_slices({})]
-    finally:
-        manager.close()
-    vms = [{**vm, "slice_id": s["slice_id"], "scale_group": s["scale_group"]} for s in slices for vm in s["vms"]]
+    vms = [{k: row[k] for k in ("vm_id", "address", "state", "attributes", "slice_id", "scale_group")} for row in _vm_rows(ctx)]
     if as_json:
         click.echo(json.dumps(vms, indent=2))
         return
@@ -509,32 +556,47 @@ def vm_status(ctx: click.Context, as_json: bool) -> None:
 
 @vm_group.command("get")
 @local_option
+@controller_url_option
 @click.argument("vm_id")
 @click.pass_context
 def vm_get(ctx: click.Context, vm_id: str) -> None:
     """One VM (JSON): its slice, address, state and attributes."""
-    manager = _vm_manager(ctx)
-    try:
-        info, vm = _find_vm(manager, vm_id)
-    finally:
-        manager.close()
-    data = {"vm_id": vm.vm_id, "slice_id": info.slice_id, "scale_group": info.scale_group, "address": vm.address,
-            "state": vm.state.value, "attributes": dict(vm.attributes)}  # fmt: skip
-    click.echo(json.dumps(data, indent=2))
+    row = _find_vm(_vm_rows(ctx), vm_id)
+    click.echo(json.dumps({k: row[k] for k in ("vm_id", "slice_id", "scale_group", "address", "state", "attributes")}, indent=2))
 
 
 @vm_group.command("logs")
 @local_option
+@controller_url_option
 @click.argument("vm_id")
-@click.option("--tail", type=click.IntRange(min=1), default=100, show_default=True, metavar="N", help="How many of the last lines.")
+@click.option("--tail", type=click.IntRange(min=1, max=1_000_000), default=100, show_default=True, metavar="N", help="How many of the last lines.")
 @click.pass_context
 def vm_logs(ctx: click.Context, vm_id: str, tail: int) -> None:
-    """The worker's log on that VM (read from its host)."""
+    """The worker's log on that VM (read from its host). Through --controller-url: admins only,
+    since a worker's log shows every user's task lines."""
+    url = resolve(ctx, "controller_url", None)
+    if url:
+        from iris.errors import IrisError, VmNotFound
+
+        with _url_client(url) as client:
+            try:
+                text = client.vm_logs(vm_id, tail)
+            except VmNotFound as exc:
+                raise _not_found(str(exc)) from None
+            except IrisError as exc:
+                if type(exc) is not IrisError:  # unreachable, refused credentials: main's table
+                    raise
+                raise click.ClickException(str(exc)) from None  # the provider could not (as below)
+        click.echo(text, nl=False)
+        return
+    from iris.cluster.manager import vm_logs_unsupported, vm_rows
+
     manager = _vm_manager(ctx)
     try:
+        _find_vm(vm_rows(manager.list_slices({})), vm_id)
         reader = getattr(manager, "vm_logs", None)
         if reader is None:
-            raise click.ClickException(f"provider {_config(ctx).provider.type!r} cannot show VM logs")
+            raise click.ClickException(vm_logs_unsupported(_config(ctx).provider.type))
         click.echo(reader(vm_id, tail), nl=False)
     finally:
         manager.close()

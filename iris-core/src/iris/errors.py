@@ -51,6 +51,10 @@ class JobNotFound(IrisError):
     """A job id that the controller does not know."""
 
 
+class VmNotFound(IrisError):
+    """A VM id that none of the cluster's slices has. gRPC: NOT_FOUND."""
+
+
 class RemoteTraceback(Exception):
     """The traceback of an exception raised in a task or an actor, attached as the re-raised
     exception's cause."""

@@ -31,7 +31,7 @@ from iris.job.records import JobLogLine as LogLine
 from iris.job.validation import check_job_spec
 from iris.cluster.types import Entrypoint, EnvironmentSpec, JobState, ResourceSpec, TaskState
 from iris.auth import PermissionDenied, Unauthenticated, current_user, find_token  # noqa: F401 (callers catch them from here)
-from iris.errors import ConfigError, ControllerUnavailable, IrisError, JobNotFound, RemoteTraceback  # noqa: F401 (as above)
+from iris.errors import ConfigError, ControllerUnavailable, IrisError, JobNotFound, RemoteTraceback, VmNotFound  # noqa: F401 (as above)
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert
 from iris.rpc.channel import authorized_channel
 from iris.rpc.channel import call as _call
@@ -480,6 +480,20 @@ class IrisClient:
     def terminate_slices(self, slice_ids: list[str], *, all_slices: bool = False) -> list[str]:
         request = controller_pb2.TerminateSlicesRequest(slice_ids=slice_ids, all=all_slices)
         return list(_call(self._stub.TerminateSlices, request, self.address, timeout=600).slice_ids)
+
+    def list_vms(self) -> list[dict[str, Any]]:
+        """Every VM of every slice, as the controller's provider reports it, as plain dicts
+        (vm_id, address, state, attributes, slice_id, scale_group, slice_error)."""
+        return convert.vms_from_proto(_call(self._stub.ListVms, controller_pb2.ListVmsRequest(), self.address, timeout=600))
+
+    def vm_logs(self, vm_id: str, tail: int = 100) -> str:
+        """The last ``tail`` lines of the worker's log on that VM (admins only). VmNotFound for a
+        VM the cluster does not have."""
+        request = controller_pb2.GetVmLogsRequest(vm_id=vm_id, tail=tail)
+        try:
+            return _call(self._stub.GetVmLogs, request, self.address, timeout=600).text
+        except JobNotFound as exc:  # NOT_FOUND is JobNotFound on the wire's way back
+            raise VmNotFound(str(exc)) from None
 
     # --- endpoints ----------------------------------------------------------------------
 

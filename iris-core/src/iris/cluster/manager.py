@@ -38,7 +38,7 @@ from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSig
 from iris.auth import current_user, read_token_file, write_private
 from iris.auth import static_token_entry
 from iris.config import ClusterConfig, ScaleGroupConfig, auth_enabled, is_loopback, local_state_dir
-from iris.errors import ConfigError, IrisError
+from iris.errors import ConfigError, IrisError, VmNotFound
 from iris.plugin.records import OWNER_FILE, TEMP_STATE_PREFIX, ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
 from iris.procfs import pid_start_time
@@ -65,6 +65,33 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
         vm=attrs.evolve(config.controller.vm, enabled=False),
     )
     return attrs.evolve(config, provider=provider, controller=controller)
+
+
+def vm_rows(slices: Any) -> list[dict[str, Any]]:
+    """One dict per VM of ``slices`` (``SliceInfo``\ s): vm_id, address, state, attributes,
+    slice_id, scale_group and slice_error, what ``iris cluster vm status`` shows whether it asks
+    the provider itself (``--config``) or the controller (``--controller-url``, ``ListVms``)."""
+    return [
+        {
+            "vm_id": vm.vm_id,
+            "address": vm.address,
+            "state": vm.state.value,
+            "attributes": dict(vm.attributes),
+            "slice_id": info.slice_id,
+            "scale_group": info.scale_group,
+            "slice_error": info.error or "",
+        }
+        for info in slices
+        for vm in info.vms
+    ]
+
+
+def no_vm_message(vm_id: str) -> str:
+    return f"no VM {vm_id!r} in this cluster; `iris cluster vm status` lists them"
+
+
+def vm_logs_unsupported(provider: str) -> str:
+    return f"provider {provider!r} cannot show VM logs"
 
 
 class ClusterManager:
@@ -389,6 +416,29 @@ class ClusterManager:
 
     def terminate_slices(self, slice_ids: list[str], *, all_slices: bool = False) -> list[str]:
         return self._autoscaler.terminate(None if all_slices else slice_ids)
+
+    # --- the machines (iris cluster vm ... --controller-url) ------------------------------
+
+    def _need_vm_manager(self) -> Any:
+        if self._vm_manager is None:  # not started yet, or stopping
+            raise IrisError("the controller's provider is not open (the controller is starting or stopping)")
+        return self._vm_manager
+
+    def list_vms(self) -> list[dict[str, Any]]:
+        """Every VM of every slice the VmManager reports (:func:`vm_rows`)."""
+        return vm_rows(self._need_vm_manager().list_slices({}))
+
+    def vm_logs(self, vm_id: str, tail: int = 100) -> str:
+        """The last ``tail`` lines of the worker's log on VM ``vm_id``, through the provider's
+        optional ``vm_logs``. VmNotFound for a VM no slice has; an IrisError naming the provider
+        when it cannot show logs."""
+        manager = self._need_vm_manager()
+        if not any(row["vm_id"] == vm_id for row in vm_rows(manager.list_slices({}))):
+            raise VmNotFound(no_vm_message(vm_id))
+        reader = getattr(manager, "vm_logs", None)
+        if reader is None:
+            raise IrisError(vm_logs_unsupported(self._config.provider.type))
+        return str(reader(vm_id, tail))
 
     # --- stopping -----------------------------------------------------------------------
 

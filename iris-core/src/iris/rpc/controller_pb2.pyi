@@ -438,6 +438,55 @@ class TerminateSlicesResponse(_message.Message):
     slice_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, slice_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class VmStatus(_message.Message):
+    __slots__ = ("vm_id", "slice_id", "scale_group", "address", "state", "attributes", "slice_error")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCALE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    SLICE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    slice_id: str
+    scale_group: str
+    address: str
+    state: str
+    attributes: _containers.ScalarMap[str, str]
+    slice_error: str
+    def __init__(self, vm_id: _Optional[str] = ..., slice_id: _Optional[str] = ..., scale_group: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., slice_error: _Optional[str] = ...) -> None: ...
+
+class ListVmsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListVmsResponse(_message.Message):
+    __slots__ = ("vms",)
+    VMS_FIELD_NUMBER: _ClassVar[int]
+    vms: _containers.RepeatedCompositeFieldContainer[VmStatus]
+    def __init__(self, vms: _Optional[_Iterable[_Union[VmStatus, _Mapping]]] = ...) -> None: ...
+
+class GetVmLogsRequest(_message.Message):
+    __slots__ = ("vm_id", "tail")
+    VM_ID_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    vm_id: str
+    tail: int
+    def __init__(self, vm_id: _Optional[str] = ..., tail: _Optional[int] = ...) -> None: ...
+
+class GetVmLogsResponse(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
 class WhoAmIRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -110,6 +110,16 @@ class ControllerServiceStub:
                 request_serializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.SerializeToString,
                 response_deserializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.FromString,
                 _registered_method=True)
+        self.ListVms = channel.unary_unary(
+                '/iris.v1.ControllerService/ListVms',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.ListVmsRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.ListVmsResponse.FromString,
+                _registered_method=True)
+        self.GetVmLogs = channel.unary_unary(
+                '/iris.v1.ControllerService/GetVmLogs',
+                request_serializer=iris_dot_rpc_dot_controller__pb2.GetVmLogsRequest.SerializeToString,
+                response_deserializer=iris_dot_rpc_dot_controller__pb2.GetVmLogsResponse.FromString,
+                _registered_method=True)
         self.WhoAmI = channel.unary_unary(
                 '/iris.v1.ControllerService/WhoAmI',
                 request_serializer=iris_dot_rpc_dot_controller__pb2.WhoAmIRequest.SerializeToString,
@@ -220,6 +230,20 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVms(self, request, context):
+        """The machines of every slice, through the controller's VmManager (iris cluster vm --controller-url).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVmLogs(self, request, context):
+        """The worker's log on one VM (admins only: it shows every user's task lines).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WhoAmI(self, request, context):
         """Who the caller's token names (iris login checks a token with it).
         """
@@ -311,6 +335,16 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.TerminateSlices,
                     request_deserializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.FromString,
                     response_serializer=iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.SerializeToString,
+            ),
+            'ListVms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVms,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.ListVmsRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.ListVmsResponse.SerializeToString,
+            ),
+            'GetVmLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVmLogs,
+                    request_deserializer=iris_dot_rpc_dot_controller__pb2.GetVmLogsRequest.FromString,
+                    response_serializer=iris_dot_rpc_dot_controller__pb2.GetVmLogsResponse.SerializeToString,
             ),
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
@@ -729,6 +763,60 @@ class ControllerService:
             '/iris.v1.ControllerService/TerminateSlices',
             iris_dot_rpc_dot_controller__pb2.TerminateSlicesRequest.SerializeToString,
             iris_dot_rpc_dot_controller__pb2.TerminateSlicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/ListVms',
+            iris_dot_rpc_dot_controller__pb2.ListVmsRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.ListVmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVmLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iris.v1.ControllerService/GetVmLogs',
+            iris_dot_rpc_dot_controller__pb2.GetVmLogsRequest.SerializeToString,
+            iris_dot_rpc_dot_controller__pb2.GetVmLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -371,6 +371,37 @@ def autoscaler_status_from_proto(p: controller_pb2.GetAutoscalerStatusResponse) 
     ]
 
 
+def vms_to_proto(vms: Iterable[dict[str, Any]]) -> controller_pb2.ListVmsResponse:
+    """The VMs as ``ClusterManager.list_vms()`` describes them (plain dicts)."""
+    response = controller_pb2.ListVmsResponse()
+    for vm in vms:
+        response.vms.add(
+            vm_id=vm["vm_id"],
+            slice_id=vm["slice_id"],
+            scale_group=vm["scale_group"],
+            address=vm["address"],
+            state=vm["state"],
+            attributes=vm["attributes"],
+            slice_error=vm.get("slice_error", ""),
+        )
+    return response
+
+
+def vms_from_proto(p: controller_pb2.ListVmsResponse) -> list[dict[str, Any]]:
+    return [
+        {
+            "vm_id": v.vm_id,
+            "slice_id": v.slice_id,
+            "scale_group": v.scale_group,
+            "address": v.address,
+            "state": v.state,
+            "attributes": dict(v.attributes),
+            "slice_error": v.slice_error,
+        }
+        for v in p.vms
+    ]
+
+
 # --- the reconcile exchange (worker.proto) ---------------------------------------------------
 
 

@@ -38,6 +38,7 @@ PORT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_CURSOR_CHARS = 1 << 20  # a log cursor holds a position per job read (children included)
 MAX_REASON_CHARS = 64 * 1024
 MAX_ATTEMPTS_PER_EXCHANGE = 100_000
+MAX_VM_LOG_LINES = 1_000_000  # GetVmLogs.tail
 
 Check = Callable[[Any], None]
 
@@ -160,6 +161,11 @@ def check_terminate_slices(request: controller_pb2.TerminateSlicesRequest) -> No
         check_text("slice_ids entry", slice_id, required=True, max_chars=MAX_NAME_CHARS, accepted="name a slice")
 
 
+def check_get_vm_logs(request: controller_pb2.GetVmLogsRequest) -> None:
+    check_text("vm_id", request.vm_id, required=True, max_chars=MAX_NAME_CHARS, accepted="name a VM (iris cluster vm status lists them)")
+    check_count("tail", request.tail, maximum=MAX_VM_LOG_LINES)
+
+
 def check_create_token(request: controller_pb2.CreateTokenRequest) -> None:
     check_text("role", request.role, max_chars=16, accepted="admin or user")
     check_text("name", request.name, required=True, max_chars=128, pattern=JOB_NAME_RE, accepted="use letters, digits, '.', '_' or '-'")
@@ -229,6 +235,8 @@ CHECKS: dict[str, Check] = {
     "/iris.v1.ControllerService/GetAutoscalerStatus": check_nothing,
     "/iris.v1.ControllerService/CreateSlice": check_create_slice,
     "/iris.v1.ControllerService/TerminateSlices": check_terminate_slices,
+    "/iris.v1.ControllerService/ListVms": check_nothing,
+    "/iris.v1.ControllerService/GetVmLogs": check_get_vm_logs,
     "/iris.v1.ControllerService/WhoAmI": check_nothing,
     "/iris.v1.ControllerService/CreateToken": check_create_token,
     "/iris.v1.WorkerService/Reconcile": check_reconcile,

@@ -37,7 +37,7 @@ from iris.cluster.controller import access
 from iris.cluster.controller.controller import AlreadyExists, BadCursor, Controller, InvalidRequest
 from iris.job.validation import JOB_NAME_RE
 from iris.cluster.controller.state import worker_key
-from iris.errors import IrisError, JobNotFound
+from iris.errors import IrisError, JobNotFound, VmNotFound
 from iris.job.records import DesiredAttempt
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert, worker_pb2_grpc
 from iris.rpc.validate import check_request
@@ -62,6 +62,7 @@ SERVER_OPTIONS = [
 
 _STATUS = {
     JobNotFound: grpc.StatusCode.NOT_FOUND,
+    VmNotFound: grpc.StatusCode.NOT_FOUND,
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     BadCursor: grpc.StatusCode.INVALID_ARGUMENT,
     ValueError: grpc.StatusCode.INVALID_ARGUMENT,  # ConstraintError, ResourceError
@@ -281,6 +282,15 @@ class ControllerServicer(_Servicer, controller_pb2_grpc.ControllerServiceService
         access.require_admin(principal(), "terminate slices")
         ids = await self._off_loop(self._need_cluster().terminate_slices, list(request.slice_ids), all_slices=request.all)
         return controller_pb2.TerminateSlicesResponse(slice_ids=ids)
+
+    async def ListVms(self, request, context):  # noqa: N802
+        access.require_person(principal(), "list VMs")
+        return convert.vms_to_proto(await self._off_loop(self._need_cluster().list_vms))
+
+    async def GetVmLogs(self, request, context):  # noqa: N802
+        access.require_admin(principal(), f"read the worker log of VM {request.vm_id!r}")  # it shows every user's task lines
+        text = await self._off_loop(self._need_cluster().vm_logs, request.vm_id, request.tail or 100)
+        return controller_pb2.GetVmLogsResponse(text=text)
 
     async def LaunchJob(self, request, context):  # noqa: N802
         spec = convert.job_spec_from_proto(request.spec)
