@@ -204,6 +204,63 @@ def test_auth_slices_and_tokens_are_admin_only(server: ControllerServer, callers
     assert error.details() == "role 'worker' is not one of: admin, user"
 
 
+def test_auth_vms_are_listed_by_people_and_their_logs_read_by_admins_only(server: ControllerServer, callers: dict[str, Caller]) -> None:
+    """ListVms is open to people as ListWorkers is (a worker is refused); GetVmLogs, a worker's
+    log with every user's task lines, is for admins. A controller without an autoscaler says so."""
+    for name in ("alice", "w1"):
+        error = refused(callers[name].controller.GetVmLogs, controller_pb2.GetVmLogsRequest(vm_id="vm-0"))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
+        assert error.details().endswith("may not read the worker log of VM 'vm-0' (admins only)")
+    error = refused(callers["w1"].controller.ListVms, controller_pb2.ListVmsRequest())
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == "permission denied: worker w1 may not list VMs"
+    for name, call, request in [
+        ("alice", "ListVms", controller_pb2.ListVmsRequest()),
+        ("admin", "ListVms", controller_pb2.ListVmsRequest()),
+        ("admin", "GetVmLogs", controller_pb2.GetVmLogsRequest(vm_id="vm-0")),
+    ]:
+        error = refused(getattr(callers[name].controller, call), request)
+        assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "this controller runs without an autoscaler"), call
+    error = refused(callers["admin"].controller.GetVmLogs, controller_pb2.GetVmLogsRequest(vm_id=""))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("vm_id"), error.details()
+
+
+def test_auth_served_cluster_vms_through_the_controller(tmp_path: Path) -> None:
+    """A real cluster with auth on: a user lists the VMs the controller's provider reports and is
+    refused their logs; the admin reads them; an unknown VM is VmNotFound (NOT_FOUND)."""
+    from iris.auth import PermissionDenied
+    from iris.client import IrisClient
+    from iris.errors import VmNotFound
+
+    config = parse_config(
+        {
+            "controller": {"state_dir": str(tmp_path / "state")},
+            "provider": {"type": "local", "options": {"worker_mode": "process"}},
+            "scale_groups": {"g": {"min_slices": 1, "max_slices": 1, "cpu": 1, "memory": "1GB"}},
+        }
+    )
+    manager = ClusterManager(config)
+    manager.start()
+    try:
+        assert manager.auth is not None
+        alice_token = manager.auth.mint(Principal(Role.USER, "alice"))
+        with IrisClient.remote(manager.controller.address, token=manager.owner_token) as admin, IrisClient.remote(
+            manager.controller.address, token=alice_token
+        ) as alice:
+            assert wait_until(lambda: [vm["state"] for vm in admin.list_vms()] == ["READY"], timeout=60)
+            [vm] = alice.list_vms()
+            assert (vm["scale_group"], vm["slice_error"]) == ("g", "")
+            assert vm["slice_id"] == vm["attributes"]["slice"]
+            with pytest.raises(PermissionDenied, match="admins only"):
+                alice.vm_logs(vm["vm_id"])
+            assert f"iris worker {vm['vm_id']} running" in admin.vm_logs(vm["vm_id"], 50)
+            assert len(admin.vm_logs(vm["vm_id"], 1).splitlines()) == 1
+            with pytest.raises(VmNotFound, match="no VM 'nope' in this cluster"):
+                admin.vm_logs("nope")
+    finally:
+        manager.stop()
+
+
 # --- workers and tasks ------------------------------------------------------------------------
 
 

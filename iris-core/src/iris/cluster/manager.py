@@ -68,7 +68,7 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
 
 
 def vm_rows(slices: Any) -> list[dict[str, Any]]:
-    """One dict per VM of ``slices`` (``SliceInfo``\ s): vm_id, address, state, attributes,
+    """One dict per VM of ``slices`` (``SliceInfo`` records): vm_id, address, state, attributes,
     slice_id, scale_group and slice_error, what ``iris cluster vm status`` shows whether it asks
     the provider itself (``--config``) or the controller (``--controller-url``, ``ListVms``)."""
     return [
