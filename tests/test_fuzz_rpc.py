@@ -212,6 +212,8 @@ others = st.one_of(
     ),
     st.just((C + "ListWorkers", controller_pb2.ListWorkersRequest())),
     st.just((C + "GetAutoscalerStatus", controller_pb2.GetAutoscalerStatusRequest())),
+    st.just((C + "ListVms", controller_pb2.ListVmsRequest())),
+    st.builds(lambda v, t: (C + "GetVmLogs", controller_pb2.GetVmLogsRequest(vm_id=v, tail=t)), names, small),
 )
 
 
