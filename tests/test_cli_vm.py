@@ -15,10 +15,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
+from iris.cluster.manager import ClusterManager
+from iris.config import parse_config
+from iris.plugin import VmManagerPlugin, hookimpl
+from iris.plugin.registry import PluginRegistry
 from iris.testing import wait_until
 
 IRIS = str(Path(sys.executable).parent / "iris")
@@ -144,3 +149,47 @@ def test_cli_vm_controller_url_wins_over_config(cluster: Cluster) -> None:
     result = cluster.iris("cluster", "--config", str(missing), "vm", "--controller-url", cluster.url, "status", "--json")
     assert result.returncode == 0, result.stderr
     assert [vm["vm_id"] for vm in json.loads(result.stdout)] == [cluster.vm_id]
+
+
+class NoLogsProvider:
+    """The local provider without the optional ``vm_logs``: a plugin registered in this test only
+    (the CLI below does not have it, and needs it not: the controller answers)."""
+
+    @hookimpl
+    def iris_register_vm_managers(self, register: Any) -> None:
+        from iris_local.vm_manager import LocalVmManager
+
+        class Manager(LocalVmManager):
+            vm_logs = None  # as a provider that does not define it: getattr finds nothing to call
+
+        register(VmManagerPlugin(name="nologs", factory=Manager))
+
+
+def test_cli_vm_logs_of_a_provider_without_them_is_one_line_naming_it(tmp_path: Path) -> None:
+    registry = PluginRegistry()
+    registry.register(NoLogsProvider(), name="nologs-test")
+    config = parse_config(
+        {
+            "provider": {"type": "nologs"},
+            "controller": {"state_dir": str(tmp_path / "state")},
+            "scale_groups": {"g": {"min_slices": 1, "max_slices": 1, "cpu": 1, "memory": "1GB"}},
+        }
+    )
+    manager = ClusterManager(config, registry=registry)
+    url = manager.start()
+    try:
+        cli = Cluster(tmp_path / "absent.yaml", url, tmp_path, tmp_path, "")
+        listed: list[dict] = []
+
+        def listed_one() -> bool:
+            out = cli.iris("cluster", "vm", "status", "--json", "--controller-url", url, token=manager.owner_token)
+            assert out.returncode == 0, out.stderr
+            listed[:] = json.loads(out.stdout)
+            return len(listed) == 1
+
+        assert wait_until(listed_one, timeout=60), listed
+        result = cli.iris("cluster", "vm", "logs", listed[0]["vm_id"], "--controller-url", url, token=manager.owner_token)
+        assert result.returncode == 1, result.stderr
+        assert one_line(result) == "iris: error: provider 'nologs' cannot show VM logs"
+    finally:
+        manager.stop()
