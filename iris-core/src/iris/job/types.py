@@ -339,6 +339,16 @@ _IMAGE_RE = re.compile(
 )
 
 
+def image_registry_host(image: str) -> str | None:
+    """The registry host ``image`` names (``127.0.0.1:5000``, ``us-central1-docker.pkg.dev``),
+    or None when it names none (Docker Hub): as Docker reads a reference, the part before the
+    first ``/`` is a host when it holds a ``.`` or a ``:`` or is ``localhost``."""
+    first, slash, _ = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
 def image_reference_problem(image: str) -> str | None:
     """Why ``image`` is not a valid container image reference, or None if it is."""
     if _IMAGE_RE.match(image) and len(image) <= 255:

@@ -315,17 +315,33 @@ def _docker_build(api: Any, context: Path, tag: str, progress: Progress) -> str:
 
 
 def _docker_push(api: Any, tag: str, progress: Progress) -> None:
+    import docker
+
+    from iris.job.types import image_registry_host
+    from iris.runtime.artifact_registry import push_denied_hint
+
     repository, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
-    if "/" not in repository or not re.match(r"^[^/]*[.:][^/]*/|^localhost/", repository):
+    host = image_registry_host(repository)
+    if host is None:
         progress(f"pushing {tag} to Docker Hub (the tag names no registry host)")
     else:
-        progress(f"pushing {tag} to {repository.split('/', 1)[0]}")
+        progress(f"pushing {tag} to {host}")
+
+    def failed(error: str) -> IrisError:
+        hint = push_denied_hint(host, error)
+        return IrisError(f"docker push of {tag} failed: {error}{'; ' + hint if hint else ''}")
+
     seen: set[tuple[str, str]] = set()
-    for event in api.push(repository, tag=version, stream=True, decode=True):
-        if "error" in event:
-            raise IrisError(f"docker push of {tag} failed: {str(event['error']).strip()}")
-        status = str(event.get("status", ""))
-        key = (str(event.get("id", "")), status)
-        if status and status != "Pushing" and key not in seen:
-            seen.add(key)
-            progress(f"  {event['id'] + ': ' if event.get('id') else ''}{status}")
+    try:
+        # the SDK reads the user's Docker credentials (~/.docker/config.json and its helpers)
+        events = api.push(repository, tag=version, stream=True, decode=True)
+        for event in events:
+            if "error" in event:
+                raise failed(str(event["error"]).strip())
+            status = str(event.get("status", ""))
+            key = (str(event.get("id", "")), status)
+            if status and status != "Pushing" and key not in seen:
+                seen.add(key)
+                progress(f"  {event['id'] + ': ' if event.get('id') else ''}{status}")
+    except docker.errors.DockerException as exc:  # a credential helper that failed, a refused request
+        raise failed(str(exc).strip()) from None
