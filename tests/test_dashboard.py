@@ -403,12 +403,18 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory):
 
 
 def text_of(driver: Any, css: str) -> str:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    """The element's text, or "" while it is absent or being replaced by a re-render."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 
     try:
         return driver.find_element("css selector", css).text
     except (NoSuchElementException, StaleElementReferenceException):
         return ""
+    except WebDriverException as exc:
+        # chromedriver's word for a stale element when the node went between find and read
+        if "does not belong to the document" in str(exc):
+            return ""
+        raise
 
 
 def open_page(driver: Any, url: str) -> None:
