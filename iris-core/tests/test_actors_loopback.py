@@ -26,6 +26,9 @@ from iris.client import ClusterResolver, NotInTask, get_job_info, iris_ctx
 from iris.errors import IrisError
 
 
+COUNTING = threading.Event()  # a Counter's count_until_cancelled has started (its server is in this process)
+
+
 class Counter:
     def __init__(self, start: int = 0):
         self.value = start
@@ -47,6 +50,7 @@ class Counter:
         return threading.Lock()
 
     def count_until_cancelled(self, limit: float) -> str:
+        COUNTING.set()
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if operation_cancelled():
@@ -159,7 +163,11 @@ def test_long_running_operation_polls_then_returns_result(counter: ActorClient) 
 
 
 def test_long_running_operation_cancel_stops_it(counter: ActorClient) -> None:
+    COUNTING.clear()
     op = counter.count_until_cancelled.start(30)
+    # cancel once it runs: a cancel that comes before the method starts means it never runs
+    # ("... was cancelled", docs/actors.md), which is not what this test is about
+    assert COUNTING.wait(timeout=10)
     assert op.cancel() is True
     with pytest.raises(OperationCancelled, match="stopped early"):
         op.result(timeout=10)
