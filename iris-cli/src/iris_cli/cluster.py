@@ -503,13 +503,13 @@ def _url_client(url: str) -> Iterator[Any]:
 
 
 def _vm_rows(ctx: click.Context) -> list[dict[str, Any]]:
-    """Every VM of the cluster (``iris.cluster.manager.vm_rows``): from the controller at
+    """Every VM of the cluster (``iris.cluster.machines.vm_rows``): from the controller at
     --controller-url, else from the provider that --config names, opened here."""
     url = resolve(ctx, "controller_url", None)
     if url:
         with _url_client(url) as client:
             return client.list_vms()
-    from iris.cluster.manager import vm_rows
+    from iris.cluster.machines import vm_rows
 
     manager = _vm_manager(ctx)
     try:
@@ -519,7 +519,7 @@ def _vm_rows(ctx: click.Context) -> list[dict[str, Any]]:
 
 
 def _find_vm(rows: list[dict[str, Any]], vm_id: str) -> dict[str, Any]:
-    from iris.cluster.manager import no_vm_message
+    from iris.cluster.machines import no_vm_message
 
     for row in rows:
         if row["vm_id"] == vm_id:
@@ -589,7 +589,7 @@ def vm_logs(ctx: click.Context, vm_id: str, tail: int) -> None:
                 raise click.ClickException(str(exc)) from None  # the provider could not (as below)
         click.echo(text, nl=False)
         return
-    from iris.cluster.manager import vm_logs_unsupported, vm_rows
+    from iris.cluster.machines import vm_logs_unsupported, vm_rows
 
     manager = _vm_manager(ctx)
     try:

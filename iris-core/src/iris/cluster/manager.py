@@ -38,6 +38,7 @@ from iris.auth import OWNER_TOKEN_FILE, Authenticator, Principal, Role, TokenSig
 from iris.auth import current_user, read_token_file, write_private
 from iris.auth import static_token_entry
 from iris.config import ClusterConfig, ScaleGroupConfig, auth_enabled, is_loopback, local_state_dir
+from iris.cluster.machines import no_vm_message, vm_logs_unsupported, vm_rows
 from iris.errors import ConfigError, IrisError, VmNotFound
 from iris.plugin.records import OWNER_FILE, TEMP_STATE_PREFIX, ProviderContext
 from iris.plugin.registry import PluginRegistry, get_registry
@@ -65,33 +66,6 @@ def make_local_config(config: ClusterConfig, *, process_workers: bool = False) -
         vm=attrs.evolve(config.controller.vm, enabled=False),
     )
     return attrs.evolve(config, provider=provider, controller=controller)
-
-
-def vm_rows(slices: Any) -> list[dict[str, Any]]:
-    """One dict per VM of ``slices`` (``SliceInfo`` records): vm_id, address, state, attributes,
-    slice_id, scale_group and slice_error, what ``iris cluster vm status`` shows whether it asks
-    the provider itself (``--config``) or the controller (``--controller-url``, ``ListVms``)."""
-    return [
-        {
-            "vm_id": vm.vm_id,
-            "address": vm.address,
-            "state": vm.state.value,
-            "attributes": dict(vm.attributes),
-            "slice_id": info.slice_id,
-            "scale_group": info.scale_group,
-            "slice_error": info.error or "",
-        }
-        for info in slices
-        for vm in info.vms
-    ]
-
-
-def no_vm_message(vm_id: str) -> str:
-    return f"no VM {vm_id!r} in this cluster; `iris cluster vm status` lists them"
-
-
-def vm_logs_unsupported(provider: str) -> str:
-    return f"provider {provider!r} cannot show VM logs"
 
 
 class ClusterManager:
