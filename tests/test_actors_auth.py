@@ -5,7 +5,6 @@ another user's job, another user, and a caller without a credential are refused 
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path

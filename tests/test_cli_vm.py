@@ -118,6 +118,30 @@ def test_cli_vm_unknown_id_through_the_controller_url_exits_2_with_one_line(clus
         assert by_config.returncode == 2 and by_config.stderr == result.stderr, by_config.stderr
 
 
+def test_client_not_found_errors_keep_their_kind_across_the_wire(cluster: Cluster) -> None:
+    """NOT_FOUND is one gRPC code for a job and a VM; the controller names the error class, so
+    the Python API raises VmNotFound for a VM and JobNotFound for a job (neither as the other)."""
+    script = (
+        "import sys\n"
+        "from iris.auth import find_token\n"
+        "from iris.client import IrisClient\n"
+        "from iris.errors import JobNotFound, VmNotFound\n"
+        "client = IrisClient.remote(sys.argv[1], token=find_token(sys.argv[1]) or None)\n"
+        "for name, action in (('vm', lambda: client.vm_logs('no-such-vm')), ('job', lambda: client.job('/nobody/none').status())):\n"
+        "    try:\n"
+        "        action()\n"
+        "    except (JobNotFound, VmNotFound) as exc:\n"
+        "        print(name, type(exc).__name__, exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("IRIS_CONTROLLER_ADDRESS", "IRIS_TOKEN")}
+    env["HOME"] = str(cluster.home)
+    result = subprocess.run([sys.executable, "-c", script, cluster.url], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "vm VmNotFound no VM 'no-such-vm' in this cluster; `iris cluster vm status` lists them", lines
+    assert lines[1].startswith("job JobNotFound ") and "/nobody/none" in lines[1], lines
+
+
 def test_cli_vm_logs_with_a_user_token_is_refused_but_status_is_not(cluster: Cluster) -> None:
     minted = cluster.iris("--config", str(cluster.config), "token", "create", "alice", "--ttl", "1h")
     assert minted.returncode == 0, minted.stderr

@@ -27,7 +27,7 @@ from typing import Any
 from iris.actor import protocol, wire
 from iris.actor.auth import default_credentials
 from iris.actor.protocol import ActorCallError, ActorNotFound, ActorPermissionDenied, ActorTimeout
-from iris.actor.resolver import ResolvedEndpoint, Resolver
+from iris.actor.resolver import Resolver
 
 __all__ = ["ActorClient", "Operation"]
 

@@ -490,10 +490,7 @@ class IrisClient:
         """The last ``tail`` lines of the worker's log on that VM (admins only). VmNotFound for a
         VM the cluster does not have."""
         request = controller_pb2.GetVmLogsRequest(vm_id=vm_id, tail=tail)
-        try:
-            return _call(self._stub.GetVmLogs, request, self.address, timeout=600).text
-        except JobNotFound as exc:  # NOT_FOUND is JobNotFound on the wire's way back
-            raise VmNotFound(str(exc)) from None
+        return _call(self._stub.GetVmLogs, request, self.address, timeout=600).text
 
     # --- endpoints ----------------------------------------------------------------------
 

@@ -76,20 +76,35 @@ def authorized_channel(target: str, token: str, options: list[tuple[str, Any]] |
     return TokenChannel(channel, token) if token else channel
 
 
+#: Trailing metadata key under which the controller names the Iris error class it aborted a call
+#: with, so that one status code (NOT_FOUND: a job, a VM) comes back as the error it was.
+ERROR_KIND_KEY = "iris-error-kind"
+
+
+def error_kind(exc: Any) -> str:
+    """The Iris error class the server named in a failed call's trailing metadata, or ""."""
+    try:
+        metadata = exc.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 (an RpcError that is not a Call has none)
+        return ""
+    return next((str(value) for key, value in metadata if key == ERROR_KIND_KEY), "")
+
+
 def call(method: Any, request: Any, address: str, timeout: float | None = 60.0) -> Any:
     """``method(request)`` on a controller stub, its gRPC errors turned into Iris's: NOT_FOUND is
+    :class:`~iris.errors.VmNotFound` when the controller says so (:data:`ERROR_KIND_KEY`), else
     :class:`~iris.errors.JobNotFound`; UNAVAILABLE and DEADLINE_EXCEEDED are
     :class:`~iris.errors.ControllerUnavailable` naming ``address``; UNAUTHENTICATED and
     PERMISSION_DENIED are :mod:`iris.auth`'s; anything else an IrisError with the details."""
     from iris.auth import PermissionDenied, Unauthenticated
-    from iris.errors import ControllerUnavailable, IrisError, JobNotFound
+    from iris.errors import ControllerUnavailable, IrisError, JobNotFound, VmNotFound
 
     try:
         return method(request, timeout=timeout)
     except grpc.RpcError as exc:
         code, details = exc.code(), exc.details() or ""
         if code == grpc.StatusCode.NOT_FOUND:
-            raise JobNotFound(details) from None
+            raise (VmNotFound if error_kind(exc) == "VmNotFound" else JobNotFound)(details) from None
         if code == grpc.StatusCode.UNAVAILABLE:
             raise ControllerUnavailable(f"cannot reach the controller at {address}: {details}") from None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -40,6 +40,7 @@ from iris.cluster.controller.state import worker_key
 from iris.errors import IrisError, JobNotFound, VmNotFound
 from iris.job.records import DesiredAttempt
 from iris.rpc import controller_pb2, controller_pb2_grpc, convert, worker_pb2_grpc
+from iris.rpc.channel import ERROR_KIND_KEY
 from iris.rpc.validate import check_request
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class _Door(grpc.aio.ServerInterceptor):
                 check_request(method, request)  # a rejected request changes nothing: no handler ran
                 return await inner(request, context)
             except IrisError as exc:
-                await context.abort(status_for(exc), str(exc))
+                await context.abort(status_for(exc), str(exc), trailing_metadata=((ERROR_KIND_KEY, type(exc).__name__),))
 
         self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
             wrapped,
