@@ -435,7 +435,7 @@ def test_edited_config_is_refused_until_restart_force_applies_it_and_stop_force_
             line = refused.stderr.strip()
             assert "belongs to another config named 'edited'" in line and "\n" not in line, (args, line)
             assert line.endswith("; if this is your cluster and you edited its config, apply the edit with "
-                                 "`iris cluster --config PATH restart --local --force` (or stop it with `stop --local --force`)"), line  # fmt: skip
+                                 f"`iris cluster --config {config} restart --local --force` (or stop it with `stop --local --force`)"), line  # fmt: skip
         assert pid_alive(first_pid)
 
         restarted = cli("cluster", "--config", str(config), "restart", "--local", "--force")

@@ -340,7 +340,7 @@ def test_manual_controller_placed_on_a_host_over_ssh_runs_restarts_and_stops_cle
             refused = iris_cmd(*args, home=home, cwd=tmp_path)
             assert refused.returncode != 0 and "runs another config with this name" in refused.stderr, (args, refused.stderr)
             assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-            assert refused.stderr.strip().endswith("apply the edit with `iris cluster --config PATH restart --force` "
+            assert refused.stderr.strip().endswith(f"apply the edit with `iris cluster --config {other} restart --force` "
                                                    "(or stop it with `stop --force`)"), refused.stderr  # fmt: skip
         assert pid_alive(first["pid"]) and json.loads((controller_dir / "controller.json").read_text())["pid"] == first["pid"]
 

@@ -77,6 +77,19 @@ def plugins_command(check: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _config_argument(args: list[str]) -> str:
+    """The last ``--config`` value on the command line (the one in effect; none after ``--``)."""
+    found = ""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--config" and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith("--config="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
@@ -105,7 +118,13 @@ def main(argv: list[str] | None = None) -> None:
 
         if not isinstance(exc, IrisError):
             raise
-        click.echo(f"iris: error: {exc}", err=True)
+        message = str(exc)
+        given = _config_argument(args)
+        if given and "--config PATH" in message:  # the core's way out names no file: name the user's
+            import shlex
+
+            message = message.replace("--config PATH", f"--config {shlex.quote(given)}")
+        click.echo(f"iris: error: {message}", err=True)
         from iris.auth import PermissionDenied, Unauthenticated
         from iris.client.client import ControllerUnavailable
 
