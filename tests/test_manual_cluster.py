@@ -449,6 +449,7 @@ def test_manual_cluster_on_container_hosts_places_the_controller_and_docker_work
     docker_engine.docker("tag", docker_worker_image, pushed)
     docker_engine.docker("push", pushed, timeout=600)
     docker_engine.docker("rmi", pushed)  # the hosts pull it from the registry
+    edited = f"{docker_registry.address}/iris-controller:edited"
     hosts = ContainerHosts(docker_engine, image, addresses=CONTAINER_HOST_ADDRESSES, root=tmp_path / "hosts")
     home = tmp_path / "home"
     home.mkdir()
@@ -503,12 +504,38 @@ def test_manual_cluster_on_container_hosts_places_the_controller_and_docker_work
 
         logs = iris_cmd("cluster", "--config", str(config), "vm", "logs", records[0]["vm_id"], home=home, cwd=tmp_path)
         assert logs.returncode == 0 and f"iris worker {records[0]['vm_id']} running" in logs.stdout, logs.stdout + logs.stderr
+
+        # an edited config with another controller image, applied with restart --force: the host's
+        # controller container is replaced by one of the new image at the same address, its state
+        # kept; the workers reconnect and the next job runs on them
+        with IrisClient.remote(url, token=owner_token(home, "manualdocker")) as client:
+            jobs_before = {job.job_id for job in client.list_jobs()}
+        assert jobs_before
+        docker_engine.docker("tag", docker_worker_image, edited)
+        docker_engine.docker("push", edited, timeout=600)
+        docker_engine.docker("rmi", edited)  # the host pulls it
+        config.write_text(config.read_text().replace(f"image: '{pushed}'", f"image: '{edited}'"))
+        refused = iris_cmd("cluster", "--config", str(config), "restart", home=home, cwd=tmp_path)
+        assert refused.returncode == 2 and "--force" in refused.stderr, refused.stderr
+        forced = iris_cmd("cluster", "--config", str(config), "restart", "--force", home=home, cwd=tmp_path, timeout=900)
+        assert forced.returncode == 0 and forced.stdout.strip() == url, forced.stderr
+        replaced = json.loads((root / "controller" / "controller.json").read_text())
+        assert replaced["container"] != record["container"]
+        assert json.loads(docker_engine.docker("inspect", replaced["container"]).stdout)[0]["Config"]["Image"] == edited
+        assert docker_engine.docker("inspect", record["container"], check=False).returncode != 0  # the old one is gone
+        with IrisClient.remote(url, token=owner_token(home, "manualdocker")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=300)
+            assert jobs_before <= {job.job_id for job in client.list_jobs()}  # the state was kept
+        again = iris_cmd("--config", str(config), "run", "--cpu", "1", "--memory", "64MB", "--", "echo", "after", home=home, cwd=tmp_path, timeout=600)
+        assert again.returncode == 0 and "after" in again.stdout, again.stderr
+        assert sorted(docker_engine.docker("ps", "-q", "--filter", "label=iris.worker").stdout.decode().split()) == sorted(worker_containers)
     finally:
         if config.exists():
             stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path, timeout=600)
         left = hosts.started_containers()
         hosts.close()
         docker_engine.docker("rmi", pushed, check=False)
+        docker_engine.docker("rmi", edited, check=False)
     assert stopped is not None and stopped.returncode == 0, stopped.stderr if stopped else ""
     assert left == [], "a container outlived iris cluster stop"
     assert not (tmp_path / "hosts" / "controller").exists()
