@@ -529,6 +529,19 @@ def test_manual_cluster_on_container_hosts_places_the_controller_and_docker_work
         again = iris_cmd("--config", str(config), "run", "--cpu", "1", "--memory", "64MB", "--", "echo", "after", home=home, cwd=tmp_path, timeout=600)
         assert again.returncode == 0 and "after" in again.stdout, again.stderr
         assert sorted(docker_engine.docker("ps", "-q", "--filter", "label=iris.worker").stdout.decode().split()) == sorted(worker_containers)
+
+        # the controller container SIGKILLed on its host: `start` brings it back from its state on
+        # the host, and it adopts the running workers (the same containers)
+        docker_engine.docker("kill", "-s", "KILL", replaced["container"])
+        down = iris_cmd("--config", str(config), "job", "list", home=home, cwd=tmp_path)
+        assert down.returncode == 2 and len(down.stderr.strip().splitlines()) == 1, down.stderr
+        assert f"{config}: no controller of this cluster is running where the config places it" in down.stderr, down.stderr
+        revived = iris_cmd("cluster", "--config", str(config), "start", home=home, cwd=tmp_path, timeout=900)
+        assert revived.returncode == 0 and revived.stdout.strip() == url, revived.stderr
+        with IrisClient.remote(url, token=owner_token(home, "manualdocker")) as client:
+            assert wait_until(lambda: len([w for w in client.list_workers() if not w.lost]) == 3, timeout=300)
+            assert jobs_before <= {job.job_id for job in client.list_jobs()}
+        assert sorted(docker_engine.docker("ps", "-q", "--filter", "label=iris.worker").stdout.decode().split()) == sorted(worker_containers)
     finally:
         if config.exists():
             stopped = iris_cmd("cluster", "--config", str(config), "stop", home=home, cwd=tmp_path, timeout=600)

@@ -81,7 +81,7 @@ def _controller_target(ctx: click.Context, config: str | None, controller_url: s
         controller = loaded.controller
         if controller.vm.enabled:  # placed on the provider's machine, found by label: there is no fixed address
             raise click.UsageError(
-                f"{path}: no controller of this cluster is running (its controller VM was not found); start one with "
+                f"{path}: no controller of this cluster is running where the config places it (controller.vm); start one with "
                 f"iris cluster --config {path} start, or pass --controller-url URL"
             )
         if not controller.port:
