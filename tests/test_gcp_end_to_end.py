@@ -400,6 +400,25 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         assert len(lines) == len(set(lines)) == 12, lines  # per task: two start lines and "done", each once
         assert sorted(_started_on(lines)) == [0, 1, 2, 3] and all(len(ws) == 2 for ws in _started_on(lines).values()), lines
 
+        # 4b. the user edits the config (the scale group may grow to 2 slices): every command
+        # refuses it in one line, since the VM runs the old one; `restart --force` makes it the VM's
+        # (setMetadata), resets the VM (its disk and address kept), and the controller comes back on
+        # its disk's state, serving the edited config
+        edited = yaml.safe_load(config_path.read_text())
+        edited["scale_groups"]["tpu"]["max_slices"] = 2
+        config_path.write_text(yaml.safe_dump(edited, sort_keys=False))
+        refused = run("cluster", "--config", str(config_path), "status")
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert f"`iris cluster --config {config_path} restart --force`" in refused.stderr, refused.stderr
+        forced = run("cluster", "--config", str(config_path), "restart", "--force", timeout=900)
+        assert forced.returncode == 0, forced.stderr + diagnose()
+        assert forced.stdout.strip() == started.stdout.strip() and booter.address(host_id) == vm_address
+        served = yaml.safe_load((booter.directory(host_id) / "etc" / "config.yaml").read_text())
+        assert served["scale_groups"]["tpu"]["max_slices"] == 2, served  # what the startup script wrote at the new boot
+        assert {name: j["state"] for name, j in listed().items()} == {"e2e-train": "SUCCEEDED", "e2e-done": "SUCCEEDED", "e2e-killed": "KILLED"}
+        status = run("cluster", "--config", str(config_path), "status")
+        assert status.returncode == 0 and "(min 0, max 2)" in status.stdout, status.stdout + status.stderr
+
         # 5. stop: the controller VM and every slice by label; nothing left anywhere
         stopped = run("cluster", "--config", str(config_path), "stop", timeout=300)
         assert stopped.returncode == 0, stopped.stderr
