@@ -400,8 +400,8 @@ def test_gcp_cluster_start_run_preempt_lose_the_controller_and_stop_from_the_use
         assert len(lines) == len(set(lines)) == 12, lines  # per task: two start lines and "done", each once
         assert sorted(_started_on(lines)) == [0, 1, 2, 3] and all(len(ws) == 2 for ws in _started_on(lines).values()), lines
 
-        # 4b. the user edits the config (the scale group may grow to 2 slices): every command
-        # refuses it in one line, since the VM runs the old one; `restart --force` makes it the VM's
+        # 4b. the user edits the config (the scale group may grow to 2 slices): `status` refuses
+        # it in one line, since the VM runs the old one; `restart --force` makes it the VM's
         # (setMetadata), resets the VM (its disk and address kept), and the controller comes back on
         # its disk's state, serving the edited config
         edited = yaml.safe_load(config_path.read_text())
